@@ -1,0 +1,314 @@
+"""Typed, validated, revision-free hashing configuration and kernel capabilities.
+
+A :class:`VnetHashConfig` says *what* the device should do (RSS on or off, hash reports
+on or off, hash types, indirection table, key, unclassified queue). Codecs in
+:mod:`pytun_hash.codec` turn it into the bytes each kernel revision reads. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from pytun_hash._abi.revision import Revision
+from pytun_hash._abi.virtio_net import HashType
+from pytun_hash.errors import ValidationError
+
+__all__ = [
+    "MAX_INDIRECTION_TABLE_LENGTH",
+    "MAX_KEY_SIZE",
+    "MICROSOFT_RSS_KEY",
+    "VnetHashCapability",
+    "VnetHashConfig",
+    "generate_key",
+    "parse_hash_types",
+]
+
+MAX_INDIRECTION_TABLE_LENGTH = 128
+MAX_KEY_SIZE = 40
+MAX_QUEUE = 0xFFFF
+
+#: The well-known 40-byte Toeplitz key from Microsoft's "Verifying the RSS Hash Calculation"
+#: (also Intel 82599 and DPDK's default). For tests and interop only: a published key lets
+#: anyone craft flows that collide on one queue, so nothing in pytun_hash defaults to it.
+MICROSOFT_RSS_KEY = bytes.fromhex(
+    "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa"
+)
+
+#: Every type bit the kernel series supports (IPv4/IPv6 x IP/TCP/UDP).
+DEFAULT_HASH_TYPES = HashType(0x3F)
+
+
+def generate_key(length: int = MAX_KEY_SIZE) -> bytes:
+    """Return ``length`` random key bytes from ``os.urandom``.
+
+    Raises:
+        ValidationError: when ``length`` is not in 1..40.
+    """
+    if not 1 <= length <= MAX_KEY_SIZE:
+        raise ValidationError("key", f"length must be 1..{MAX_KEY_SIZE} bytes, got {length}")
+    return os.urandom(length)
+
+
+def parse_hash_types(value: object, field: str = "types") -> HashType:
+    """Turn an int, a :class:`HashType`, a name (``"TCPV4"``, ``"tcpv4|udpv4"``) or a list of names into a HashType.
+
+    Raises:
+        ValidationError: naming ``field`` for unknown names, unknown bits or a wrong type.
+    """
+    if isinstance(value, HashType):
+        result = int(value)
+    elif isinstance(value, bool):
+        raise ValidationError(field, f"expected hash type names or an integer, got {value!r}")
+    elif isinstance(value, int):
+        result = value
+    elif isinstance(value, str):
+        names = [n for n in value.replace(",", "|").split("|") if n.strip()]
+        return parse_hash_types(names, field)
+    elif isinstance(value, Iterable):
+        result = 0
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                key = item.strip().upper().replace("-", "_")
+                if key == "ALL":
+                    result |= int(DEFAULT_HASH_TYPES)
+                    continue
+                try:
+                    result |= int(HashType[key])
+                except KeyError:
+                    known = ", ".join(m.name or "" for m in HashType)
+                    raise ValidationError(f"{field}[{i}]", f"unknown hash type {item!r}; known: {known}") from None
+            else:
+                result |= int(parse_hash_types(item, f"{field}[{i}]"))
+    else:
+        raise ValidationError(field, f"expected hash type names or an integer, got {type(value).__name__}")
+    if result < 0 or result & ~int(HashType.all_known()):
+        raise ValidationError(field, f"unknown hash type bits {result & ~0x1FF:#x} (known bits: 0x1ff)")
+    return HashType(result)
+
+
+def _types_converter(value: object) -> HashType:
+    return parse_hash_types(value)
+
+
+def _table_converter(value: object) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValidationError("indirection_table", "expected a sequence of queue numbers")
+    return tuple(value)
+
+
+def _key_converter(value: object) -> bytes:
+    if isinstance(value, str):
+        try:
+            value = bytes.fromhex(value.replace(":", "").replace(" ", ""))
+        except ValueError:
+            raise ValidationError("key", "a key given as text must be hexadecimal") from None
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ValidationError("key", f"expected bytes or a hex string, got {type(value).__name__}")
+    raw = bytes(value)
+    if len(raw) > MAX_KEY_SIZE:
+        raise ValidationError("key", f"at most {MAX_KEY_SIZE} bytes, got {len(raw)}")
+    # Shorter keys are zero-padded: on the wire and in the Toeplitz model alike, missing key
+    # bits count as zero, so storing the padded form keeps every representation equal.
+    return raw.ljust(MAX_KEY_SIZE, b"\0")
+
+
+def _check_queue(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"expected an integer queue number, got {value!r}")
+    if not 0 <= value <= MAX_QUEUE:
+        raise ValidationError(field, f"queue number must be in 0..{MAX_QUEUE}, got {value}")
+
+
+def _check_bool(field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(field, f"expected true or false, got {value!r}")
+
+
+@attrs.frozen
+class VnetHashConfig:
+    """The meaning of a virtio-net hashing configuration, independent of any kernel revision.
+
+    Attributes:
+        rss: steer received packets through ``indirection_table`` (receive side scaling).
+        report: report the hash value and type in the 20-byte ``virtio_net_hdr_v1_hash``.
+        types: the :class:`HashType` bits that may be hashed.
+        indirection_table: queue numbers; the length is a power of two from 1 to 128.
+        key: the Toeplitz key, 40 bytes (a shorter key given at construction is zero-padded).
+        unclassified_queue: where RSS sends packets it could not hash.
+
+    Raises:
+        ValidationError: on construction, naming the field and the broken rule.
+    """
+
+    rss: bool = False
+    report: bool = False
+    types: HashType = attrs.field(default=HashType(0), converter=_types_converter)
+    indirection_table: tuple[int, ...] = attrs.field(default=(0,), converter=_table_converter)
+    key: bytes = attrs.field(default=b"", converter=_key_converter)
+    unclassified_queue: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        _check_bool("rss", self.rss)
+        _check_bool("report", self.report)
+        n = len(self.indirection_table)
+        if not 1 <= n <= MAX_INDIRECTION_TABLE_LENGTH or n & (n - 1):
+            raise ValidationError(
+                "indirection_table",
+                f"length must be a power of two from 1 to {MAX_INDIRECTION_TABLE_LENGTH}, got {n}",
+            )
+        for i, q in enumerate(self.indirection_table):
+            _check_queue(f"indirection_table[{i}]", q)
+        _check_queue("unclassified_queue", self.unclassified_queue)
+        if (self.rss or self.report) and not self.types:
+            raise ValidationError("types", "must name at least one hash type when rss or report is enabled")
+
+    @property
+    def indirection_table_mask(self) -> int:
+        """``len(indirection_table) - 1``: the mask applied to the hash to index the table."""
+        return len(self.indirection_table) - 1
+
+    @property
+    def enabled(self) -> bool:
+        """True when RSS or hash reporting is on."""
+        return self.rss or self.report
+
+    @property
+    def max_queue(self) -> int:
+        """The highest queue number the config steers to (table entries and unclassified queue)."""
+        return max(max(self.indirection_table), self.unclassified_queue)
+
+    @classmethod
+    def disabled(cls) -> VnetHashConfig:
+        """A configuration with RSS and hash reporting off."""
+        return cls()
+
+    @classmethod
+    def round_robin(
+        cls,
+        num_queues: int,
+        *,
+        key: bytes | None = None,
+        types: HashType | int | Sequence[str] = DEFAULT_HASH_TYPES,
+        table_length: int = MAX_INDIRECTION_TABLE_LENGTH,
+        report: bool = False,
+        unclassified_queue: int = 0,
+    ) -> VnetHashConfig:
+        """RSS over queues ``0..num_queues-1``: entry ``i`` of the table is ``i % num_queues``.
+
+        Args:
+            num_queues: number of receive queues, 1..65536.
+            key: the Toeplitz key; None generates a random one with :func:`generate_key`.
+            types: hash types to enable (default: all six the kernel series supports).
+            table_length: power of two from 1 to 128.
+            report: also report hashes.
+            unclassified_queue: where unhashable packets go.
+
+        Raises:
+            ValidationError: for out-of-range arguments.
+        """
+        if isinstance(num_queues, bool) or not isinstance(num_queues, int) or not 1 <= num_queues <= MAX_QUEUE + 1:
+            raise ValidationError("num_queues", f"must be in 1..{MAX_QUEUE + 1}, got {num_queues!r}")
+        if isinstance(table_length, bool) or not isinstance(table_length, int):
+            raise ValidationError("indirection_table", f"table_length must be an integer, got {table_length!r}")
+        return cls(
+            rss=True,
+            report=report,
+            types=types,
+            indirection_table=tuple(i % num_queues for i in range(max(table_length, 0))),
+            key=generate_key() if key is None else key,
+            unclassified_queue=unclassified_queue,
+        )
+
+    def replace(self, **changes: Any) -> VnetHashConfig:
+        """Return a copy with ``changes`` applied, validated again.
+
+        Raises:
+            ValidationError: when the result is invalid.
+        """
+        return attrs.evolve(self, **changes)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """A JSON/TOML-friendly dict: types as a list of names, the key as hex."""
+        return {
+            "rss": self.rss,
+            "report": self.report,
+            "types": [m.name for m in HashType if m in self.types],
+            "indirection_table": list(self.indirection_table),
+            "key": self.key.hex(),
+            "unclassified_queue": self.unclassified_queue,
+        }
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> VnetHashConfig:
+        """Build a config from a mapping as produced by :meth:`to_mapping` (or read from JSON/TOML).
+
+        ``types`` may be a list of names, a ``"|"``-separated string or an integer; ``key`` is hex
+        text; missing fields take their defaults. Unknown fields are rejected.
+
+        Raises:
+            ValidationError: naming the offending field.
+        """
+        if not isinstance(data, Mapping):
+            raise ValidationError(None, f"expected a mapping (table/object), got {type(data).__name__}")
+        fields = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in fields)
+        if unknown:
+            raise ValidationError(unknown[0], f"unknown field; known fields: {', '.join(sorted(fields))}")
+        kwargs = dict(data)
+        if "key" in kwargs and not isinstance(kwargs["key"], (str, bytes, bytearray)):
+            raise ValidationError("key", "expected a hexadecimal string")
+        return cls(**kwargs)
+
+
+@attrs.frozen
+class VnetHashCapability:
+    """What a kernel reports it can do, in the shape of one revision's get-ioctl.
+
+    Attributes:
+        revision: the UAPI revision the capability was read from.
+        types: the hash types the kernel supports.
+        max_indirection_table_length: the largest table (RFC only; None when the revision
+            does not report it).
+        rss: the kernel supports RSS (v3-v11 report it in flags; RFC and v12 always do).
+        report: the kernel supports hash reporting (same).
+    """
+
+    revision: Revision
+    types: HashType = attrs.field(converter=_types_converter)
+    max_indirection_table_length: int | None = None
+    rss: bool = True
+    report: bool = True
+
+    def violations(self, config: VnetHashConfig) -> list[str]:
+        """Every way ``config`` exceeds this capability, as sentences; empty when it fits."""
+        problems: list[str] = []
+        extra = config.types & ~self.types
+        if config.enabled and extra:
+            problems.append(
+                f"types: {extra!r} not supported by this kernel (supported: {self.types!r}); "
+                "remove them from the config"
+            )
+        limit = self.max_indirection_table_length
+        if limit is not None and len(config.indirection_table) > limit:
+            problems.append(
+                f"indirection_table: {len(config.indirection_table)} entries, the kernel allows at most {limit}"
+            )
+        if config.rss and not self.rss:
+            problems.append("rss: this kernel does not support RSS (only hash reporting)")
+        if config.report and not self.report:
+            problems.append("report: this kernel does not support hash reporting")
+        return problems
+
+    def check(self, config: VnetHashConfig) -> None:
+        """Raise if ``config`` exceeds this capability.
+
+        Raises:
+            ValidationError: listing every violation.
+        """
+        problems = self.violations(config)
+        if problems:
+            raise ValidationError("config", "; ".join(problems))

@@ -1,0 +1,166 @@
+"""The one error hierarchy of pytun_hash.
+
+Every exception the package raises on purpose derives from :class:`PytunHashError`.
+Errors that come from the kernel (or from the binding refusing a call the kernel
+would mishandle) are :class:`KernelError` and carry the errno, the ioctl request
+name and a sentence that says what to do.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+__all__ = [
+    "BpfError",
+    "BusyError",
+    "DecodeError",
+    "DeviceFlagsMismatchError",
+    "DeviceGoneError",
+    "EmulatorError",
+    "FeatureUnsupportedError",
+    "KernelError",
+    "PrivilegeError",
+    "PytunHashError",
+    "SteeringConflictError",
+    "UnsupportedError",
+    "ValidationError",
+    "VerifierError",
+    "kernel_error",
+]
+
+
+class PytunHashError(Exception):
+    """Base class of every error pytun_hash raises."""
+
+
+class ValidationError(PytunHashError, ValueError):
+    """A value breaks a rule; raised before any syscall.
+
+    Attributes:
+        field: dotted name of the offending field (``"indirection_table[3]"``), or None.
+        rule: the rule that was broken, as a sentence.
+    """
+
+    def __init__(self, field: str | None, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}" if field else rule)
+
+
+class DecodeError(ValidationError):
+    """A byte payload is not a valid encoding for the revision it was decoded as."""
+
+
+class KernelError(PytunHashError, OSError):
+    """An ioctl or syscall failed, or the binding refused it for a kernel-level reason.
+
+    Attributes:
+        errno: the errno value (``errno.EBUSY`` ...), as the kernel gave it or would give it.
+        request: the request name (``"TUNSETVNETHASH"``, ``"bpf(BPF_PROG_LOAD)"`` ...).
+        hint: one sentence that tells the user what to do.
+    """
+
+    def __init__(self, err: int, request: str, hint: str, *, detail: str | None = None) -> None:
+        self.request = request
+        self.hint = hint
+        self.detail = detail
+        name = _errno.errorcode.get(err, str(err))
+        text = f"{request} failed with {name} ({os.strerror(err)}): {hint}"
+        if detail:
+            text = f"{text} [{detail}]"
+        super().__init__(err, text)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errno, self.request, self.hint), {"detail": self.detail})
+
+
+class FeatureUnsupportedError(KernelError):
+    """The running kernel lacks the feature (for example: no hash ioctls of any revision)."""
+
+
+class UnsupportedError(KernelError):
+    """The kernel refused a setting it does not support (for example big-endian vnet headers)."""
+
+
+class DeviceGoneError(KernelError):
+    """The TUN/TAP device behind a queue fd was deleted (``EBADFD``), or the fd was never attached."""
+
+
+class PrivilegeError(KernelError):
+    """The caller lacks a capability (``EPERM``/``EACCES``)."""
+
+
+class BusyError(KernelError):
+    """The operation conflicts with the device's current state (``EBUSY``)."""
+
+
+class SteeringConflictError(BusyError):
+    """Native RSS and an eBPF steering program are mutually exclusive; no ioctl was issued."""
+
+
+class DeviceFlagsMismatchError(KernelError):
+    """``TUNSETIFF`` named an existing device whose flags differ from the requested ones."""
+
+
+class BpfError(KernelError):
+    """A ``bpf(2)`` command failed."""
+
+
+class VerifierError(BpfError):
+    """The eBPF verifier rejected a program; :attr:`log` holds its log."""
+
+    def __init__(self, err: int, request: str, hint: str, *, log: str = "") -> None:
+        self.log = log
+        tail = log.strip().splitlines()[-3:] if log else []
+        super().__init__(err, request, hint, detail=" | ".join(tail) or None)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errno, self.request, self.hint), {"log": self.log})
+
+
+class EmulatorError(PytunHashError):
+    """The seccomp kernel emulator failed (supervisor gone, filter not installable, ...)."""
+
+
+_GENERIC_HINTS: dict[int, tuple[type[KernelError], str]] = {
+    _errno.EBADFD: (
+        DeviceGoneError,
+        "the queue fd has no live device: it was never attached (no TUNSETIFF) or the device was "
+        "deleted; open the device again",
+    ),
+    _errno.EPERM: (
+        PrivilegeError,
+        "run as root or grant CAP_NET_ADMIN (CAP_BPF and CAP_NET_ADMIN for eBPF) in the device's "
+        "network namespace",
+    ),
+    _errno.EACCES: (
+        PrivilegeError,
+        "the caller may not open or use the device: run as root, or make /dev/net/tun accessible "
+        "and grant CAP_NET_ADMIN",
+    ),
+    _errno.EBUSY: (
+        BusyError,
+        "the device is in a state that conflicts with this call; undo the conflicting setting "
+        "first (or check that no other process holds the queue)",
+    ),
+    _errno.EBADF: (KernelError, "the file descriptor is closed or not valid; use an open queue fd"),
+    _errno.EFAULT: (KernelError, "the kernel could not read or write the argument buffer; this is a bug"),
+    _errno.ENOTTY: (UnsupportedError, "the file descriptor is not a TUN/TAP queue"),
+}
+
+
+def kernel_error(err: int, request: str, hint: str | None = None, *, detail: str | None = None) -> KernelError:
+    """Build the most specific :class:`KernelError` for ``err`` on ``request``.
+
+    Args:
+        err: the errno value.
+        request: the request name.
+        hint: an actionable sentence; when None a generic one for ``err`` is used.
+        detail: extra context appended to the message.
+    """
+    cls, generic = _GENERIC_HINTS.get(err, (KernelError, "see the kernel documentation of this request"))
+    return cls(err, request, hint or generic, detail=detail)
