@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import platform
+import sys
 
 import attrs
 
@@ -111,6 +112,25 @@ _MACHINES: dict[str, IocLayout] = {
 }
 
 KNOWN_MACHINES: tuple[str, ...] = tuple(sorted(_MACHINES))
+
+_BIG_ENDIAN_MACHINES = frozenset(
+    {"ppc64", "ppc", "mips", "mips64", "sparc", "sparc64", "s390x", "parisc", "parisc64"}
+)
+
+
+def byteorder_for(machine: str | None = None) -> str:
+    """``"little"`` or ``"big"``: the byte order of ``machine`` (None = this host).
+
+    The hash UAPI structs and the RFC's indirection table are host-endian, so a payload
+    built for another machine must use that machine's order.
+
+    Raises:
+        ValueError: for a machine name this table does not know.
+    """
+    if machine is None:
+        return sys.byteorder
+    layout_for(machine)
+    return "big" if machine in _BIG_ENDIAN_MACHINES else "little"
 
 
 def layout_for(machine: str | None = None) -> IocLayout:
