@@ -1,1 +1,80 @@
-"""pytun_hash: virtio-net hashing (RSS and hash reports) for Linux TUN/TAP devices."""
+"""pytun_hash: virtio-net hashing (RSS and hash reports) for Linux TUN/TAP devices.
+
+The names below are the public API; submodules hold the layers:
+
+* :mod:`pytun_hash._abi` — raw ABI: ioctl numbers per architecture, flags, ctypes structures.
+* :mod:`pytun_hash.config`, :mod:`pytun_hash.codec` — typed configuration and byte-exact codecs.
+* :mod:`pytun_hash.errors` — the error hierarchy.
+"""
+
+from __future__ import annotations
+
+from pytun_hash._abi import HashReport, HashType, Revision, TunFlag, TunOffload, ioctl_request
+from pytun_hash.codec import (
+    IoctlCall,
+    decode_capability,
+    decode_plan,
+    decode_vnet_hash,
+    default_capability,
+    encode_capability,
+    ioctl_plan,
+    kernel_key_length,
+    kernel_read_length,
+    kernel_write_length,
+)
+from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashCapability, VnetHashConfig, generate_key
+from pytun_hash.errors import (
+    BpfError,
+    BusyError,
+    DecodeError,
+    DeviceFlagsMismatchError,
+    DeviceGoneError,
+    EmulatorError,
+    FeatureUnsupportedError,
+    KernelError,
+    PrivilegeError,
+    PytunHashError,
+    SteeringConflictError,
+    UnsupportedError,
+    ValidationError,
+    VerifierError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MICROSOFT_RSS_KEY",
+    "BpfError",
+    "BusyError",
+    "DecodeError",
+    "DeviceFlagsMismatchError",
+    "DeviceGoneError",
+    "EmulatorError",
+    "FeatureUnsupportedError",
+    "HashReport",
+    "HashType",
+    "IoctlCall",
+    "KernelError",
+    "PrivilegeError",
+    "PytunHashError",
+    "Revision",
+    "SteeringConflictError",
+    "TunFlag",
+    "TunOffload",
+    "UnsupportedError",
+    "ValidationError",
+    "VerifierError",
+    "VnetHashCapability",
+    "VnetHashConfig",
+    "decode_capability",
+    "decode_plan",
+    "decode_vnet_hash",
+    "default_capability",
+    "encode_capability",
+    "generate_key",
+    "ioctl_plan",
+    "ioctl_request",
+    "kernel_key_length",
+    "kernel_read_length",
+    "kernel_write_length",
+]

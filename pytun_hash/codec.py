@@ -161,7 +161,7 @@ def ioctl_plan(
             _RFC_FLAGS.TUN_VNET_HASH_REPORT if config.report else 0
         )
         calls: list[IoctlCall] = []
-        if config.enabled and kernel_key_length(config.types) < MAX_KEY_SIZE:
+        if kernel_key_length(config.types) < MAX_KEY_SIZE:
             calls.append(
                 call(
                     "TUNSETVNETHASH",

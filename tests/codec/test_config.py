@@ -1,0 +1,130 @@
+"""VnetHashConfig and VnetHashCapability: validation, constructors, mapping round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+
+from pytun_hash import (
+    MICROSOFT_RSS_KEY,
+    HashType,
+    Revision,
+    ValidationError,
+    VnetHashCapability,
+    VnetHashConfig,
+    default_capability,
+)
+from tests.codec.strategies import configs
+
+
+def test_defaults_are_disabled() -> None:
+    c = VnetHashConfig.disabled()
+    assert not c.rss and not c.report and not c.enabled
+    assert c.indirection_table == (0,) and c.indirection_table_mask == 0
+    assert c.key == bytes(40)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"indirection_table": (0, 1, 2)}, "indirection_table", "power of two"),
+        ({"indirection_table": ()}, "indirection_table", "power of two"),
+        ({"indirection_table": tuple(range(256))}, "indirection_table", "power of two from 1 to 128"),
+        ({"indirection_table": (0, 65536)}, "indirection_table[1]", "0..65535"),
+        ({"indirection_table": (0, -1)}, "indirection_table[1]", "0..65535"),
+        ({"indirection_table": (0, "1")}, "indirection_table[1]", "integer"),
+        ({"indirection_table": "01"}, "indirection_table", "sequence"),
+        ({"unclassified_queue": 70000}, "unclassified_queue", "0..65535"),
+        ({"unclassified_queue": True}, "unclassified_queue", "integer"),
+        ({"key": bytes(41)}, "key", "at most 40"),
+        ({"key": "zz"}, "key", "hexadecimal"),
+        ({"key": 5}, "key", "bytes"),
+        ({"types": 0x200}, "types", "unknown hash type bits"),
+        ({"types": ["TCPV4", "SCTP"]}, "types[1]", "unknown hash type"),
+        ({"rss": True}, "types", "at least one"),
+        ({"report": True, "types": 0}, "types", "at least one"),
+        ({"rss": 1}, "rss", "true or false"),
+    ],
+)
+def test_validation_names_field_and_rule(changes: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        VnetHashConfig(**changes)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert words in info.value.rule
+
+
+def test_short_key_is_zero_padded() -> None:
+    c = VnetHashConfig(key=b"\x01\x02")
+    assert c.key == b"\x01\x02" + bytes(38)
+    assert VnetHashConfig(key="01:02") == c
+
+
+def test_round_robin() -> None:
+    c = VnetHashConfig.round_robin(3, key=MICROSOFT_RSS_KEY)
+    assert c.rss and not c.report
+    assert c.types == HashType.supported_by_kernel_series()
+    assert len(c.indirection_table) == 128
+    assert c.indirection_table[:6] == (0, 1, 2, 0, 1, 2)
+    assert c.max_queue == 2
+    small = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, table_length=4, types=["TCPV4", "UDPV4"])
+    assert small.indirection_table == (0, 1, 2, 3) and small.types == HashType.TCPV4 | HashType.UDPV4
+    with pytest.raises(ValidationError):
+        VnetHashConfig.round_robin(0)
+    with pytest.raises(ValidationError):
+        VnetHashConfig.round_robin(4, table_length=3)
+
+
+def test_generated_keys_are_random_never_the_well_known_key() -> None:
+    a = VnetHashConfig.round_robin(2)
+    b = VnetHashConfig.round_robin(2)
+    assert a.key != b.key
+    assert MICROSOFT_RSS_KEY not in (a.key, b.key)
+
+
+def test_types_parsing_forms() -> None:
+    assert VnetHashConfig(types="tcpv4|udpv4").types == HashType.TCPV4 | HashType.UDPV4
+    assert VnetHashConfig(types=["all"]).types == 0x3F
+    assert VnetHashConfig(types=0x3F).types == 0x3F
+
+
+@given(configs())
+def test_mapping_round_trip(config: VnetHashConfig) -> None:
+    data = json.loads(json.dumps(config.to_mapping()))
+    assert VnetHashConfig.from_mapping(data) == config
+
+
+def test_from_mapping_errors_name_the_field() -> None:
+    with pytest.raises(ValidationError) as info:
+        VnetHashConfig.from_mapping({"rss": True, "types": ["TCPV4"], "indirection_tabel": [0]})
+    assert info.value.field == "indirection_tabel"
+    with pytest.raises(ValidationError) as info:
+        VnetHashConfig.from_mapping({"key": [1, 2]})
+    assert info.value.field == "key"
+    with pytest.raises(ValidationError) as info:
+        VnetHashConfig.from_mapping([("rss", True)])  # type: ignore[arg-type]
+    assert info.value.field is None
+
+
+def test_capability_violations_lists_every_problem() -> None:
+    cap = VnetHashCapability(Revision.RFC, HashType(0x3F), max_indirection_table_length=64)
+    bad = VnetHashConfig(
+        rss=True, report=True, types=HashType(0x3F) | HashType.IP_EX, indirection_table=tuple(range(128))
+    )
+    problems = cap.violations(bad)
+    assert len(problems) == 2
+    assert any("IP_EX" in p for p in problems) and any("at most 64" in p for p in problems)
+    with pytest.raises(ValidationError):
+        cap.check(bad)
+    cap.check(VnetHashConfig.round_robin(4, table_length=64))
+    report_only = VnetHashCapability(Revision.V3, HashType(0x3F), rss=False)
+    assert report_only.violations(VnetHashConfig.round_robin(2)) == [
+        "rss: this kernel does not support RSS (only hash reporting)"
+    ]
+
+
+def test_default_capabilities() -> None:
+    assert default_capability(Revision.RFC).max_indirection_table_length == 128
+    assert default_capability(Revision.V3).max_indirection_table_length is None
+    assert all(default_capability(r).types == 0x3F for r in Revision)
