@@ -1,0 +1,327 @@
+"""Hash control: probe the kernel's hash UAPI revision, read its capability, apply configurations.
+
+:class:`HashControl` issues exactly the calls of :func:`pytun_hash.codec.ioctl_plan`, after
+checking everything the kernel would reject or silently mishandle, and enforces the strict
+mutual exclusion between native RSS and eBPF steering (design decision 5) through the
+device's :class:`~pytun_hash.device.state.SteeringState`.
+
+What the binding cannot know, and how it handles it:
+
+* Another process holding a queue fd of the same device may attach a steering program or
+  set a hash configuration behind our back. The kernel keeps one state per device; the
+  binding only knows what went through *its* device object. :meth:`HashControl.apply`
+  therefore never assumes the previous state: each call sends the whole configuration.
+* An adopted fd (a VMM handed queue fds) comes with unknown prior hashing and steering
+  state. :attr:`HashControl.config` is None until the first :meth:`apply` or
+  :meth:`disable`; call :meth:`disable` first to start from a known state, and detach any
+  steering program you do not own with ``device.detach_steering_program()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+import warnings
+from collections.abc import Sequence
+
+import attrs
+
+from pytun_hash._abi import Revision, TunFlag, hash_ioctls, ioctl_def, layout_for
+from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE
+from pytun_hash.codec import (
+    IoctlCall,
+    decode_capability,
+    decode_plan,
+    default_capability,
+    ioctl_plan,
+    kernel_write_length,
+)
+from pytun_hash.config import VnetHashCapability, VnetHashConfig
+from pytun_hash.device._ioctl import ioctl_request_ptr
+from pytun_hash.device.tap import TunTapDevice
+from pytun_hash.errors import (
+    FeatureUnsupportedError,
+    KernelError,
+    PytunHashError,
+    UnsupportedError,
+    ValidationError,
+    kernel_error,
+)
+
+__all__ = [
+    "PROBE_ORDER",
+    "HashControl",
+    "HashControlWarning",
+    "ProbeResult",
+    "probe_revision",
+]
+
+#: Revisions tried by :func:`probe_revision`, newest first: their get-ioctl numbers all differ.
+PROBE_ORDER: tuple[Revision, ...] = (Revision.V12, Revision.V3, Revision.RFC)
+
+_FALLBACK_HINT = (
+    "this kernel lacks the virtio-net hash ioctls (probed: {probed}); use the eBPF steering backend "
+    "(pytun_hash.bpf, or `pytun-hash apply --backend ebpf`) for RSS, and compute hash reports in user "
+    "space with pytun_hash.model"
+)
+
+
+class HashControlWarning(UserWarning):
+    """A configuration the kernel accepts but that will not do what it seems to (see the message)."""
+
+
+@attrs.frozen
+class ProbeResult:
+    """The outcome of :func:`probe_revision`.
+
+    Attributes:
+        revision: the revision the kernel speaks, or None.
+        capability: what its get-ioctl reported, or None.
+        tried: each revision probed with the errno it answered (0 = success).
+    """
+
+    revision: Revision | None
+    capability: VnetHashCapability | None
+    tried: tuple[tuple[Revision, int], ...]
+
+    @property
+    def supported(self) -> bool:
+        """True when a revision answered."""
+        return self.revision is not None
+
+
+def _control_fd(device: TunTapDevice) -> int:
+    attached = device.attached_queues
+    if not attached:
+        raise ValidationError("device", f"{device.name} has no attached queue; attach one before hash control")
+    return attached[0].fd
+
+
+def _get_capability(fd: int, revision: Revision) -> VnetHashCapability:
+    get = hash_ioctls(revision)[0]
+    buf = bytearray(kernel_write_length(revision, get.name))
+    ioctl_request_ptr(fd, get.request(layout_for()), get.name, buf)
+    return decode_capability(bytes(buf), revision)
+
+
+def probe_revision(device: TunTapDevice, revisions: Sequence[Revision] = PROBE_ORDER) -> ProbeResult:
+    """Find which hash UAPI revision the kernel speaks by trying each revision's get-ioctl.
+
+    On a live device an unknown tun ioctl answers ``EINVAL``, so ``EINVAL`` means "absent".
+
+    Raises:
+        DeviceGoneError: when the device was deleted (``EBADFD``): nothing can be told.
+        ValidationError: when the device has no attached queue.
+        KernelError: for any other failure.
+    """
+    fd = _control_fd(device)
+    tried: list[tuple[Revision, int]] = []
+    for revision in revisions:
+        try:
+            cap = _get_capability(fd, revision)
+        except KernelError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            tried.append((revision, errno.EINVAL))
+            continue
+        tried.append((revision, 0))
+        return ProbeResult(revision, cap, tuple(tried))
+    return ProbeResult(None, None, tuple(tried))
+
+
+def _probed_text(tried: Sequence[tuple[Revision, int]]) -> str:
+    return ", ".join(f"{r.value} {hash_ioctls(r)[0].name} -> EINVAL" for r, _ in tried)
+
+
+class HashControl:
+    """Native (kernel ioctl) hash control of one device.
+
+    Args:
+        device: the device; its steering state is shared with every other user of it.
+        revision: the kernel's revision; None probes it (:func:`probe_revision`).
+        capability: the capability to check configurations against; None reads it from the
+            kernel (or uses the revision's documented default when ``revision`` is given and
+            ``read_capability`` is False).
+        read_capability: read the capability from the kernel when a revision is named.
+
+    Raises:
+        FeatureUnsupportedError: when probing finds no revision (the hint names the eBPF fallback).
+        DeviceGoneError: when the device was deleted.
+    """
+
+    def __init__(
+        self,
+        device: TunTapDevice,
+        *,
+        revision: Revision | None = None,
+        capability: VnetHashCapability | None = None,
+        read_capability: bool = True,
+    ) -> None:
+        self.device = device
+        if revision is None:
+            result = probe_revision(device)
+            if result.revision is None or result.capability is None:
+                get = hash_ioctls(Revision.RFC)[0].name
+                raise FeatureUnsupportedError(
+                    errno.EINVAL, get, _FALLBACK_HINT.format(probed=_probed_text(result.tried))
+                )
+            revision = result.revision
+            capability = capability or result.capability
+        elif capability is None:
+            capability = (
+                self._read_capability(revision) if read_capability else default_capability(revision)
+            )
+        self.revision: Revision = revision
+        self._capability: VnetHashCapability = capability
+        self._config: VnetHashConfig | None = None
+
+    def _read_capability(self, revision: Revision) -> VnetHashCapability:
+        try:
+            return _get_capability(_control_fd(self.device), revision)
+        except KernelError as exc:
+            if exc.errno == errno.EINVAL:
+                raise FeatureUnsupportedError(
+                    errno.EINVAL,
+                    hash_ioctls(revision)[0].name,
+                    _FALLBACK_HINT.format(probed=_probed_text([(revision, errno.EINVAL)])),
+                ) from None
+            raise
+
+    def capability(self, *, refresh: bool = False) -> VnetHashCapability:
+        """The kernel's capability (cached; ``refresh`` reads it again).
+
+        Raises:
+            KernelError: when reading it fails.
+        """
+        if refresh:
+            self._capability = self._read_capability(self.revision)
+        return self._capability
+
+    @property
+    def config(self) -> VnetHashConfig | None:
+        """The configuration the kernel holds through this binding, or None when unknown."""
+        return self._config
+
+    def plan(self, config: VnetHashConfig) -> tuple[IoctlCall, ...]:
+        """The ioctl calls :meth:`apply` would issue for ``config``, after every check.
+
+        Raises:
+            ValidationError: see :meth:`apply`.
+        """
+        self._check(config)
+        return ioctl_plan(config, self.revision)
+
+    def _little_endian_header(self) -> bool:
+        if self.device.get_vnet_le():
+            return True
+        try:
+            big = self.device.get_vnet_be()
+        except UnsupportedError:
+            big = False  # no CONFIG_TUN_VNET_CROSS_LE: legacy headers use the host's order
+        return not big and sys.byteorder == "little"
+
+    def _check(self, config: VnetHashConfig) -> None:
+        problems = self._capability.violations(config)
+        if problems:
+            raise ValidationError("config", "; ".join(problems))
+        if config.report:
+            if not self.device.flags & TunFlag.IFF_VNET_HDR:
+                raise ValidationError(
+                    "report", f"{self.device.name} has no vnet header (IFF_VNET_HDR); create it with vnet_hdr=True"
+                )
+            size = self.device.get_vnet_hdr_size()
+            if size < VIRTIO_NET_HDR_V1_HASH_SIZE:
+                raise ValidationError(
+                    "report",
+                    f"hash reports need a vnet header of at least {VIRTIO_NET_HDR_V1_HASH_SIZE} bytes, the device "
+                    f"has {size}; call device.set_vnet_hdr_size({VIRTIO_NET_HDR_V1_HASH_SIZE}) first",
+                )
+            if not self._little_endian_header():
+                raise ValidationError(
+                    "report",
+                    "hash reports need a little-endian vnet header; call device.set_vnet_le(True) first",
+                )
+        queues = len(self.device.attached_queues)
+        if config.enabled and self.revision is Revision.RFC and queues < 2:
+            warnings.warn(
+                f"{self.device.name} has {queues} attached queue(s): the RFC kernel computes no hash (neither RSS "
+                "nor reports) with fewer than 2 queues",
+                HashControlWarning,
+                stacklevel=4,
+            )
+        if config.rss and config.max_queue >= queues:
+            warnings.warn(
+                f"the config steers to queue {config.max_queue} but {self.device.name} has {queues} attached "
+                f"queue(s); the kernel folds such entries modulo the queue count",
+                HashControlWarning,
+                stacklevel=4,
+            )
+
+    def apply(self, config: VnetHashConfig) -> None:
+        """Put ``config`` in force with the kernel's hash ioctls.
+
+        Issues exactly the calls of :func:`~pytun_hash.codec.ioctl_plan`, in order. Queue
+        numbers at or beyond the attached queue count, and any hashing on an RFC kernel with
+        fewer than 2 queues, give a :class:`HashControlWarning` (queues may be attached
+        later, and the kernel folds entries modulo the queue count), not an error.
+
+        Raises:
+            SteeringConflictError: (``EBUSY``) when ``config.rss`` is set while a steering
+                program is attached; no ioctl is issued.
+            ValidationError: when the capability does not cover ``config``, reports are asked
+                without a 20-byte little-endian vnet header, or the revision cannot express
+                ``config``; no ioctl is issued.
+            KernelError: when the kernel refuses a call; :attr:`config` then reflects what
+                the kernel holds.
+        """
+        steering = self.device.steering
+        with steering.lock:
+            if config.rss:
+                steering.ensure_can_enable_native_rss()
+            calls = self.plan(config)
+            self._issue(calls)
+            steering.native_rss = config.rss
+            steering.native_report = config.report
+            self._config = config
+
+    def disable(self) -> None:
+        """Turn RSS and hash reporting off; always allowed.
+
+        Raises:
+            KernelError: when the kernel refuses the call.
+        """
+        steering = self.device.steering
+        with steering.lock:
+            calls = ioctl_plan(VnetHashConfig.disabled(), self.revision)
+            self._issue(calls)
+            steering.native_rss = False
+            steering.native_report = False
+            self._config = VnetHashConfig.disabled()
+
+    def _issue(self, calls: Sequence[IoctlCall]) -> None:
+        fd = _control_fd(self.device)
+        done: list[IoctlCall] = []
+        for call in calls:
+            ioctl_def(call.name, self.revision)
+            try:
+                try:
+                    ioctl_request_ptr(fd, call.request, call.name, bytearray(call.payload))
+                except KernelError as exc:
+                    if exc.errno == errno.EINVAL:
+                        raise kernel_error(errno.EINVAL, call.name, _SET_EINVAL_HINT) from exc
+                    raise
+            except PytunHashError:
+                if done:
+                    # The kernel committed the earlier calls (hashing off, key loaded): record that.
+                    state = decode_plan(done, self.revision)
+                    self._config = state
+                    self.device.steering.native_rss = state.rss
+                    self.device.steering.native_report = state.report
+                raise
+            done.append(call)
+
+
+_SET_EINVAL_HINT = (
+    "the kernel refused the hash configuration: with reports, check the vnet header size (>= 20) and "
+    "endianness; if every hash ioctl answers EINVAL the kernel lacks this revision (probe it)"
+)
