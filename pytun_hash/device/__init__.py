@@ -1,0 +1,39 @@
+"""TUN/TAP devices, their queues, steering state and anonymous network namespaces.
+
+The device layer is the only one that talks to ``/dev/net/tun``; ioctls go through
+:mod:`pytun_hash.device._ioctl`, which turns every failure into a typed
+:class:`~pytun_hash.errors.KernelError`.
+"""
+
+from __future__ import annotations
+
+from pytun_hash.device.netns import NetworkNamespace, run_in_netns, thread_netns_inode
+from pytun_hash.device.rtnl import LinkInfo, TunLinkData
+from pytun_hash.device.state import SteeringState
+from pytun_hash.device.tap import (
+    MAX_TAP_QUEUES,
+    TUN_PATH,
+    DeviceMode,
+    Queue,
+    TunTapDevice,
+    get_iff,
+    kernel_features,
+    tun_flags_of,
+)
+
+__all__ = [
+    "MAX_TAP_QUEUES",
+    "TUN_PATH",
+    "DeviceMode",
+    "LinkInfo",
+    "NetworkNamespace",
+    "Queue",
+    "SteeringState",
+    "TunLinkData",
+    "TunTapDevice",
+    "get_iff",
+    "kernel_features",
+    "run_in_netns",
+    "thread_netns_inode",
+    "tun_flags_of",
+]

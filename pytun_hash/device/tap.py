@@ -1,0 +1,1159 @@
+"""TUN/TAP devices and their queues: create, open, adopt; attach/detach queues; vnet header; steering.
+
+Queue numbering follows the kernel (``drivers/net/tun.c``): an attached queue is appended at the
+end of the device's queue array; when the queue at index *i* is detached (``TUNSETQUEUE``) or
+closed, the last attached queue moves into slot *i*. No ioctl reports a queue's number, so
+:class:`TunTapDevice` replays these rules; :attr:`Queue.index` is the number a steering program
+must return to reach that queue. It is exact while this object is the only one that attaches,
+detaches or closes the device's queues (queues held elsewhere are counted but not followed).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import select
+import struct
+from collections.abc import Sequence
+from types import TracebackType
+
+from pytun_hash._abi.tun import IFNAMSIZ, TunFlag, TunOffload, ifreq
+from pytun_hash.device import rtnl
+from pytun_hash.device._ioctl import (
+    describe_flags,
+    ioctl_get_int,
+    ioctl_int,
+    ioctl_ptr,
+    ioctl_set_int,
+    translate_error,
+)
+from pytun_hash.device.netns import run_in_netns, thread_netns_inode
+from pytun_hash.device.rtnl import tun_flags_of
+from pytun_hash.device.state import SteeringState
+from pytun_hash.errors import (
+    DeviceFlagsMismatchError,
+    DeviceGoneError,
+    KernelError,
+    PrivilegeError,
+    PytunHashError,
+    UnsupportedError,
+    ValidationError,
+)
+
+__all__ = [
+    "MAX_TAP_QUEUES",
+    "TUN_PATH",
+    "DeviceMode",
+    "Queue",
+    "TunTapDevice",
+    "get_iff",
+    "kernel_features",
+    "tun_flags_of",
+]
+
+TUN_PATH = "/dev/net/tun"
+MAX_TAP_QUEUES = 256
+VIRTIO_NET_HDR_SIZE = 10
+DEFAULT_READ_SIZE = 65536
+
+# Flags a caller chooses at TUNSETIFF time and the device keeps (tun.c TUN_FEATURES + type).
+_DEVICE_FLAGS = (
+    TunFlag.IFF_TUN
+    | TunFlag.IFF_TAP
+    | TunFlag.IFF_NO_PI
+    | TunFlag.IFF_VNET_HDR
+    | TunFlag.IFF_MULTI_QUEUE
+    | TunFlag.IFF_NAPI
+    | TunFlag.IFF_NAPI_FRAGS
+)
+
+
+class DeviceMode(enum.Enum):
+    """Layer of the frames on the queues: ``TAP`` = Ethernet, ``TUN`` = raw IP."""
+
+    TUN = "tun"
+    TAP = "tap"
+
+    @property
+    def flag(self) -> TunFlag:
+        """``IFF_TUN`` or ``IFF_TAP``."""
+        return TunFlag.IFF_TUN if self is DeviceMode.TUN else TunFlag.IFF_TAP
+
+    @classmethod
+    def from_flags(cls, flags: int) -> DeviceMode:
+        """The mode named by ``IFF_TUN``/``IFF_TAP`` in ``flags``.
+
+        Raises:
+            ValidationError: when neither or both bits are set.
+        """
+        tun, tap = bool(flags & TunFlag.IFF_TUN), bool(flags & TunFlag.IFF_TAP)
+        if tun == tap:
+            raise ValidationError("flags", f"exactly one of IFF_TUN and IFF_TAP must be set, got {flags:#x}")
+        return cls.TUN if tun else cls.TAP
+
+
+def _check_name(name: str) -> bytes:
+    raw = name.encode()
+    if not raw or len(raw) >= IFNAMSIZ or b"/" in raw or b":" in raw or any(chr(c).isspace() for c in raw):
+        raise ValidationError("name", f"interface names are 1..{IFNAMSIZ - 1} bytes without '/', ':' or spaces")
+    if raw.count(b"%") > 1 or (b"%" in raw and b"%d" not in raw):
+        raise ValidationError("name", "a name template may hold one '%d' and no other '%'")
+    return raw
+
+
+def _ifreq_bytes(name: str, flags: int) -> bytearray:
+    req = ifreq()
+    req.ifr_name = _check_name(name)
+    req.ifr_flags = struct.unpack("=h", struct.pack("=H", flags & 0xFFFF))[0]
+    return bytearray(bytes(req))
+
+
+def _decode_ifreq(buf: bytes | bytearray) -> tuple[str, TunFlag]:
+    name = bytes(buf[:IFNAMSIZ]).split(b"\0", 1)[0].decode(errors="replace")
+    (flags,) = struct.unpack_from("=H", buf, IFNAMSIZ)
+    return name, TunFlag(flags)
+
+
+def _open_tun(nonblocking: bool) -> int:
+    """Open ``/dev/net/tun`` with ``O_CLOEXEC`` (and ``O_NONBLOCK``)."""
+    mode = os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0)
+    try:
+        return os.open(TUN_PATH, mode)
+    except OSError as exc:
+        err = exc.errno or errno.EIO
+        if err in (errno.EACCES, errno.EPERM):
+            raise PrivilegeError(
+                err,
+                f"open({TUN_PATH})",
+                f"{TUN_PATH} is not accessible to this user: run as root, or make the node accessible "
+                "(mode 0666) and grant CAP_NET_ADMIN",
+            ) from None
+        if err in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+            raise UnsupportedError(
+                err,
+                f"open({TUN_PATH})",
+                "the tun driver is not available: load it (modprobe tun) or create the node "
+                f"(mknod {TUN_PATH} c 10 200); in a container, pass the device in",
+            ) from None
+        raise translate_error(err, f"open({TUN_PATH})") from None
+
+
+def get_iff(fd: int) -> tuple[str, TunFlag]:
+    """``TUNGETIFF`` on queue ``fd``: the device name and flags as the kernel reports them for that fd.
+
+    The flags include ``IFF_DETACH_QUEUE`` for a detached queue. ``IFF_NOFILTER`` (the same bit as
+    ``IFF_NO_PI``) is set whenever no classic socket filter is attached, so the ``IFF_NO_PI`` bit
+    here does not tell whether frames carry packet info: see :meth:`TunTapDevice.link_info`.
+
+    Raises:
+        DeviceGoneError: ``EBADFD`` when the fd has no device (never attached, or deleted).
+        KernelError: for other errors.
+    """
+    buf = bytearray(bytes(ifreq()))
+    ioctl_ptr(fd, "TUNGETIFF", buf)
+    return _decode_ifreq(buf)
+
+
+def kernel_features() -> TunFlag:
+    """``TUNGETFEATURES`` on a fresh ``/dev/net/tun`` fd: the flags ``TUNSETIFF`` accepts on this kernel.
+
+    Raises:
+        PrivilegeError: when ``/dev/net/tun`` cannot be opened.
+        UnsupportedError: when the tun driver is missing.
+    """
+    fd = _open_tun(nonblocking=True)
+    try:
+        buf = bytearray(4)
+        ioctl_ptr(fd, "TUNGETFEATURES", buf)
+        return TunFlag(struct.unpack("=I", buf)[0])
+    finally:
+        os.close(fd)
+
+
+class Queue:
+    """One queue of a TUN/TAP device: an fd of ``/dev/net/tun`` bound to the device.
+
+    Frames read from a queue start with the vnet header (when the device has ``IFF_VNET_HDR``),
+    then packet info (without ``IFF_NO_PI``), then the Ethernet frame (TAP) or IP packet (TUN).
+    Create queues through :class:`TunTapDevice`; it owns them.
+
+    Attributes:
+        device: the device this queue belongs to.
+    """
+
+    def __init__(self, device: TunTapDevice, fd: int, *, attached: bool, owned: bool) -> None:
+        self.device = device
+        self._fd: int | None = fd
+        self._attached = attached
+        self._owned = owned
+
+    def __repr__(self) -> str:
+        if self._fd is None:
+            return f"Queue({self.device.name}, closed)"
+        where = f"index={self.index}" if self._attached else "detached"
+        return f"Queue({self.device.name}, fd={self._fd}, {where})"
+
+    @property
+    def fd(self) -> int:
+        """The queue's file descriptor.
+
+        Raises:
+            KernelError: ``EBADF`` when the queue is closed.
+        """
+        if self._fd is None:
+            raise KernelError(errno.EBADF, "Queue.fd", "the queue is closed; use another queue or add_queue()")
+        return self._fd
+
+    def fileno(self) -> int:
+        """The fd, for ``select``/``poll``/``selectors``. Raises KernelError (``EBADF``) when closed."""
+        return self.fd
+
+    @property
+    def index(self) -> int | None:
+        """The kernel's number for this queue (what a steering program returns), None while detached or closed."""
+        return self.device._index_of(self)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the queue takes part in the device's traffic (not detached, not closed)."""
+        return self._fd is not None and self._attached
+
+    @property
+    def closed(self) -> bool:
+        """Whether the fd was closed (or released)."""
+        return self._fd is None
+
+    @property
+    def blocking(self) -> bool:
+        """Whether reads wait for a frame (no ``O_NONBLOCK``). Raises KernelError when closed."""
+        return os.get_blocking(self.fd)
+
+    def set_blocking(self, blocking: bool) -> None:
+        """Set or clear ``O_NONBLOCK`` on this queue's fd. Raises KernelError when closed."""
+        os.set_blocking(self.fd, blocking)
+
+    def _io_error(self, exc: OSError, name: str) -> KernelError:
+        err = exc.errno or errno.EIO
+        hints = {
+            errno.EAGAIN: "no frame is queued; poll() the queue fd first, or use Queue.try_read()/drain()",
+            errno.EINVAL: (
+                "the buffer is smaller than the vnet header (plus packet info) and the frame was dropped"
+                if name == "read"
+                else "the frame is malformed: shorter than the vnet header/packet info, or with invalid vnet "
+                "header fields"
+            ),
+            errno.EIO: "the device is down or the frame could not be delivered; bring the link up",
+        }
+        return translate_error(err, name, hint=hints.get(err))
+
+    def read(self, size: int = DEFAULT_READ_SIZE) -> bytes:
+        """Read one frame (vnet header and packet info included), at most ``size`` bytes.
+
+        A ``size`` smaller than the frame truncates it and the rest is lost; smaller than the vnet
+        header drops the frame with ``EINVAL``.
+
+        Raises:
+            KernelError: ``EAGAIN`` when non-blocking and nothing is queued; ``EINVAL`` for a too
+                small ``size``; ``EBADF`` when closed.
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+        """
+        try:
+            return os.read(self.fd, size)
+        except OSError as exc:
+            raise self._io_error(exc, "read") from None
+
+    def try_read(self, size: int = DEFAULT_READ_SIZE) -> bytes | None:
+        """Read one frame like :meth:`read`, or return None when a non-blocking queue is empty.
+
+        Raises:
+            KernelError, DeviceGoneError: as :meth:`read`, except ``EAGAIN``.
+        """
+        try:
+            return os.read(self.fd, size)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise self._io_error(exc, "read") from None
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Read one frame into ``buf``; return its length in bytes. Raises as :meth:`read`."""
+        try:
+            return os.readv(self.fd, [buf])
+        except OSError as exc:
+            raise self._io_error(exc, "read") from None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Inject one frame (with vnet header / packet info as the device expects); return bytes written.
+
+        Raises:
+            KernelError: ``EINVAL`` for a malformed frame, ``EIO`` when it cannot be delivered,
+                ``EAGAIN`` when non-blocking and the queue is full, ``EBADF`` when closed.
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+        """
+        try:
+            return os.write(self.fd, data)
+        except OSError as exc:
+            raise self._io_error(exc, "write") from None
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Wait up to ``timeout`` seconds (None = forever) for a frame; True when one can be read.
+
+        Raises:
+            KernelError: ``EBADF`` when closed.
+        """
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        return any(ev & select.POLLIN for _fd, ev in poller.poll(ms))
+
+    def drain(self, size: int = DEFAULT_READ_SIZE, *, limit: int | None = None) -> list[bytes]:
+        """Read every frame queued now (at most ``limit``), without waiting.
+
+        Raises:
+            KernelError, DeviceGoneError: as :meth:`read`.
+        """
+        frames: list[bytes] = []
+        while limit is None or len(frames) < limit:
+            if not self.poll(0):
+                break
+            frame = self.try_read(size)
+            if frame is None:
+                break
+            frames.append(frame)
+        return frames
+
+    def attach(self) -> None:
+        """Re-attach this detached queue (``TUNSETQUEUE``); see :meth:`TunTapDevice.attach_queue`."""
+        self.device.attach_queue(self)
+
+    def detach(self) -> None:
+        """Detach this queue (``TUNSETQUEUE``); see :meth:`TunTapDevice.detach_queue`."""
+        self.device.detach_queue(self)
+
+    def close(self) -> None:
+        """Close the fd (only forget it when the device borrows it); the kernel renumbers the others. Idempotent."""
+        self.device._close_queue(self)
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class TunTapDevice:
+    """A TUN or TAP device and the queue fds this process holds for it (context manager).
+
+    Build one with :meth:`create`, :meth:`open` or :meth:`adopt`. :meth:`close` closes every
+    queue fd it owns; a non-persistent device disappears with its last fd.
+
+    Every ioctl goes through a queue fd, since tun has no other handle. All changes of the queue
+    set and of the steering program happen under ``steering.lock``, so the object can be shared
+    between threads.
+
+    Attributes:
+        name: interface name (the kernel's, after a ``%d`` template is filled in).
+        mode: :class:`DeviceMode`.
+        steering: the shared :class:`SteeringState`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        mode: DeviceMode,
+        flags: TunFlag,
+        *,
+        nonblocking: bool,
+    ) -> None:
+        self.name = name
+        self.mode = mode
+        self.steering = SteeringState()
+        self._lock = self.steering.lock
+        self._flags = TunFlag(flags & _DEVICE_FLAGS)
+        self._persist = False
+        self._nonblocking = nonblocking
+        self._ifindex = 0
+        # The kernel's tfiles[] for attached queues; None marks a queue held by someone else.
+        self._slots: list[Queue | None] = []
+        self._detached: list[Queue] = []
+        self._closed = False
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def create(
+        cls,
+        name: str | None = None,
+        *,
+        mode: DeviceMode = DeviceMode.TAP,
+        queues: int = 1,
+        vnet_hdr: bool = True,
+        packet_info: bool = False,
+        multi_queue: bool | None = None,
+        persist: bool = False,
+        owner: int | None = None,
+        group: int | None = None,
+        nonblocking: bool = True,
+        exclusive: bool = False,
+        napi: bool = False,
+    ) -> TunTapDevice:
+        """Create a device in the calling thread's network namespace (or attach to one of that name).
+
+        Args:
+            name: interface name, or a template with one ``%d`` (default ``"tap%d"``/``"tun%d"``).
+            mode: TAP (Ethernet frames) or TUN (IP packets).
+            queues: number of queue fds to open, 1..256.
+            vnet_hdr: ``IFF_VNET_HDR``: frames carry a ``virtio_net_hdr`` (10 bytes until changed).
+            packet_info: frames carry the 4-byte ``struct tun_pi`` (no ``IFF_NO_PI``).
+            multi_queue: ``IFF_MULTI_QUEUE``; default: ``queues > 1``.
+            persist: keep the device after the last fd is closed (``TUNSETPERSIST``).
+            owner: uid allowed to attach without CAP_NET_ADMIN (``TUNSETOWNER``).
+            group: gid allowed to attach without CAP_NET_ADMIN (``TUNSETGROUP``).
+            nonblocking: open the queues with ``O_NONBLOCK``.
+            exclusive: fail with ``EBUSY`` if a device of that name exists (``IFF_TUN_EXCL``).
+            napi: ``IFF_NAPI`` (receive path through NAPI).
+
+        Raises:
+            ValidationError: for bad arguments (``queues > 1`` without multi-queue ...).
+            DeviceFlagsMismatchError: ``EINVAL`` when a device of that name exists with another
+                type or multi-queue flag, or attaching kept its other flags (vnet header, packet info).
+            BusyError: ``EBUSY`` when the single queue of an existing device is held elsewhere,
+                or ``exclusive`` and the name exists.
+            PrivilegeError: without CAP_NET_ADMIN or access to ``/dev/net/tun``.
+            UnsupportedError: when the tun driver is missing.
+        """
+        if name is None:
+            name = f"{mode.value}%d"
+        multi = queues > 1 if multi_queue is None else multi_queue
+        _validate_queue_count(queues, multi)
+        flags = _request_flags(mode, vnet_hdr=vnet_hdr, packet_info=packet_info, multi_queue=multi, napi=napi)
+        device = cls._attach_new(
+            name, mode, flags, queues, nonblocking=nonblocking, exclusive=exclusive, expect_ifindex=None
+        )
+        was_persistent = device.persist
+        try:
+            if owner is not None:
+                device.set_owner(owner)
+            if group is not None:
+                device.set_group(group)
+            if persist:
+                device.set_persist(True)
+        except BaseException:
+            device._abandon(undo_persist=persist and not was_persistent)
+            raise
+        return device
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        *,
+        mode: DeviceMode | None = None,
+        queues: int = 1,
+        vnet_hdr: bool | None = None,
+        packet_info: bool | None = None,
+        multi_queue: bool | None = None,
+        nonblocking: bool = True,
+    ) -> TunTapDevice:
+        """Open ``queues`` new queues on the existing device ``name`` in the calling thread's namespace.
+
+        Flags left as None are taken from the device. On a multi-queue device with queues held
+        elsewhere, the new queues get the next kernel numbers.
+
+        Raises:
+            KernelError: ``ENODEV`` when there is no such device (nothing is created).
+            DeviceFlagsMismatchError: ``EINVAL`` when the device's flags differ from the requested ones.
+            BusyError: ``EBUSY`` when it is a single-queue device whose queue is held elsewhere.
+            PrivilegeError, ValidationError: as :meth:`create`.
+        """
+        _check_name(name)
+        if "%" in name:
+            raise ValidationError("name", "open() needs the device's exact name, not a template")
+        link = _existing_tun_link(name)
+        assert link.tun is not None
+        data = link.tun
+        actual_mode = DeviceMode.from_flags(data.type)
+        mode = actual_mode if mode is None else mode
+        multi = data.multi_queue if multi_queue is None else multi_queue
+        _validate_queue_count(queues, multi)
+        flags = _request_flags(
+            mode,
+            vnet_hdr=data.vnet_hdr if vnet_hdr is None else vnet_hdr,
+            packet_info=data.packet_info if packet_info is None else packet_info,
+            multi_queue=multi,
+            napi=False,
+        )
+        return cls._attach_new(
+            name, mode, flags, queues, nonblocking=nonblocking, exclusive=False, expect_ifindex=link.index
+        )
+
+    @classmethod
+    def adopt(cls, fds: Sequence[int], *, close: bool = True) -> TunTapDevice:
+        """Wrap queue fds that are already bound to one device (a VMM handed them over).
+
+        The name and flags are learned with ``TUNGETIFF`` and rtnetlink. The attached fds are
+        assumed to hold the kernel's queues in the order given (queue 0 first), which is the case
+        when they were opened in that order and none was detached since. With ``close=True`` the
+        device owns the fds (sets ``O_CLOEXEC`` and closes them); otherwise it borrows them.
+
+        Raises:
+            ValidationError: for no fds, or fds of different devices.
+            DeviceGoneError: ``EBADFD`` for an fd with no live device.
+            KernelError: ``EBADF`` for a closed fd, ``ENOTTY`` (UnsupportedError) for a non-tun fd.
+        """
+        if not fds:
+            raise ValidationError("fds", "give at least one queue fd")
+        if len(set(fds)) != len(fds):
+            raise ValidationError("fds", "the same fd was given twice")
+        infos = [get_iff(fd) for fd in fds]
+        names = {n for n, _ in infos}
+        namespaces = {_fd_netns_inode(fd) for fd in fds}
+        if len(names) != 1 or len(namespaces) > 1:
+            raise ValidationError("fds", f"the fds belong to different devices: {sorted(names)}")
+        name, first_flags = infos[0]
+        mode = DeviceMode.from_flags(first_flags)
+        device = cls(name, mode, first_flags, nonblocking=not os.get_blocking(fds[0]))
+        detached = [bool(flags & TunFlag.IFF_DETACH_QUEUE) for _name, flags in infos]
+        adopted = [Queue(device, fd, attached=not d, owned=False) for fd, d in zip(fds, detached, strict=True)]
+        device._slots.extend(q for q in adopted if q._attached)
+        device._detached.extend(q for q in adopted if not q._attached)
+        try:
+            link = device.link_info()
+            if link.tun is None:
+                raise DeviceGoneError(
+                    errno.EBADFD, "TUNGETIFF", f"device {name!r} is gone and the name now belongs to another link"
+                )
+            device._set_learned_flags(link.tun, napi=first_flags & (TunFlag.IFF_NAPI | TunFlag.IFF_NAPI_FRAGS))
+            device._ifindex = link.index
+            device._persist = link.tun.persist
+            device._pad_foreign(link.tun, ours_last=False)
+        except BaseException:
+            device.close()  # borrowed so far: nothing is closed
+            raise
+        if close:
+            for queue in adopted:
+                os.set_inheritable(queue.fd, False)
+                queue._owned = True
+        return device
+
+    @classmethod
+    def _attach_new(
+        cls,
+        name: str,
+        mode: DeviceMode,
+        flags: TunFlag,
+        queues: int,
+        *,
+        nonblocking: bool,
+        exclusive: bool,
+        expect_ifindex: int | None,
+    ) -> TunTapDevice:
+        fds: list[int] = []
+        try:
+            fd = _open_tun(nonblocking)
+            fds.append(fd)
+            buf = _ifreq_bytes(name, flags | (TunFlag.IFF_TUN_EXCL if exclusive else 0))
+            ioctl_ptr(fd, "TUNSETIFF", buf)
+            actual, _ = _decode_ifreq(buf)
+            for _ in range(queues - 1):
+                fd = _open_tun(nonblocking)
+                fds.append(fd)
+                ioctl_ptr(fd, "TUNSETIFF", _ifreq_bytes(actual, flags))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        device = cls(actual, mode, flags, nonblocking=nonblocking)
+        device._slots.extend(Queue(device, fd, attached=True, owned=True) for fd in fds)
+        try:
+            # The thread that opened the fds is in the device's namespace, so query it directly.
+            link = rtnl.get_link(actual)
+            if link.tun is None or (expect_ifindex is not None and link.index != expect_ifindex):
+                raise KernelError(
+                    errno.ENODEV, "TUNSETIFF", f"device {name!r} went away while it was being opened; retry"
+                )
+            device._ifindex = link.index
+            device._persist = link.tun.persist
+            device._verify_flags(flags, link.tun)
+            device._pad_foreign(link.tun, ours_last=True)
+        except BaseException:
+            device._abandon(undo_persist=False)
+            raise
+        return device
+
+    def _verify_flags(self, requested: TunFlag, data: rtnl.TunLinkData) -> None:
+        """Fail when attaching to an existing device kept flags other than the requested ones.
+
+        The kernel applies the requested vnet-header and packet-info flags only when it sets up
+        a device; a queue added to a multi-queue device that already has queues inherits the
+        device's flags silently.
+        """
+        _name, got = get_iff(self._control_fd())
+        actual = (got & (TunFlag.IFF_TUN | TunFlag.IFF_TAP | TunFlag.IFF_VNET_HDR | TunFlag.IFF_MULTI_QUEUE)) | (
+            0 if data.packet_info else TunFlag.IFF_NO_PI
+        )
+        compared = (
+            TunFlag.IFF_TUN | TunFlag.IFF_TAP | TunFlag.IFF_VNET_HDR | TunFlag.IFF_MULTI_QUEUE | TunFlag.IFF_NO_PI
+        )
+        differing = (requested ^ actual) & compared
+        if differing:
+            parts = []
+            for flag in TunFlag:
+                if flag & differing and flag is not TunFlag.IFF_NOFILTER:
+                    state = "requested but the device lacks it" if requested & flag else "the device has it"
+                    parts.append(f"{flag.name}: {state}")
+            raise DeviceFlagsMismatchError(
+                errno.EINVAL,
+                "TUNSETIFF",
+                f"device {self.name!r} already has queues and kept its own flags "
+                f"({describe_flags(actual)}); open it with those flags",
+                detail="; ".join(parts),
+            )
+        self._set_learned_flags(data, napi=got & (TunFlag.IFF_NAPI | TunFlag.IFF_NAPI_FRAGS))
+
+    def _set_learned_flags(self, data: rtnl.TunLinkData, napi: int = 0) -> None:
+        flags = data.type | TunFlag(napi)
+        if not data.packet_info:
+            flags |= TunFlag.IFF_NO_PI
+        if data.vnet_hdr:
+            flags |= TunFlag.IFF_VNET_HDR
+        if data.multi_queue:
+            flags |= TunFlag.IFF_MULTI_QUEUE
+        self._flags = TunFlag(flags)
+
+    def _pad_foreign(self, data: rtnl.TunLinkData, *, ours_last: bool) -> None:
+        """Count attached queues held elsewhere, as placeholders in the kernel's array.
+
+        Queues this object just attached were appended after the ones already there
+        (``ours_last``); adopted fds are assumed to be the first ones.
+        """
+        ours: list[Queue | None] = [q for q in self._slots if q is not None]
+        foreign = (data.numqueues or 0) - len(ours)
+        if foreign > 0:
+            padding: list[Queue | None] = [None] * foreign
+            self._slots = padding + ours if ours_last else ours + padding
+
+    # ----------------------------------------------------------------- properties
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self.attached_queues)} attached"
+        return f"TunTapDevice({self.name!r}, {self.mode.value}, {describe_flags(self._flags)}, {state})"
+
+    def __enter__(self) -> TunTapDevice:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def flags(self) -> TunFlag:
+        """The device's ``TUNSETIFF`` flags: type, ``IFF_NO_PI``, ``IFF_VNET_HDR``, ``IFF_MULTI_QUEUE``, NAPI bits."""
+        return self._flags
+
+    @property
+    def vnet_hdr(self) -> bool:
+        """Whether frames carry a vnet header (``IFF_VNET_HDR``)."""
+        return bool(self._flags & TunFlag.IFF_VNET_HDR)
+
+    @property
+    def packet_info(self) -> bool:
+        """Whether frames carry ``struct tun_pi`` (no ``IFF_NO_PI``)."""
+        return not self._flags & TunFlag.IFF_NO_PI
+
+    @property
+    def multi_queue(self) -> bool:
+        """Whether the device is multi-queue (``IFF_MULTI_QUEUE``)."""
+        return bool(self._flags & TunFlag.IFF_MULTI_QUEUE)
+
+    @property
+    def persist(self) -> bool:
+        """Whether the device outlives its last fd, as last set or learned by this object."""
+        return self._persist
+
+    @property
+    def ifindex(self) -> int:
+        """Interface index, as seen in the device's namespace when this object was made.
+
+        Moving the device to another namespace can change it; :meth:`link_info` reads it anew.
+        """
+        return self._ifindex
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def queues(self) -> tuple[Queue, ...]:
+        """Every open queue: the attached ones in kernel index order, then the detached ones."""
+        with self._lock:
+            return self.attached_queues + tuple(self._detached)
+
+    @property
+    def attached_queues(self) -> tuple[Queue, ...]:
+        """The attached queues this object holds, in kernel index order."""
+        with self._lock:
+            return tuple(q for q in self._slots if q is not None)
+
+    @property
+    def detached_queues(self) -> tuple[Queue, ...]:
+        """The open queues that are detached (``TUNSETQUEUE`` ``IFF_DETACH_QUEUE``)."""
+        with self._lock:
+            return tuple(self._detached)
+
+    @property
+    def numqueues(self) -> int:
+        """Attached queues as this object counts them (including ones held elsewhere it knows of)."""
+        with self._lock:
+            return len(self._slots)
+
+    def _index_of(self, queue: Queue) -> int | None:
+        with self._lock:
+            if queue._fd is None or not queue._attached:
+                return None
+            for i, q in enumerate(self._slots):
+                if q is queue:
+                    return i
+            return None
+
+    def _control_fd(self) -> int:
+        with self._lock:
+            for q in self._slots:
+                if q is not None and q._fd is not None:
+                    return q._fd
+            for q in self._detached:
+                if q._fd is not None:
+                    return q._fd
+        raise KernelError(errno.EBADF, "TunTapDevice", f"every queue of {self.name!r} is closed; open the device again")
+
+    # The lock is held across choosing a queue fd and using it, so a concurrent close cannot
+    # hand the fd number to an unrelated file in between.
+    def _get_int(self, name: str) -> int:
+        with self._lock:
+            return ioctl_get_int(self._control_fd(), name)
+
+    def _set_int(self, name: str, value: int) -> None:
+        with self._lock:
+            ioctl_set_int(self._control_fd(), name, value)
+
+    def _by_value(self, name: str, value: int) -> None:
+        with self._lock:
+            ioctl_int(self._control_fd(), name, value)
+
+    def _own(self, queue: Queue) -> None:
+        if queue.device is not self:
+            raise ValidationError("queue", f"{queue!r} belongs to another device than {self.name!r}")
+        if queue._fd is None:
+            raise KernelError(errno.EBADF, "TUNSETQUEUE", "the queue is closed")
+
+    # ----------------------------------------------------------------- kernel state
+
+    def link_info(self) -> rtnl.LinkInfo:
+        """The device as rtnetlink reports it now, queried in the device's own namespace.
+
+        Includes ``tun.numqueues`` and ``tun.numdisabled`` for multi-queue devices. The name is
+        refreshed from ``TUNGETIFF`` first, so a rename is followed.
+
+        Raises:
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+            KernelError: when the query fails.
+        """
+        with self._lock:
+            fd = self._control_fd()
+            self.name, _flags = get_iff(fd)
+            try:
+                ns_fd = ioctl_int(fd, "TUNGETDEVNETNS", 0)
+            except PrivilegeError:
+                return rtnl.get_link(self.name)
+        try:
+            return run_in_netns(ns_fd, rtnl.get_link, self.name)
+        finally:
+            os.close(ns_fd)
+
+    def kernel_queue_counts(self) -> tuple[int, int]:
+        """``(numqueues, numdisabled)`` as the kernel reports them (multi-queue devices).
+
+        Raises:
+            ValidationError: for a single-queue device (the kernel reports no counts).
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+        """
+        tun = self.link_info().tun
+        if tun is None or tun.numqueues is None or tun.numdisabled is None:
+            raise ValidationError("device", f"{self.name!r} is single-queue; the kernel reports no queue counts")
+        return tun.numqueues, tun.numdisabled
+
+    def features(self) -> TunFlag:
+        """``TUNGETFEATURES``: the ``TUNSETIFF`` flags this kernel supports.
+
+        Raises:
+            KernelError: when every queue is closed.
+        """
+        buf = bytearray(4)
+        with self._lock:
+            ioctl_ptr(self._control_fd(), "TUNGETFEATURES", buf)
+        return TunFlag(struct.unpack("=I", buf)[0])
+
+    def getiff(self, queue: Queue | None = None) -> TunFlag:
+        """``TUNGETIFF`` flags of ``queue`` (default: any open queue); see :func:`get_iff` for caveats.
+
+        Raises:
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+        """
+        with self._lock:
+            fd = self._control_fd() if queue is None else queue.fd
+            return get_iff(fd)[1]
+
+    def get_vnet_hdr_size(self) -> int:
+        """``TUNGETVNETHDRSZ``: the vnet header length in bytes (per device; 10 by default).
+
+        Raises:
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+        """
+        return self._get_int("TUNGETVNETHDRSZ")
+
+    def set_vnet_hdr_size(self, size: int) -> None:
+        """``TUNSETVNETHDRSZ``: set the vnet header length in bytes (>= 10; 12 for v1, 20 with hash fields).
+
+        Raises:
+            KernelError: ``EINVAL`` below 10 bytes.
+            ValidationError: when ``size`` does not fit a C int.
+        """
+        self._set_int("TUNSETVNETHDRSZ", size)
+
+    def get_vnet_le(self) -> bool:
+        """``TUNGETVNETLE``: whether vnet headers are little-endian regardless of the host order."""
+        return bool(self._get_int("TUNGETVNETLE"))
+
+    def set_vnet_le(self, little_endian: bool) -> None:
+        """``TUNSETVNETLE``: force little-endian vnet headers (virtio 1.0), or go back to legacy order."""
+        self._set_int("TUNSETVNETLE", int(bool(little_endian)))
+
+    def get_vnet_be(self) -> bool:
+        """``TUNGETVNETBE``: whether legacy vnet headers are big-endian.
+
+        Raises:
+            UnsupportedError: ``EINVAL`` on kernels without ``CONFIG_TUN_VNET_CROSS_LE``.
+        """
+        return bool(self._get_int("TUNGETVNETBE"))
+
+    def set_vnet_be(self, big_endian: bool) -> None:
+        """``TUNSETVNETBE``: big-endian legacy vnet headers (cross-endian guests).
+
+        Raises:
+            UnsupportedError: ``EINVAL`` on kernels without ``CONFIG_TUN_VNET_CROSS_LE``.
+        """
+        self._set_int("TUNSETVNETBE", int(bool(big_endian)))
+
+    def set_offload(self, offload: TunOffload | int) -> None:
+        """``TUNSETOFFLOAD``: the offloads the reader can take (``TUN_F_CSUM`` ...); 0 disables all.
+
+        Raises:
+            KernelError: ``EINVAL`` for unknown bits, or TSO/UFO/USO bits without ``TUN_F_CSUM``.
+        """
+        self._by_value("TUNSETOFFLOAD", int(offload))
+
+    def set_persist(self, persist: bool) -> None:
+        """``TUNSETPERSIST``: keep (or stop keeping) the device after its last fd is closed.
+
+        Raises:
+            PrivilegeError: without CAP_NET_ADMIN.
+        """
+        self._by_value("TUNSETPERSIST", int(bool(persist)))
+        self._persist = bool(persist)
+
+    def set_owner(self, uid: int) -> None:
+        """``TUNSETOWNER``: let ``uid`` attach to the device without CAP_NET_ADMIN.
+
+        Raises:
+            KernelError: ``EINVAL`` for a uid with no mapping in the caller's user namespace.
+            ValidationError: for a negative uid.
+        """
+        if uid < 0:
+            raise ValidationError("uid", f"must be >= 0, got {uid}")
+        self._by_value("TUNSETOWNER", uid)
+
+    def set_group(self, gid: int) -> None:
+        """``TUNSETGROUP``: let members of ``gid`` attach without CAP_NET_ADMIN.
+
+        Raises:
+            KernelError: ``EINVAL`` for a gid with no mapping in the caller's user namespace.
+            ValidationError: for a negative gid.
+        """
+        if gid < 0:
+            raise ValidationError("gid", f"must be >= 0, got {gid}")
+        self._by_value("TUNSETGROUP", gid)
+
+    def set_carrier(self, carrier: bool) -> None:
+        """``TUNSETCARRIER``: turn the link's carrier on or off.
+
+        Raises:
+            PrivilegeError: without CAP_NET_ADMIN.
+        """
+        self._set_int("TUNSETCARRIER", int(bool(carrier)))
+
+    # ----------------------------------------------------------------- queues
+
+    def add_queue(self) -> Queue:
+        """Open another queue fd on this multi-queue device; it becomes the last attached queue.
+
+        The fd is opened in the device's network namespace (found through an open queue), so
+        this works from any thread. It never creates a device: once the last fd of a
+        non-persistent device is closed, the kernel has deleted it.
+
+        Raises:
+            ValidationError: for a single-queue device.
+            DeviceGoneError: ``EBADFD`` when the device was deleted (or all fds of a
+                non-persistent device were closed).
+            KernelError: ``E2BIG`` at 256 queues; ``EBADF`` after :meth:`close`.
+        """
+        if not self.multi_queue:
+            raise ValidationError("device", f"{self.name!r} is single-queue; create it with multi_queue=True")
+        with self._lock:
+            self._check_open()
+            if not self.queues and not self._persist:
+                raise DeviceGoneError(
+                    errno.EBADFD,
+                    "TUNSETIFF",
+                    f"every queue of the non-persistent device {self.name!r} was closed, so the kernel deleted "
+                    "it; create the device again",
+                )
+            ns_fd = self._device_netns_fd()
+            try:
+                opener = self._open_existing_queue
+                fd = opener() if ns_fd is None else run_in_netns(ns_fd, opener)
+            finally:
+                if ns_fd is not None:
+                    os.close(ns_fd)
+            queue = Queue(self, fd, attached=True, owned=True)
+            self._slots.append(queue)
+            return queue
+
+    def _device_netns_fd(self) -> int | None:
+        """An fd of the device's namespace (``TUNGETDEVNETNS``), None without an open queue or privilege."""
+        if not self.queues:
+            return None
+        try:
+            return ioctl_int(self._control_fd(), "TUNGETDEVNETNS", 0)
+        except PrivilegeError:
+            return None
+
+    def _open_existing_queue(self) -> int:
+        """Attach a new fd to this device; runs in the device's namespace. Never creates a device."""
+        before = _existing_tun_link(self.name, gone=True)
+        fd = _open_tun(self._nonblocking)
+        try:
+            ioctl_ptr(fd, "TUNSETIFF", _ifreq_bytes(self.name, self._flags))
+            if rtnl.get_link(self.name).index != before.index:
+                raise DeviceGoneError(
+                    errno.EBADFD, "TUNSETIFF", f"device {self.name!r} was deleted meanwhile; create it again"
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def attach_queue(self, queue: Queue) -> None:
+        """Re-attach a detached queue (``TUNSETQUEUE`` ``IFF_ATTACH_QUEUE``); it gets the last index.
+
+        Raises:
+            KernelError: ``EINVAL`` when the queue is attached already; ``EBADF`` when closed.
+            ValidationError: for a queue of another device.
+        """
+        with self._lock:
+            self._own(queue)
+            ioctl_ptr(queue.fd, "TUNSETQUEUE", _ifreq_bytes(self.name, TunFlag.IFF_ATTACH_QUEUE))
+            if not queue._attached:
+                self._detached.remove(queue)
+                queue._attached = True
+                self._slots.append(queue)
+
+    def detach_queue(self, queue: Queue) -> None:
+        """Detach a queue (``TUNSETQUEUE`` ``IFF_DETACH_QUEUE``); the last attached queue takes its index.
+
+        Raises:
+            KernelError: ``EINVAL`` when the queue is detached already or the device is single-queue.
+            ValidationError: for a queue of another device.
+        """
+        with self._lock:
+            self._own(queue)
+            ioctl_ptr(queue.fd, "TUNSETQUEUE", _ifreq_bytes(self.name, TunFlag.IFF_DETACH_QUEUE))
+            if queue._attached:
+                self._remove_slot(queue)
+                queue._attached = False
+                self._detached.append(queue)
+
+    def _remove_slot(self, queue: Queue) -> None:
+        """Replay tun.c ``__tun_detach``: the last attached queue moves into the freed slot."""
+        i = self._slots.index(queue)
+        last = self._slots.pop()
+        if i < len(self._slots):
+            self._slots[i] = last
+
+    def _close_queue(self, queue: Queue) -> None:
+        with self._lock:
+            fd = queue._fd
+            if fd is None:
+                return
+            if queue._attached and queue in self._slots:
+                self._remove_slot(queue)
+            elif queue in self._detached:
+                self._detached.remove(queue)
+            queue._fd = None
+            queue._attached = False
+            if queue._owned:
+                os.close(fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KernelError(errno.EBADF, "TunTapDevice", f"{self.name!r} was closed; open the device again")
+
+    # ----------------------------------------------------------------- eBPF
+
+    def attach_steering_program(self, prog_fd: int, *, owner: str = "user") -> None:
+        """``TUNSETSTEERINGEBPF``: steer transmitted frames with a socket-filter program.
+
+        The program's return value ``r`` selects queue ``(u16)r % numqueues``. It replaces any
+        program attached before. Refused while native RSS is enabled (design decision 5).
+
+        Args:
+            prog_fd: fd of a loaded ``BPF_PROG_TYPE_SOCKET_FILTER`` program (the kernel takes its
+                own reference; the fd may be closed afterwards).
+            owner: who attaches it, recorded in ``steering.steering_owner``.
+
+        Raises:
+            SteeringConflictError: ``EBUSY`` while native RSS is enabled; no ioctl is issued.
+            KernelError: ``EINVAL`` when ``prog_fd`` is not a socket-filter program.
+            ValidationError: for a negative fd.
+        """
+        if prog_fd < 0:
+            raise ValidationError("prog_fd", "must be a program fd; use detach_steering_program() to detach")
+        with self.steering.lock:
+            self.steering.ensure_can_attach_steering()
+            self._set_int("TUNSETSTEERINGEBPF", prog_fd)
+            self.steering.record_steering(prog_fd, owner)
+
+    def detach_steering_program(self) -> None:
+        """``TUNSETSTEERINGEBPF(-1)``: back to the kernel's automatic queue selection. Always allowed.
+
+        Raises:
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+        """
+        with self.steering.lock:
+            self._set_int("TUNSETSTEERINGEBPF", -1)
+            self.steering.record_steering(None, None)
+
+    def set_filter_program(self, prog_fd: int) -> None:
+        """``TUNSETFILTEREBPF``: drop or trim transmitted frames with a socket-filter program.
+
+        Raises:
+            KernelError: ``EINVAL`` when ``prog_fd`` is not a socket-filter program.
+            ValidationError: for a negative fd.
+        """
+        if prog_fd < 0:
+            raise ValidationError("prog_fd", "must be a program fd; use clear_filter_program() to detach")
+        self._set_int("TUNSETFILTEREBPF", prog_fd)
+
+    def clear_filter_program(self) -> None:
+        """``TUNSETFILTEREBPF(-1)``: remove the filter program."""
+        self._set_int("TUNSETFILTEREBPF", -1)
+
+    # ----------------------------------------------------------------- teardown
+
+    def close(self) -> None:
+        """Close every queue fd this object owns (forget borrowed ones). Idempotent.
+
+        A non-persistent device is deleted by the kernel when its last fd closes (this takes
+        some 20 ms, inside this call).
+        """
+        with self._lock:
+            self._closed = True
+            queues = [q for q in self._slots if q is not None] + list(self._detached)
+            self._slots = []
+            self._detached = []
+            first_error: OSError | None = None
+            for q in queues:
+                fd, q._fd, q._attached = q._fd, None, False
+                if fd is not None and q._owned:
+                    try:
+                        os.close(fd)
+                    except OSError as exc:
+                        first_error = first_error or exc
+            if first_error is not None:
+                raise translate_error(first_error.errno or errno.EIO, "close") from first_error
+
+    def _abandon(self, *, undo_persist: bool) -> None:
+        """Undo a half-built device: drop the persistence this call set, then close everything."""
+        try:
+            if undo_persist and not self._closed:
+                self.set_persist(False)
+        except PytunHashError:
+            pass  # closing below still releases every fd
+        finally:
+            self.close()
+
+
+def _validate_queue_count(queues: int, multi_queue: bool) -> None:
+    if not 1 <= queues <= MAX_TAP_QUEUES:
+        raise ValidationError("queues", f"must be 1..{MAX_TAP_QUEUES}, got {queues}")
+    if queues > 1 and not multi_queue:
+        raise ValidationError("queues", "more than one queue needs multi_queue=True (IFF_MULTI_QUEUE)")
+
+
+def _request_flags(mode: DeviceMode, *, vnet_hdr: bool, packet_info: bool, multi_queue: bool, napi: bool) -> TunFlag:
+    flags = mode.flag
+    if not packet_info:
+        flags |= TunFlag.IFF_NO_PI
+    if vnet_hdr:
+        flags |= TunFlag.IFF_VNET_HDR
+    if multi_queue:
+        flags |= TunFlag.IFF_MULTI_QUEUE
+    if napi:
+        flags |= TunFlag.IFF_NAPI
+    return flags
+
+
+def _existing_tun_link(name: str, *, gone: bool = False) -> rtnl.LinkInfo:
+    """The tun link ``name`` in the calling thread's namespace.
+
+    Raises ``KernelError(ENODEV)`` when absent, or ``DeviceGoneError(EBADFD)`` when ``gone`` (the
+    caller held the device before), and ``KernelError(EINVAL)`` for a non-tun link.
+    """
+    try:
+        link = rtnl.get_link(name)
+    except KernelError as exc:
+        if exc.errno != errno.ENODEV:
+            raise
+        if gone:
+            raise DeviceGoneError(errno.EBADFD, "TUNSETIFF", f"device {name!r} was deleted; create it again") from None
+        raise KernelError(
+            errno.ENODEV,
+            "TUNSETIFF",
+            f"there is no device named {name!r} in this thread's network namespace; create it with "
+            "TunTapDevice.create()",
+        ) from None
+    if link.tun is None:
+        if gone:
+            raise DeviceGoneError(
+                errno.EBADFD, "TUNSETIFF", f"device {name!r} was deleted and the name reused by a non-tun device"
+            )
+        raise KernelError(
+            errno.EINVAL, "TUNSETIFF", f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device"
+        )
+    return link
+
+
+def _fd_netns_inode(fd: int) -> int:
+    """Inode of the namespace of the device behind ``fd`` (the caller's when that cannot be read)."""
+    try:
+        ns_fd = ioctl_int(fd, "TUNGETDEVNETNS", 0)
+    except PrivilegeError:
+        return thread_netns_inode()
+    try:
+        return os.fstat(ns_fd).st_ino
+    finally:
+        os.close(ns_fd)

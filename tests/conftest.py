@@ -1,0 +1,199 @@
+"""Shared fixtures and skip logic for the whole suite.
+
+* Tests marked ``kernel`` are skipped, with the precise reason, where they cannot run: not root,
+  no ``/dev/net/tun``, or no permission to create a network namespace.
+* ``netns``: the test runs inside a fresh anonymous network namespace (IPv6 off, loopback up)
+  and the thread is back in its original namespace afterwards.
+* Tests marked ``kernel`` or using ``netns`` fail when they leave file descriptors open.
+* At the end of the session the run fails when a tun device, a network namespace, a thread
+  outside the initial namespace, or a tun/bpf/netns fd was left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from pytun_hash.device import TunTapDevice, rtnl
+from pytun_hash.device.netns import NetworkNamespace, thread_netns_inode, unshare_netns
+from pytun_hash.errors import PytunHashError
+
+TUN_PATH = "/dev/net/tun"
+# fd targets that only kernel-facing code creates; other fds (pytest's own files) are not judged.
+_LEAK_KINDS = ("/dev/net/tun", "anon_inode:bpf", "net:[", "socket:[", "anon_inode:[seccomp")
+
+
+_SKIP_REASON = pytest.StashKey[str | None]()
+_START = pytest.StashKey[dict[str, object]]()
+
+
+def kernel_skip_reason(config: pytest.Config) -> str | None:
+    """Why kernel tests cannot run here, or None when they can. Probed once per session."""
+    if _SKIP_REASON not in config.stash:
+        config.stash[_SKIP_REASON] = _probe_kernel()
+    return config.stash[_SKIP_REASON]
+
+
+def _probe_kernel() -> str | None:
+    if os.geteuid() != 0:
+        return (
+            f"not root (euid {os.geteuid()}): TUN/TAP devices and network namespaces need root "
+            "(CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+        )
+    if not os.path.exists(TUN_PATH):
+        return f"{TUN_PATH} does not exist (no tun driver; in a container, pass the device in)"
+    try:
+        os.close(os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as exc:
+        return f"cannot open {TUN_PATH}: {os.strerror(exc.errno or errno.EIO)}"
+    failure: list[str] = []
+
+    def probe() -> None:
+        # A throwaway thread: its namespace and the probe device die with it.
+        try:
+            unshare_netns()
+        except PytunHashError as exc:
+            failure.append(f"unshare(CLONE_NEWNET) not permitted: {exc}")
+            return
+        try:
+            TunTapDevice.create("probe%d", queues=2).close()
+        except PytunHashError as exc:
+            failure.append(f"cannot create a multi-queue TAP in a network namespace: {exc}")
+
+    worker = threading.Thread(target=probe, name="netns-probe")
+    worker.start()
+    worker.join()
+    return failure[0] if failure else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = None
+    for item in items:
+        if item.get_closest_marker("kernel") is None:
+            continue
+        reason = reason or kernel_skip_reason(config)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _fd_targets() -> dict[int, str]:
+    targets: dict[int, str] = {}
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            targets[int(entry)] = os.readlink(f"/proc/self/fd/{entry}")
+        except OSError:
+            continue  # the fd listdir itself used
+    return targets
+
+
+def _leaked(before: dict[int, str], after: dict[int, str]) -> list[str]:
+    return [f"fd {fd} -> {target}" for fd, target in sorted(after.items()) if before.get(fd) != target]
+
+
+@pytest.fixture(autouse=True)
+def _fd_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a kernel test (``kernel`` marker or ``netns`` fixture) that leaves fds open."""
+    judged = request.node.get_closest_marker("kernel") is not None or "netns" in request.fixturenames
+    if not judged:
+        yield
+        return
+    before = _fd_targets()
+    yield
+    leaks = _leaked(before, _fd_targets())
+    if leaks:
+        pytest.fail("file descriptors left open: " + "; ".join(leaks), pytrace=False)
+
+
+@pytest.fixture
+def netns(request: pytest.FixtureRequest) -> Iterator[NetworkNamespace]:
+    """Run the test inside a new anonymous network namespace (IPv6 off, ``lo`` up).
+
+    The namespace belongs to the test's thread; devices created in it vanish with it.
+    """
+    reason = kernel_skip_reason(request.config)
+    if reason:
+        pytest.skip(reason)
+    with NetworkNamespace(ipv6=False) as ns:
+        yield ns
+    assert not ns.active
+
+
+# ----------------------------------------------------------------------------- session check
+
+
+def _tun_devices() -> set[tuple[int, str]]:
+    try:
+        return {(link.index, link.name) for link in rtnl.list_links(kind="tun")}
+    except PytunHashError:
+        return set()
+
+
+def _run_netns() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except OSError:
+        return set()
+
+
+def _threads_elsewhere(inode: int) -> list[str]:
+    stray = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if os.stat(f"/proc/self/task/{tid}/ns/net").st_ino != inode:
+                stray.append(tid)
+        except OSError:
+            continue  # the thread just ended
+    return stray
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    start: dict[str, object] = {}
+    session.config.stash[_START] = start
+    start["netns"] = thread_netns_inode()
+    start["tun"] = _tun_devices()
+    start["run_netns"] = _run_netns()
+    start["fds"] = _fd_targets()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    start = session.config.stash.get(_START, None)
+    if not start:
+        return
+    problems: list[str] = []
+    inode = start["netns"]
+    assert isinstance(inode, int)
+    if thread_netns_inode() != inode:
+        problems.append("the main thread ended the session in another network namespace")
+    stray = _threads_elsewhere(inode)
+    if stray:
+        problems.append(f"threads still inside other network namespaces: {', '.join(stray)}")
+    before_tun = start["tun"]
+    assert isinstance(before_tun, set)
+    new_tun = _tun_devices() - before_tun
+    if new_tun:
+        problems.append("tun devices left in the initial namespace: " + ", ".join(n for _i, n in sorted(new_tun)))
+    before_ns = start["run_netns"]
+    assert isinstance(before_ns, set)
+    new_ns = _run_netns() - before_ns
+    if new_ns:
+        problems.append("named network namespaces left in /run/netns: " + ", ".join(sorted(new_ns)))
+    before_fds = start["fds"]
+    assert isinstance(before_fds, dict)
+    fds = [leak for leak in _leaked(before_fds, _fd_targets()) if any(k in leak for k in _LEAK_KINDS)]
+    if fds:
+        problems.append("kernel fds left open: " + "; ".join(fds))
+    if problems:
+        start["problems"] = problems
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    problems = terminalreporter.config.stash.get(_START, {}).get("problems")
+    if isinstance(problems, list) and problems:
+        terminalreporter.section("leftovers after the session", sep="=", red=True)
+        for line in problems:
+            terminalreporter.write_line(f"FAIL: {line}", red=True)

@@ -1,0 +1,207 @@
+"""The ioctl layer's error translation, request numbers, and the steering state's exclusion rules."""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import struct
+import threading
+
+import pytest
+
+from pytun_hash._abi.tun import TunFlag
+from pytun_hash.device import SteeringState
+from pytun_hash.device._ioctl import (
+    describe_flags,
+    ioctl_get_int,
+    ioctl_int,
+    ioctl_ptr,
+    request_number,
+    translate_error,
+)
+from pytun_hash.errors import (
+    BusyError,
+    DeviceGoneError,
+    KernelError,
+    PrivilegeError,
+    PytunHashError,
+    SteeringConflictError,
+    UnsupportedError,
+    ValidationError,
+)
+
+x86_64_only = pytest.mark.skipif(platform.machine() != "x86_64", reason="request numbers measured on x86_64")
+
+
+@x86_64_only
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [
+        ("TUNSETIFF", 0x400454CA),
+        ("TUNSETOFFLOAD", 0x400454D0),
+        ("TUNGETFEATURES", 0x800454CF),
+        ("TUNGETIFF", 0x800454D2),
+        ("TUNGETVNETHDRSZ", 0x800454D7),
+        ("TUNSETVNETHDRSZ", 0x400454D8),
+        ("TUNSETQUEUE", 0x400454D9),
+        ("TUNSETVNETLE", 0x400454DC),
+        ("TUNGETVNETLE", 0x800454DD),
+        ("TUNSETVNETBE", 0x400454DE),
+        ("TUNSETSTEERINGEBPF", 0x800454E0),
+        ("TUNSETFILTEREBPF", 0x800454E1),
+        ("TUNSETCARRIER", 0x400454E2),
+        ("TUNGETDEVNETNS", 0x000054E3),
+    ],
+)
+def test_request_numbers_match_the_measured_kernel(name: str, number: int) -> None:
+    assert request_number(name) == number
+
+
+def _ifreq(name: bytes, flags: int) -> bytearray:
+    return bytearray(name.ljust(16, b"\0") + struct.pack("=H", flags) + bytes(22))
+
+
+@pytest.mark.parametrize(
+    ("name", "err", "cls", "words"),
+    [
+        ("TUNSETVNETBE", errno.EINVAL, UnsupportedError, "CONFIG_TUN_VNET_CROSS_LE"),
+        ("TUNGETVNETBE", errno.EINVAL, UnsupportedError, "CONFIG_TUN_VNET_CROSS_LE"),
+        ("TUNSETQUEUE", errno.EINVAL, KernelError, "already in the requested state"),
+        ("TUNSETSTEERINGEBPF", errno.EINVAL, KernelError, "SOCKET_FILTER"),
+        ("TUNSETVNETHDRSZ", errno.EINVAL, KernelError, "at least 10 bytes"),
+        ("TUNSETIFF", errno.EPERM, PrivilegeError, "CAP_NET_ADMIN"),
+        ("TUNSETPERSIST", errno.EPERM, PrivilegeError, "CAP_NET_ADMIN"),
+        ("TUNSETSTEERINGEBPF", errno.EACCES, PrivilegeError, "CAP_NET_ADMIN"),
+        ("TUNGETVNETHDRSZ", errno.EBADFD, DeviceGoneError, "deleted"),
+    ],
+)
+def test_errors_carry_errno_request_and_an_actionable_sentence(
+    name: str, err: int, cls: type[KernelError], words: str
+) -> None:
+    exc = translate_error(err, name)
+    assert type(exc) is cls
+    assert isinstance(exc, PytunHashError)
+    assert exc.errno == err
+    assert exc.request == name
+    assert words in exc.hint
+    assert name in str(exc)
+
+
+def test_caller_hint_replaces_the_built_in_sentence() -> None:
+    exc = translate_error(errno.EINVAL, "TUNSETVNETHASH", hint="this kernel lacks the hash ioctls")
+    assert exc.hint == "this kernel lacks the hash ioctls"
+    assert exc.errno == errno.EINVAL
+
+
+def test_tunsetiff_ebusy_tells_exclusive_creation_from_a_held_queue() -> None:
+    held = translate_error(errno.EBUSY, "TUNSETIFF", buf=_ifreq(b"tap7", TunFlag.IFF_TAP))
+    excl = translate_error(errno.EBUSY, "TUNSETIFF", buf=_ifreq(b"tap7", TunFlag.IFF_TAP | TunFlag.IFF_TUN_EXCL))
+    assert isinstance(held, BusyError)
+    assert isinstance(excl, BusyError)
+    assert "O_CLOEXEC" in held.hint
+    assert "'tap7'" in held.hint
+    assert "IFF_TUN_EXCL" in excl.hint
+
+
+def test_tunsetiff_einval_without_a_type_flag_says_so() -> None:
+    exc = translate_error(errno.EINVAL, "TUNSETIFF", buf=_ifreq(b"tap7", TunFlag.IFF_NO_PI))
+    assert exc.errno == errno.EINVAL
+    assert "neither IFF_TUN nor IFF_TAP" in exc.hint
+
+
+def test_describe_flags_names_each_bit_once() -> None:
+    assert describe_flags(0x5102) == "IFF_TAP|IFF_MULTI_QUEUE|IFF_NO_PI|IFF_VNET_HDR"
+    assert describe_flags(0) == "0"
+
+
+def test_ioctl_on_a_non_tun_fd_is_unsupported() -> None:
+    fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        with pytest.raises(UnsupportedError) as info:
+            ioctl_get_int(fd, "TUNGETVNETHDRSZ")
+        assert info.value.errno == errno.ENOTTY
+        assert info.value.request == "TUNGETVNETHDRSZ"
+    finally:
+        os.close(fd)
+
+
+def test_ioctl_on_a_closed_fd_is_ebadf() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    os.close(write_end)
+    with pytest.raises(KernelError) as info:
+        ioctl_int(read_end, "TUNSETOFFLOAD", 0)
+    assert info.value.errno == errno.EBADF
+
+
+def test_ioctl_int_rejects_values_beyond_a_c_int() -> None:
+    with pytest.raises(ValidationError):
+        ioctl_int(0, "TUNSETOFFLOAD", 1 << 40)
+
+
+def test_unknown_request_name_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="TUNFROBNICATE"):
+        ioctl_ptr(0, "TUNFROBNICATE", bytearray(4))
+
+
+@pytest.mark.kernel
+def test_fresh_tun_fd_without_tunsetiff_is_ebadfd() -> None:
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        with pytest.raises(DeviceGoneError) as info:
+            ioctl_get_int(fd, "TUNGETVNETHDRSZ")
+        assert info.value.errno == errno.EBADFD
+        assert "open the device again" in info.value.hint
+        features = bytearray(4)
+        ioctl_ptr(fd, "TUNGETFEATURES", features)  # needs no device
+        assert struct.unpack("=I", features)[0] & TunFlag.IFF_MULTI_QUEUE
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- SteeringState
+
+
+def test_steering_is_refused_while_native_rss_is_on() -> None:
+    state = SteeringState()
+    state.ensure_can_attach_steering()
+    state.native_rss = True
+    with pytest.raises(SteeringConflictError) as info:
+        state.ensure_can_attach_steering()
+    assert info.value.errno == errno.EBUSY
+    assert info.value.request == "TUNSETSTEERINGEBPF"
+    assert "disable RSS" in info.value.hint
+
+
+def test_reports_alone_do_not_block_steering() -> None:
+    state = SteeringState()
+    state.native_report = True
+    state.ensure_can_attach_steering()
+    state.record_steering(7, "user")
+    assert state.steering_attached
+
+
+def test_native_rss_is_refused_while_a_program_is_attached() -> None:
+    state = SteeringState()
+    state.ensure_can_enable_native_rss()
+    state.record_steering(9, "ebpf-rss")
+    with pytest.raises(SteeringConflictError) as info:
+        state.ensure_can_enable_native_rss()
+    assert info.value.errno == errno.EBUSY
+    assert info.value.request == "TUNSETVNETHASH"
+    assert "ebpf-rss" in info.value.hint
+    assert "detach_steering_program" in info.value.hint
+    state.record_steering(None, "ebpf-rss")
+    assert state.steering_owner is None
+    state.ensure_can_enable_native_rss()
+
+
+def test_steering_lock_is_reentrant_and_excludes_other_threads() -> None:
+    state = SteeringState()
+    seen: list[bool] = []
+    with state.lock, state.lock:
+        worker = threading.Thread(target=lambda: seen.append(state.lock.acquire(timeout=0.05)))
+        worker.start()
+        worker.join()
+    assert seen == [False]
