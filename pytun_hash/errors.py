@@ -17,6 +17,7 @@ __all__ = [
     "DecodeError",
     "DeviceFlagsMismatchError",
     "DeviceGoneError",
+    "DeviceNotFoundError",
     "EmulatorError",
     "FeatureUnsupportedError",
     "KernelError",
@@ -90,6 +91,10 @@ class DeviceGoneError(KernelError):
     """The TUN/TAP device behind a queue fd was deleted (``EBADFD``), or the fd was never attached."""
 
 
+class DeviceNotFoundError(KernelError):
+    """No network device of that name or index exists (``ENODEV``) in the caller's namespace."""
+
+
 class PrivilegeError(KernelError):
     """The caller lacks a capability (``EPERM``/``EACCES``)."""
 
@@ -146,6 +151,10 @@ _GENERIC_HINTS: dict[int, tuple[type[KernelError], str]] = {
         BusyError,
         "the device is in a state that conflicts with this call; undo the conflicting setting "
         "first (or check that no other process holds the queue)",
+    ),
+    _errno.ENODEV: (
+        DeviceNotFoundError,
+        "no such network device in this network namespace; check the name (ip link) and the namespace",
     ),
     _errno.EBADF: (KernelError, "the file descriptor is closed or not valid; use an open queue fd"),
     _errno.EFAULT: (KernelError, "the kernel could not read or write the argument buffer; this is a bug"),

@@ -22,7 +22,7 @@ from types import TracebackType
 import attrs
 
 from pytun_hash._abi.tun import IFNAMSIZ, TunFlag
-from pytun_hash.errors import KernelError, ValidationError, kernel_error
+from pytun_hash.errors import DeviceNotFoundError, KernelError, ValidationError, kernel_error
 
 __all__ = [
     "LinkInfo",
@@ -378,7 +378,7 @@ def get_link(name: str | None = None, *, index: int | None = None, sock: RtnlSoc
     with _Borrowed(sock) as s:
         answers = s.request(RTM_GETLINK, 0, payload, name="RTM_GETLINK", hint=what)
     if not answers:
-        raise KernelError(errno.ENODEV, "RTM_GETLINK", what)
+        raise DeviceNotFoundError(errno.ENODEV, "RTM_GETLINK", what)
     return _parse_link(answers[0])
 
 

@@ -34,6 +34,7 @@ from pytun_hash.device.state import SteeringState
 from pytun_hash.errors import (
     DeviceFlagsMismatchError,
     DeviceGoneError,
+    DeviceNotFoundError,
     KernelError,
     PrivilegeError,
     PytunHashError,
@@ -572,7 +573,7 @@ class TunTapDevice:
             # The thread that opened the fds is in the device's namespace, so query it directly.
             link = rtnl.get_link(actual)
             if link.tun is None or (expect_ifindex is not None and link.index != expect_ifindex):
-                raise KernelError(
+                raise DeviceNotFoundError(
                     errno.ENODEV, "TUNSETIFF", f"device {name!r} went away while it was being opened; retry"
                 )
             device._ifindex = link.index
@@ -1130,7 +1131,7 @@ def _existing_tun_link(name: str, *, gone: bool = False) -> rtnl.LinkInfo:
             raise
         if gone:
             raise DeviceGoneError(errno.EBADFD, "TUNSETIFF", f"device {name!r} was deleted; create it again") from None
-        raise KernelError(
+        raise DeviceNotFoundError(
             errno.ENODEV,
             "TUNSETIFF",
             f"there is no device named {name!r} in this thread's network namespace; create it with "
