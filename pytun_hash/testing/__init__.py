@@ -1,0 +1,30 @@
+"""Testing utilities: a seccomp kernel emulator of the unmerged tun hash ioctls.
+
+Mainline kernels lack the virtio-net hash ioctls, so code that drives them (this package's
+:mod:`pytun_hash.device.hashctl`, or a VMM's own) is tested at the syscall boundary:
+:class:`KernelEmulator` runs a function in a disposable, seccomp-filtered thread or child
+process and answers exactly the trapped hash ioctls the way the chosen revision's kernel
+would, against the real TUN/TAP device. See :mod:`pytun_hash.testing.kernel` for what each
+revision does and :mod:`pytun_hash.testing.emulator` for the mechanics.
+
+Example::
+
+    with KernelEmulator(Revision.RFC) as emu:
+        emu.run(control.apply, config)
+        assert emu.device_state(queue_fd).as_config() == config
+"""
+
+from __future__ import annotations
+
+from pytun_hash.testing.emulator import EmulatedCall, EmulatorMode, KernelEmulator, UserCopy
+from pytun_hash.testing.kernel import DeviceKey, EmulatedHashState, virtio_net_hash_key_length
+
+__all__ = [
+    "DeviceKey",
+    "EmulatedCall",
+    "EmulatedHashState",
+    "EmulatorMode",
+    "KernelEmulator",
+    "UserCopy",
+    "virtio_net_hash_key_length",
+]

@@ -1,0 +1,828 @@
+"""A seccomp user-notification emulator of the unmerged tun hash ioctls.
+
+:class:`KernelEmulator` runs a function in a disposable *target* (a worker thread of this
+process by default, or a forked child) whose seccomp filter turns exactly the trapped ioctl
+requests of one revision into user notifications. The thread that called
+:meth:`KernelEmulator.run` acts as the supervisor while the function runs: it answers each
+trapped call the way that revision's kernel would (:mod:`pytun_hash.testing.kernel` says
+exactly how), reading and writing the target's memory with ``process_vm_readv``/``writev``
+(so ``EFAULT`` falls where ``copy_from_user`` would fault) and consulting the real device
+through the same queue fd. Every other syscall, and every trapped request on an fd that is
+not a TUN/TAP device, reaches the real kernel.
+
+Mechanics and their limits:
+
+* Thread mode: only the worker thread is filtered (no TSYNC); it shares the fd table, so the
+  supervisor uses the caller's fd numbers directly. ``fcntl.ioctl`` and ctypes release the
+  GIL while blocked in the kernel; a C extension that issues a trapped ioctl while holding
+  the GIL would deadlock, so use process mode for it. Threads the function starts are
+  filtered too; their trapped calls are answered only while :meth:`~KernelEmulator.run`
+  supervises. Before each run the worker joins the caller's network namespace.
+* Process mode: each :meth:`~KernelEmulator.run` forks a child that installs the filter and
+  hands the listener back over a unix socket; the result travels back pickled. fds are
+  duplicated from the child with ``pidfd_getfd``. Objects the function creates stay in the
+  child (devices it creates vanish when it exits). Forking a multi-threaded process is only
+  as safe as the locks the child touches; the child runs only the function and pickling.
+* What the emulator knows: device state changes only through trapped calls. A steering
+  program attached from outside :meth:`~KernelEmulator.run` (an unfiltered thread) is
+  invisible to it, so the RFC/v3 interplay with steering holds only when every
+  ``TUNSETSTEERINGEBPF`` goes through :meth:`~KernelEmulator.run`.
+* ``EFAULT`` needs real addresses: ``fcntl.ioctl`` copies a mutable buffer of up to 1024
+  bytes into a private 1024-byte buffer, so reads past its end hit readable memory, on a
+  real kernel as here. Place payloads in memory you control (``mmap`` + ``PROT_NONE``) and
+  pass the address to test faults.
+* Requirements: Linux >= 5.5 (``SECCOMP_USER_NOTIF_FLAG_CONTINUE``), >= 5.6 for process mode
+  (``pidfd_getfd``), ptrace access to the target (always given for an own thread or child),
+  and an architecture in :mod:`pytun_hash.testing._seccomp`'s table (only x86_64 is tested).
+* Never hangs: every trapped call is answered. A handler exception answers ``EIO``, is
+  logged, and makes :meth:`~KernelEmulator.run` raise :class:`~pytun_hash.errors.EmulatorError`.
+  When the supervisor itself fails or the timeout passes, the listener is closed, so the
+  target's pending and later trapped calls return ``ENOSYS``; :meth:`~KernelEmulator.run`
+  raises :class:`~pytun_hash.errors.EmulatorError`. In thread mode the emulator then refuses
+  further runs (its worker is filtered for good); in process mode the child is killed and
+  reaped, and the next run forks a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import enum
+import errno
+import fcntl
+import os
+import pickle
+import queue
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar, cast
+
+import attrs
+
+from pytun_hash._abi import TUN_IOCTLS, ifreq, layout_for
+from pytun_hash._abi.revision import Revision
+from pytun_hash.config import VnetHashCapability
+from pytun_hash.errors import EmulatorError
+from pytun_hash.testing import _seccomp
+from pytun_hash.testing.kernel import (
+    DeviceInfo,
+    DeviceKey,
+    EmulatedHashState,
+    EmulatedKernel,
+    KernelErrno,
+)
+
+__all__ = ["EmulatedCall", "EmulatorMode", "KernelEmulator", "UserCopy"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_TUN = {d.name: d.request(layout_for()) for d in TUN_IOCTLS}
+_TUN_MAJOR, _TUN_MINOR = 10, 200
+_CLONE_NEWNET = 0x40000000
+_E = "<" if sys.byteorder == "little" else ">"
+# How long run() waits for the target to notice a closed listener before giving up on it.
+_GRACE = 2.0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_setns = _libc.setns
+_setns.restype = ctypes.c_int
+_setns.argtypes = (ctypes.c_int, ctypes.c_int)
+
+
+class EmulatorMode(enum.Enum):
+    """Where the function under test runs: a worker thread (default) or a forked child process."""
+
+    THREAD = "thread"
+    PROCESS = "process"
+
+
+@attrs.frozen
+class UserCopy:
+    """One copy between the emulated kernel and the caller's memory.
+
+    Attributes:
+        to_user: True for ``copy_to_user``, False for ``copy_from_user``.
+        offset: bytes from the ioctl's pointer argument.
+        length: bytes the kernel tried to copy.
+        ok: False when the copy faulted (the call then failed with ``EFAULT``).
+    """
+
+    to_user: bool
+    offset: int
+    length: int
+    ok: bool
+
+
+@attrs.frozen
+class EmulatedCall:
+    """One trapped call, as the emulator answered it.
+
+    Attributes:
+        index: position in :attr:`KernelEmulator.calls` (restarts at 0 after ``reset_log``).
+        name: the ioctl's kernel name (``"TUNSETVNETHASH"``).
+        request: the request number (low 32 bits).
+        fd: the caller's fd number.
+        tid: the calling thread's id.
+        arg: the raw pointer argument.
+        ifname: the attached device's name, or None when the fd had none.
+        copies: the user copies the emulated kernel made, in order.
+        errno: 0 on success, else the errno the call failed with.
+        result: the value returned on success.
+        passed_through: the call went to the real kernel untouched (not a TUN/TAP fd).
+        failure: the handler's traceback when it failed (the call then answered ``EIO``).
+    """
+
+    index: int
+    name: str
+    request: int
+    fd: int
+    tid: int
+    arg: int
+    ifname: str | None
+    copies: tuple[UserCopy, ...]
+    errno: int
+    result: int
+    passed_through: bool = False
+    failure: str | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes the kernel copied from the caller in copies that succeeded."""
+        return sum(c.length for c in self.copies if c.ok and not c.to_user)
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes the kernel copied to the caller in copies that succeeded."""
+        return sum(c.length for c in self.copies if c.ok and c.to_user)
+
+
+class _Vanished(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The notification is no longer pending (the target was killed); nothing can be answered."""
+
+
+def _ioctl_errno(fd: int, request: int, arg: bytes | int) -> tuple[int, bytes | int]:
+    try:
+        return 0, fcntl.ioctl(fd, request, arg)
+    except OSError as exc:
+        return exc.errno or errno.EIO, b""
+
+
+def _tun_device(fd: int) -> DeviceInfo | None:
+    """The device attached to tun fd ``fd`` (looked up in this thread), or None when there is none.
+
+    Raises:
+        KernelErrno: for an errno other than ``EBADFD`` from ``TUNGETIFF``.
+    """
+    err, out = _ioctl_errno(fd, _TUN["TUNGETIFF"], bytes(ctypes.sizeof(ifreq)))
+    if err == errno.EBADFD:
+        return None
+    if err:
+        raise KernelErrno(err)
+    assert isinstance(out, bytes)
+    req = ifreq.from_buffer_copy(out)
+    name = req.ifr_name.decode(errors="replace")
+    flags = req.ifr_flags & 0xFFFF
+    netns, ifindex = 0, None
+    err, ns = _ioctl_errno(fd, _TUN["TUNGETDEVNETNS"], 0)
+    if not err:
+        assert isinstance(ns, int)
+        try:
+            netns = os.fstat(ns).st_ino
+            ifindex = _ifindex_in(ns, netns, name)
+        finally:
+            os.close(ns)
+    return DeviceInfo(DeviceKey.of(netns, ifindex, name), name, flags)
+
+
+def _ifindex_in(ns_fd: int, ns_ino: int, name: str) -> int | None:
+    with contextlib.suppress(OSError):
+        if os.stat("/proc/thread-self/ns/net").st_ino == ns_ino:
+            return socket.if_nametoindex(name)
+        # The device lives in another namespace: look its index up there, then come back.
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _setns(ns_fd, _CLONE_NEWNET) != 0:
+                return None
+            try:
+                return socket.if_nametoindex(name)
+            finally:
+                if _setns(home, _CLONE_NEWNET) != 0:
+                    raise EmulatorError("could not return to the supervisor's network namespace")
+        finally:
+            os.close(home)
+    return None
+
+
+def _is_tun(fd: int) -> bool:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (_TUN_MAJOR, _TUN_MINOR)
+
+
+def _prog_id(fd: int) -> int | None:
+    with contextlib.suppress(OSError), open(f"/proc/self/fdinfo/{fd}") as info:
+        for line in info:
+            if line.startswith("prog_id:"):
+                return int(line.split()[1])
+    return None
+
+
+class _Target:
+    """How the supervisor reaches the target's fds (same table in thread mode, pidfd_getfd otherwise)."""
+
+    def __init__(self, pidfd: int | None = None) -> None:
+        self.pidfd = pidfd
+
+    @contextlib.contextmanager
+    def local_fd(self, fd: int) -> Iterator[int]:
+        """A fd of this process for the target's ``fd``; ``KernelErrno(EBADF)`` when it has none."""
+        if self.pidfd is None:
+            yield fd
+            return
+        try:
+            local = _seccomp.pidfd_getfd(self.pidfd, fd)
+        except OSError as exc:
+            raise KernelErrno(exc.errno or errno.EBADF) from None
+        try:
+            yield local
+        finally:
+            os.close(local)
+
+
+class _TrappedCall:
+    """A :class:`~pytun_hash.testing.kernel.Call` for one notification."""
+
+    def __init__(self, listener: int, notif: _seccomp.Notification, target: _Target, local_fd: int) -> None:
+        self._listener = listener
+        self._notif = notif
+        self._target = target
+        self._fd = local_fd
+        self._device: DeviceInfo | None = None
+        self._looked_up = False
+        self.copies: list[UserCopy] = []
+
+    @property
+    def arg(self) -> int:
+        return self._notif.arg
+
+    def _check_valid(self) -> None:
+        if not _seccomp.notif_id_valid(self._listener, self._notif.id):
+            raise _Vanished
+
+    @property
+    def looked_up_device(self) -> DeviceInfo | None:
+        """The device found by the handler's lookup, if it made one."""
+        return self._device
+
+    def lookup(self) -> DeviceInfo | None:
+        if not self._looked_up:
+            self._device = _tun_device(self._fd)
+            self._looked_up = True
+        return self._device
+
+    def device(self) -> DeviceInfo:
+        dev = self.lookup()
+        if dev is None:
+            raise KernelErrno(errno.EBADFD)
+        return dev
+
+    def copy_from_user(self, offset: int, length: int) -> bytes:
+        data = _seccomp.read_memory(self._notif.tid, self._notif.arg + offset, length)
+        # Checked after the read: had the target died and its tid been recycled, the bytes came
+        # from another task and must not be used.
+        self._check_valid()
+        self.copies.append(UserCopy(False, offset, length, data is not None))
+        if data is None:
+            raise KernelErrno(errno.EFAULT)
+        return data
+
+    def copy_to_user(self, offset: int, data: bytes) -> None:
+        self._check_valid()
+        ok = _seccomp.write_memory(self._notif.tid, self._notif.arg + offset, data)
+        self.copies.append(UserCopy(True, offset, len(data), ok))
+        if not ok:
+            raise KernelErrno(errno.EFAULT)
+
+    def _get_int(self, name: str) -> int:
+        err, out = _ioctl_errno(self._fd, _TUN[name], bytes(4))
+        if err:
+            raise KernelErrno(err)
+        assert isinstance(out, bytes)
+        value: int = struct.unpack(f"{_E}i", out)[0]
+        return value
+
+    def vnet_hdr_sz(self) -> int:
+        return self._get_int("TUNGETVNETHDRSZ")
+
+    def vnet_is_little_endian(self) -> bool:
+        if self._get_int("TUNGETVNETLE"):
+            return True
+        try:
+            big = bool(self._get_int("TUNGETVNETBE"))
+        except KernelErrno as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            big = False  # no CONFIG_TUN_VNET_CROSS_LE: legacy headers use the host's order
+        return not big and sys.byteorder == "little"
+
+    def set_steering_ebpf(self, prog_fd: int) -> int | None:
+        if prog_fd == -1:
+            self._set_int("TUNSETSTEERINGEBPF", -1)
+            return None
+        with self._target.local_fd(prog_fd) as local:
+            self._set_int("TUNSETSTEERINGEBPF", local)
+            return _prog_id(local)
+
+    def set_vnet_hdr_sz(self, size: int) -> None:
+        self._set_int("TUNSETVNETHDRSZ", size)
+
+    def _set_int(self, name: str, value: int) -> None:
+        err, _ = _ioctl_errno(self._fd, _TUN[name], struct.pack(f"{_E}i", value))
+        if err:
+            raise KernelErrno(err)
+
+
+@attrs.define
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    netns_fd: int
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+class KernelEmulator:
+    """Emulate one revision's tun hash ioctls for code run through :meth:`run`.
+
+    A context manager: :meth:`close` (or leaving the ``with`` block) stops the worker and
+    closes every fd the emulator owns.
+
+    Args:
+        revision: the UAPI revision to emulate.
+        capability: what the capability ioctl reports (None = that revision's kernel).
+        timeout: seconds :meth:`run` waits for the function before it gives up (> 0).
+        mode: run the function in a worker thread (default) or a forked child process.
+
+    Attributes:
+        calls: every trapped call since the last :meth:`reset_log`, in order.
+        states: ``(call index, snapshot)`` after every call that changed a device's state.
+
+    Raises:
+        EmulatorError: when the seccomp filter cannot be installed (no seccomp user
+            notification, an unsupported architecture) or ``timeout`` is not positive.
+        ValidationError: when ``capability`` does not fit ``revision``.
+    """
+
+    def __init__(
+        self,
+        revision: Revision = Revision.RFC,
+        *,
+        capability: VnetHashCapability | None = None,
+        timeout: float = 10.0,
+        mode: EmulatorMode = EmulatorMode.THREAD,
+    ) -> None:
+        if not timeout > 0:
+            raise EmulatorError(f"timeout must be positive, got {timeout!r}")
+        self.revision = revision
+        self.mode = mode
+        self.timeout = float(timeout)
+        self.calls: list[EmulatedCall] = []
+        self.states: list[tuple[int, EmulatedHashState]] = []
+        self._kernel = EmulatedKernel(revision, capability)
+        self._arch = _seccomp.seccomp_arch()
+        self._program = _seccomp.build_filter(self._arch, self._kernel.requests)
+        self._broken: str | None = None
+        self._closed = False
+        self._failures: list[str] = []
+        self._last_touch: dict[DeviceKey, int] = {}
+        self._listener = -1
+        self._done_fd = -1
+        self._worker: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._busy: _Job | None = None
+        self._run_lock = threading.Lock()
+        if mode is EmulatorMode.THREAD:
+            self._start_worker()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def capability(self) -> VnetHashCapability:
+        """What the emulated capability ioctl reports."""
+        return self._kernel.capability
+
+    @property
+    def trapped_requests(self) -> dict[int, str]:
+        """The trapped request numbers (low 32 bits) and their names."""
+        return dict(self._kernel.requests)
+
+    def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` in the filtered target and return its result.
+
+        The calling thread supervises until ``fn`` returns. An exception ``fn`` raises is
+        re-raised here (in process mode: its pickled copy).
+
+        Raises:
+            EmulatorError: when a trapped call's handler failed (it was answered ``EIO``),
+                the supervisor failed, ``fn`` did not finish within :attr:`timeout`, the
+                emulator is closed or broken, or ``fn``'s result cannot travel back from the
+                child (process mode).
+        """
+        if self._worker is not None and threading.get_ident() == self._worker.ident:
+            raise EmulatorError("KernelEmulator.run() called from inside run(): the worker would wait on itself")
+        if not self._run_lock.acquire(blocking=False):
+            raise EmulatorError("KernelEmulator.run() is already running in another thread")
+        try:
+            self._check_usable()
+            if self.mode is EmulatorMode.PROCESS:
+                return self._run_process(fn, args, kwargs)
+            return self._run_thread(fn, args, kwargs)
+        finally:
+            self._run_lock.release()
+
+    def device_state(self, device: int | str) -> EmulatedHashState:
+        """The hash state the emulated kernel holds for a device.
+
+        Args:
+            device: a queue fd of this process (its device is looked up now; a device no
+                trapped call reached yet shows the zero state), or an interface name (the
+                device with that name that a trapped call reached most recently).
+
+        Raises:
+            EmulatorError: when the fd has no live TUN/TAP device, or no trapped call reached
+                a device of that name.
+        """
+        if isinstance(device, str):
+            keys = [k for k in self._last_touch if k.ifname == device]
+            if not keys:
+                raise EmulatorError(f"no trapped call reached a device named {device!r}")
+            return self._kernel.snapshot(max(keys, key=self._last_touch.__getitem__))
+        if not _is_tun(device):
+            raise EmulatorError(f"fd {device} is not a TUN/TAP queue fd")
+        try:
+            info = _tun_device(device)
+        except KernelErrno as exc:
+            raise EmulatorError(f"TUNGETIFF on fd {device} failed: {os.strerror(exc.errno)}") from None
+        if info is None:
+            raise EmulatorError(f"fd {device} has no live device (never attached, or deleted)")
+        return self._kernel.snapshot(info.key)
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """Tracebacks of handler failures since the last :meth:`reset_log`."""
+        return tuple(self._failures)
+
+    def reset_log(self) -> None:
+        """Forget :attr:`calls`, :attr:`states` and :attr:`failures` (device states are kept)."""
+        self.calls.clear()
+        self.states.clear()
+        self._failures.clear()
+
+    def close(self) -> None:
+        """Stop the worker and close every fd the emulator owns; idempotent.
+
+        A worker still stuck in a function that timed out cannot be joined: it exits (and
+        closes its completion fd) when that function returns; meanwhile every trapped call
+        it makes returns ``ENOSYS``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._close_listener()
+        worker = self._worker
+        if worker is not None:
+            self._jobs.put(None)
+            worker.join(_GRACE if self._busy is None else 0.0)
+
+    def __enter__(self) -> KernelEmulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        status = "closed" if self._closed else ("broken" if self._broken else "ready")
+        return f"KernelEmulator({self.revision.value}, {self.mode.value}, {status}, {len(self.calls)} calls)"
+
+    # -- thread mode --------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        self._done_fd = os.eventfd(0, os.EFD_CLOEXEC)
+        started = threading.Event()
+        setup_error: list[BaseException] = []
+
+        def main() -> None:
+            # The worker must never take a process-directed signal: that would interrupt a
+            # pending notification and leave the call half-answered.
+            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            try:
+                self._listener = _seccomp.install_listener(self._arch, self._program)
+            except BaseException as exc:
+                setup_error.append(exc)
+                return
+            finally:
+                started.set()
+            self._worker_loop()
+
+        self._worker = threading.Thread(target=main, name=f"pytun-hash-emulator-{self.revision.value}", daemon=True)
+        self._worker.start()
+        started.wait()
+        if setup_error:
+            self._worker.join()
+            self._worker = None
+            os.close(self._done_fd)
+            self._done_fd = -1
+            self._closed = True
+            err = setup_error[0]
+            if isinstance(err, EmulatorError):
+                raise err
+            raise EmulatorError(f"installing the seccomp filter failed: {err!r}") from err
+
+    def _worker_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                # The worker owns the completion fd: closing it here cannot race with a write.
+                os.close(self._done_fd)
+                return
+            try:
+                try:
+                    here = os.stat("/proc/thread-self/ns/net").st_ino
+                    if os.fstat(job.netns_fd).st_ino != here and _setns(job.netns_fd, _CLONE_NEWNET) != 0:
+                        err = ctypes.get_errno()
+                        raise EmulatorError(
+                            f"the worker could not join the caller's network namespace: {os.strerror(err)}"
+                        )
+                finally:
+                    os.close(job.netns_fd)
+                job.result = job.fn(*job.args, **job.kwargs)
+            except BaseException as exc:
+                job.error = exc
+            finally:
+                job.done = True
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self._done_fd, 1)
+
+    def _run_thread(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        job = _Job(fn, args, kwargs, netns_fd)
+        failures_before = len(self._failures)
+        self._busy = job
+        self._jobs.put(job)
+        deadline = time.monotonic() + self.timeout
+        try:
+            self._supervise_thread(job, deadline)
+        except BaseException as exc:
+            self._break(exc)
+            self._await_job(job)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise EmulatorError(f"the emulator's supervisor failed: {self._broken}") from exc
+        finally:
+            if job.done:
+                self._busy = None
+        return cast(T, self._result(job.result, job.error, failures_before))
+
+    def _supervise_thread(self, job: _Job, deadline: float) -> None:
+        poller = select.poll()
+        poller.register(self._listener, select.POLLIN)
+        poller.register(self._done_fd, select.POLLIN)
+        target = _Target()
+        while not job.done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the function did not finish within {self.timeout:g} s")
+            for fd, events in poller.poll(remaining * 1000):
+                if fd == self._listener:
+                    if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                        raise EmulatorError("the seccomp listener reported an error")
+                    self._serve(target)
+                elif fd == self._done_fd:
+                    os.eventfd_read(self._done_fd)
+        # Threads started by fn may still have calls queued; answer what is already there.
+        while select.select([self._listener], [], [], 0)[0]:
+            self._serve(target)
+
+    def _await_job(self, job: _Job) -> None:
+        end = time.monotonic() + min(_GRACE, self.timeout)
+        while not job.done and time.monotonic() < end:
+            time.sleep(0.005)
+
+    # -- process mode -------------------------------------------------------------------------
+
+    def _run_process(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        failures_before = len(self._failures)
+        deadline = time.monotonic() + self.timeout
+        try:
+            pid = os.fork()
+        except BaseException:
+            parent.close()
+            child.close()
+            raise
+        if pid == 0:  # pragma: no cover - runs in the child, reported through the socket
+            parent.close()
+            self._child_main(child, fn, args, kwargs)
+        child.close()
+        pidfd = -1
+        listener = -1
+        try:
+            pidfd = os.pidfd_open(pid)
+            listener = self._receive_listener(parent, deadline)
+            payload = self._supervise_process(parent, listener, _Target(pidfd), deadline)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                if pidfd >= 0:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            if listener >= 0:
+                os.close(listener)
+            if isinstance(exc, (KeyboardInterrupt, _ChildSetupError)):
+                raise
+            raise EmulatorError(f"the emulator's supervisor failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            os.waitpid(pid, 0)
+            if pidfd >= 0:
+                os.close(pidfd)
+            parent.close()
+        os.close(listener)
+        try:
+            status, value = pickle.loads(payload)
+        except Exception as exc:
+            raise EmulatorError(f"the child's result could not be unpickled: {exc!r}") from exc
+        if status == "ok":
+            return cast(T, self._result(value, None, failures_before))
+        if status == "err":
+            return cast(T, self._result(None, value, failures_before))
+        raise EmulatorError(f"the function's {status} could not be pickled: {value}")
+
+    def _child_main(
+        self, sock: socket.socket, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            try:
+                listener = _seccomp.install_listener(self._arch, self._program)
+            except BaseException as exc:
+                sock.sendall(b"E" + f"{exc}".encode())
+                return
+            socket.send_fds(sock, [b"L"], [listener])
+            os.close(listener)
+            try:
+                message: tuple[str, Any] = ("ok", fn(*args, **kwargs))
+            except BaseException as exc:
+                message = ("err", exc)
+            try:
+                data = pickle.dumps(message)
+            except Exception as exc:
+                what = "result" if message[0] == "ok" else "exception"
+                data = pickle.dumps((what, f"{message[1]!r} ({exc})"))
+            sock.sendall(data)
+        except BaseException:
+            code = 1
+        finally:
+            sock.close()
+            os._exit(code)
+
+    def _receive_listener(self, sock: socket.socket, deadline: float) -> int:
+        remaining = deadline - time.monotonic()
+        if not select.select([sock], [], [], max(remaining, 0))[0]:
+            raise TimeoutError("the child did not install its seccomp filter in time")
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 1)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        if msg == b"L" and len(fds) == 1:
+            return fds[0]
+        for fd in fds:
+            os.close(fd)
+        rest = b"".join(iter(lambda: sock.recv(65536), b""))
+        text = (msg + rest)[1:].decode(errors="replace") if msg == b"E" else "no listener received"
+        raise _ChildSetupError(f"the child could not install its seccomp filter: {text}")
+
+    def _supervise_process(self, sock: socket.socket, listener: int, target: _Target, deadline: float) -> bytes:
+        poller = select.poll()
+        poller.register(listener, select.POLLIN)
+        poller.register(sock, select.POLLIN)
+        chunks: list[bytes] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the function did not finish within {self.timeout:g} s")
+            for fd, events in poller.poll(remaining * 1000):
+                if fd == listener and events & select.POLLIN:
+                    self._serve(target, listener)
+                elif fd == sock.fileno():
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        if not chunks:
+                            raise EmulatorError("the child exited without a result")
+                        return b"".join(chunks)
+                    chunks.append(data)
+
+    # -- shared -------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise EmulatorError("the emulator is closed")
+        if self._broken:
+            raise EmulatorError(f"the emulator is unusable after an earlier failure: {self._broken}")
+        if self._busy is not None:
+            raise EmulatorError("the worker is still running a function that timed out")
+
+    def _break(self, exc: BaseException) -> None:
+        self._broken = f"{type(exc).__name__}: {exc}"
+        # A closed listener makes the target's pending and future trapped calls return ENOSYS.
+        self._close_listener()
+
+    def _close_listener(self) -> None:
+        if self._listener >= 0:
+            os.close(self._listener)
+            self._listener = -1
+
+    def _result(self, value: Any, error: BaseException | None, failures_before: int) -> Any:
+        """``value`` or ``error`` of a finished run, unless a handler failed during it."""
+        if len(self._failures) > failures_before:
+            raise EmulatorError(
+                "a trapped call's handler failed and was answered EIO:\n" + self._failures[failures_before]
+            ) from error
+        if error is not None:
+            raise error
+        return value
+
+    def _serve(self, target: _Target, listener: int | None = None) -> None:
+        """Receive one notification and answer it."""
+        listener = self._listener if listener is None else listener
+        notif = _seccomp.notif_recv(listener)
+        if notif is None:
+            return
+        name = self._kernel.requests.get(notif.request, hex(notif.request))
+        copies: tuple[UserCopy, ...] = ()
+        touched: DeviceInfo | None = None
+        err, val, flags, failure = 0, 0, 0, None
+        try:
+            with target.local_fd(notif.fd) as local:
+                if not _is_tun(local):
+                    raise _PassThrough
+                call = _TrappedCall(listener, notif, target, local)
+                try:
+                    val = self._kernel.handle(name, call)
+                finally:
+                    copies = tuple(call.copies)
+                    touched = call.looked_up_device
+        except (_PassThrough, KernelErrno) as exc:
+            if isinstance(exc, KernelErrno):
+                err = exc.errno
+            else:
+                flags = _seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE
+        except _Vanished:
+            return
+        except Exception:
+            err = errno.EIO
+            failure = traceback.format_exc()
+            self._failures.append(failure)
+        index = len(self.calls)
+        self.calls.append(
+            EmulatedCall(
+                index=index,
+                name=name,
+                request=notif.request,
+                fd=notif.fd,
+                tid=notif.tid,
+                arg=notif.arg,
+                ifname=touched.ifname if touched is not None else None,
+                copies=copies,
+                errno=err,
+                result=val if not err else -1,
+                passed_through=bool(flags),
+                failure=failure,
+            )
+        )
+        if touched is not None:
+            self._last_touch[touched.key] = index
+        changed = self._kernel.changed if not err else None
+        if changed is not None:
+            self.states.append((index, self._kernel.snapshot(changed)))
+        self._kernel.changed = None
+        _seccomp.notif_send(listener, notif.id, val=val if not err else 0, error=err, flags=flags)
+
+
+class _PassThrough(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The trapped call is not for a TUN/TAP fd: let the real kernel run it."""
+
+
+class _ChildSetupError(EmulatorError):
+    """The forked child could not install its filter; the emulator stays usable."""

@@ -1,0 +1,79 @@
+"""The emulator as a referee: the codec's plans and the binding's hash control, run against it."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from pytun_hash._abi import Revision, hash_ioctls
+from pytun_hash.codec import ioctl_plan, kernel_read_length
+from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
+from pytun_hash.device.hashctl import HashControl
+from pytun_hash.device.netns import NetworkNamespace
+from pytun_hash.device.tap import TunTapDevice
+from pytun_hash.testing import EmulatedHashState, KernelEmulator
+from tests.codec.strategies import configs
+from tests.testing.helpers import TUNSETVNETHDRSZ, ioctl_errno, set_int
+
+pytestmark = pytest.mark.kernel
+
+
+def held(state: EmulatedHashState, config: VnetHashConfig, revision: Revision) -> bool:
+    """Whether ``state`` holds ``config`` as far as ``revision``'s kernel keeps it."""
+    if revision is Revision.RFC or config.rss:
+        # The RFC stores every field of every call; v3+ store table, key and queue with RSS.
+        return state.as_config() == config
+    types = int(config.types) if (config.report or revision is Revision.V3) else 0
+    return (state.rss, state.report, state.types) == (False, config.report, types)
+
+
+@pytest.mark.parametrize("revision", list(Revision))
+def test_codec_plans_put_the_config_in_force(revision: Revision, tap: list[int]) -> None:
+    """Every call of ioctl_plan is read exactly as kernel_read_length says, and the result is the config."""
+    fd = tap[0]
+    assert set_int(fd, TUNSETVNETHDRSZ, 20) == 0
+    with KernelEmulator(revision) as emu:
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(config=configs(ipv4_types_when_rss=revision is not Revision.RFC))
+        def check(config: VnetHashConfig) -> None:
+            emu.reset_log()
+            plan = ioctl_plan(config, revision)
+            for call in plan:
+                assert emu.run(ioctl_errno, fd, call.request, bytearray(call.payload)) == 0
+            assert [c.name for c in emu.calls] == [c.name for c in plan]
+            for call, seen in zip(plan, emu.calls, strict=True):
+                assert seen.bytes_read == kernel_read_length(revision, call.name, call.payload)
+            assert held(emu.device_state(fd), config, revision)
+
+        check()
+
+
+def test_rfc_ipv6_only_plan_leaves_the_whole_key_in_force(tap: list[int]) -> None:
+    """Design decision 4: the plan first loads all 40 bytes, then sends the IPv6-only call."""
+    config = VnetHashConfig(rss=True, types=0x38, indirection_table=(0, 1), key=MICROSOFT_RSS_KEY)
+    with KernelEmulator(Revision.RFC) as emu:
+        # Make the key bytes beyond 4 stale first, as an earlier user of the device would.
+        other = VnetHashConfig(rss=False, types=0x3F, key=bytes(range(40)))
+        for call in [*ioctl_plan(other), *ioctl_plan(config)]:
+            assert emu.run(ioctl_errno, tap[0], call.request, bytearray(call.payload)) == 0
+        state = emu.device_state(tap[0])
+        assert state.key == MICROSOFT_RSS_KEY and state.key_loaded == 4
+        # Sending only the final call would have left bytes 4..39 of the other key in force.
+        assert [s.key_loaded for _, s in emu.states] == [40, 40, 4]
+
+
+@pytest.mark.parametrize("revision", list(Revision))
+def test_hash_control_runs_unmodified_against_the_emulator(revision: Revision, netns: NetworkNamespace) -> None:
+    config = VnetHashConfig(rss=True, report=True, types=0x3F, indirection_table=(0, 1, 1, 0), key=MICROSOFT_RSS_KEY)
+    with TunTapDevice.create("emuhc%d", queues=2) as device, KernelEmulator(revision) as emu:
+        device.set_vnet_hdr_size(20)
+        control = emu.run(HashControl, device)  # probes V12, V3, RFC: only `revision` answers
+        assert control.revision is revision
+        emu.run(control.apply, config)
+        state = emu.device_state(device.attached_queues[0].fd)
+        assert state.as_config() == config
+        emu.run(control.disable)
+        assert not emu.device_state(device.attached_queues[0].fd).enabled
+        # The probe's other revisions reached the real kernel; only this one's get-ioctl was trapped.
+        assert emu.calls[0].name == hash_ioctls(revision)[0].name and emu.calls[0].errno == 0

@@ -1,0 +1,126 @@
+"""The per-revision kernel logic on its own, with a fake call (no seccomp, no root)."""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+import attrs
+import pytest
+
+from pytun_hash._abi import Revision
+from pytun_hash.codec import kernel_key_length
+from pytun_hash.testing.kernel import DeviceInfo, DeviceKey, EmulatedKernel, KernelErrno, virtio_net_hash_key_length
+
+DEV = DeviceInfo(DeviceKey.of(1, 7, "fake0"), "fake0", 0x5002)
+
+
+@attrs.define
+class FakeCall:
+    """A trapped call against a byte string of user memory and a scripted device."""
+
+    memory: bytes = b""
+    device_present: bool = True
+    hdr_sz: int = 20
+    little_endian: bool = True
+    steering: list[int] = attrs.field(factory=list)
+    written: bytes = b""
+
+    @property
+    def arg(self) -> int:
+        return 0x1000
+
+    def device(self) -> DeviceInfo:
+        if not self.device_present:
+            raise KernelErrno(errno.EBADFD)
+        return DEV
+
+    def copy_from_user(self, offset: int, length: int) -> bytes:
+        if offset + length > len(self.memory):
+            raise KernelErrno(errno.EFAULT)
+        return self.memory[offset : offset + length]
+
+    def copy_to_user(self, offset: int, data: bytes) -> None:
+        self.written = data
+
+    def vnet_hdr_sz(self) -> int:
+        return self.hdr_sz
+
+    def vnet_is_little_endian(self) -> bool:
+        return self.little_endian
+
+    def set_steering_ebpf(self, prog_fd: int) -> int | None:
+        self.steering.append(prog_fd)
+        return None if prog_fd == -1 else 42
+
+    def set_vnet_hdr_sz(self, size: int) -> None:
+        self.hdr_sz = size
+
+
+def rfc(flags: int, types: int, mask: int = 0) -> bytes:
+    return struct.pack("<B3xIHH", flags, types, mask, 0) + bytes(2 * (mask + 1)) + bytes(range(40))
+
+
+def test_key_length_matches_the_codecs_independent_copy() -> None:
+    for types in [*range(0x200), 0x10000, 0xFFFFFFFF]:
+        assert virtio_net_hash_key_length(types) == kernel_key_length(types), hex(types)
+
+
+def test_rfc_report_needs_a_little_endian_header() -> None:
+    """Verified fact 10: on a cross-endian kernel only REPORT is refused while the header is big-endian."""
+    kernel = EmulatedKernel(Revision.RFC)
+    with pytest.raises(KernelErrno) as info:
+        kernel.handle("TUNSETVNETHASH", FakeCall(rfc(0x02, 0x3F), little_endian=False))
+    assert info.value.errno == errno.EINVAL
+    assert kernel.handle("TUNSETVNETHASH", FakeCall(rfc(0x01, 0x3F), little_endian=False)) == 0
+    state = kernel.snapshot(DEV.key)
+    assert state.rss and not state.report and kernel.changed == DEV.key
+
+
+def test_rfc_set_with_rss_detaches_and_ignores_the_result() -> None:
+    kernel = EmulatedKernel(Revision.RFC)
+    call = FakeCall(rfc(0x01, 0x3F))
+    assert kernel.handle("TUNSETVNETHASH", call) == 0
+    assert call.steering == [-1]
+    call = FakeCall(rfc(0x02, 0x3F))
+    assert kernel.handle("TUNSETVNETHASH", call) == 0
+    assert call.steering == []
+
+
+def test_v3_mask_is_bounded_only_by_u16() -> None:
+    kernel = EmulatedKernel(Revision.V3)
+    payload = struct.pack("<H2xIHH", 0x0002, 0x3F, 0xFFFF, 0) + bytes(2 * 0x10000) + bytes(40)
+    assert kernel.handle("TUNSETVNETHASH", FakeCall(payload)) == 0
+    assert len(kernel.snapshot(DEV.key).indirection_table) == 0x10000
+    with pytest.raises(KernelErrno) as info:
+        kernel.handle("TUNSETVNETHASH", FakeCall(payload[:-1]))
+    assert info.value.errno == errno.EFAULT
+
+
+def test_unknown_request_name_is_a_bug_not_an_errno() -> None:
+    with pytest.raises(KeyError):
+        EmulatedKernel(Revision.V12).handle("TUNSETVNETHASH", FakeCall())
+
+
+@pytest.mark.parametrize("revision", list(Revision))
+def test_capability_bytes(revision: Revision) -> None:
+    call = FakeCall()
+    get = {Revision.RFC: "TUNGETVNETHASHCAP", Revision.V3: "TUNGETVNETHASHCAP", Revision.V12: "TUNGETVNETHASHTYPES"}
+    assert EmulatedKernel(revision).handle(get[revision], call) == 0
+    expected = {
+        Revision.RFC: bytes.fromhex("80000000 3f000000"),
+        Revision.V3: bytes.fromhex("03000000 3f000000"),
+        Revision.V12: bytes.fromhex("3f000000"),
+    }
+    assert call.written == expected[revision]
+
+
+def test_v12_automq_zero_clears_everything() -> None:
+    kernel = EmulatedKernel(Revision.V12)
+    rss = struct.pack("<IHH", 0x3F, 1, 3) + struct.pack("<2H", 1, 0) + bytes(range(40))
+    assert kernel.handle("TUNSETVNETREPORTINGRSS", FakeCall(rss)) == 0
+    state = kernel.snapshot(DEV.key)
+    assert (state.rss, state.report, state.unclassified_queue, state.indirection_table) == (True, True, 3, (1, 0))
+    assert kernel.handle("TUNSETVNETREPORTINGAUTOMQ", FakeCall(struct.pack("<I", 0))) == 0
+    state = kernel.snapshot(DEV.key)
+    assert not state.enabled and state.key == bytes(40) and state.header == b""
