@@ -1,0 +1,69 @@
+"""The software model of virtio-net hashing: pure functions, no I/O.
+
+* :mod:`~pytun_hash.model.toeplitz`: the Toeplitz hash (table-driven; batch path with optional numpy).
+* :mod:`~pytun_hash.model.packet`: parsing frames as tun/tap queues see them.
+* :mod:`~pytun_hash.model.classify`: hash type selection, hash reports and queue prediction, under
+  the virtio specification or as a kernel with the October 2023 RFC would do it.
+* :mod:`~pytun_hash.model.vnet`: virtio-net header codecs.
+* :mod:`~pytun_hash.model.verify`: checking reported hashes against the model.
+"""
+
+from __future__ import annotations
+
+from pytun_hash.model.classify import (
+    FlowHash,
+    Semantics,
+    classify,
+    classify_parsed,
+    predict_queue,
+    queue_for_flow,
+    rfc_key_in_force,
+)
+from pytun_hash.model.packet import (
+    MAX_IPV6_EXTENSION_HEADERS,
+    MAX_VLAN_TAGS,
+    Framing,
+    ParsedFrame,
+    parse_frame,
+)
+from pytun_hash.model.toeplitz import (
+    Toeplitz,
+    numpy_available,
+    rfc_input,
+    toeplitz_for,
+    toeplitz_hash,
+    toeplitz_hash_batch,
+    toeplitz_hash_reference,
+)
+from pytun_hash.model.verify import ReportMismatch, expected_report, verify_reports
+from pytun_hash.model.vnet import VNET_HDR_LAYOUTS, VnetHeader, build_frame, default_layout, split_frame
+
+__all__ = [
+    "MAX_IPV6_EXTENSION_HEADERS",
+    "MAX_VLAN_TAGS",
+    "VNET_HDR_LAYOUTS",
+    "FlowHash",
+    "Framing",
+    "ParsedFrame",
+    "ReportMismatch",
+    "Semantics",
+    "Toeplitz",
+    "VnetHeader",
+    "build_frame",
+    "classify",
+    "classify_parsed",
+    "default_layout",
+    "expected_report",
+    "numpy_available",
+    "parse_frame",
+    "predict_queue",
+    "queue_for_flow",
+    "rfc_input",
+    "rfc_key_in_force",
+    "split_frame",
+    "toeplitz_for",
+    "toeplitz_hash",
+    "toeplitz_hash_batch",
+    "toeplitz_hash_reference",
+    "verify_reports",
+]
