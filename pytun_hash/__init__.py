@@ -10,6 +10,7 @@ The names below are the public API; submodules hold the layers:
 from __future__ import annotations
 
 from pytun_hash._abi import HashReport, HashType, Revision, TunFlag, TunOffload, ioctl_request
+from pytun_hash.bpf import EbpfRss, HashReporter, RssOutput, enable_ebpf_rss
 from pytun_hash.codec import (
     IoctlCall,
     decode_capability,
@@ -70,6 +71,7 @@ __all__ = [
     "DeviceGoneError",
     "DeviceMode",
     "DeviceNotFoundError",
+    "EbpfRss",
     "EmulatorError",
     "FeatureUnsupportedError",
     "FlowHash",
@@ -77,6 +79,7 @@ __all__ = [
     "HashControl",
     "HashControlWarning",
     "HashReport",
+    "HashReporter",
     "HashType",
     "IoctlCall",
     "KernelError",
@@ -87,6 +90,7 @@ __all__ = [
     "Queue",
     "ReportMismatch",
     "Revision",
+    "RssOutput",
     "Semantics",
     "SteeringConflictError",
     "SteeringState",
@@ -105,6 +109,7 @@ __all__ = [
     "decode_plan",
     "decode_vnet_hash",
     "default_capability",
+    "enable_ebpf_rss",
     "encode_capability",
     "generate_key",
     "ioctl_plan",

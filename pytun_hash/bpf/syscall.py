@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import enum
 import errno as _errno
-import os
 import platform
 import sysconfig
 
@@ -320,6 +319,9 @@ class bpf_map_info(ctypes.Structure):  # noqa: N801 - kernel layout
     )
 
 
+#: The kernel-internal "operation not supported" errno that bpf(2) leaks to user space.
+ENOTSUPP = 524
+
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _SYSCALL = _LIBC.syscall
 _SYSCALL.restype = ctypes.c_long
@@ -341,21 +343,16 @@ _HINTS: dict[tuple[BpfCmd | None, int], str] = {
         "the map attributes are invalid for this map type (key/value size, max_entries or flags, "
         "e.g. BPF_F_MMAPABLE only on ARRAY maps)"
     ),
-    (BpfCmd.BPF_MAP_CREATE, 524): (
-        "this kernel does not support the requested map flags or type (ENOTSUPP)"
-    ),
+    (BpfCmd.BPF_MAP_CREATE, ENOTSUPP): ("this kernel does not support the requested map flags or type (ENOTSUPP)"),
     (BpfCmd.BPF_MAP_UPDATE_ELEM, _errno.E2BIG): "the key is past max_entries of the array map",
     (BpfCmd.BPF_MAP_UPDATE_ELEM, _errno.EINVAL): (
         "the value does not fit the map (for a map-in-map: the inner map differs from the template)"
     ),
     (BpfCmd.BPF_MAP_LOOKUP_ELEM, _errno.ENOENT): "the key is not in the map (past max_entries of an array)",
     (BpfCmd.BPF_PROG_TEST_RUN, _errno.EINVAL): (
-        "the test input is invalid for this program type (socket filters need at least a 14-byte "
-        "Ethernet header)"
+        "the test input is invalid for this program type (socket filters need at least a 14-byte Ethernet header)"
     ),
-    (BpfCmd.BPF_PROG_TEST_RUN, _errno.ENOTSUPP if hasattr(_errno, "ENOTSUPP") else 524): (
-        "BPF_PROG_TEST_RUN is not supported for this program type on this kernel"
-    ),
+    (BpfCmd.BPF_PROG_TEST_RUN, ENOTSUPP): ("BPF_PROG_TEST_RUN is not supported for this program type on this kernel"),
     (BpfCmd.BPF_PROG_GET_FD_BY_ID, _errno.ENOENT): "no BPF program has this id (it was freed)",
     (BpfCmd.BPF_MAP_GET_FD_BY_ID, _errno.ENOENT): "no BPF map has this id (it was freed)",
 }
@@ -386,18 +383,11 @@ def bpf(cmd: BpfCmd, attr: ctypes.Structure) -> int:
     if _NR_BPF is None:
         raise BpfError(_errno.ENOSYS, f"bpf({cmd.name})", f"no bpf(2) syscall number known for {platform.machine()}")
     while True:
-        ret = _SYSCALL(ctypes.c_long(_NR_BPF), ctypes.c_long(int(cmd)), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
+        ret = _SYSCALL(
+            ctypes.c_long(_NR_BPF), ctypes.c_long(int(cmd)), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr))
+        )
         if ret >= 0:
             return int(ret)
         err = ctypes.get_errno()
         if err != _errno.EINTR:
             raise bpf_error(cmd, err)
-
-
-def close_fd(fd: int) -> None:
-    """Close ``fd``, ignoring ``EBADF`` (the fd may already be gone on an error path)."""
-    try:
-        os.close(fd)
-    except OSError as exc:
-        if exc.errno != _errno.EBADF:
-            raise

@@ -1,0 +1,63 @@
+"""eBPF RSS from pure Python: ``bpf(2)`` through ctypes, an instruction encoder, maps and
+programs that own their fds, and the RSS steering program generated from a
+:class:`~pytun_hash.config.VnetHashConfig` (design decision 7).
+
+* :mod:`~pytun_hash.bpf.syscall`: the syscall, per-architecture numbers, commands, typed errors.
+* :mod:`~pytun_hash.bpf.insn`: instruction encoder and assembler with labels.
+* :mod:`~pytun_hash.bpf.maps`: array maps (optionally mmap-able), arrays of maps, map ids.
+* :mod:`~pytun_hash.bpf.prog`: program load with the verifier log, test runs, program ids.
+* :mod:`~pytun_hash.bpf.rss_program`: the generated steering program and its config map value.
+* :mod:`~pytun_hash.bpf.rss`: :class:`EbpfRss` (load, attach, atomic reconfigure, detach).
+* :mod:`~pytun_hash.bpf.report`: :class:`HashReporter`, hash reports filled in user space.
+"""
+
+from __future__ import annotations
+
+from pytun_hash.bpf.insn import Assembler, Helper, Insn, Reg, encode_program
+from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps, BpfMap, MapInfo, MappedArray, map_ids
+from pytun_hash.bpf.prog import ProgInfo, Program, TestRunResult, prog_ids
+from pytun_hash.bpf.report import HashReporter
+from pytun_hash.bpf.rss import EBPF_RSS_OWNER, EbpfRss, enable_ebpf_rss
+from pytun_hash.bpf.rss_program import (
+    SUPPORTED_HASH_TYPES,
+    L3Base,
+    RssOutput,
+    config_value,
+    generate_rss_program,
+    toeplitz_tables,
+)
+from pytun_hash.bpf.syscall import BpfCmd, MapFlag, MapType, ProgType, bpf, bpf_syscall_number
+
+__all__ = [
+    "EBPF_RSS_OWNER",
+    "SUPPORTED_HASH_TYPES",
+    "ArrayMap",
+    "ArrayOfMaps",
+    "Assembler",
+    "BpfCmd",
+    "BpfMap",
+    "EbpfRss",
+    "HashReporter",
+    "Helper",
+    "Insn",
+    "L3Base",
+    "MapFlag",
+    "MapInfo",
+    "MapType",
+    "MappedArray",
+    "ProgInfo",
+    "ProgType",
+    "Program",
+    "Reg",
+    "RssOutput",
+    "TestRunResult",
+    "bpf",
+    "bpf_syscall_number",
+    "config_value",
+    "enable_ebpf_rss",
+    "encode_program",
+    "generate_rss_program",
+    "map_ids",
+    "prog_ids",
+    "toeplitz_tables",
+]

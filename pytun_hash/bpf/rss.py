@@ -1,0 +1,508 @@
+"""eBPF RSS on a tun/tap device: load, attach, reconfigure atomically, detach.
+
+How a reconfiguration stays atomic
+----------------------------------
+The program reads its whole configuration (hash types, table mask, unclassified queue,
+indirection table, Toeplitz tables) from *one* value of a one-entry inner array map, which
+it reaches through a one-slot ``BPF_MAP_TYPE_ARRAY_OF_MAPS``. It looks the inner map up once
+per packet and keeps the value pointer in a register for the rest of the run.
+
+:meth:`EbpfRss.reconfigure` builds a *new* inner map, fills it completely while no program
+can see it, and then swaps the outer slot with a single ``BPF_MAP_UPDATE_ELEM``. The kernel
+exchanges the slot's pointer atomically (RCU), so every packet sees either the old value or
+the new one, whole; a packet that started with the old map keeps it alive (RCU) until it is
+done, and nothing ever writes to a map a program can see. The old map is freed by the kernel
+after a grace period.
+
+The update syscall then waits for that grace period (``synchronize_rcu`` in
+``maybe_wait_bpf_programs``, about 8 ms here) before returning. The new config is in force
+before that wait, so :meth:`~EbpfRss.reconfigure` issues the update from a helper thread and
+returns as soon as the slot reads back the new map's id (well under a millisecond);
+``wait=True`` or :meth:`~EbpfRss.settle` also wait for the grace period, after which no packet
+uses an old config any more.
+
+Rejected alternatives: updating the single value in place (``BPF_MAP_UPDATE_ELEM`` or mmap)
+copies ~37 KB with no lock, so a packet could see a half-written table; replacing the
+program with ``TUNSETSTEERINGEBPF`` is atomic too, but every reconfiguration would then cost
+a program load and a verifier pass (1.5-2.5 ms for this program); a pool of pre-loaded
+programs or in-place double buffering would need a grace period before a buffer is reused,
+which user space cannot observe more cheaply than the map-in-map update does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import threading
+import time
+from types import TracebackType
+from typing import Self
+
+from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps
+from pytun_hash.bpf.prog import ETH_HLEN, Program, TestRunResult
+from pytun_hash.bpf.rss_program import (
+    CONFIG_VALUE_SIZE,
+    L3Base,
+    RssOutput,
+    check_supported,
+    config_value,
+    generate_rss_program,
+    toeplitz_tables,
+)
+from pytun_hash.config import VnetHashConfig
+from pytun_hash.device.tap import DeviceMode, TunTapDevice
+from pytun_hash.errors import BpfError, BusyError, DeviceGoneError, ValidationError
+
+__all__ = ["EBPF_RSS_OWNER", "EbpfRss", "enable_ebpf_rss"]
+
+#: The owner name recorded in the device's steering state while eBPF RSS is attached.
+EBPF_RSS_OWNER = "ebpf-rss"
+
+# Test runs: a dummy Ethernet header for TUN packets (IEEE 802 local experimental ethertype),
+# and the L3 bytes the kernel wants behind an IPv4/IPv6 ethertype.
+_TUN_TEST_ETHERNET = bytes(12) + b"\x88\xb5"
+_TEST_RUN_MIN_L3 = {b"\x08\x00": 20, b"\x86\xdd": 40}
+
+
+class _SlotSwapper:
+    """Replaces the outer map's slot from a helper thread.
+
+    ``BPF_MAP_UPDATE_ELEM`` on a map-in-map exchanges the pointer first and then blocks in
+    ``synchronize_rcu()`` (``maybe_wait_bpf_programs``) for a whole grace period, 8 ms or more
+    on the reference machine. The new config is in force right after the exchange, which the
+    caller sees by reading the slot's map id back; the helper thread sits out the wait. The
+    thread lives as long as its :class:`EbpfRss` (starting one per call would cost more than
+    the whole reconfiguration) and handles one swap at a time.
+    """
+
+    def __init__(self, outer: ArrayOfMaps) -> None:
+        self._outer = outer
+        self._cond = threading.Condition()
+        self._job: ArrayMap | None = None
+        self._busy = False
+        self._started = False
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="pytun-hash-rss-swap", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None and not self._stop:
+                    self._cond.wait()
+                if self._job is None:
+                    return
+                job = self._job
+                self._started = True
+                self._cond.notify_all()
+            try:
+                self._outer.set(0, job)
+            except BaseException as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+            with self._cond:
+                self._error = error
+                self._job = None
+                self._busy = False
+                self._cond.notify_all()
+
+    def swap(self, new: ArrayMap) -> None:
+        """Put ``new`` in the slot; return once the slot holds it (the grace period goes on).
+
+        Raises:
+            BpfError: when the update fails (the slot keeps the old map).
+        """
+        self.settle()
+        new_id = new.id
+        with self._cond:
+            self._job = new
+            self._busy = True
+            self._started = False
+            self._error = None
+            self._cond.notify_all()
+            # Sleep rather than spin until the helper runs: spinning would keep the GIL from it.
+            while self._busy and not self._started:
+                self._cond.wait()
+        while self._outer.lookup_id(0) != new_id:
+            with self._cond:
+                if not self._busy:
+                    break
+            time.sleep(0)  # let the helper thread reach its syscall
+        with self._cond:
+            if not self._busy and self._error is not None:
+                error, self._error = self._error, None
+                raise error
+
+    def settle(self) -> None:
+        """Wait until the current swap, grace period included, is over."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+
+    def stop(self) -> None:
+        """Finish the current swap and end the thread."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()
+
+
+def _base(mode: DeviceMode) -> L3Base:
+    return L3Base.ETHERNET if mode is DeviceMode.TAP else L3Base.IP
+
+
+class EbpfRss:
+    """The eBPF RSS steering program of one device, with its maps (context manager).
+
+    Build one with :meth:`load` (or :func:`enable_ebpf_rss`). It owns three fds: the
+    program, the outer map and the current inner (config) map; :meth:`close` detaches the
+    program if attached and closes all of them, on every path.
+
+    Thread safety: :meth:`reconfigure`, :meth:`attach`, :meth:`detach` and :meth:`close` are
+    serialised by an internal lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        program: Program,
+        outer: ArrayOfMaps,
+        inner: ArrayMap,
+        config: VnetHashConfig,
+        mode: DeviceMode,
+        output: RssOutput,
+        tables: bytes,
+    ) -> None:
+        self._program = program
+        self._outer = outer
+        self._inner: ArrayMap | None = inner
+        self._config = config
+        self._mode = mode
+        self._output = output
+        self._tables_key = config.key
+        self._tables = tables
+        self._device: TunTapDevice | None = None
+        self._swapper: _SlotSwapper | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def load(
+        cls, config: VnetHashConfig, mode: DeviceMode = DeviceMode.TAP, *, output: RssOutput = RssOutput.QUEUE
+    ) -> EbpfRss:
+        """Create the maps, write ``config`` and load the program (not attached yet).
+
+        Args:
+            config: an RSS config (``rss=True``) with no _EX hash types.
+            mode: ``DeviceMode.TAP`` (Ethernet frames, up to two VLAN tags) or ``DeviceMode.TUN``
+                (raw IP).
+            output: ``RssOutput.QUEUE`` steers; ``HASH`` and ``REPORT`` builds return the hash
+                value or the report, for checks through :meth:`test_run`.
+
+        Raises:
+            ValidationError: for a config the program cannot implement (no RSS, _EX types).
+            PrivilegeError: without CAP_BPF (``EPERM``).
+            VerifierError: if the kernel's verifier rejects the program (a bug; the log says why).
+            BpfError: for other bpf(2) failures.
+        """
+        check_supported(config)
+        if not isinstance(mode, DeviceMode):
+            raise ValidationError("mode", f"expected a DeviceMode, got {mode!r}")
+        tables = toeplitz_tables(config.key)
+        value = config_value(config, tables=tables)
+        with contextlib.ExitStack() as stack:
+            inner = stack.enter_context(ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg"))
+            inner.update(0, value)
+            outer = stack.enter_context(ArrayOfMaps.create(inner, 1, name="pth_rss_outer"))
+            outer.set(0, inner)
+            program = stack.enter_context(
+                Program.load(generate_rss_program(outer.fd, _base(mode), output), name=f"pth_rss_{output.value}")
+            )
+            stack.pop_all()
+        return cls(program=program, outer=outer, inner=inner, config=config, mode=mode, output=output, tables=tables)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def config(self) -> VnetHashConfig:
+        """The configuration every packet is steered by now."""
+        return self._config
+
+    @property
+    def mode(self) -> DeviceMode:
+        """The device mode the program parses frames for."""
+        return self._mode
+
+    @property
+    def output(self) -> RssOutput:
+        """What the program returns."""
+        return self._output
+
+    @property
+    def program(self) -> Program:
+        """The loaded program (owned by this object; do not close it)."""
+        return self._program
+
+    @property
+    def device(self) -> TunTapDevice | None:
+        """The device the program is attached to, or None."""
+        return self._device
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._inner is None
+
+    def object_ids(self) -> tuple[int, tuple[int, ...]]:
+        """``(program id, map ids)`` of the kernel objects this instance holds now.
+
+        Raises:
+            BpfError: when closed.
+        """
+        inner = self._require_open()
+        return self._program.id, (self._outer.id, inner.id)
+
+    def _require_open(self) -> ArrayMap:
+        if self._inner is None:
+            raise BpfError(errno.EBADF, "EbpfRss", "this eBPF RSS instance was closed; load a new one")
+        return self._inner
+
+    # ------------------------------------------------------------------ device
+
+    def attach(self, device: TunTapDevice) -> None:
+        """Attach the program to ``device`` as its steering program (``TUNSETSTEERINGEBPF``).
+
+        Raises:
+            ValidationError: for a device of the other mode, a non-QUEUE build, or when this
+                instance is attached to another device already.
+            SteeringConflictError: ``EBUSY`` while native RSS is enabled on the device.
+            BusyError: ``EBUSY`` when another steering program is attached through the device.
+            KernelError: for ioctl failures (``EBADFD``: the device was deleted).
+        """
+        with self._lock:
+            self._require_open()
+            if self._output is not RssOutput.QUEUE:
+                raise ValidationError("output", f"only the QUEUE build steers; this one returns {self._output.value}")
+            if device.mode is not self._mode:
+                raise ValidationError(
+                    "mode", f"the program parses {self._mode.value} frames but {device.name!r} is {device.mode.value}"
+                )
+            if self._device is not None:
+                if self._device is device:
+                    return
+                raise ValidationError("device", f"already attached to {self._device.name!r}; detach it first")
+            with device.steering.lock:
+                owner = device.steering.steering_owner
+                if device.steering.steering_attached:
+                    raise BusyError(
+                        errno.EBUSY,
+                        "TUNSETSTEERINGEBPF",
+                        f"a steering program (attached by {owner or 'unknown'}) is in force on {device.name!r}; "
+                        "detach it first",
+                    )
+                device.attach_steering_program(self._program.fd, owner=EBPF_RSS_OWNER)
+            self._device = device
+
+    def detach(self) -> None:
+        """Detach the program from its device (``TUNSETSTEERINGEBPF(-1)``); no-op when not attached.
+
+        The kernel drops its reference to the program after an RCU grace period.
+
+        Raises:
+            KernelError: when the ioctl fails (``EBADFD``: the device was deleted); the
+                instance counts as detached anyway.
+        """
+        with self._lock:
+            self._detach_locked()
+
+    def _detach_locked(self) -> None:
+        device, self._device = self._device, None
+        if device is not None and not device.closed:
+            device.detach_steering_program()
+
+    # ------------------------------------------------------------------ reconfiguration
+
+    def reconfigure(self, config: VnetHashConfig, *, wait: bool = False) -> None:
+        """Switch every following packet to ``config`` atomically, without detaching.
+
+        Key, indirection table, hash types and unclassified queue may all change; each packet
+        is steered entirely by the old or entirely by the new config (module documentation).
+        When this returns, every packet whose steering starts afterwards uses ``config``.
+
+        Args:
+            config: the new configuration (RSS on, no _EX types).
+            wait: also wait until no packet that started before the switch is still being
+                steered with the old config (one RCU grace period, several milliseconds).
+                Otherwise a helper thread (one per instance, ended by :meth:`close`) sits
+                out that wait; :meth:`settle` waits for it.
+
+        Raises:
+            ValidationError: for a config the program cannot implement; nothing changes.
+            BpfError / PrivilegeError: when the new map cannot be created; nothing changes.
+        """
+        check_supported(config)
+        with self._lock:
+            old = self._require_open()
+            self._settle_locked()
+            tables = toeplitz_tables(config.key) if config.key != self._tables_key else self._tables
+            value = config_value(config, tables=tables)
+            new = ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg")
+            new_id: int | None = None
+            try:
+                new_id = new.id
+                new.update(0, value)
+                if wait:
+                    self._outer.set(0, new)
+                else:
+                    if self._swapper is None:
+                        self._swapper = _SlotSwapper(self._outer)
+                    self._swapper.swap(new)
+            except BaseException:
+                # Failed or interrupted: the slot holds one of the two maps; record which.
+                self._settle_locked()
+                if not self._slot_holds(new_id):
+                    new.close()
+                    raise
+                self._install(new, config, tables, old)
+                raise
+            self._install(new, config, tables, old)
+
+    def _slot_holds(self, map_id: int | None) -> bool:
+        if map_id is None:
+            return False
+        try:
+            return self._outer.lookup_id(0) == map_id
+        except BpfError:
+            return False
+
+    def _install(self, new: ArrayMap, config: VnetHashConfig, tables: bytes, old: ArrayMap) -> None:
+        self._inner = new
+        self._config = config
+        self._tables_key, self._tables = config.key, tables
+        # The slot no longer references the old map, and packets still using it hold it
+        # through RCU: our fd is not needed any more.
+        old.close()
+
+    def settle(self) -> None:
+        """Wait until no packet can still be steered by a config older than the current one.
+
+        Returns at once after ``reconfigure(..., wait=True)``, or when the grace period of the
+        last reconfiguration has passed already.
+        """
+        with self._lock:
+            self._settle_locked()
+
+    def _settle_locked(self) -> None:
+        if self._swapper is not None:
+            self._swapper.settle()
+
+    # ------------------------------------------------------------------ checks
+
+    def test_run(self, frame: bytes | bytearray | memoryview, *, repeat: int = 1) -> TestRunResult:
+        """Run the program on ``frame`` through ``BPF_PROG_TEST_RUN``.
+
+        ``frame`` is framed as the device's queues carry it: an Ethernet frame (TAP) or a raw
+        IP packet (TUN). For TUN a dummy Ethernet header is put in front, since the test run
+        strips one; its ethertype is an experimental one, because the kernel refuses an IPv4 or
+        IPv6 ethertype whose header is cut short, and the TUN program does not read it.
+
+        Raises:
+            ValidationError: for a TAP frame shorter than 14 bytes, or one whose IPv4 (IPv6)
+                ethertype is followed by less than 20 (40) bytes, which the kernel refuses to
+                test-run (such frames are unclassified on a real device).
+            BpfError: when the kernel refuses the run.
+        """
+        self._require_open()
+        data = bytes(frame)
+        if self._mode is DeviceMode.TUN:
+            data = _TUN_TEST_ETHERNET + data
+        else:
+            minimum = max(ETH_HLEN, _TEST_RUN_MIN_L3.get(data[12:14], 0) + ETH_HLEN)
+            if len(data) < minimum:
+                raise ValidationError(
+                    "frame", f"BPF_PROG_TEST_RUN needs at least {minimum} bytes for this frame, got {len(data)}"
+                )
+        return self._program.test_run(data, repeat=repeat)
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Detach (if attached) and close the program and maps; idempotent.
+
+        Raises:
+            KernelError: when detaching fails for another reason than a deleted device (the fds
+                are closed all the same).
+        """
+        with self._lock:
+            self._close_locked(detach=True)
+
+    def release(self) -> None:
+        """Close this instance's fds but leave the program attached to its device; idempotent.
+
+        The kernel holds its own reference to an attached steering program, and the program to its
+        maps, so steering goes on with the current config until the device is deleted or someone
+        detaches (``TUNSETSTEERINGEBPF(-1)``, e.g. ``pytun-hash disable``). For handing a persistent
+        device over to another process (the CLI's ``apply``). The device's steering state keeps
+        recording the program as attached.
+
+        It raises nothing of its own; the fds are closed on every path.
+        """
+        with self._lock:
+            self._device = None
+            self._close_locked(detach=False)
+
+    def _close_locked(self, *, detach: bool) -> None:
+        inner, self._inner = self._inner, None
+        if inner is None:
+            return
+        swapper, self._swapper = self._swapper, None
+        if swapper is not None:
+            swapper.stop()
+        try:
+            if detach:
+                # A deleted device took its steering program with it: nothing to detach.
+                with contextlib.suppress(DeviceGoneError):
+                    self._detach_locked()
+        finally:
+            try:
+                self._program.close()
+            finally:
+                try:
+                    self._outer.close()
+                finally:
+                    inner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f"attached to {self._device.name!r}" if self._device is not None else "not attached"
+        state = "closed" if self._inner is None else where
+        return f"EbpfRss({self._mode.value}, {self._output.value}, {state})"
+
+
+def enable_ebpf_rss(device: TunTapDevice, config: VnetHashConfig) -> EbpfRss:
+    """Steer ``device`` by ``config`` with eBPF; the result owns the program (close it to disable).
+
+    Raises:
+        ValidationError: for a config the program cannot implement.
+        SteeringConflictError: ``EBUSY`` while native RSS is enabled on the device.
+        BusyError: when another steering program is attached.
+        PrivilegeError / VerifierError / BpfError / KernelError: as :meth:`EbpfRss.load` and
+            :meth:`EbpfRss.attach`.
+    """
+    rss = EbpfRss.load(config, device.mode)
+    try:
+        rss.attach(device)
+    except BaseException:
+        rss.close()
+        raise
+    return rss

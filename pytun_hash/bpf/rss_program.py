@@ -1,0 +1,560 @@
+"""The RSS steering program: generated eBPF that classifies, hashes and picks a queue.
+
+Everything that depends on the configuration lives in one map value (:func:`config_value`):
+hash types, table mask, unclassified queue, indirection table, and the Toeplitz lookup
+tables. The program code depends only on the device mode (where L3 starts) and on what it
+returns (:class:`RssOutput`), so a reconfiguration never needs a new program.
+
+Per packet the program does, with no loops (every step is unrolled by the generator):
+
+1. two inlined map lookups: the outer one-slot ``ARRAY_OF_MAPS`` gives the current inner
+   map, the inner map gives the config value (see :mod:`pytun_hash.bpf.rss` for why);
+2. L2 (TAP): Ethernet type, skipping up to two 802.1Q/802.1ad tags; (TUN): the IP version
+   nibble;
+3. classification by the rules of the software model (:mod:`pytun_hash.model.packet` and
+   :mod:`pytun_hash.model.classify`): IPv4 fragments (MF set or offset != 0; DF alone is not)
+   hash as IP only, otherwise TCP then UDP then IP, as enabled; IPv6 hop-by-hop (0), routing
+   (43) and destination options (60) headers are skipped (at most
+   :data:`MAX_IPV6_EXT_HEADERS`), a fragment header (44) means IP only; malformed packets
+   (IPv4 options, extension headers or TCP/UDP ports cut short) are not hashed;
+4. Toeplitz through per-byte-position tables: ``hash = XOR_p T[p][input[p]]``, 5
+   instructions per input byte, straight-line;
+5. ``indirection_table[hash & mask]``; an unclassified packet returns ``unclassified_queue``.
+
+Packet bytes are copied to the stack with ``bpf_skb_load_bytes_relative`` from the MAC
+header (TAP) or the network header (TUN). On the tun transmit path the MAC header is the
+start of the frame; under ``BPF_PROG_TEST_RUN`` it is too, although ``skb->data`` is then
+L3 (the test run strips the Ethernet header), so one program serves both. A helper call
+costs about as much as the rest of the program on CPUs with return thunks, so the common
+case (untagged IPv4/IPv6 with TCP/UDP right after the fixed header) takes a single copy of
+L2 + L3 header + ports; other packets take one copy per header.
+
+The _EX hash types are not implemented (:data:`SUPPORTED_HASH_TYPES`); configs with them are
+refused by :func:`check_supported`.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import sys
+from array import array
+
+from pytun_hash._abi.virtio_net import HashReport, HashType
+from pytun_hash.bpf.insn import (
+    BPF_ADD,
+    BPF_AND,
+    BPF_B,
+    BPF_H,
+    BPF_HDR_START_MAC,
+    BPF_HDR_START_NET,
+    BPF_JEQ,
+    BPF_JLT,
+    BPF_JNE,
+    BPF_JSET,
+    BPF_LSH,
+    BPF_RSH,
+    BPF_TO_BE,
+    BPF_W,
+    BPF_XOR,
+    Assembler,
+    Helper,
+    Insn,
+    Reg,
+)
+from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, MAX_KEY_SIZE, VnetHashConfig
+from pytun_hash.errors import ValidationError
+from pytun_hash.model.packet import MAX_IPV6_EXTENSION_HEADERS, MAX_VLAN_TAGS
+
+__all__ = [
+    "CONFIG_VALUE_SIZE",
+    "MAX_IPV6_EXT_HEADERS",
+    "SUPPORTED_HASH_TYPES",
+    "L3Base",
+    "RssOutput",
+    "config_value",
+    "generate_rss_program",
+    "toeplitz_tables",
+]
+
+#: Hash types the program implements; the _EX types (IPv6 home address / routing header
+#: type 2 addresses) are refused at apply time.
+SUPPORTED_HASH_TYPES = HashType(0x3F)
+
+#: IPv6 extension headers the walk visits at most (the model's bound).
+MAX_IPV6_EXT_HEADERS = MAX_IPV6_EXTENSION_HEADERS
+
+#: Longest Toeplitz input: IPv6 source + destination + ports.
+MAX_INPUT_BYTES = 36
+
+# Config value layout (host byte order u32 fields).
+OFF_TYPES = 0
+OFF_MASK = 4
+OFF_UNCLASSIFIED = 8
+OFF_TABLE = 16
+OFF_TOEPLITZ = 1024
+TOEPLITZ_STRIDE = 256 * 4
+CONFIG_VALUE_SIZE = OFF_TOEPLITZ + MAX_INPUT_BYTES * TOEPLITZ_STRIDE
+
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPV6_SKIPPED = (0, 43, 60)
+IPV6_FRAGMENT = 44
+
+
+class L3Base(enum.Enum):
+    """Where the packet bytes the program reads start.
+
+    ``ETHERNET``: a TAP device; L2 is parsed from the MAC header. ``IP``: a TUN device
+    (``IFF_TUN|IFF_NO_PI``); the network header is the IP header.
+    """
+
+    ETHERNET = "ethernet"
+    IP = "ip"
+
+
+class RssOutput(enum.Enum):
+    """What the generated program returns.
+
+    ``QUEUE``: the steering build, ``indirection_table[hash & mask]`` or the unclassified
+    queue. ``HASH``: the Toeplitz value (0 when unclassified). ``REPORT``: the
+    :class:`HashReport` value it classified the packet as (0 = NONE). The last two exist to
+    check the program against the software model through ``BPF_PROG_TEST_RUN``.
+    """
+
+    QUEUE = "queue"
+    HASH = "hash"
+    REPORT = "report"
+
+
+def _windows(key: bytes) -> list[int]:
+    """32-bit key windows starting at every bit offset 0..8*MAX_INPUT_BYTES-1."""
+    k = int.from_bytes(key[:MAX_KEY_SIZE].ljust(MAX_KEY_SIZE, b"\0") + b"\0\0\0\0", "big")
+    total = (MAX_KEY_SIZE + 4) * 8
+    return [(k >> (total - 32 - i)) & 0xFFFFFFFF for i in range(MAX_INPUT_BYTES * 8)]
+
+
+# _LANES[k]: a 1 in each of the first 2**k 32-bit lanes of an integer.
+_LANES = tuple(sum(1 << (32 * i) for i in range(1 << k)) for k in range(8))
+
+
+def toeplitz_tables(key: bytes) -> bytes:
+    """The Toeplitz lookup tables for ``key``: ``T[p][b]`` as host-order u32, p-major.
+
+    ``T[p][b]`` is the XOR of the 32-bit key windows at bits ``8p + j`` for every set bit
+    ``j`` (MSB first) of byte value ``b``, so the Toeplitz hash of ``data`` is the XOR of
+    ``T[p][data[p]]``. Each table is built by doubling, lane-parallel in one integer: the
+    entries for bits 0..k-1 are followed by the same entries XORed with bit k's window.
+    """
+    w = _windows(key)
+    out = bytearray()
+    for p in range(MAX_INPUT_BYTES):
+        table = 0
+        for k in range(8):
+            table |= (table ^ (w[8 * p + 7 - k] * _LANES[k])) << (32 << k)
+        out += table.to_bytes(TOEPLITZ_STRIDE, "little")
+    if sys.byteorder == "big":
+        entries = array("I", out)
+        entries.byteswap()
+        return entries.tobytes()
+    return bytes(out)
+
+
+def check_supported(config: VnetHashConfig) -> None:
+    """Refuse what the eBPF program cannot do.
+
+    Raises:
+        ValidationError: for a config without RSS, or with _EX hash types.
+    """
+    if not config.rss:
+        raise ValidationError("rss", "eBPF RSS steers packets: the config must have rss=True")
+    extra = config.types & ~SUPPORTED_HASH_TYPES
+    if extra:
+        raise ValidationError(
+            "types",
+            f"{extra!r} (IPv6 _EX types) are not implemented by the eBPF program; remove them "
+            "(IPv6 packets with extension headers then hash by their fixed-header addresses)",
+        )
+
+
+def config_value(config: VnetHashConfig, *, tables: bytes | None = None) -> bytes:
+    """The inner-map value that carries ``config`` for the program (``CONFIG_VALUE_SIZE`` bytes).
+
+    Args:
+        config: an RSS config with supported types (see :func:`check_supported`).
+        tables: :func:`toeplitz_tables` of ``config.key`` when already computed.
+
+    Raises:
+        ValidationError: for unsupported configs, or ``tables`` of the wrong size.
+    """
+    check_supported(config)
+    if tables is None:
+        tables = toeplitz_tables(config.key)
+    if len(tables) != MAX_INPUT_BYTES * TOEPLITZ_STRIDE:
+        raise ValidationError("tables", f"expected {MAX_INPUT_BYTES * TOEPLITZ_STRIDE} bytes, got {len(tables)}")
+    table = list(config.indirection_table) + [0] * (MAX_INDIRECTION_TABLE_LENGTH - len(config.indirection_table))
+    head = struct.pack(
+        f"=IIII{MAX_INDIRECTION_TABLE_LENGTH}I",
+        int(config.types),
+        config.indirection_table_mask,
+        config.unclassified_queue,
+        0,
+        *table,
+    )
+    return head.ljust(OFF_TOEPLITZ, b"\0") + tables
+
+
+#: ``offsetof(struct __sk_buff, len)``.
+SKB_LEN = 0
+
+# Stack layout (offsets from the frame pointer R10). The packet buffer holds the frame in
+# canonical positions whatever its real layout: Ethernet header at _B, the L3 header at
+# _B + 14, and the transport ports right after a 20-byte IPv4 / 40-byte IPv6 header, so
+# one copy of the hashing code serves every path.
+_KEY = -4  # u32 map key 0
+_B = -64  # 58 bytes: Ethernet (14) + IPv6 header (40) + ports (4)
+_TAGS = _B - 4 * MAX_VLAN_TAGS  # the 4-byte VLAN tags (slow path)
+_EXT = (_TAGS - 8) & ~7  # 8 bytes: start of an IPv6 extension header, or a probe byte
+_NEXTHDR = _EXT - 8  # the upper-layer protocol across a helper call
+_L3 = _B + 14
+_V4_PORTS = _L3 + 20
+_V6_PORTS = _L3 + 40
+# Each helper call costs about as much as the rest of the program (return thunks on this
+# class of CPU), so the common case is one copy of L3 header + ports: IPv6's size first,
+# IPv4's size when the frame is shorter than that.
+_FAST_V4 = 20 + 4
+_FAST_V6 = 40 + 4
+
+# Callee-saved registers across helper calls.
+_CTX = Reg.R6
+_CFG = Reg.R7
+_OFF = Reg.R8  # L3 offset, then L4 offset (slow path)
+_REP = Reg.R9  # hash types while classifying, then the HashReport value
+
+
+class _Gen:
+    """Emits the program into an :class:`Assembler`; one method per part."""
+
+    def __init__(self, outer_map_fd: int, base: L3Base, output: RssOutput) -> None:
+        self.a = Assembler()
+        self.outer_map_fd = outer_map_fd
+        self.base = base
+        self.output = output
+        self.hdr = BPF_HDR_START_MAC if base is L3Base.ETHERNET else BPF_HDR_START_NET
+        self.l3 = 14 if base is L3Base.ETHERNET else 0
+
+    def load(self, offset_reg: Reg | None, offset: int, stack: int, length: int, on_fail: str) -> None:
+        """``bpf_skb_load_bytes_relative(ctx, offset_reg + offset, fp + stack, length, hdr)``."""
+        a = self.a
+        a.mov64_reg(Reg.R1, _CTX)
+        if offset_reg is None:
+            a.mov64_imm(Reg.R2, offset)
+        else:
+            a.mov64_reg(Reg.R2, offset_reg)
+            if offset:
+                a.alu64_imm(BPF_ADD, Reg.R2, offset)
+        a.mov64_reg(Reg.R3, Reg.FP).alu64_imm(BPF_ADD, Reg.R3, stack)
+        a.mov64_imm(Reg.R4, length).mov64_imm(Reg.R5, self.hdr)
+        a.call(Helper.skb_load_bytes_relative)
+        a.jmp_imm(BPF_JNE, Reg.R0, 0, on_fail)
+
+    def skip_if_shorter(self, length: int, target: str) -> None:
+        """Jump to ``target`` when ``skb->len < length``, sparing a copy that would fail.
+
+        ``skb->len`` counts from ``skb->data``, which is at or after the MAC header, so it is
+        a lower bound of the bytes a MAC-relative copy can reach: at worst (a test run, where
+        data is L3) a copy that would have fitted is skipped and a slower path is taken.
+        """
+        self.a.ldx_mem(BPF_W, Reg.R1, _CTX, SKB_LEN)
+        self.a.jmp_imm(BPF_JLT, Reg.R1, length, target)
+
+    def be16(self, dst: Reg, stack: int) -> None:
+        self.a.ldx_mem(BPF_H, dst, Reg.FP, stack).endian(BPF_TO_BE, dst, 16)
+
+    def hash_bytes(self, first_pos: int, stack: int, count: int) -> None:
+        """``r0 ^= T[p][fp[stack + i]]`` for ``p = first_pos + i``: 5 instructions a byte."""
+        a = self.a
+        high_base = False
+        for i in range(count):
+            p = first_pos + i
+            off = OFF_TOEPLITZ + p * TOEPLITZ_STRIDE
+            a.ldx_mem(BPF_B, Reg.R1, Reg.FP, stack + i)
+            a.alu64_imm(BPF_LSH, Reg.R1, 2)
+            if off > 0x7FFF:
+                # The 16-bit offset field cannot reach the last tables: use a shifted base.
+                if not high_base:
+                    a.mov64_reg(Reg.R2, _CFG).alu64_imm(BPF_ADD, Reg.R2, 0x8000)
+                    high_base = True
+                a.alu64_reg(BPF_ADD, Reg.R1, Reg.R2)
+                off -= 0x8000
+            else:
+                a.alu64_reg(BPF_ADD, Reg.R1, _CFG)
+            a.ldx_mem(BPF_W, Reg.R1, Reg.R1, off)
+            a.alu64_reg(BPF_XOR, Reg.R0, Reg.R1)
+
+    def pick_l4(self, prefix: str, proto_reg: Reg, tcp: HashType, udp: HashType, ip: str) -> None:
+        """TCP before UDP: jump to ``{prefix}_tcp`` / ``{prefix}_udp`` if that type is on, else to ``ip``."""
+        a = self.a
+        a.jmp_imm(BPF_JNE, proto_reg, IPPROTO_TCP, f"{prefix}_not_tcp")
+        a.jmp_imm(BPF_JSET, _REP, int(tcp), f"{prefix}_tcp")
+        a.ja(ip)
+        a.label(f"{prefix}_not_tcp")
+        a.jmp_imm(BPF_JNE, proto_reg, IPPROTO_UDP, ip)
+        a.jmp_imm(BPF_JSET, _REP, int(udp), f"{prefix}_udp")
+        a.ja(ip)
+
+    def set_report(self, prefix: str, tcp: HashReport, udp: HashReport, then: str) -> None:
+        a = self.a
+        a.label(f"{prefix}_tcp")
+        a.mov64_imm(_REP, int(tcp))
+        a.ja(then)
+        a.label(f"{prefix}_udp")
+        a.mov64_imm(_REP, int(udp))
+        a.ja(then)
+
+    def prologue(self) -> None:
+        a = self.a
+        a.mov64_reg(_CTX, Reg.R1)
+        a.st_mem(BPF_W, Reg.FP, _KEY, 0)
+        a.ld_map_fd(Reg.R1, self.outer_map_fd)
+        a.mov64_reg(Reg.R2, Reg.FP).alu64_imm(BPF_ADD, Reg.R2, _KEY)
+        a.call(Helper.map_lookup_elem)
+        a.jmp_imm(BPF_JEQ, Reg.R0, 0, "no_config")
+        a.mov64_reg(Reg.R1, Reg.R0)
+        a.mov64_reg(Reg.R2, Reg.FP).alu64_imm(BPF_ADD, Reg.R2, _KEY)
+        a.call(Helper.map_lookup_elem)
+        a.jmp_imm(BPF_JEQ, Reg.R0, 0, "no_config")
+        a.mov64_reg(_CFG, Reg.R0)
+        a.ldx_mem(BPF_W, _REP, _CFG, OFF_TYPES)
+        a.mov64_imm(_OFF, self.l3)
+
+    def ethernet(self) -> None:
+        """TAP: one copy of Ethernet + IPv6 header + ports; shorter frames retry with IPv4's size."""
+        a = self.a
+        self.skip_if_shorter(14 + _FAST_V6, "fast_v4")
+        self.load(None, 0, _B, 14 + _FAST_V6, "fast_v4")
+        self.be16(Reg.R1, _B + 12)
+        a.jmp_imm(BPF_JEQ, Reg.R1, ETH_P_IP, "v4_fast")
+        a.jmp_imm(BPF_JEQ, Reg.R1, ETH_P_IPV6, "v6_fast")
+        a.ja("l2_tags")
+        a.label("fast_v4")
+        self.skip_if_shorter(14 + _FAST_V4, "short_frame")
+        self.load(None, 0, _B, 14 + _FAST_V4, "short_frame")
+        self.be16(Reg.R1, _B + 12)
+        a.jmp_imm(BPF_JEQ, Reg.R1, ETH_P_IP, "v4_fast")
+        a.jmp_imm(BPF_JEQ, Reg.R1, ETH_P_IPV6, "v6_slow")
+        a.ja("l2_tags")
+        # Frames shorter than the IPv4 copy, or with VLAN tags: one header at a time.
+        a.label("short_frame")
+        self.load(None, 0, _B, 14, "unclassified")
+        self.be16(Reg.R1, _B + 12)
+        a.label("l2_tags")
+        for depth in range(MAX_VLAN_TAGS):
+            a.jmp_imm(BPF_JEQ, Reg.R1, ETH_P_8021Q, f"tag{depth}")
+            a.jmp_imm(BPF_JEQ, Reg.R1, ETH_P_8021AD, f"tag{depth}")
+            a.ja("l2_done")
+            a.label(f"tag{depth}")
+            self.load(None, 14 + 4 * depth, _TAGS + 4 * depth, 4, "unclassified")
+            a.mov64_imm(_OFF, 18 + 4 * depth)
+            self.be16(Reg.R1, _TAGS + 4 * depth + 2)
+        a.label("l2_done")
+        a.jmp_imm(BPF_JEQ, Reg.R1, ETH_P_IPV6, "v6_slow")
+        a.jmp_imm(BPF_JNE, Reg.R1, ETH_P_IP, "unclassified")
+        self.load(_OFF, 0, _L3, 20, "unclassified")
+        a.ja("v4_hdr_loaded")
+
+    def raw_ip(self) -> None:
+        """TUN: the IP version nibble decides; the same copy sizes as for TAP, without Ethernet."""
+        a = self.a
+        self.skip_if_shorter(_FAST_V6, "fast_v4")
+        self.load(None, 0, _L3, _FAST_V6, "fast_v4")
+        a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _L3).alu64_imm(BPF_RSH, Reg.R1, 4)
+        a.jmp_imm(BPF_JEQ, Reg.R1, 4, "v4_fast")
+        a.jmp_imm(BPF_JEQ, Reg.R1, 6, "v6_fast")
+        a.ja("unclassified")
+        a.label("fast_v4")
+        self.skip_if_shorter(_FAST_V4, "short_packet")
+        self.load(None, 0, _L3, _FAST_V4, "short_packet")
+        a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _L3).alu64_imm(BPF_RSH, Reg.R1, 4)
+        a.jmp_imm(BPF_JEQ, Reg.R1, 4, "v4_fast")
+        a.jmp_imm(BPF_JEQ, Reg.R1, 6, "v6_slow")
+        a.ja("unclassified")
+        a.label("short_packet")
+        self.load(None, 0, _L3, 20, "unclassified")
+        a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _L3).alu64_imm(BPF_RSH, Reg.R1, 4)
+        a.jmp_imm(BPF_JEQ, Reg.R1, 4, "v4_hdr_loaded")
+        a.ja("unclassified")  # an IPv6 packet always has the 24 bytes of the IPv4 copy
+
+    def ipv4(self) -> None:
+        a = self.a
+        # Fast path: a 20-byte header with the 4 bytes behind it copied (the ports of TCP/UDP).
+        a.label("v4_fast")
+        a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _L3)
+        a.jmp_imm(BPF_JNE, Reg.R1, 0x45, "v4_hdr_loaded")
+        self.be16(Reg.R2, _L3 + 6)
+        a.jmp_imm(BPF_JSET, Reg.R2, 0x3FFF, "v4_ip")  # MF or a fragment offset; DF alone is not
+        a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 9)
+        self.pick_l4("v4f", Reg.R3, HashType.TCPV4, HashType.UDPV4, "v4_ip")
+        self.set_report("v4f", HashReport.TCPV4, HashReport.UDPV4, "v4_l4_hash")
+        # General path: the 20 fixed header bytes are at _L3; options and ports are checked
+        # and copied one at a time.
+        a.label("v4_hdr_loaded")
+        a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _L3)
+        a.mov64_reg(Reg.R2, Reg.R1).alu64_imm(BPF_RSH, Reg.R2, 4)
+        a.jmp_imm(BPF_JNE, Reg.R2, 4, "unclassified")
+        a.alu64_imm(BPF_AND, Reg.R1, 0x0F)
+        a.jmp_imm(BPF_JLT, Reg.R1, 5, "unclassified")
+        a.alu64_imm(BPF_LSH, Reg.R1, 2)
+        a.alu64_reg(BPF_ADD, _OFF, Reg.R1)  # the L4 offset
+        a.jmp_imm(BPF_JEQ, Reg.R1, 20, "v4_no_options")
+        # A header whose options are cut short is malformed: its last byte must be there.
+        self.load(_OFF, -1, _EXT, 1, "unclassified")
+        a.label("v4_no_options")
+        self.be16(Reg.R2, _L3 + 6)
+        a.jmp_imm(BPF_JSET, Reg.R2, 0x3FFF, "v4_ip")
+        a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 9)
+        a.jmp_imm(BPF_JEQ, Reg.R3, IPPROTO_TCP, "v4_ports")
+        a.jmp_imm(BPF_JNE, Reg.R3, IPPROTO_UDP, "v4_ip")
+        # TCP and UDP packets must carry their ports, whichever types are enabled.
+        a.label("v4_ports")
+        self.load(_OFF, 0, _V4_PORTS, 4, "unclassified")
+        a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 9)
+        self.pick_l4("v4s", Reg.R3, HashType.TCPV4, HashType.UDPV4, "v4_ip")
+        self.set_report("v4s", HashReport.TCPV4, HashReport.UDPV4, "v4_l4_hash")
+        a.label("v4_l4_hash")
+        a.mov64_imm(Reg.R0, 0)
+        self.hash_bytes(8, _V4_PORTS, 4)
+        a.ja("v4_addresses")
+        a.label("v4_ip")
+        a.jmp_imm(BPF_JSET, _REP, int(HashType.IPV4), "v4_ip_on")
+        a.ja("unclassified")
+        a.label("v4_ip_on")
+        a.mov64_imm(_REP, int(HashReport.IPV4))
+        a.mov64_imm(Reg.R0, 0)
+        a.label("v4_addresses")
+        self.hash_bytes(0, _L3 + 12, 8)
+        a.ja("select")
+
+    def ipv6(self) -> None:
+        a = self.a
+        a.label("v6_slow")
+        self.load(_OFF, 0, _L3, 40, "unclassified")
+        a.ja("v6_hdr_loaded")
+        # Fast path: header and the 4 bytes behind it are copied; they are the ports when
+        # the next header is TCP or UDP.
+        a.label("v6_fast")
+        a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _L3).alu64_imm(BPF_RSH, Reg.R1, 4)
+        a.jmp_imm(BPF_JNE, Reg.R1, 6, "unclassified")
+        a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 6)
+        a.jmp_imm(BPF_JEQ, Reg.R3, IPPROTO_TCP, "v6f_l4")
+        a.jmp_imm(BPF_JNE, Reg.R3, IPPROTO_UDP, "v6_walk")
+        a.label("v6f_l4")
+        self.pick_l4("v6f", Reg.R3, HashType.TCPV6, HashType.UDPV6, "v6_ip")
+        self.set_report("v6f", HashReport.TCPV6, HashReport.UDPV6, "v6_l4_hash")
+        # General path: walk the extension headers (unrolled, bounded). Each one must be
+        # complete: its 2-byte start, then its last byte, are copied.
+        a.label("v6_hdr_loaded")
+        a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _L3).alu64_imm(BPF_RSH, Reg.R1, 4)
+        a.jmp_imm(BPF_JNE, Reg.R1, 6, "unclassified")
+        a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 6)
+        a.label("v6_walk")
+        a.alu64_imm(BPF_ADD, _OFF, 40)
+        for i in range(MAX_IPV6_EXT_HEADERS):
+            a.jmp_imm(BPF_JEQ, Reg.R3, IPV6_FRAGMENT, "v6_fragment")
+            for nh in IPV6_SKIPPED:
+                a.jmp_imm(BPF_JEQ, Reg.R3, nh, f"v6_ext{i}")
+            a.ja("v6_l4")
+            a.label(f"v6_ext{i}")
+            self.load(_OFF, 0, _EXT, 2, "unclassified")
+            a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _EXT + 1)
+            a.alu64_imm(BPF_ADD, Reg.R1, 1).alu64_imm(BPF_LSH, Reg.R1, 3)
+            a.alu64_reg(BPF_ADD, _OFF, Reg.R1)
+            self.load(_OFF, -1, _EXT + 2, 1, "unclassified")
+            a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _EXT)
+        # Still inside extension headers after the bound: the walk stops there, and the
+        # upper-layer protocol is that header (not TCP/UDP): IP only.
+        for nh in (IPV6_FRAGMENT, *IPV6_SKIPPED):
+            a.jmp_imm(BPF_JEQ, Reg.R3, nh, "v6_ip")
+        a.ja("v6_l4")
+        a.label("v6_fragment")
+        # A fragment hashes as IP only, once its 8-byte header is known to be complete.
+        self.load(_OFF, 0, _EXT, 8, "unclassified")
+        a.ja("v6_ip")
+        a.label("v6_l4")
+        a.jmp_imm(BPF_JEQ, Reg.R3, IPPROTO_TCP, "v6_ports")
+        a.jmp_imm(BPF_JNE, Reg.R3, IPPROTO_UDP, "v6_ip")
+        a.label("v6_ports")
+        a.stx_mem(BPF_B, Reg.FP, Reg.R3, _NEXTHDR)
+        self.load(_OFF, 0, _V6_PORTS, 4, "unclassified")
+        a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _NEXTHDR)
+        self.pick_l4("v6s", Reg.R3, HashType.TCPV6, HashType.UDPV6, "v6_ip")
+        self.set_report("v6s", HashReport.TCPV6, HashReport.UDPV6, "v6_l4_hash")
+        a.label("v6_l4_hash")
+        a.mov64_imm(Reg.R0, 0)
+        self.hash_bytes(32, _V6_PORTS, 4)
+        a.ja("v6_addresses")
+        a.label("v6_ip")
+        a.jmp_imm(BPF_JSET, _REP, int(HashType.IPV6), "v6_ip_on")
+        a.ja("unclassified")
+        a.label("v6_ip_on")
+        a.mov64_imm(_REP, int(HashReport.IPV6))
+        a.mov64_imm(Reg.R0, 0)
+        a.label("v6_addresses")
+        self.hash_bytes(0, _L3 + 8, 32)
+
+    def epilogue(self) -> None:
+        a = self.a
+        a.label("select")
+        if self.output is RssOutput.QUEUE:
+            a.ldx_mem(BPF_W, Reg.R1, _CFG, OFF_MASK)
+            a.alu64_reg(BPF_AND, Reg.R0, Reg.R1)
+            # Redundant for a valid mask; it lets the verifier bound the table index.
+            a.alu64_imm(BPF_AND, Reg.R0, MAX_INDIRECTION_TABLE_LENGTH - 1)
+            a.alu64_imm(BPF_LSH, Reg.R0, 2)
+            a.alu64_reg(BPF_ADD, Reg.R0, _CFG)
+            a.ldx_mem(BPF_W, Reg.R0, Reg.R0, OFF_TABLE)
+        elif self.output is RssOutput.REPORT:
+            a.mov64_reg(Reg.R0, _REP)
+        a.exit()
+        a.label("unclassified")
+        if self.output is RssOutput.QUEUE:
+            a.ldx_mem(BPF_W, Reg.R0, _CFG, OFF_UNCLASSIFIED)
+        else:
+            a.mov64_imm(Reg.R0, 0)
+        a.exit()
+        # Only reachable while the outer slot is empty, which EbpfRss never leaves it.
+        a.label("no_config")
+        a.mov64_imm(Reg.R0, 0)
+        a.exit()
+
+    def generate(self) -> list[Insn]:
+        self.prologue()
+        if self.base is L3Base.ETHERNET:
+            self.ethernet()
+        else:
+            self.raw_ip()
+        self.ipv4()
+        self.ipv6()
+        self.epilogue()
+        return self.a.assemble()
+
+
+def generate_rss_program(
+    outer_map_fd: int, base: L3Base = L3Base.ETHERNET, output: RssOutput = RssOutput.QUEUE
+) -> list[Insn]:
+    """Generate the steering program that reads its config through ``outer_map_fd``.
+
+    Args:
+        outer_map_fd: a one-slot ``ARRAY_OF_MAPS`` whose inner maps hold
+            :func:`config_value` (one element of ``CONFIG_VALUE_SIZE`` bytes).
+        base: TAP (Ethernet) or TUN (IP) framing.
+        output: what the program returns.
+
+    Returns:
+        The instructions, ready for :meth:`pytun_hash.bpf.prog.Program.load` as a socket filter.
+    """
+    return _Gen(outer_map_fd, base, output).generate()
