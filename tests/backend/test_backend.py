@@ -1,0 +1,125 @@
+"""The backend facade: choosing native vs eBPF, and one Hashing API over both."""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pytun_hash import (
+    MICROSOFT_RSS_KEY,
+    FeatureUnsupportedError,
+    HashType,
+    Revision,
+    SteeringConflictError,
+    ValidationError,
+    VnetHashConfig,
+)
+from pytun_hash.backend import Backend, Hashing, choose_backend
+from pytun_hash.bpf import EBPF_RSS_OWNER, prog_ids
+from pytun_hash.device import NetworkNamespace, TunTapDevice
+from pytun_hash.device.hashctl import HashControl
+from pytun_hash.testing import KernelEmulator
+
+pytestmark = pytest.mark.kernel
+
+CONFIG = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, table_length=8)
+
+
+@pytest.fixture
+def tap(netns: NetworkNamespace) -> Iterator[TunTapDevice]:
+    with TunTapDevice.create("be%d", queues=4, vnet_hdr=True) as dev:
+        dev.set_vnet_hdr_size(20)
+        yield dev
+
+
+def test_auto_picks_ebpf_on_this_kernel(tap: TunTapDevice) -> None:
+    choice = choose_backend(tap)
+    assert choice.backend is Backend.EBPF and choice.revision is None
+    assert "lacks the hash ioctls" in choice.reason
+    assert choice.probe is not None and not choice.probe.supported
+    with pytest.raises(FeatureUnsupportedError) as info:
+        choose_backend(tap, Backend.NATIVE)
+    assert info.value.errno == errno.EINVAL and "eBPF" in info.value.hint
+    assert choose_backend(tap, Backend.EBPF).backend is Backend.EBPF
+
+
+def test_auto_picks_native_where_a_revision_answers(tap: TunTapDevice) -> None:
+    with KernelEmulator(Revision.V3) as emu:
+        choice = emu.run(choose_backend, tap)
+        assert choice.backend is Backend.NATIVE and choice.revision is Revision.V3
+        hashing = emu.run(Hashing.enable, tap, CONFIG.replace(report=True))
+        assert hashing.backend is Backend.NATIVE and not hashing.reports_in_user_space
+        assert emu.device_state(tap.name).as_config() == CONFIG.replace(report=True)
+        emu.run(hashing.reconfigure, CONFIG.replace(unclassified_queue=3))
+        assert emu.device_state(tap.name).unclassified_queue == 3
+        emu.run(hashing.close)
+        assert not emu.device_state(tap.name).enabled
+
+
+def test_ebpf_enable_reconfigure_disable(tap: TunTapDevice) -> None:
+    with Hashing.enable(tap, CONFIG.replace(report=True)) as hashing:
+        assert hashing.backend is Backend.EBPF and hashing.reports_in_user_space
+        assert tap.steering.steering_attached and tap.steering.steering_owner == EBPF_RSS_OWNER
+        assert hashing.ebpf is not None
+        program_id = hashing.ebpf.object_ids()[0]
+        hashing.reconfigure(CONFIG.replace(types=HashType.TCPV4 | HashType.UDPV4))
+        assert hashing.config.types == HashType.TCPV4 | HashType.UDPV4
+        # Report-only: nothing to steer, so the program goes.
+        hashing.reconfigure(VnetHashConfig(report=True, types=0x3F))
+        assert hashing.ebpf is None and not tap.steering.steering_attached
+        hashing.reconfigure(CONFIG)
+        assert tap.steering.steering_attached
+    assert not tap.steering.steering_attached
+    assert program_id not in _settled_prog_ids(program_id)
+    with pytest.raises(ValidationError):
+        hashing.reconfigure(CONFIG)
+
+
+def test_ebpf_refuses_ex_types(tap: TunTapDevice) -> None:
+    with pytest.raises(ValidationError):
+        Hashing.enable(tap, CONFIG.replace(types=HashType.TCPV4 | HashType.TCP_EX), backend=Backend.EBPF)
+    assert not tap.steering.steering_attached
+
+
+def test_keep_leaves_the_program_attached(tap: TunTapDevice) -> None:
+    hashing = Hashing.enable(tap, CONFIG)
+    assert hashing.ebpf is not None
+    program_id = hashing.ebpf.object_ids()[0]
+    hashing.close(keep=True)
+    # The kernel's own reference keeps the program alive while the device holds it.
+    assert program_id in prog_ids()
+    assert tap.steering.steering_attached
+    tap.detach_steering_program()
+    assert program_id not in _settled_prog_ids(program_id)
+
+
+def test_exclusion_between_backends(tap: TunTapDevice) -> None:
+    with Hashing.enable(tap, CONFIG, backend=Backend.EBPF), KernelEmulator(Revision.RFC) as emu:
+        control = emu.run(HashControl, tap, revision=Revision.RFC)
+        emu.reset_log()
+        with pytest.raises(SteeringConflictError):
+            emu.run(control.apply, CONFIG)
+        assert emu.calls == []
+        with pytest.raises(SteeringConflictError):
+            emu.run(Hashing.enable, tap, CONFIG, backend=Backend.NATIVE, revision=Revision.RFC)
+        # Only the capability was read; no set-ioctl was issued.
+        assert [c.name for c in emu.calls] == ["TUNGETVNETHASHCAP"]
+    with KernelEmulator(Revision.RFC) as emu:
+        native = emu.run(Hashing.enable, tap, CONFIG)
+        assert native.backend is Backend.NATIVE
+        with pytest.raises(SteeringConflictError):
+            Hashing.enable(tap, CONFIG, backend=Backend.EBPF)
+        emu.run(native.close)
+
+
+def _settled_prog_ids(program_id: int, timeout: float = 5.0) -> list[int]:
+    # The kernel frees a detached program after an RCU grace period.
+    deadline = time.monotonic() + timeout
+    ids = prog_ids()
+    while program_id in ids and time.monotonic() < deadline:
+        time.sleep(0.02)
+        ids = prog_ids()
+    return ids
