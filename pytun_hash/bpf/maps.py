@@ -10,13 +10,13 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import mmap
-import os
 import sys
 from types import TracebackType
 from typing import Self
 
 import attrs
 
+from pytun_hash.bpf._fd import BpfObject
 from pytun_hash.bpf.syscall import (
     BPF_ANY,
     BpfCmd,
@@ -63,17 +63,20 @@ def _encode_name(name: str) -> bytes:
     return raw
 
 
-class BpfMap:
+class BpfMap(BpfObject):
     """A BPF map fd with its geometry. Use a subclass's ``create`` to make one.
 
     Attributes:
         map_type, key_size, value_size, max_entries, map_flags: as created (bytes for sizes).
     """
 
+    _KIND = "bpf map"
+    _AGAIN = "create a new one"
+
     def __init__(
         self, fd: int, map_type: int, key_size: int, value_size: int, max_entries: int, map_flags: int
     ) -> None:
-        self._fd: int | None = fd
+        super().__init__(fd)
         self.map_type = map_type
         self.key_size = key_size
         self.value_size = value_size
@@ -102,36 +105,6 @@ class BpfMap:
             map_name=_encode_name(name),
         )
         return bpf(BpfCmd.BPF_MAP_CREATE, attr)
-
-    @property
-    def fd(self) -> int:
-        """The map fd.
-
-        Raises:
-            BpfError: (``EBADF``) when the map was closed.
-        """
-        if self._fd is None:
-            raise BpfError(_errno.EBADF, "bpf map", "the map was closed; create a new one")
-        return self._fd
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._fd is None
-
-    def close(self) -> None:
-        """Release the fd (idempotent). The kernel frees the map once no program or map holds it."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def info(self) -> MapInfo:
         """Query the kernel's view of this map.

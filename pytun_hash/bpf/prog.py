@@ -6,11 +6,10 @@ import ctypes
 import errno as _errno
 import os
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 import attrs
 
+from pytun_hash.bpf._fd import BpfObject
 from pytun_hash.bpf.insn import Insn, encode_program
 from pytun_hash.bpf.maps import _encode_name, _ids
 from pytun_hash.bpf.syscall import (
@@ -81,7 +80,7 @@ class ProgInfo:
     name: str
 
 
-class Program:
+class Program(BpfObject):
     """A loaded program fd (context manager; :meth:`close` is idempotent).
 
     Attributes:
@@ -90,8 +89,11 @@ class Program:
         verifier_log: the verifier's log when a log was requested at load, else "".
     """
 
+    _KIND = "bpf program"
+    _AGAIN = "load it again"
+
     def __init__(self, fd: int, prog_type: int, insn_count: int, verifier_log: str = "") -> None:
-        self._fd: int | None = fd
+        super().__init__(fd)
         self.prog_type = prog_type
         self.insn_count = insn_count
         self.verifier_log = verifier_log
@@ -146,36 +148,6 @@ class Program:
             os.close(fd)
             raise
         return cls(fd, int(prog_type), len(code) // 8)
-
-    @property
-    def fd(self) -> int:
-        """The program fd.
-
-        Raises:
-            BpfError: (``EBADF``) when the program was closed.
-        """
-        if self._fd is None:
-            raise BpfError(_errno.EBADF, "bpf program", "the program was closed; load it again")
-        return self._fd
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._fd is None
-
-    def close(self) -> None:
-        """Release the fd (idempotent). An attached program stays alive until it is detached."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._fd is None else f"fd={self._fd}"
