@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from pytun_hash._abi import Revision, TunFlag, hash_ioctls, ioctl_def, layout_for
+from pytun_hash._abi import Revision, TunFlag, hash_ioctls, ioctl_def, layout_for, require_revision
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE
 from pytun_hash.codec import (
     IoctlCall,
@@ -40,9 +40,11 @@ from pytun_hash.config import VnetHashCapability, VnetHashConfig
 from pytun_hash.device._ioctl import ioctl_request_ptr
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import (
+    DeviceGoneError,
     FeatureUnsupportedError,
     KernelError,
     PytunHashError,
+    SteeringConflictError,
     UnsupportedError,
     ValidationError,
     kernel_error,
@@ -91,6 +93,8 @@ class ProbeResult:
 
 
 def _control_fd(device: TunTapDevice) -> int:
+    if not isinstance(device, TunTapDevice):
+        raise ValidationError("device", f"expected a TunTapDevice, got {type(device).__name__}")
     attached = device.attached_queues
     if not attached:
         raise ValidationError("device", f"{device.name} has no attached queue; attach one before hash control")
@@ -111,9 +115,11 @@ def probe_revision(device: TunTapDevice, revisions: Sequence[Revision] = PROBE_O
 
     Raises:
         DeviceGoneError: when the device was deleted (``EBADFD``): nothing can be told.
-        ValidationError: when the device has no attached queue.
+        ValidationError: when the device has no attached queue, or ``revisions`` holds
+            something other than :class:`Revision` members.
         KernelError: for any other failure.
     """
+    revisions = [require_revision(r, "revisions") for r in revisions]
     fd = _control_fd(device)
     tried: list[tuple[Revision, int]] = []
     for revision in revisions:
@@ -147,6 +153,8 @@ class HashControl:
     Raises:
         FeatureUnsupportedError: when probing finds no revision (the hint names the eBPF fallback).
         DeviceGoneError: when the device was deleted.
+        ValidationError: for a ``device`` that is not a :class:`TunTapDevice`, a ``revision`` that
+            is not a :class:`Revision`, or a ``capability`` of another revision.
     """
 
     def __init__(
@@ -157,6 +165,17 @@ class HashControl:
         capability: VnetHashCapability | None = None,
         read_capability: bool = True,
     ) -> None:
+        if not isinstance(device, TunTapDevice):
+            raise ValidationError("device", f"expected a TunTapDevice, got {type(device).__name__}")
+        if revision is not None:
+            revision = require_revision(revision)
+        if capability is not None:
+            if not isinstance(capability, VnetHashCapability):
+                raise ValidationError("capability", f"expected a VnetHashCapability, got {type(capability).__name__}")
+            if revision is not None and capability.revision is not revision:
+                raise ValidationError(
+                    "capability", f"is for revision {capability.revision.value}, the control speaks {revision.value}"
+                )
         self.device = device
         if revision is None:
             result = probe_revision(device)
@@ -166,6 +185,10 @@ class HashControl:
                     errno.EINVAL, get, _FALLBACK_HINT.format(probed=_probed_text(result.tried))
                 )
             revision = result.revision
+            if capability is not None and capability.revision is not revision:
+                raise ValidationError(
+                    "capability", f"is for revision {capability.revision.value}, the kernel speaks {revision.value}"
+                )
             capability = capability or result.capability
         elif capability is None:
             capability = (
@@ -199,7 +222,7 @@ class HashControl:
 
     @property
     def config(self) -> VnetHashConfig | None:
-        """The configuration the kernel holds through this binding, or None when unknown."""
+        """The configuration the kernel holds through this binding; None when unknown or the device was deleted."""
         return self._config
 
     def plan(self, config: VnetHashConfig) -> tuple[IoctlCall, ...]:
@@ -208,6 +231,8 @@ class HashControl:
         Raises:
             ValidationError: see :meth:`apply`.
         """
+        if not isinstance(config, VnetHashConfig):
+            raise ValidationError("config", f"expected a VnetHashConfig, got {type(config).__name__}")
         self._check(config)
         return ioctl_plan(config, self.revision)
 
@@ -241,7 +266,8 @@ class HashControl:
                     "report",
                     "hash reports need a little-endian vnet header; call device.set_vnet_le(True) first",
                 )
-        queues = len(self.device.attached_queues)
+        # Count queues held by other processes too (a VMM's): the kernel folds by all of them.
+        queues = self.device.numqueues
         if config.enabled and self.revision is Revision.RFC and queues < 2:
             warnings.warn(
                 f"{self.device.name} has {queues} attached queue(s): the RFC kernel computes no hash (neither RSS "
@@ -273,11 +299,19 @@ class HashControl:
                 ``config``; no ioctl is issued.
             KernelError: when the kernel refuses a call; :attr:`config` then reflects what
                 the kernel holds.
+            DeviceGoneError: when the device was deleted; :attr:`config` becomes None and the
+                steering state is cleared (the kernel freed both with the device).
         """
+        if not isinstance(config, VnetHashConfig):
+            raise ValidationError("config", f"expected a VnetHashConfig, got {type(config).__name__}")
         steering = self.device.steering
         with steering.lock:
             if config.rss:
-                steering.ensure_can_enable_native_rss()
+                try:
+                    steering.ensure_can_enable_native_rss()
+                except SteeringConflictError:
+                    self.device.raise_if_deleted()
+                    raise
             calls = self.plan(config)
             self._issue(calls)
             steering.native_rss = config.rss
@@ -289,6 +323,7 @@ class HashControl:
 
         Raises:
             KernelError: when the kernel refuses the call.
+            DeviceGoneError: when the device was deleted (as :meth:`apply`).
         """
         steering = self.device.steering
         with steering.lock:
@@ -310,6 +345,11 @@ class HashControl:
                     if exc.errno == errno.EINVAL:
                         raise kernel_error(errno.EINVAL, call.name, _SET_EINVAL_HINT) from exc
                     raise
+            except DeviceGoneError:
+                # The kernel freed the device's hash state and steering program with it.
+                self._config = None
+                self.device.steering.device_deleted()
+                raise
             except PytunHashError:
                 if done:
                     # The kernel committed the earlier calls (hashing off, key loaded): record that.

@@ -1,0 +1,293 @@
+"""``pytun-hash apply`` and ``pytun-hash disable``: put a hashing config in force on a device, or remove it.
+
+``apply --dev NAME`` takes the config from ``--config FILE`` (TOML or JSON) and/or flags, picks
+the backend (``--backend auto``: the kernel's hash ioctls when it has them, else an eBPF steering
+program) and leaves the configuration in force after the command exits, for as long as the
+device lives. Without ``--key`` (and no key in the file) a random key is generated; the output
+shows it, and ``--save FILE`` stores the whole config for ``predict --config FILE``.
+
+To talk to the device the command opens one queue of its own for a few milliseconds. On a
+multi-queue device whose queues other processes hold, frames may land on that queue during
+the revision probe; with the eBPF backend the queue is detached again before the program
+is attached.
+
+``--dry-run`` prints the exact ioctl plan of ``--revision`` (default ``rfc``): names, request
+numbers and payload bytes, without opening anything (``--arch`` computes them for another
+machine). It works on kernels without the hash ioctls.
+
+JSON keys of ``apply``: ``device``, ``backend`` (``native``/``ebpf``), ``revision``, ``reason``,
+``config`` (the config as in a config file), ``reports`` (``kernel``, ``user-space`` or ``off``),
+``saved`` (path or null). With ``--dry-run``: ``dry_run`` (true), ``revision``, ``arch``,
+``config``, ``calls`` (list of {``name``, ``request`` (hex), ``payload`` (hex), ``size``,
+``purpose``}), ``backend``.
+
+``disable --dev NAME`` turns hashing off: with the native backend the disabled configuration,
+with eBPF the steering program is detached (the kernel's automatic queue selection returns).
+JSON keys: ``device``, ``backend``, ``revision``, ``action``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import warnings
+from typing import Any
+
+from pytun_hash._abi import Revision, layout_for
+from pytun_hash.backend import Backend, BackendChoice, Hashing, choose_backend
+from pytun_hash.cli.common import (
+    add_config_arguments,
+    config_from_args,
+    config_summary,
+    open_device,
+    parse_backend,
+    parse_revision,
+)
+from pytun_hash.cli.configfile import dump_config
+from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
+from pytun_hash.codec import ioctl_plan
+from pytun_hash.config import VnetHashConfig
+from pytun_hash.device import rtnl
+from pytun_hash.device.hashctl import HashControl
+from pytun_hash.device.tap import TunTapDevice
+from pytun_hash.errors import DeviceNotFoundError, ValidationError
+
+__all__ = ["add_parsers", "run_apply", "run_disable"]
+
+
+def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register ``apply`` and ``disable``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "apply",
+        parents=parents,
+        help="put a hashing config in force on a device",
+        description=help_text(__doc__),
+        formatter_class=fmt,
+    )
+    p.add_argument("--dev", metavar="NAME", help="the TUN/TAP device (not needed with --dry-run)")
+    _backend_arguments(p)
+    p.add_argument(
+        "--queues", type=int, metavar="N", help="round-robin table over N queues (default: the device's)"
+    )
+    add_config_arguments(p, key_help="Toeplitz key: hex, microsoft, symmetric or random (default: random)")
+    p.add_argument(
+        "--vnet-hdr-size", type=int, metavar="BYTES", help="set the device's vnet header size first"
+    )
+    p.add_argument(
+        "--vnet-le", action="store_true", help="make the device's vnet headers little-endian first"
+    )
+    p.add_argument("--save", metavar="FILE", help="write the applied config to FILE (.toml or .json)")
+    p.add_argument("--dry-run", action="store_true", help="print the ioctl plan of --revision; touch nothing")
+    p.add_argument(
+        "--arch", metavar="MACHINE", help="with --dry-run: request numbers and byte order of MACHINE"
+    )
+    p.set_defaults(handler=run_apply)
+
+    d = sub.add_parser(
+        "disable",
+        parents=parents,
+        help="turn hashing off on a device",
+        description=help_text(__doc__),
+        formatter_class=fmt,
+    )
+    d.add_argument("--dev", metavar="NAME", required=True, help="the TUN/TAP device")
+    _backend_arguments(d)
+    d.set_defaults(handler=run_disable)
+
+
+def _backend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        type=parse_backend,
+        default=Backend.AUTO,
+        metavar="{auto,native,ebpf}",
+        help="auto (default): native when the kernel has the hash ioctls, else eBPF",
+    )
+    p.add_argument(
+        "--revision", type=parse_revision, metavar="REV", help="hash UAPI revision: rfc, v3..v11, v12"
+    )
+
+
+def _device_queue_count(name: str) -> int | None:
+    """Attached queues of ``name`` as the kernel counts them (None for a single-queue device)."""
+    try:
+        link = rtnl.get_link(name)
+    except DeviceNotFoundError:
+        raise CliError(
+            f"no TUN/TAP device named {name!r} in this network namespace",
+            f"create it with `pytun-hash create {name}` (or check the name with `ip link`)",
+            ExitCode.KERNEL,
+        ) from None
+    if link.tun is None:
+        raise CliError(
+            f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device",
+            "name a TUN/TAP device (`ip -d link show type tun`)",
+            ExitCode.KERNEL,
+        )
+    return link.tun.numqueues if link.tun.multi_queue else None
+
+
+def _dry_run(args: argparse.Namespace, out: Output) -> int:
+    queues = args.queues
+    if queues is None and args.dev and args.table is None:
+        queues = _device_queue_count(args.dev)
+    config = config_from_args(args, queues=queues, key_required=False)
+    revision = args.revision or Revision.RFC
+    arch = args.arch or platform.machine()
+    try:
+        layout_for(arch)
+    except ValidationError as exc:
+        raise CliError(f"--arch: {exc.rule}", "use a platform.machine() name (x86_64, ppc64 ...)") from None
+    calls = ioctl_plan(config, revision, arch=arch)
+    document = {
+        "dry_run": True,
+        "device": args.dev,
+        "backend": args.backend.value,
+        "revision": revision.value,
+        "arch": arch,
+        "config": config.to_mapping(),
+        "calls": [
+            {
+                "name": c.name,
+                "request": f"{c.request:#010x}",
+                "payload": c.payload.hex(),
+                "size": len(c.payload),
+                "purpose": c.purpose,
+            }
+            for c in calls
+        ],
+    }
+    if args.backend is Backend.EBPF:
+        out.warn(
+            "--backend ebpf issues no hash ioctls: it loads a steering program and attaches it with "
+            "TUNSETSTEERINGEBPF; the plan shown is what the native backend would send"
+        )
+
+    def text() -> str:
+        lines = [f"ioctl plan for revision {revision.title} on {arch} (dry run: nothing was opened)"]
+        lines.append(f"config: {config_summary(config)}")
+        for i, c in enumerate(calls, 1):
+            lines.append(f"{i}. {c.name} request {c.request:#010x}, {len(c.payload)} bytes: {c.purpose}")
+            payload = c.payload.hex()
+            lines.extend(f"     {payload[j : j + 64]}" for j in range(0, len(payload), 64))
+        return "\n".join(lines)
+
+    out.result(document, text)
+    return int(ExitCode.OK)
+
+
+def _reports(config: VnetHashConfig, choice: BackendChoice) -> str:
+    if not config.report:
+        return "off"
+    return "kernel" if choice.backend is Backend.NATIVE else "user-space"
+
+
+def _release_own_queue(device: TunTapDevice, foreign_queues: int) -> None:
+    """Detach this command's queue when others hold the device's queues, so no frame lands on it."""
+    if device.multi_queue and foreign_queues > 0:
+        for queue in device.attached_queues:
+            device.detach_queue(queue)
+
+
+def run_apply(args: argparse.Namespace, out: Output) -> int:
+    """Run ``apply``; see the module documentation."""
+    if args.arch and not args.dry_run:
+        raise CliError("--arch only works with --dry-run", "drop --arch, or add --dry-run")
+    if args.dry_run:
+        return _dry_run(args, out)
+    if not args.dev:
+        raise CliError("apply needs --dev NAME (or --dry-run)", "name the device, e.g. --dev tap0")
+    foreign = _device_queue_count(args.dev)
+    queues = args.queues if args.queues is not None else (foreign or None)
+    config = config_from_args(args, queues=queues, key_required=False)
+    with open_device(args.dev) as device:
+        if args.vnet_hdr_size is not None:
+            device.set_vnet_hdr_size(args.vnet_hdr_size)
+        if args.vnet_le:
+            device.set_vnet_le(True)
+        choice = choose_backend(device, args.backend, revision=args.revision)
+        if choice.backend is Backend.EBPF:
+            _release_own_queue(device, foreign or 0)
+            if not config.rss:
+                out.warn("the eBPF backend only steers (RSS); with rss off there is nothing to put in force")
+        if config.report and choice.backend is Backend.EBPF:
+            out.warn(
+                "with eBPF steering the kernel writes no hash reports: whoever reads the queues must "
+                "fill them in user space (pytun_hash.bpf.HashReporter)"
+            )
+        attached = foreign if foreign is not None else 1
+        if config.rss and attached and config.max_queue >= attached:
+            out.warn(
+                f"the config steers to queue {config.max_queue} but {device.name} has {attached} attached "
+                "queue(s); the kernel folds queue numbers modulo the number of attached queues"
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                hashing = Hashing.enable(device, config, backend=choice.backend, revision=choice.revision)
+            except ValidationError as exc:
+                if exc.field != "report":
+                    raise
+                raise CliError(
+                    f"invalid report: {exc.rule}",
+                    f"add --vnet-hdr-size 20 --vnet-le (or create the device with them: "
+                    f"`pytun-hash create {args.dev} --vnet-hdr-size 20 --vnet-le`)",
+                    field="report",
+                ) from None
+        for warning in caught:
+            out.warn(str(warning.message))
+        hashing.close(keep=True)
+    if args.save:
+        dump_config(config, args.save)
+    document = {
+        "device": args.dev,
+        "backend": choice.backend.value,
+        "revision": choice.revision.value if choice.revision else None,
+        "reason": choice.reason,
+        "config": config.to_mapping(),
+        "reports": _reports(config, choice),
+        "saved": args.save,
+    }
+
+    def text() -> str:
+        rows = [
+            ("device", args.dev),
+            (
+                "backend",
+                f"{choice.backend.value}"
+                + (f" (revision {choice.revision.value})" if choice.revision else ""),
+            ),
+            ("why", choice.reason),
+            ("config", config_summary(config)),
+            ("hash reports", document["reports"]),
+        ]
+        if args.save:
+            rows.append(("saved to", args.save))
+        return f"applied; stays in force while {args.dev} exists\n" + pairs(rows, indent="  ")
+
+    out.result(document, text)
+    return int(ExitCode.OK)
+
+
+def run_disable(args: argparse.Namespace, out: Output) -> int:
+    """Run ``disable``; see the module documentation."""
+    foreign = _device_queue_count(args.dev)
+    with open_device(args.dev) as device:
+        choice = choose_backend(device, args.backend, revision=args.revision)
+        if choice.backend is Backend.EBPF:
+            _release_own_queue(device, foreign or 0)
+        if choice.backend is Backend.NATIVE:
+            HashControl(device, revision=choice.revision).disable()
+            action = "hash ioctl: RSS and hash reports off"
+        else:
+            device.detach_steering_program()
+            action = "steering program detached (TUNSETSTEERINGEBPF -1): automatic queue selection"
+    document = {
+        "device": args.dev,
+        "backend": choice.backend.value,
+        "revision": choice.revision.value if choice.revision else None,
+        "action": action,
+    }
+    out.result(document, f"disabled hashing on {args.dev}: {action}")
+    return int(ExitCode.OK)

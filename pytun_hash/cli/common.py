@@ -1,0 +1,271 @@
+"""Arguments and conversions shared by several commands: configs from flags, flows, backends, devices."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+from typing import Any
+
+from pytun_hash._abi import HashType, Revision
+from pytun_hash.backend import Backend
+from pytun_hash.cli.configfile import config_from_mapping, parse_key, read_config_file
+from pytun_hash.cli.output import CliError, ExitCode
+from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, VnetHashConfig, parse_hash_types
+from pytun_hash.device.tap import TunTapDevice
+from pytun_hash.errors import DeviceNotFoundError, ValidationError
+from pytun_hash.model import Framing, Semantics
+from pytun_hash.testing.traffic import Flow
+
+__all__ = [
+    "add_config_arguments",
+    "config_from_args",
+    "config_summary",
+    "open_device",
+    "parse_backend",
+    "parse_flow",
+    "parse_framing",
+    "parse_revision",
+    "parse_semantics",
+    "protocol_number",
+    "queue_list",
+]
+
+_PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
+_ICMPV6 = socket.IPPROTO_ICMPV6
+ALL_TYPES = HashType.supported_by_kernel_series()
+
+
+def parse_backend(text: str) -> Backend:
+    """``auto``, ``native`` or ``ebpf`` (argparse type)."""
+    try:
+        return Backend(text.strip().lower())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}: use auto, native or ebpf") from None
+
+
+def parse_revision(text: str) -> Revision:
+    """``rfc``, ``v3`` ... ``v11``, ``v12`` (argparse type)."""
+    try:
+        return Revision.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_semantics(text: str) -> Semantics:
+    """``spec`` or ``rfc-2023`` (argparse type)."""
+    try:
+        return Semantics(text.strip().lower())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown semantics {text!r}: use spec or rfc-2023") from None
+
+
+def parse_framing(text: str) -> Framing:
+    """``ethernet`` (TAP frames) or ``ip`` (TUN packets) (argparse type)."""
+    value = text.strip().lower()
+    if value in ("ethernet", "eth", "tap"):
+        return Framing.ETHERNET
+    if value in ("ip", "raw", "tun"):
+        return Framing.IP
+    raise argparse.ArgumentTypeError(f"unknown framing {text!r}: use ethernet or ip")
+
+
+def queue_list(text: str) -> list[int]:
+    """Queue numbers and ranges, comma-separated: ``0,1,2,3``, ``0-3``, ``3-0`` (argparse type)."""
+    out: list[int] = []
+    for piece in text.replace(" ", "").split(","):
+        if not piece:
+            continue
+        try:
+            if "-" in piece:
+                first, last = (int(p) for p in piece.split("-", 1))
+                step = 1 if last >= first else -1
+                out.extend(range(first, last + step, step))
+            else:
+                out.append(int(piece))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a queue number or range: {piece!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("the table is empty")
+    return out
+
+
+def protocol_number(text: str, version: int) -> int:
+    """An IP protocol: ``tcp``, ``udp``, ``icmp`` (ICMPv6 for IPv6) or a number 0..255.
+
+    Raises:
+        ValidationError: (field ``protocol``) for anything else.
+    """
+    name = text.strip().lower()
+    if name in ("icmp", "icmpv6", "icmp6"):
+        return _ICMPV6 if version == 6 else socket.IPPROTO_ICMP
+    if name in _PROTOCOLS:
+        return _PROTOCOLS[name]
+    try:
+        number = int(name, 0)
+    except ValueError:
+        raise ValidationError("protocol", f"use tcp, udp, icmp or a protocol number, got {text!r}") from None
+    if not 0 <= number <= 255:
+        raise ValidationError("protocol", f"protocol numbers are 0..255, got {number}")
+    return number
+
+
+def _endpoint(text: str, field: str) -> tuple[str, int | None]:
+    text = text.strip()
+    host, port = text, None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValidationError(field, f"expected [IPv6]:port, got {text!r}")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        port_text = None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValidationError(field, f"not an IP address: {host!r}") from None
+    if port_text is not None:
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ValidationError(field, f"not a port number: {port_text!r}") from None
+    return host, port
+
+
+def parse_flow(text: str) -> Flow:
+    """A flow written ``PROTO,SRC[:PORT],DST[:PORT]`` (commas or spaces; IPv6 with a port as ``[addr]:port``).
+
+    Examples: ``tcp,66.9.149.187:2794,161.142.100.80:1766``, ``udp,[fd00::1]:5000,[fd00::2]:53``,
+    ``icmp,10.0.0.1,10.0.0.2``, ``47,10.0.0.1,10.0.0.2``.
+
+    Raises:
+        ValidationError: naming the part that is wrong.
+    """
+    parts = text.replace(",", " ").split()
+    if len(parts) != 3:
+        raise ValidationError("flow", f"expected PROTO,SRC[:PORT],DST[:PORT], got {text!r}")
+    src, sport = _endpoint(parts[1], "flow.src")
+    dst, dport = _endpoint(parts[2], "flow.dst")
+    protocol = protocol_number(parts[0], ipaddress.ip_address(src).version)
+    try:
+        return Flow(protocol, src, dst, sport, dport)
+    except ValidationError as exc:
+        raise ValidationError(f"flow.{exc.field}", f"{exc.rule} (in {text!r})") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, key_help: str) -> None:
+    """The flags that describe a hashing configuration (used by apply, predict)."""
+    group = parser.add_argument_group("configuration (a file, flags, or a file overridden by flags)")
+    group.add_argument(
+        "--config", metavar="FILE", help="TOML or JSON file with the config fields (see README)"
+    )
+    group.add_argument("--section", metavar="TABLE", help="read the fields from this table of the file")
+    group.add_argument(
+        "--rss", action=argparse.BooleanOptionalAction, default=None, help="receive side scaling"
+    )
+    group.add_argument("--report", action=argparse.BooleanOptionalAction, default=None, help="hash reports")
+    group.add_argument(
+        "--types",
+        metavar="TYPES",
+        help="hash types, e.g. tcpv4,udpv4,ipv4 or all (default: all six IPv4/IPv6 types)",
+    )
+    group.add_argument(
+        "--table", metavar="QUEUES", type=queue_list, help="indirection table, e.g. 0,1,2,3 or 0-3"
+    )
+    group.add_argument(
+        "--table-length",
+        metavar="N",
+        type=int,
+        default=MAX_INDIRECTION_TABLE_LENGTH,
+        help="entries of the round-robin table built from --queues (power of two, default 128)",
+    )
+    group.add_argument("--key", metavar="KEY", help=key_help)
+    group.add_argument(
+        "--unclassified-queue", metavar="Q", type=int, help="queue for packets that are not hashed"
+    )
+
+
+def config_from_args(args: argparse.Namespace, *, queues: int | None, key_required: bool) -> VnetHashConfig:
+    """Build the config: the file's fields (if ``--config``), overridden by the flags given.
+
+    Without a file: RSS on, all six IPv4/IPv6 types, a round-robin table over ``queues``.
+
+    Args:
+        args: parsed arguments of :func:`add_config_arguments`.
+        queues: the queue count for a round-robin table when neither file nor ``--table`` gives one.
+        key_required: refuse to make up a key (else a random one is generated).
+
+    Raises:
+        ValidationError: listing every problem with its field.
+        CliError: when a needed value is missing.
+    """
+    data: dict[str, Any] = {}
+    if args.config:
+        data = read_config_file(args.config, section=args.section)
+    elif args.section:
+        raise CliError("--section needs --config", "name the config file with --config FILE")
+    else:
+        data = {"rss": True, "types": [m.name for m in HashType if m in ALL_TYPES]}
+    if args.rss is not None:
+        data["rss"] = args.rss
+    if args.report is not None:
+        data["report"] = args.report
+    if args.types is not None:
+        data["types"] = int(parse_hash_types(args.types, "--types"))
+    if args.unclassified_queue is not None:
+        data["unclassified_queue"] = args.unclassified_queue
+    if args.table is not None:
+        data["indirection_table"] = args.table
+    elif "indirection_table" not in data:
+        if queues is None:
+            raise CliError(
+                "no indirection table: the config file has none and neither --table nor --queues was given",
+                "give --queues N (a round-robin table over N queues) or --table 0,1,...",
+            )
+        if queues < 1:
+            raise ValidationError("--queues", f"must be >= 1, got {queues}")
+        length = args.table_length
+        if length < 1 or length > MAX_INDIRECTION_TABLE_LENGTH or length & (length - 1):
+            raise ValidationError("--table-length", f"must be a power of two from 1 to 128, got {length}")
+        data["indirection_table"] = [i % queues for i in range(length)]
+    if args.key is not None:
+        data["key"] = parse_key(args.key, "--key").hex()
+    elif "key" not in data:
+        if key_required:
+            raise CliError(
+                "no Toeplitz key: give --key (hex, microsoft, symmetric) or a config file with a key",
+                "use the key the device was configured with (apply prints it and --save stores it)",
+            )
+        data["key"] = parse_key("random").hex()
+    return config_from_mapping(data)
+
+
+def config_summary(config: VnetHashConfig) -> str:
+    """One line describing ``config`` for human output."""
+    parts = [f"rss={'on' if config.rss else 'off'}", f"report={'on' if config.report else 'off'}"]
+    parts.append("types=" + ("|".join(m.name or "" for m in HashType if m in config.types) or "none"))
+    table = config.indirection_table
+    shown = ",".join(str(q) for q in table[:8]) + (",..." if len(table) > 8 else "")
+    parts.append(f"table[{len(table)}]={shown}")
+    parts.append(f"unclassified_queue={config.unclassified_queue}")
+    parts.append(f"key={config.key.hex()}")
+    return " ".join(parts)
+
+
+def open_device(name: str) -> TunTapDevice:
+    """Open one queue of the existing TUN/TAP device ``name`` in this network namespace.
+
+    Raises:
+        CliError: (exit 3) when there is no such device.
+        KernelError: for other failures (not a tun device, busy single-queue device ...).
+    """
+    try:
+        return TunTapDevice.open(name)
+    except DeviceNotFoundError:
+        raise CliError(
+            f"no TUN/TAP device named {name!r} in this network namespace",
+            f"create it with `pytun-hash create {name}` (or check the name with `ip link`)",
+            ExitCode.KERNEL,
+        ) from None

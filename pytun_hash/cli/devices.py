@@ -1,0 +1,237 @@
+"""``pytun-hash create`` and ``pytun-hash delete``: persistent TUN/TAP devices.
+
+``create NAME`` makes a persistent device in the current network namespace (run it under
+``ip netns exec NS`` for another one): TAP by default, multi-queue when ``--queues`` > 1 (all
+the queues are opened once to check that they attach, then closed: the device keeps no queue
+until a VMM opens them), with a vnet header whose size and endianness are set on the device
+and kept, and an owner/group allowed to open it without CAP_NET_ADMIN.
+
+JSON keys of ``create``: ``device``, ``ifindex``, ``mode``, ``flags``, ``multi_queue``,
+``queues_checked``, ``vnet_hdr``, ``vnet_hdr_size``, ``vnet_le``, ``owner``, ``group``,
+``persist``.
+
+``delete NAME`` clears the persist flag (``TUNSETPERSIST 0``): the device goes away when the
+last queue fd is closed, at once when nobody else holds one. ``--force`` deletes it through
+rtnetlink even while queues are held (their fds then fail with ``EBADFD``).
+
+JSON keys of ``delete``: ``device``, ``deleted`` (bool), ``held_elsewhere`` (queues other
+processes still hold; the device goes with the last), ``method`` (``persist-off``/``rtnetlink``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import grp
+import pwd
+from typing import Any
+
+from pytun_hash._abi import TunFlag
+from pytun_hash.cli.output import CliError, ExitCode, Output, help_text
+from pytun_hash.device import TunTapDevice, rtnl
+from pytun_hash.device.tap import DeviceMode
+from pytun_hash.errors import BusyError, DeviceNotFoundError
+
+__all__ = ["add_parsers", "run_create", "run_delete"]
+
+
+def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register ``create`` and ``delete``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "create",
+        parents=parents,
+        help="create a persistent TUN/TAP device",
+        description=help_text(__doc__),
+        formatter_class=fmt,
+    )
+    p.add_argument("name", help="interface name (1..15 bytes)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--tap", dest="mode", action="store_const", const=DeviceMode.TAP, help="Ethernet frames (default)"
+    )
+    kind.add_argument("--tun", dest="mode", action="store_const", const=DeviceMode.TUN, help="raw IP packets")
+    p.set_defaults(mode=DeviceMode.TAP)
+    p.add_argument(
+        "--queues", type=int, default=1, metavar="N", help="number of queues (> 1 makes it multi-queue)"
+    )
+    p.add_argument("--multi-queue", action="store_true", help="multi-queue even with one queue")
+    p.add_argument(
+        "--vnet-hdr",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="frames carry a virtio-net header",
+    )
+    p.add_argument(
+        "--vnet-hdr-size", type=int, metavar="BYTES", help="vnet header size: 10, 12, or 20 for hash reports"
+    )
+    p.add_argument(
+        "--vnet-le", action="store_true", help="little-endian vnet headers (virtio 1.0; needed for reports)"
+    )
+    p.add_argument("--packet-info", action="store_true", help="frames carry the 4-byte tun_pi header")
+    p.add_argument("--owner", metavar="USER", help="user (name or uid) allowed to open the device")
+    p.add_argument("--group", metavar="GROUP", help="group (name or gid) allowed to open the device")
+    p.set_defaults(handler=run_create)
+
+    d = sub.add_parser(
+        "delete",
+        parents=parents,
+        help="delete a persistent TUN/TAP device",
+        description=help_text(__doc__),
+        formatter_class=fmt,
+    )
+    d.add_argument("name", help="interface name")
+    d.add_argument(
+        "--force", action="store_true", help="delete at once even while other processes hold queues"
+    )
+    d.set_defaults(handler=run_delete)
+
+
+def _uid(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise CliError(
+            f"no user named {text!r}", "give a user name from /etc/passwd or a numeric uid"
+        ) from None
+
+
+def _gid(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise CliError(
+            f"no group named {text!r}", "give a group name from /etc/group or a numeric gid"
+        ) from None
+
+
+def run_create(args: argparse.Namespace, out: Output) -> int:
+    """Run ``create``; see the module documentation."""
+    owner = _uid(args.owner) if args.owner is not None else None
+    group = _gid(args.group) if args.group is not None else None
+    if args.vnet_hdr_size is not None and not args.vnet_hdr:
+        raise CliError("--vnet-hdr-size needs a vnet header", "drop --no-vnet-hdr")
+    if args.vnet_le and not args.vnet_hdr:
+        raise CliError("--vnet-le needs a vnet header", "drop --no-vnet-hdr")
+    try:
+        device = TunTapDevice.create(
+            args.name,
+            mode=args.mode,
+            queues=args.queues,
+            vnet_hdr=args.vnet_hdr,
+            packet_info=args.packet_info,
+            multi_queue=True if args.multi_queue else None,
+            persist=True,
+            owner=owner,
+            group=group,
+            exclusive=True,
+        )
+    except BusyError as exc:
+        raise CliError(
+            f"a device named {args.name!r} exists already ({exc.request}: EBUSY)",
+            f"pick another name, or delete it first with `pytun-hash delete {args.name}`",
+            ExitCode.KERNEL,
+        ) from None
+    with device:
+        try:
+            if args.vnet_hdr_size is not None:
+                device.set_vnet_hdr_size(args.vnet_hdr_size)
+            if args.vnet_le:
+                device.set_vnet_le(True)
+            document: dict[str, Any] = {
+                "device": device.name,
+                "ifindex": device.ifindex,
+                "mode": device.mode.value,
+                "flags": [m.name for m in TunFlag if m & device.flags],
+                "multi_queue": device.multi_queue,
+                "queues_checked": len(device.attached_queues),
+                "vnet_hdr": device.vnet_hdr,
+                "vnet_hdr_size": device.get_vnet_hdr_size() if device.vnet_hdr else None,
+                "vnet_le": device.get_vnet_le() if device.vnet_hdr else None,
+                "owner": owner,
+                "group": group,
+                "persist": True,
+            }
+        except BaseException:
+            # Leave nothing half-configured behind: the device was made by this call.
+            device.set_persist(False)
+            raise
+
+    def text() -> str:
+        vnet = (
+            f"vnet header {document['vnet_hdr_size']} bytes{' little-endian' if document['vnet_le'] else ''}"
+            if device.vnet_hdr
+            else "no vnet header"
+        )
+        mq = (
+            f"multi-queue (checked {document['queues_checked']} queues)"
+            if document["multi_queue"]
+            else "single-queue"
+        )
+        who = ""
+        if owner is not None or group is not None:
+            who = f", owner {owner if owner is not None else '-'} group {group if group is not None else '-'}"
+        return f"created persistent {device.mode.value} {device.name}: {mq}, {vnet}{who}"
+
+    out.result(document, text)
+    return int(ExitCode.OK)
+
+
+def _exists(name: str) -> rtnl.LinkInfo | None:
+    try:
+        return rtnl.get_link(name)
+    except DeviceNotFoundError:
+        return None
+
+
+def run_delete(args: argparse.Namespace, out: Output) -> int:
+    """Run ``delete``; see the module documentation."""
+    link = _exists(args.name)
+    if link is None:
+        raise CliError(
+            f"no device named {args.name!r} in this network namespace",
+            "check the name with `ip link` (and the namespace)",
+            ExitCode.KERNEL,
+        )
+    if link.tun is None:
+        raise CliError(
+            f"{args.name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device",
+            "pytun-hash only deletes TUN/TAP devices; use `ip link del` for others",
+            ExitCode.KERNEL,
+        )
+    method = "persist-off"
+    held = 0
+    try:
+        with TunTapDevice.open(args.name) as device:
+            device.set_persist(False)
+    except BusyError:
+        # A single-queue device whose queue another process holds: it cannot be opened.
+        if not args.force:
+            raise CliError(
+                f"{args.name!r} is a single-queue device held by another process",
+                "it goes away when that process closes it, unless it is persistent; --force deletes it now",
+                ExitCode.KERNEL,
+            ) from None
+    after = _exists(args.name)
+    if after is not None and after.index == link.index and args.force:
+        with contextlib.suppress(DeviceNotFoundError):  # the last holder may have closed it meanwhile
+            rtnl.delete_link(args.name)
+        method = "rtnetlink"
+        after = _exists(args.name)
+    deleted = after is None or after.index != link.index
+    if not deleted and after is not None and after.tun is not None:
+        held = after.tun.numqueues or 1
+    document = {"device": args.name, "deleted": deleted, "held_elsewhere": held, "method": method}
+    if deleted:
+        text = f"deleted {args.name}"
+    else:
+        text = (
+            f"{args.name} is no longer persistent; other processes hold {held} queue(s), it goes away "
+            "when they close them (use --force to delete it now)"
+        )
+    out.result(document, text)
+    return int(ExitCode.OK)

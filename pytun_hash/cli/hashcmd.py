@@ -1,0 +1,307 @@
+"""``pytun-hash hash`` and ``pytun-hash predict``: the software model from the shell.
+
+``hash`` computes the Toeplitz hash and the hash report the virtio rules give one packet:
+described by ``--src/--dst/--sport/--dport/--proto``, given whole as ``--frame HEX`` (an
+Ethernet frame, or an IP packet with ``--l2 ip``), or as raw hash input ``--input HEX`` (the
+bytes fed to Toeplitz; no classification, so no report). The key is ``--key`` (hex, or the
+public ``microsoft`` / ``symmetric`` keys); ``--types`` selects which hash types are enabled
+(default: the six IPv4/IPv6 types).
+
+JSON keys of ``hash``: ``hash`` (``"0x51ccc178"``), ``report`` (``"TCPV4"``, ``"NONE"``, or null
+for raw input), ``input`` (hex of the hashed bytes), ``input_length``, ``key`` (hex),
+``types``, ``semantics``, ``flow`` (the flow as text, or null).
+
+``predict`` names the receive queue for flows (``FLOW`` arguments, ``PROTO,SRC[:PORT],DST[:PORT]``)
+or for every packet of a classic pcap file (``--pcap``), under a config given like ``apply``'s
+(``--config`` and/or flags; a key is required), with ``--queues`` attached queues (default: enough
+for the table), and prints a per-queue histogram.
+
+JSON keys of ``predict``: ``queues``, ``config``, ``semantics``, ``histogram`` (list of
+{``queue``, ``packets``}), ``reports`` (report name -> packets); for flows ``flows`` (list of
+{``flow``, ``hash``, ``report``, ``queue``}); for a pcap ``pcap`` {``file``, ``linktype``,
+``packets``, ``truncated``, ``unparsed``}, and ``packets`` (list of {``index``, ``hash``,
+``report``, ``queue``}) with ``--per-packet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from collections import Counter
+from typing import Any
+
+from pytun_hash._abi import HashReport, HashType
+from pytun_hash.cli.common import (
+    ALL_TYPES,
+    add_config_arguments,
+    config_from_args,
+    config_summary,
+    parse_flow,
+    parse_framing,
+    parse_semantics,
+    protocol_number,
+)
+from pytun_hash.cli.configfile import parse_key
+from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
+from pytun_hash.cli.pcap import PcapReader
+from pytun_hash.config import VnetHashConfig, parse_hash_types
+from pytun_hash.errors import ValidationError
+from pytun_hash.model import FlowHash, Framing, Semantics, classify, queue_for_flow, rfc_input, toeplitz_hash
+from pytun_hash.testing.traffic import Flow
+
+__all__ = ["add_parsers", "run_hash", "run_predict"]
+
+
+def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register ``hash`` and ``predict``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    h = sub.add_parser(
+        "hash",
+        parents=parents,
+        help="Toeplitz hash and report type of one packet",
+        description=help_text(__doc__),
+        formatter_class=fmt,
+    )
+    h.add_argument("--key", required=True, metavar="KEY", help="hex, microsoft or symmetric")
+    what = h.add_argument_group("the packet (addresses and ports, a whole frame, or raw hash input)")
+    what.add_argument("--src", metavar="ADDR", help="source IPv4/IPv6 address")
+    what.add_argument("--dst", metavar="ADDR", help="destination address")
+    what.add_argument("--sport", type=int, metavar="PORT", help="source port (tcp/udp)")
+    what.add_argument("--dport", type=int, metavar="PORT", help="destination port (tcp/udp)")
+    what.add_argument("--proto", default="tcp", metavar="PROTO", help="tcp (default), udp, icmp or a number")
+    what.add_argument("--frame", metavar="HEX", help="a whole frame to classify")
+    what.add_argument(
+        "--l2", type=parse_framing, default=Framing.ETHERNET, metavar="{ethernet,ip}", help="--frame framing"
+    )
+    what.add_argument("--input", metavar="HEX", help="raw Toeplitz input bytes (no classification)")
+    h.add_argument("--types", metavar="TYPES", help="enabled hash types (default: all six IPv4/IPv6 types)")
+    h.add_argument(
+        "--semantics",
+        type=parse_semantics,
+        default=Semantics.SPEC,
+        metavar="{spec,rfc-2023}",
+        help="virtio specification (default) or a kernel with the Oct 2023 RFC",
+    )
+    h.set_defaults(handler=run_hash)
+
+    p = sub.add_parser(
+        "predict",
+        parents=parents,
+        help="queue for flows or for every packet of a pcap",
+        description=help_text(__doc__),
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "flows",
+        nargs="*",
+        metavar="FLOW",
+        help="PROTO,SRC[:PORT],DST[:PORT], e.g. tcp,10.0.0.1:80,10.0.0.2:5000",
+    )
+    p.add_argument("--pcap", metavar="FILE", help="classic libpcap file (Ethernet or raw IP link type)")
+    p.add_argument("--per-packet", action="store_true", help="with --pcap: list every packet")
+    p.add_argument(
+        "--queues", type=int, metavar="N", help="attached queues (default: highest queue in the table + 1)"
+    )
+    add_config_arguments(
+        p, key_help="Toeplitz key: hex, microsoft or symmetric (required unless in --config)"
+    )
+    p.add_argument(
+        "--semantics",
+        type=parse_semantics,
+        default=Semantics.SPEC,
+        metavar="{spec,rfc-2023}",
+        help="whose rules",
+    )
+    p.set_defaults(handler=run_predict)
+
+
+def _types_list(types: HashType) -> list[str]:
+    return [m.name or "" for m in HashType if m in types]
+
+
+def _hex(text: str, field: str) -> bytes:
+    try:
+        return bytes.fromhex(text.replace(":", "").replace(" ", "").removeprefix("0x"))
+    except ValueError:
+        raise ValidationError(field, f"expected hexadecimal bytes, got {text!r}") from None
+
+
+def _flow_from_args(args: argparse.Namespace) -> Flow:
+    if args.src is None or args.dst is None:
+        raise CliError(
+            "hash needs --src and --dst, or --frame HEX, or --input HEX", "see pytun-hash hash --help"
+        )
+    try:
+        version = ipaddress.ip_address(args.src).version
+    except ValueError:
+        raise ValidationError("--src", f"not an IP address: {args.src!r}") from None
+    protocol = protocol_number(args.proto, version)
+    try:
+        return Flow(protocol, args.src, args.dst, args.sport, args.dport)
+    except ValidationError as exc:
+        name = {"sport": "--sport", "dport": "--dport", "src": "--src", "dst": "--dst"}.get(
+            exc.field or "", "--proto"
+        )
+        raise ValidationError(name, exc.rule) from None
+
+
+def run_hash(args: argparse.Namespace, out: Output) -> int:
+    """Run ``hash``; see the module documentation."""
+    given = [x is not None for x in (args.frame, args.input)] + [args.src is not None or args.dst is not None]
+    if sum(given) > 1:
+        raise CliError(
+            "give one of --src/--dst, --frame and --input", "they describe the packet in different ways"
+        )
+    key = parse_key(args.key, "--key")
+    types = ALL_TYPES if args.types is None else parse_hash_types(args.types, "--types")
+    flow: Flow | None = None
+    report: HashReport | None
+    if args.input is not None:
+        data = _hex(args.input, "--input")
+        fed = data if args.semantics is Semantics.SPEC else rfc_input(data)
+        value = toeplitz_hash(key, fed)
+        report = None
+    else:
+        if args.frame is not None:
+            frame, framing = _hex(args.frame, "--frame"), args.l2
+        else:
+            flow = _flow_from_args(args)
+            frame, framing = flow.ip_packet(), Framing.IP
+        result = classify(frame, types, key, l2=framing, semantics=args.semantics)
+        value, report, data = result.hash_value, result.report, result.hashed
+    document = {
+        "hash": f"{value:#010x}",
+        "report": None if report is None else report.name,
+        "input": data.hex(),
+        "input_length": len(data),
+        "key": key.hex(),
+        "types": _types_list(types),
+        "semantics": args.semantics.value,
+        "flow": None if flow is None else str(flow),
+    }
+
+    def text() -> str:
+        what = f"report {report.name}" if report is not None else "raw input"
+        lines = [f"{value:#010x}  {what}"]
+        if flow is not None:
+            lines.append(f"flow:  {flow}")
+        lines.append(f"input: {data.hex(' ') or '(nothing hashed)'} ({len(data)} bytes)")
+        return "\n".join(lines)
+
+    out.result(document, text)
+    return int(ExitCode.OK)
+
+
+def _queue_count(args: argparse.Namespace, config: VnetHashConfig) -> int:
+    if args.queues is None:
+        return config.max_queue + 1
+    if args.queues < 1:
+        raise ValidationError("--queues", f"must be >= 1, got {args.queues}")
+    return int(args.queues)
+
+
+def _histogram(counts: Counter[int], queues: int) -> list[dict[str, int]]:
+    return [{"queue": q, "packets": counts.get(q, 0)} for q in range(queues)]
+
+
+def _predict_one(config: VnetHashConfig, flow: FlowHash, queues: int, semantics: Semantics) -> int:
+    return queue_for_flow(config, flow, queues, semantics=semantics)
+
+
+def run_predict(args: argparse.Namespace, out: Output) -> int:
+    """Run ``predict``; see the module documentation."""
+    if not args.flows and not args.pcap:
+        raise CliError(
+            "predict needs FLOW arguments or --pcap FILE",
+            "e.g. predict --key microsoft --queues 4 tcp,10.0.0.1:1,10.0.0.2:2",
+        )
+    if args.flows and args.pcap:
+        raise CliError("give FLOW arguments or --pcap, not both", "run predict twice")
+    if args.per_packet and not args.pcap:
+        raise CliError("--per-packet needs --pcap", "drop --per-packet")
+    config = config_from_args(args, queues=args.queues, key_required=True)
+    if not config.rss:
+        raise CliError(
+            "the config has rss off: without RSS the kernel picks queues by its own flow hash (not modelled)",
+            "enable RSS (--rss, or rss = true in the file)",
+        )
+    queues = _queue_count(args, config)
+    semantics: Semantics = args.semantics
+    counts: Counter[int] = Counter()
+    reports: Counter[str] = Counter()
+    document: dict[str, Any] = {"queues": queues, "config": config.to_mapping(), "semantics": semantics.value}
+    if args.flows:
+        rows = []
+        for text in args.flows:
+            flow = parse_flow(text)
+            result = classify(flow.ip_packet(), config.types, config.key, l2=Framing.IP, semantics=semantics)
+            queue = _predict_one(config, result, queues, semantics)
+            counts[queue] += 1
+            reports[result.report.name] += 1
+            rows.append(
+                {
+                    "flow": str(flow),
+                    "hash": f"{result.hash_value:#010x}",
+                    "report": result.report.name,
+                    "queue": queue,
+                }
+            )
+        document["flows"] = rows
+    else:
+        rows = []
+        with PcapReader(args.pcap) as reader, out.progress(f"reading {args.pcap}") as progress:
+            framing = reader.framing
+            for index, packet in enumerate(reader):
+                result = classify(packet.data, config.types, config.key, l2=framing, semantics=semantics)
+                queue = _predict_one(config, result, queues, semantics)
+                counts[queue] += 1
+                reports[result.report.name] += 1
+                if args.per_packet:
+                    rows.append(
+                        {
+                            "index": index,
+                            "hash": f"{result.hash_value:#010x}",
+                            "report": result.report.name,
+                            "queue": queue,
+                        }
+                    )
+                if index % 4096 == 0:
+                    progress.update(index)
+            document["pcap"] = {
+                "file": args.pcap,
+                "linktype": reader.linktype,
+                "packets": reader.count,
+                "truncated": reader.truncated,
+                "unparsed": reports.get(HashReport.NONE.name, 0),
+            }
+        if args.per_packet:
+            document["packets"] = rows
+    document["histogram"] = _histogram(counts, queues)
+    document["reports"] = dict(sorted(reports.items()))
+
+    def render() -> str:
+        total = sum(counts.values())
+        lines = [f"config: {config_summary(config)}", f"{queues} queue(s), {semantics.value} rules"]
+        if args.flows:
+            lines.append(
+                table(("flow", "hash", "report", "queue"), [tuple(r.values()) for r in document["flows"]])
+            )
+        else:
+            pc = document["pcap"]
+            lines.append(
+                f"{pc['file']}: link type {pc['linktype']}, {pc['packets']} packets "
+                f"({pc['truncated']} truncated by the capture, {pc['unparsed']} not hashed)"
+            )
+            if args.per_packet:
+                lines.append(table(("packet", "hash", "report", "queue"), [tuple(r.values()) for r in rows]))
+        hist = []
+        for q in range(queues):
+            n = counts.get(q, 0)
+            share = n / total if total else 0.0
+            hist.append((q, n, f"{share:6.1%}", "#" * round(share * 40)))
+        lines.append(table(("queue", "packets", "share", ""), hist))
+        lines.append("reports: " + ", ".join(f"{k} {v}" for k, v in document["reports"].items()))
+        return "\n".join(lines)
+
+    out.result(document, render)
+    return int(ExitCode.OK)

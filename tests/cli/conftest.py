@@ -1,0 +1,90 @@
+"""Fixtures for the CLI tests: run ``main()`` in-process and capture what it prints.
+
+Tests marked ``bpf`` are skipped with the precise reason where ``bpf(2)`` cannot create a map,
+and fail when a BPF program or map they created is still alive afterwards (the kernel frees
+detached programs after an RCU grace period, so the check polls briefly).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import pytest
+
+from pytun_hash.bpf.maps import ArrayMap, map_ids
+from pytun_hash.bpf.prog import prog_ids
+from pytun_hash.cli import main
+from pytun_hash.errors import KernelError
+
+_BPF_SKIP = pytest.StashKey[str | None]()
+_RELEASE_TIMEOUT = 5.0
+
+
+@attrs.frozen
+class Run:
+    """The outcome of one ``main()`` call."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """stdout parsed as JSON."""
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Any:
+    """``cli(*args) -> Run``: call ``main(args)`` and capture stdout and stderr."""
+
+    def run(*args: str) -> Run:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+def _probe_bpf() -> str | None:
+    if os.geteuid() != 0:
+        return f"not root (euid {os.geteuid()}): eBPF needs root or CAP_BPF plus CAP_NET_ADMIN"
+    try:
+        with ArrayMap.create(4, 1):
+            pass
+    except KernelError as exc:
+        if exc.errno == errno.EPERM:
+            return "bpf(BPF_MAP_CREATE) gives EPERM: eBPF needs CAP_BPF (kernel.unprivileged_bpf_disabled)"
+        return f"bpf(2) does not work here: {exc}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _bpf_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Skip ``bpf`` tests where bpf(2) cannot work; fail them when they leave BPF objects alive."""
+    if request.node.get_closest_marker("bpf") is None:
+        yield
+        return
+    if _BPF_SKIP not in request.config.stash:
+        request.config.stash[_BPF_SKIP] = _probe_bpf()
+    reason = request.config.stash[_BPF_SKIP]
+    if reason:
+        pytest.skip(reason)
+    progs, maps = set(prog_ids()), set(map_ids())
+    yield
+    deadline = time.monotonic() + _RELEASE_TIMEOUT
+    while True:
+        alive_p, alive_m = set(prog_ids()) - progs, set(map_ids()) - maps
+        if not (alive_p or alive_m) or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    if alive_p or alive_m:
+        pytest.fail(
+            f"BPF objects still alive: programs {sorted(alive_p)}, maps {sorted(alive_m)}", pytrace=False
+        )

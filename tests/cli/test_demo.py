@@ -1,0 +1,101 @@
+"""``pytun-hash demo``: end to end as root, its failure verdict, and the message without root."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from pytun_hash.config import VnetHashConfig
+from pytun_hash.device import rtnl, thread_netns_inode
+from tests.cli.helpers import run_as_nobody
+
+DEMO_KEYS = {
+    "ok", "device", "queues", "backend", "revision", "reason", "config", "reports", "flows", "sent",
+    "received", "matched", "mismatches", "missing", "duplicates", "foreign", "per_queue", "elapsed_s",
+}  # fmt: skip
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_demo_every_packet_on_its_predicted_queue(cli: Any) -> None:
+    links, inode = {link.name for link in rtnl.list_links()}, thread_netns_inode()
+    started = time.monotonic()
+    run = cli("demo", "--json")
+    elapsed = time.monotonic() - started
+    assert run.code == 0, run.out + run.err
+    doc = run.json()
+    assert set(doc) == DEMO_KEYS
+    assert doc["ok"] is True and doc["queues"] == 4 and doc["flows"] == 66 and doc["sent"] == 66
+    assert doc["received"] == doc["matched"] == 66
+    assert doc["mismatches"] == doc["missing"] == doc["duplicates"] == [] and doc["foreign"] == 0
+    per_queue = doc["per_queue"]
+    assert [q["queue"] for q in per_queue] == [0, 1, 2, 3]
+    assert sum(q["packets"] for q in per_queue) == sum(q["predicted"] for q in per_queue) == 66
+    assert all(q["packets"] == q["predicted"] == q["matched"] > 0 for q in per_queue)
+    assert all(
+        s["report"] in {"TCPV4", "UDPV4", "TCPV6", "UDPV6", "IPV4", "IPV6"}
+        for q in per_queue
+        for s in q["samples"]
+    )
+    config = VnetHashConfig.from_mapping(doc["config"])
+    assert config.rss and config.report and len(config.indirection_table) == 128
+    if doc["backend"] == "ebpf":
+        assert doc["reports"] == "computed" and doc["revision"] is None
+    assert elapsed < 5.0
+    # Nothing is left behind, and this thread is where it was.
+    assert {link.name for link in rtnl.list_links()} == links and thread_netns_inode() == inode
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_demo_human_table_and_options(cli: Any) -> None:
+    run = cli("demo", "--queues", "3", "--flows", "12", "--seed", "9")
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0] == "pytun-hash demo: 3-queue TAP pthdemo0 in a private network namespace"
+    header = next(i for i, line in enumerate(lines) if line.startswith("queue"))
+    assert lines[header].split()[:4] == ["queue", "observed", "predicted", "matched"]
+    rows = [line.split() for line in lines[header + 2 : header + 5]]
+    assert [r[0] for r in rows] == ["0", "1", "2"] and sum(int(r[1]) for r in rows) == 14
+    assert lines[-1].startswith(
+        "result: 14/14 packets matched (0 not from the demo); every packet on its predicted"
+    )
+    # The same seed gives the same key and flows.
+    again = cli("demo", "--queues", "3", "--flows", "12", "--seed", "9", "--json").json()
+    assert again["config"]["key"] in run.out
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_demo_reports_mismatches_with_exit_1(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytun_hash.cli import demo
+    from pytun_hash.model import queue_for_flow
+
+    def off_by_one(config: VnetHashConfig, flow: Any, queues: int, **kw: Any) -> int:
+        return (queue_for_flow(config, flow, queues, **kw) + 1) % queues
+
+    monkeypatch.setattr(demo, "queue_for_flow", off_by_one)
+    run = cli("demo", "--flows", "8")
+    assert run.code == 1
+    assert "MISMATCH" in run.out and "MISMATCHES FOUND" in run.out
+    doc = cli("demo", "--flows", "8", "--json").json()
+    assert doc["ok"] is False and doc["matched"] == 0 and len(doc["mismatches"]) == doc["received"] == 10
+    assert "predicted" in doc["mismatches"][0]["problem"]
+
+
+def test_demo_argument_bounds(cli: Any) -> None:
+    assert cli("demo", "--queues", "1").code == 2
+    assert cli("demo", "--flows", "0").code == 2
+
+
+def test_demo_without_root_says_what_it_needs() -> None:
+    done = run_as_nobody("demo")
+    assert done.returncode == 3
+    assert done.stdout == "" and done.stderr.count("\n") == 1
+    for needed in ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW", "/dev/net/tun", "sudo pytun-hash demo"):
+        assert needed in done.stderr
+    doc = run_as_nobody("demo", "--json")
+    assert json.loads(doc.stdout)["error"]["exit_code"] == 3

@@ -1,0 +1,122 @@
+"""``create``, ``delete`` and ``probe --dev`` on the real kernel, inside an anonymous namespace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
+from pytun_hash.device.tap import DeviceMode
+from pytun_hash.errors import DeviceNotFoundError
+
+pytestmark = pytest.mark.kernel
+
+CREATE_KEYS = {
+    "ok", "device", "ifindex", "mode", "flags", "multi_queue", "queues_checked", "vnet_hdr", "vnet_hdr_size",
+    "vnet_le", "owner", "group", "persist",
+}  # fmt: skip
+
+
+def exists(name: str) -> bool:
+    try:
+        rtnl.get_link(name)
+    except DeviceNotFoundError:
+        return False
+    return True
+
+
+def test_create_probe_delete(cli: Any, netns: NetworkNamespace) -> None:
+    run = cli("create", "mq0", "--queues", "4", "--vnet-hdr-size", "20", "--vnet-le",
+              "--owner", "nobody", "--group", "0", "--json")  # fmt: skip
+    assert run.code == 0, run.err
+    doc = run.json()
+    assert set(doc) == CREATE_KEYS
+    assert (
+        doc["device"] == "mq0" and doc["mode"] == "tap" and doc["multi_queue"] and doc["queues_checked"] == 4
+    )
+    assert (
+        doc["vnet_hdr_size"] == 20 and doc["vnet_le"] is True and doc["owner"] == 65534 and doc["group"] == 0
+    )
+    assert "IFF_MULTI_QUEUE" in doc["flags"] and "IFF_VNET_HDR" in doc["flags"]
+    link = rtnl.get_link("mq0")
+    assert link.tun is not None and link.tun.persist and link.tun.owner == 65534 and link.tun.numqueues == 0
+    # The vnet header settings live in the device, not in the fds that set them.
+    with TunTapDevice.open("mq0") as device:
+        assert device.get_vnet_hdr_size() == 20 and device.get_vnet_le()
+        probe = cli("probe", "--dev", "mq0", "--json").json()["device"]
+        assert probe["numqueues"] == 1 and probe["persist"] and probe["owner"] == 65534
+        assert (
+            probe["mode"] == "tap" and probe["multi_queue"] and probe["vnet_hdr"] and not probe["packet_info"]
+        )
+    gone = cli("delete", "mq0", "--json")
+    assert gone.code == 0 and gone.json() == {
+        "ok": True, "device": "mq0", "deleted": True, "held_elsewhere": 0, "method": "persist-off"
+    }  # fmt: skip
+    assert not exists("mq0")
+
+
+def test_create_tun_single_queue_human_output(cli: Any, netns: NetworkNamespace) -> None:
+    run = cli("create", "tun9", "--tun", "--no-vnet-hdr")
+    assert run.code == 0
+    assert run.out == "created persistent tun tun9: single-queue, no vnet header\n"
+    assert rtnl.get_link("tun9").tun is not None
+    assert cli("delete", "tun9").out == "deleted tun9\n"
+
+
+def test_create_existing_name_fails(cli: Any, netns: NetworkNamespace) -> None:
+    assert cli("create", "dup0").code == 0
+    run = cli("create", "dup0")
+    assert run.code == 3 and "exists already" in run.err and "pytun-hash delete dup0" in run.err
+    assert cli("delete", "dup0").code == 0
+
+
+def test_delete_while_held_elsewhere(cli: Any, netns: NetworkNamespace) -> None:
+    assert cli("create", "held0", "--queues", "2").code == 0
+    with TunTapDevice.open("held0", queues=2) as holder:
+        run = cli("delete", "held0", "--json")
+        doc = run.json()
+        assert doc["deleted"] is False and doc["held_elsewhere"] == 2
+        assert exists("held0")  # not persistent any more: goes with its last fd
+        assert not holder.link_info().tun.persist  # type: ignore[union-attr]
+    assert not exists("held0")
+
+
+def test_delete_single_queue_busy_and_force(cli: Any, netns: NetworkNamespace) -> None:
+    assert cli("create", "busy0").code == 0
+    with TunTapDevice.open("busy0"):
+        refused = cli("delete", "busy0")
+        assert refused.code == 3 and "--force" in refused.err
+        forced = cli("delete", "busy0", "--force", "--json").json()
+        assert forced["deleted"] is True and forced["method"] == "rtnetlink"
+    assert not exists("busy0")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["delete", "nosuch0"], 3, "no device named 'nosuch0'"),
+        (["delete", "lo"], 3, "not a TUN/TAP device"),
+        (["probe", "--dev", "nosuch0"], 3, "no device named"),
+        (["probe", "--dev", "lo"], 3, "not a TUN/TAP device"),
+        (["create", "x0", "--owner", "no-such-user-here"], 2, "no user named"),
+        (["create", "x0", "--group", "no-such-group-here"], 2, "no group named"),
+        (["create", "x0", "--no-vnet-hdr", "--vnet-le"], 2, "needs a vnet header"),
+        (["create", "x0", "--no-vnet-hdr", "--vnet-hdr-size", "20"], 2, "needs a vnet header"),
+        (["create", "x0", "--vnet-hdr-size", "8"], 3, "TUNSETVNETHDRSZ failed with EINVAL"),
+        (["create", "bad/name"], 2, "invalid name"),
+        (["create", "x0", "--queues", "300"], 2, "invalid queues"),
+    ],
+)
+def test_device_errors(cli: Any, netns: NetworkNamespace, args: list[str], code: int, needle: str) -> None:
+    run = cli(*args)
+    assert run.code == code, run.err
+    assert needle in run.err and run.err.count("\n") == 1
+    assert not exists("x0")  # a failed create leaves nothing behind
+
+
+def test_created_device_is_usable_by_its_owner_flags(cli: Any, netns: NetworkNamespace) -> None:
+    assert cli("create", "pi0", "--packet-info", "--multi-queue").code == 0
+    with TunTapDevice.open("pi0") as device:
+        assert device.packet_info and device.multi_queue and device.mode is DeviceMode.TAP
+    assert cli("delete", "pi0").code == 0

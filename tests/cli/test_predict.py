@@ -1,0 +1,205 @@
+"""``pytun-hash predict``: flows and classic pcap files, against the software model."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
+from pytun_hash.model import Framing, predict_queue
+from pytun_hash.testing.traffic import Flow
+
+CONFIG = VnetHashConfig(
+    rss=True,
+    types=0x3F,
+    indirection_table=(0, 1, 2, 3, 3, 2, 1, 0),
+    key=MICROSOFT_RSS_KEY,
+    unclassified_queue=2,
+)
+FLOWS = [
+    "tcp,66.9.149.187:2794,161.142.100.80:1766",
+    "udp,199.92.111.2:14230,65.69.140.83:4739",
+    "tcp,[3ffe:2501:200:1fff::7]:2794,[3ffe:2501:200:3::1]:1766",
+    "icmp,10.0.0.1,10.0.0.2",
+    "47,fd00::1,fd00::2",
+]
+
+
+HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+
+
+def write_pcap(
+    path: Path, packets: list[bytes], *, linktype: int, magic: int = 0xA1B2C3D4, order: str = "<"
+) -> None:
+    """A classic pcap file written by hand (independent of the reader under test)."""
+    out = struct.pack(f"{order}IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
+    for i, data in enumerate(packets):
+        out += struct.pack(f"{order}IIII", 1700000000 + i, i, len(data), len(data)) + data
+    path.write_bytes(out)
+
+
+def ether(ip: bytes) -> bytes:
+    ethertype = b"\x86\xdd" if ip[0] >> 4 == 6 else b"\x08\x00"
+    return bytes.fromhex("020000000002020000000001") + ethertype + ip
+
+
+def sample_packets() -> list[bytes]:
+    flows = [
+        Flow(6, "10.1.0.1", "10.1.0.2", 1000 + i, 80) if i % 3 == 0 else
+        Flow(17, "fd00::1", "fd00::2", 2000 + i, 53) if i % 3 == 1 else
+        Flow(1, f"10.2.0.{i}", "10.2.0.254")
+        for i in range(60)
+    ]  # fmt: skip
+    return [f.ip_packet() for f in flows]
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rss.json"
+    path.write_text(json.dumps(CONFIG.to_mapping()))
+    return path
+
+
+def test_flows_match_the_model(cli: Any, config_file: Path) -> None:
+    run = cli("predict", "--config", str(config_file), "--queues", "4", *FLOWS, "--json")
+    assert run.code == 0, run.err
+    doc = run.json()
+    assert set(doc) == {"ok", "queues", "config", "semantics", "flows", "histogram", "reports"}
+    assert doc["queues"] == 4 and doc["config"] == CONFIG.to_mapping()
+    from pytun_hash.cli.common import parse_flow
+
+    for text, row in zip(FLOWS, doc["flows"], strict=True):
+        flow = parse_flow(text)
+        assert row["flow"] == str(flow)
+        assert row["queue"] == predict_queue(CONFIG, flow.ip_packet(), 4, l2=Framing.IP)
+    assert doc["flows"][0]["hash"] == "0x51ccc178" and doc["flows"][0]["report"] == "TCPV4"
+    assert [h["queue"] for h in doc["histogram"]] == [0, 1, 2, 3]
+    assert sum(h["packets"] for h in doc["histogram"]) == len(FLOWS)
+    assert doc["reports"] == {"IPV4": 1, "IPV6": 1, "TCPV4": 1, "TCPV6": 1, "UDPV4": 1}
+
+
+def test_flags_build_the_same_config(cli: Any) -> None:
+    run = cli("predict", "--key", "microsoft", "--table", "0-3,3-0", "--unclassified-queue", "2",
+              "--queues", "4", *FLOWS, "--json")  # fmt: skip
+    assert run.json()["config"] == CONFIG.to_mapping()
+
+
+def test_queue_count_folds_table_entries(cli: Any) -> None:
+    doc = cli("predict", "--key", "microsoft", "--table", "0-7", *FLOWS[:2], "--json").json()
+    assert doc["queues"] == 8  # default: highest table entry + 1
+    folded = cli(
+        "predict", "--key", "microsoft", "--table", "0-7", "--queues", "3", *FLOWS[:2], "--json"
+    ).json()
+    assert [r["queue"] for r in folded["flows"]] == [r["queue"] % 3 for r in doc["flows"]]
+
+
+def test_human_output_has_a_histogram(cli: Any, config_file: Path) -> None:
+    run = cli("predict", "--config", str(config_file), "--queues", "4", *FLOWS)
+    assert run.code == 0
+    assert "tcp 66.9.149.187:2794 -> 161.142.100.80:1766" in run.out
+    assert "queue  packets  share" in run.out and "reports:" in run.out
+
+
+@pytest.mark.parametrize(
+    ("magic", "order"), [(0xA1B2C3D4, "<"), (0xA1B2C3D4, ">"), (0xA1B23C4D, "<"), (0xA1B23C4D, ">")]
+)
+@pytest.mark.parametrize("linktype", [1, 101, 228, 229])
+def test_pcap_histogram(
+    cli: Any, config_file: Path, tmp_path: Path, magic: int, order: str, linktype: int
+) -> None:
+    packets = sample_packets()
+    if linktype == 228:
+        packets = [p for p in packets if p[0] >> 4 == 4]
+    elif linktype == 229:
+        packets = [p for p in packets if p[0] >> 4 == 6]
+    framed = [ether(p) for p in packets] if linktype == 1 else packets
+    path = tmp_path / "capture.pcap"
+    write_pcap(path, framed, linktype=linktype, magic=magic, order=order)
+    run = cli(
+        "predict",
+        "--config",
+        str(config_file),
+        "--queues",
+        "4",
+        "--pcap",
+        str(path),
+        "--per-packet",
+        "--json",
+    )
+    assert run.code == 0, run.err
+    doc = run.json()
+    framing = Framing.ETHERNET if linktype == 1 else Framing.IP
+    expected = [predict_queue(CONFIG, f, 4, l2=framing) for f in framed]
+    assert [p["queue"] for p in doc["packets"]] == expected
+    assert [h["packets"] for h in doc["histogram"]] == [expected.count(q) for q in range(4)]
+    assert doc["pcap"] == {
+        "file": str(path), "linktype": linktype, "packets": len(framed), "truncated": 0, "unparsed": 0
+    }  # fmt: skip
+
+
+def test_pcap_truncated_and_unparsed_packets(cli: Any, config_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "odd.pcap"
+    good = ether(Flow(17, "10.0.0.1", "10.0.0.2", 1, 2).ip_packet())
+    arp = bytes(12) + b"\x08\x06" + bytes(28)
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 30, 1)
+    out += struct.pack("<IIII", 0, 0, 30, len(good)) + good[:30]  # snaplen 30: cut inside the IP header
+    out += struct.pack("<IIII", 0, 0, len(arp), len(arp)) + arp
+    path.write_bytes(out)
+    doc = cli("predict", "--config", str(config_file), "--pcap", str(path), "--json").json()
+    assert doc["pcap"]["packets"] == 2 and doc["pcap"]["truncated"] == 1 and doc["pcap"]["unparsed"] == 2
+    # Not hashed: the unclassified queue.
+    assert doc["histogram"][2]["packets"] == 2 and doc["reports"] == {"NONE": 2}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x0a\x0d\x0d\x0a" + bytes(40), "pcapng"),
+        (b"GIF89a" + bytes(40), "not a pcap file"),
+        (HEADER[:-4] + struct.pack("<I", 105), "link type 105"),
+        (HEADER[:16], "cut short"),
+        (HEADER + struct.pack("<IIII", 0, 0, 100, 100) + bytes(10), "record 0 is cut short"),
+        (HEADER + struct.pack("<IIII", 0, 0, 1 << 30, 1 << 30), "corrupt"),
+    ],
+)  # fmt: skip
+def test_bad_pcap_files(cli: Any, config_file: Path, tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(content)
+    run = cli("predict", "--config", str(config_file), "--pcap", str(path), "--json")
+    assert run.code == 2
+    assert message in run.json()["error"]["message"] and run.json()["error"]["field"] == "pcap"
+    assert len(run.err.splitlines()) == 1
+
+
+def test_missing_pcap(cli: Any, config_file: Path, tmp_path: Path) -> None:
+    run = cli("predict", "--config", str(config_file), "--pcap", str(tmp_path / "none.pcap"))
+    assert run.code == 2 and "cannot open" in run.err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "FLOW arguments or --pcap"),
+        (["--queues", "4", "tcp,1.2.3.4:1,1.2.3.5:2"], "no Toeplitz key"),
+        (["--key", "microsoft", "tcp,1.2.3.4:1,1.2.3.5:2"], "no indirection table"),
+        (["--key", "microsoft", "--queues", "4", "--no-rss", "tcp,1.2.3.4:1,1.2.3.5:2"], "rss off"),
+        (["--key", "microsoft", "--queues", "4", "tcp,1.2.3.4,1.2.3.5:2"], "flow.sport"),
+        (["--key", "microsoft", "--queues", "4", "tcp;1.2.3.4"], "PROTO,SRC"),
+        (["--key", "microsoft", "--queues", "4", "tcp,[::1]x,::2"], "flow.src"),
+        (["--key", "microsoft", "--table", "0,1,2", "tcp,1.2.3.4:1,1.2.3.5:2"], "power of two"),
+        (
+            ["--key", "microsoft", "--queues", "4", "--table-length", "3", "tcp,1.2.3.4:1,1.2.3.5:2"],
+            "--table-length",
+        ),
+        (["--key", "microsoft", "--queues", "4", "--per-packet", "tcp,1.2.3.4:1,1.2.3.5:2"], "--per-packet"),
+        (["--key", "microsoft", "--queues", "4", "--section", "x", "tcp,1.2.3.4:1,1.2.3.5:2"], "--section"),
+    ],
+)
+def test_usage_errors(cli: Any, args: list[str], needle: str) -> None:
+    run = cli("predict", *args)
+    assert run.code == 2, run.out
+    assert needle in run.err and run.err.count("\n") == 1

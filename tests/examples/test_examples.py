@@ -1,0 +1,68 @@
+"""Every example runs, as its users would run it, and says what it should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_config_check_bundled_files() -> None:
+    done = run("config_check.py")
+    assert done.returncode == 2, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("configs/rss.toml: valid")
+    assert "tcp 66.9.149.187:2794 -> 161.142.100.80:1766: hash 0x51ccc178 TCPV4, queue 0 of 4" in done.stdout
+    start = next(i for i, line in enumerate(lines) if "broken.toml" in line)
+    assert lines[start].endswith("broken.toml: 7 error(s)")
+    fields = [line.split(":")[0].strip() for line in lines[start + 1 :]]
+    assert fields == [
+        "queues", "rss", "types[1]", "indirection_table[2]", "indirection_table", "key", "unclassified_queue",
+    ]  # fmt: skip
+
+
+def test_config_check_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import config_check
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    good = tmp_path / "good.toml"
+    good.write_text('rss = false\nreport = true\ntypes = "ipv4|tcpv4"\nkey = "symmetric"\n')
+    assert config_check.main([str(good)]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rss = [")
+    assert config_check.main([str(bad), str(good)]) == 2
+    out = capsys.readouterr().out
+    assert "bad.toml: 1 error(s)\n  config: " in out and "invalid TOML" in out and "good.toml: valid" in out
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("vmm_setup.py", ["adopted 4 queue fds", "vnet header 20 bytes, little-endian True",
+                          "read 48 of 48 frames", "misrouted: 0", "not matching the model: 0"]),
+        ("verify_reports.py", ["14 frames of 14 sent", "verify_reports: 0 mismatch(es)",
+                               "a corrupted report is caught: hash_value"]),
+        ("ebpf_live_reconfig.py", ["5 live reconfigurations", "no configuration in force predicts: 0",
+                                   "lost: 0; duplicated: 0"]),
+    ],
+)  # fmt: skip
+def test_root_examples(name: str, expected: list[str]) -> None:
+    done = run(name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for text in expected:
+        assert text in done.stdout, text
+    assert done.stdout.rstrip().endswith("OK")
