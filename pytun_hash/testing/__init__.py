@@ -1,4 +1,4 @@
-"""Testing utilities: a seccomp kernel emulator of the unmerged tun hash ioctls.
+"""Testing utilities: a seccomp kernel emulator of the unmerged tun hash ioctls, and real traffic.
 
 Mainline kernels lack the virtio-net hash ioctls, so code that drives them (this package's
 :mod:`pytun_hash.device.hashctl`, or a VMM's own) is tested at the syscall boundary:
@@ -6,6 +6,9 @@ Mainline kernels lack the virtio-net hash ioctls, so code that drives them (this
 process and answers exactly the trapped hash ioctls the way the chosen revision's kernel
 would, against the real TUN/TAP device. See :mod:`pytun_hash.testing.kernel` for what each
 revision does and :mod:`pytun_hash.testing.emulator` for the mechanics.
+
+:mod:`pytun_hash.testing.traffic` sends flows from a network namespace's own stack onto a TAP or
+TUN device and collects the frames per queue, for end-to-end checks of steering.
 
 Example::
 
