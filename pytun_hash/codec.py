@@ -25,7 +25,7 @@ import attrs
 
 from pytun_hash._abi import hash_ioctls, ioctl_def, layout_for, rfc, v3
 from pytun_hash._abi.ioc import byteorder_for
-from pytun_hash._abi.revision import Revision
+from pytun_hash._abi.revision import Revision, require_revision
 from pytun_hash._abi.virtio_net import HashType
 from pytun_hash.config import (
     MAX_INDIRECTION_TABLE_LENGTH,
@@ -147,8 +147,12 @@ def ioctl_plan(
 
     Raises:
         ValidationError: when ``revision`` cannot express ``config`` exactly (for example an RSS
-            type set without IPv4 types on v3+, see the module docstring).
+            type set without IPv4 types on v3+, see the module docstring), ``config`` is not a
+            :class:`VnetHashConfig`, ``revision`` not a :class:`Revision` or ``arch`` unknown.
     """
+    if not isinstance(config, VnetHashConfig):
+        raise ValidationError("config", f"expected a VnetHashConfig, got {type(config).__name__}")
+    revision = require_revision(revision)
     layout = layout_for(arch)
     order = byteorder_for(arch)
 
@@ -200,8 +204,19 @@ def ioctl_plan(
 
 
 def get_request_name(revision: Revision) -> str:
-    """The name of ``revision``'s capability (get) ioctl, the one used to probe for it."""
+    """The name of ``revision``'s capability (get) ioctl, the one used to probe for it.
+
+    Raises:
+        ValidationError: when ``revision`` is not a :class:`Revision` member.
+    """
     return hash_ioctls(revision)[0].name
+
+
+def _as_payload(payload: object) -> bytes:
+    # bytes(n) of an int would build n zero bytes (gigabytes for a large n): take bytes-likes only.
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise DecodeError("payload", f"expected bytes, got {type(payload).__name__}")
+    return bytes(payload)
 
 
 def _need(payload: bytes, size: int, what: str) -> None:
@@ -218,7 +233,8 @@ def kernel_read_length(revision: Revision, name: str, header: bytes) -> int:
 
     Raises:
         DecodeError: when ``header`` is too short to tell.
-        ValueError: when ``name`` is not an ioctl of ``revision``.
+        ValidationError: (a ValueError) when ``name`` is not an ioctl of ``revision``, or
+            ``revision`` is not a :class:`Revision` member.
     """
     ioctl_def(name, revision)
     order = _host_order()
@@ -247,7 +263,8 @@ def kernel_write_length(revision: Revision, name: str) -> int:
     """Bytes a ``revision`` kernel copies *to* user space for ioctl ``name`` (8 or 4 for gets, else 0).
 
     Raises:
-        ValueError: when ``name`` is not an ioctl of ``revision``.
+        ValidationError: (a ValueError) when ``name`` is not an ioctl of ``revision``, or
+            ``revision`` is not a :class:`Revision` member.
     """
     ioctl_def(name, revision)
     if name == "TUNGETVNETHASHCAP":
@@ -305,8 +322,10 @@ def decode_vnet_hash(payload: bytes, revision: Revision = Revision.RFC, *, name:
 
     Raises:
         DecodeError: (a :class:`ValidationError`) for every malformed payload.
+        ValidationError: when ``revision`` is not a :class:`Revision` member.
     """
-    payload = bytes(payload)
+    revision = require_revision(revision)
+    payload = _as_payload(payload)
     e = _host_order()
     if revision is Revision.RFC:
         _need(payload, _RFC_HDR, "struct tun_vnet_hash")
@@ -374,7 +393,9 @@ def decode_plan(calls: Sequence[IoctlCall], revision: Revision = Revision.RFC) -
 
     Raises:
         DecodeError: for a malformed payload or an empty plan.
+        ValidationError: when ``revision`` is not a :class:`Revision` member.
     """
+    revision = require_revision(revision)
     if not calls:
         raise DecodeError("calls", "an empty plan")
     key = bytearray(MAX_KEY_SIZE)
@@ -389,7 +410,12 @@ def decode_plan(calls: Sequence[IoctlCall], revision: Revision = Revision.RFC) -
 
 
 def default_capability(revision: Revision) -> VnetHashCapability:
-    """What a kernel of ``revision`` reports: six types (0x3f), 128 table entries on the RFC."""
+    """What a kernel of ``revision`` reports: six types (0x3f), 128 table entries on the RFC.
+
+    Raises:
+        ValidationError: when ``revision`` is not a :class:`Revision` member.
+    """
+    revision = require_revision(revision)
     return VnetHashCapability(
         revision=revision,
         types=HashType.supported_by_kernel_series(),
@@ -425,8 +451,10 @@ def decode_capability(payload: bytes, revision: Revision = Revision.RFC) -> Vnet
 
     Raises:
         DecodeError: for a malformed payload.
+        ValidationError: when ``revision`` is not a :class:`Revision` member.
     """
-    payload = bytes(payload)
+    revision = require_revision(revision)
+    payload = _as_payload(payload)
     e = _host_order()
     try:
         if revision is Revision.RFC:

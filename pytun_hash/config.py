@@ -8,12 +8,12 @@ on or off, hash types, indirection table, key, unclassified queue). Codecs in
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set, Sized
 from typing import Any
 
 import attrs
 
-from pytun_hash._abi.revision import Revision
+from pytun_hash._abi.revision import Revision, require_revision
 from pytun_hash._abi.virtio_net import HashType
 from pytun_hash.errors import ValidationError
 
@@ -46,15 +46,18 @@ def generate_key(length: int = MAX_KEY_SIZE) -> bytes:
     """Return ``length`` random key bytes from ``os.urandom``.
 
     Raises:
-        ValidationError: when ``length`` is not in 1..40.
+        ValidationError: when ``length`` is not an integer in 1..40.
     """
-    if not 1 <= length <= MAX_KEY_SIZE:
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_KEY_SIZE:
         raise ValidationError("key", f"length must be 1..{MAX_KEY_SIZE} bytes, got {length}")
     return os.urandom(length)
 
 
 def parse_hash_types(value: object, field: str = "types") -> HashType:
     """Turn an int, a :class:`HashType`, a name (``"TCPV4"``, ``"tcpv4|udpv4"``) or a list of names into a HashType.
+
+    A list holds names or integers, not further lists; bytes and mappings are refused rather than
+    iterated (their elements are not hash types).
 
     Raises:
         ValidationError: naming ``field`` for unknown names, unknown bits or a wrong type.
@@ -68,7 +71,7 @@ def parse_hash_types(value: object, field: str = "types") -> HashType:
     elif isinstance(value, str):
         names = [n for n in value.replace(",", "|").split("|") if n.strip()]
         return parse_hash_types(names, field)
-    elif isinstance(value, Iterable):
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray, memoryview, Mapping)):
         result = 0
         for i, item in enumerate(value):
             if isinstance(item, str):
@@ -81,8 +84,10 @@ def parse_hash_types(value: object, field: str = "types") -> HashType:
                 except KeyError:
                     known = ", ".join(m.name or "" for m in HashType)
                     raise ValidationError(f"{field}[{i}]", f"unknown hash type {item!r}; known: {known}") from None
-            else:
+            elif isinstance(item, int) and not isinstance(item, bool):
                 result |= int(parse_hash_types(item, f"{field}[{i}]"))
+            else:
+                raise ValidationError(f"{field}[{i}]", f"expected a hash type name or an integer, got {item!r}")
     else:
         raise ValidationError(field, f"expected hash type names or an integer, got {type(value).__name__}")
     if result < 0 or result & ~int(HashType.all_known()):
@@ -95,9 +100,22 @@ def _types_converter(value: object) -> HashType:
 
 
 def _table_converter(value: object) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    # Text, bytes, mappings and sets iterate, but not as an ordered list of queue numbers.
+    if isinstance(value, (str, bytes, bytearray, memoryview, Mapping, Set)) or not isinstance(value, Iterable):
         raise ValidationError("indirection_table", "expected a sequence of queue numbers")
-    return tuple(value)
+    rule = f"length must be a power of two from 1 to {MAX_INDIRECTION_TABLE_LENGTH}"
+    if isinstance(value, Sized):
+        # Checked before copying, so range(10**12) is refused instead of exhausting memory.
+        if len(value) > MAX_INDIRECTION_TABLE_LENGTH:
+            raise ValidationError("indirection_table", f"{rule}, got {len(value)}")
+        return tuple(value)
+    table: list[Any] = []
+    for entry in value:
+        # An iterator of unknown length stops at the first entry past the limit.
+        if len(table) == MAX_INDIRECTION_TABLE_LENGTH:
+            raise ValidationError("indirection_table", f"{rule}, got more")
+        table.append(entry)
+    return tuple(table)
 
 
 def _key_converter(value: object) -> bytes:
@@ -227,8 +245,14 @@ class VnetHashConfig:
         """Return a copy with ``changes`` applied, validated again.
 
         Raises:
-            ValidationError: when the result is invalid.
+            ValidationError: when the result is invalid or a change names no field.
         """
+        fields = {f.name for f in attrs.fields(type(self))}
+        unknown = sorted(k for k in changes if k not in fields)
+        if unknown:
+            raise ValidationError(
+                unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(fields))}"
+            )
         return attrs.evolve(self, **changes)
 
     def to_mapping(self) -> dict[str, Any]:
@@ -257,7 +281,9 @@ class VnetHashConfig:
         fields = {f.name for f in attrs.fields(cls)}
         unknown = sorted(str(k) for k in data if k not in fields)
         if unknown:
-            raise ValidationError(unknown[0], f"unknown field; known fields: {', '.join(sorted(fields))}")
+            raise ValidationError(
+                unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(fields))}"
+            )
         kwargs = dict(data)
         if "key" in kwargs and not isinstance(kwargs["key"], (str, bytes, bytearray)):
             raise ValidationError("key", "expected a hexadecimal string")
@@ -269,19 +295,30 @@ class VnetHashCapability:
     """What a kernel reports it can do, in the shape of one revision's get-ioctl.
 
     Attributes:
-        revision: the UAPI revision the capability was read from.
+        revision: the UAPI revision the capability was read from (a :class:`Revision` member).
         types: the hash types the kernel supports.
         max_indirection_table_length: the largest table (RFC only; None when the revision
             does not report it).
         rss: the kernel supports RSS (v3-v11 report it in flags; RFC and v12 always do).
         report: the kernel supports hash reporting (same).
+
+    Raises:
+        ValidationError: on construction, naming the field (a revision that is not a member,
+            unknown type bits, a negative table length, non-bool flags).
     """
 
-    revision: Revision
+    revision: Revision = attrs.field(converter=require_revision)
     types: HashType = attrs.field(converter=_types_converter)
     max_indirection_table_length: int | None = None
     rss: bool = True
     report: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        limit = self.max_indirection_table_length
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValidationError("max_indirection_table_length", f"expected None or an integer >= 0, got {limit!r}")
+        _check_bool("rss", self.rss)
+        _check_bool("report", self.report)
 
     def violations(self, config: VnetHashConfig) -> list[str]:
         """Every way ``config`` exceeds this capability, as sentences; empty when it fits."""

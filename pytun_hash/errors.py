@@ -159,6 +159,12 @@ _GENERIC_HINTS: dict[int, tuple[type[KernelError], str]] = {
     _errno.EBADF: (KernelError, "the file descriptor is closed or not valid; use an open queue fd"),
     _errno.EFAULT: (KernelError, "the kernel could not read or write the argument buffer; this is a bug"),
     _errno.ENOTTY: (UnsupportedError, "the file descriptor is not a TUN/TAP queue"),
+    # Also what a seccomp-trapped call returns once its supervisor is gone.
+    _errno.ENOSYS: (
+        FeatureUnsupportedError,
+        "the kernel does not implement this call; under pytun_hash.testing.KernelEmulator it means the "
+        "emulator's supervisor is gone (run() timed out or failed): close the emulator and start a new one",
+    ),
 }
 
 

@@ -7,6 +7,8 @@
 * Tests marked ``kernel`` or using ``netns`` fail when they leave file descriptors open.
 * At the end of the session the run fails when a tun device, a network namespace, a thread
   outside the initial namespace, or a tun/bpf/netns fd was left behind.
+* Hypothesis profiles ``ci`` (default) and ``long`` (the fuzzing campaign), selected with the
+  ``HYPOTHESIS_PROFILE`` environment variable.
 """
 
 from __future__ import annotations
@@ -17,12 +19,30 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pytun_hash.device import TunTapDevice, rtnl
 from pytun_hash.device.netns import NetworkNamespace, thread_netns_inode, unshare_netns
 from pytun_hash.errors import PytunHashError
 
 TUN_PATH = "/dev/net/tun"
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE (default "ci"). They set the example count of
+# every property without its own max_examples; the fuzz targets in tests/fuzz take theirs from here.
+#   ci:   the short run of every test run (and CI): 200 examples per property.
+#   long: the fuzzing campaign, `HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/fuzz -q
+#         --hypothesis-show-statistics`: 100,000 examples per target.
+# No deadline in either: timing varies on shared CI machines; the fuzz harness has its own per-example
+# watchdog that fails a hanging example.
+settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
+settings.register_profile(
+    "long",
+    max_examples=100_000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # fd targets that only kernel-facing code creates; other fds (pytest's own files) are not judged.
 _LEAK_KINDS = ("/dev/net/tun", "anon_inode:bpf", "net:[", "socket:[", "anon_inode:[seccomp")
 

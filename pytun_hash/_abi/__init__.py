@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pytun_hash._abi import rfc, v3, v12
 from pytun_hash._abi.ioc import KNOWN_MACHINES, IocDir, IocLayout, layout_for
-from pytun_hash._abi.revision import Revision
+from pytun_hash._abi.revision import Revision, require_revision
 from pytun_hash._abi.tun import TUN_IOCTLS, IoctlDef, TunFlag, TunOffload, ifreq
 from pytun_hash._abi.virtio_net import HashReport, HashType
+from pytun_hash.errors import ValidationError
 
 __all__ = [
     "KNOWN_MACHINES",
@@ -27,6 +28,7 @@ __all__ = [
     "ioctl_def",
     "ioctl_request",
     "layout_for",
+    "require_revision",
     "rfc",
     "v3",
     "v12",
@@ -41,25 +43,30 @@ _TUN_BY_NAME = {d.name: d for d in TUN_IOCTLS}
 
 
 def hash_ioctls(revision: Revision) -> tuple[IoctlDef, ...]:
-    """The hash ioctls that ``revision`` defines, get-ioctl first."""
-    return _HASH_IOCTLS[revision]
+    """The hash ioctls that ``revision`` defines, get-ioctl first.
+
+    Raises:
+        ValidationError: when ``revision`` is not a :class:`Revision` member.
+    """
+    return _HASH_IOCTLS[require_revision(revision)]
 
 
 def ioctl_def(name: str, revision: Revision = Revision.RFC) -> IoctlDef:
     """Return the definition of ioctl ``name`` (a TUN ioctl, or a hash ioctl of ``revision``).
 
     Raises:
-        ValueError: when ``name`` is neither a TUN ioctl nor a hash ioctl of ``revision``.
+        ValidationError: (a ValueError) when ``name`` is neither a TUN ioctl nor a hash ioctl of
+            ``revision``, or ``revision`` is not a :class:`Revision` member.
     """
-    found = _TUN_BY_NAME.get(name)
+    found = _TUN_BY_NAME.get(name) if isinstance(name, str) else None
     if found is not None:
         return found
-    for d in _HASH_IOCTLS[revision]:
+    for d in hash_ioctls(revision):
         if d.name == name:
             return d
     others = [r.value for r, defs in _HASH_IOCTLS.items() if any(d.name == name for d in defs)]
     where = f"; it belongs to revision(s) {', '.join(others)}" if others else ""
-    raise ValueError(f"{name!r} is not an ioctl of revision {revision.value}{where}")
+    raise ValidationError("name", f"{name!r} is not an ioctl of revision {revision.value}{where}")
 
 
 def ioctl_request(name: str, *, arch: str | None = None, revision: Revision = Revision.RFC) -> int:
@@ -71,6 +78,6 @@ def ioctl_request(name: str, *, arch: str | None = None, revision: Revision = Re
         revision: which hash UAPI revision a hash ioctl name refers to.
 
     Raises:
-        ValueError: for an unknown name or machine.
+        ValidationError: (a ValueError) for an unknown name, machine or revision.
     """
     return ioctl_def(name, revision).request(layout_for(arch))

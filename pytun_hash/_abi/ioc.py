@@ -15,6 +15,8 @@ import sys
 
 import attrs
 
+from pytun_hash.errors import ValidationError
+
 
 class IocDir(enum.Flag):
     """Direction of an ioctl's data transfer, as seen from user space."""
@@ -56,12 +58,12 @@ class IocLayout:
         """Return the request number ``_IOC(dir, type, nr, size)``.
 
         Raises:
-            ValueError: when ``type_``, ``nr`` or ``size`` do not fit their fields.
+            ValidationError: (a ValueError) when ``type_``, ``nr`` or ``size`` do not fit their fields.
         """
         if not 0 <= type_ < 256 or not 0 <= nr < 256:
-            raise ValueError(f"ioctl type {type_:#x} and nr {nr:#x} must each fit in 8 bits")
+            raise ValidationError("ioctl", f"type {type_:#x} and nr {nr:#x} must each fit in 8 bits")
         if not 0 <= size < (1 << self.size_bits):
-            raise ValueError(f"ioctl size {size} does not fit the {self.size_bits}-bit field of {self.family}")
+            raise ValidationError("ioctl", f"size {size} does not fit the {self.size_bits}-bit field of {self.family}")
         bits = self.none if direction == IocDir.NONE else 0
         if IocDir.READ in direction:
             bits |= self.read
@@ -125,7 +127,7 @@ def byteorder_for(machine: str | None = None) -> str:
     built for another machine must use that machine's order.
 
     Raises:
-        ValueError: for a machine name this table does not know.
+        ValidationError: (a ValueError) for a machine name this table does not know.
     """
     if machine is None:
         return sys.byteorder
@@ -137,12 +139,10 @@ def layout_for(machine: str | None = None) -> IocLayout:
     """Return the ``_IOC`` layout of ``machine`` (``platform.machine()`` spelling; None = this host).
 
     Raises:
-        ValueError: for a machine name this table does not know.
+        ValidationError: (a ValueError) for a machine name this table does not know.
     """
     name = platform.machine() if machine is None else machine
     try:
         return _MACHINES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown machine {name!r}; known: {', '.join(KNOWN_MACHINES)}"
-        ) from None
+    except (KeyError, TypeError):
+        raise ValidationError("arch", f"unknown machine {name!r}; known: {', '.join(KNOWN_MACHINES)}") from None

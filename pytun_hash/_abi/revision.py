@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from pytun_hash.errors import ValidationError
+
 
 class Revision(enum.Enum):
     """A revision of the (unmerged) tun virtio-net hashing UAPI.
@@ -32,8 +34,10 @@ class Revision(enum.Enum):
         """Return the revision named ``text`` (``"rfc"``, ``"v3"`` ... ``"v11"``, ``"v12"``, case-insensitive).
 
         Raises:
-            ValueError: for an unknown name.
+            ValidationError: (a ValueError) for an unknown name or a value that is not text.
         """
+        if not isinstance(text, str):
+            raise ValidationError("revision", f"expected a revision name (rfc, v3 ... v12), got {text!r}")
         t = text.strip().lower()
         if t in ("rfc", "v1", "rfc-v1"):
             return cls.RFC
@@ -41,4 +45,19 @@ class Revision(enum.Enum):
             return cls.V3
         if t == "v12":
             return cls.V12
-        raise ValueError(f"unknown revision {text!r}: use rfc, v3 (v3 to v11) or v12")
+        raise ValidationError("revision", f"unknown revision {text!r}: use rfc, v3 (v3 to v11) or v12")
+
+
+def require_revision(value: object, field: str = "revision") -> Revision:
+    """Return ``value`` when it is a :class:`Revision`; refuse anything else before it reaches a table.
+
+    A name given as text is refused too, not guessed: decoding or encoding for the wrong revision
+    would silently produce other bytes. Convert text with :meth:`Revision.parse` first.
+
+    Raises:
+        ValidationError: naming ``field``, for a value that is not a Revision member.
+    """
+    if isinstance(value, Revision):
+        return value
+    hint = " (convert it with Revision.parse())" if isinstance(value, str) else ""
+    raise ValidationError(field, f"expected a Revision member, got {value!r}{hint}")

@@ -13,6 +13,7 @@ import enum
 import attrs
 
 from pytun_hash._abi.ioc import IocDir, IocLayout
+from pytun_hash.errors import ValidationError
 
 TUN_IOC_TYPE = ord("T")
 IFNAMSIZ = 16
@@ -37,7 +38,11 @@ class IoctlDef:
 
 
 def ctype_size(ctype: str, layout: IocLayout) -> int:
-    """sizeof(ctype) on an architecture with ``layout``'s pointer size, in bytes."""
+    """sizeof(ctype) on an architecture with ``layout``'s pointer size, in bytes.
+
+    Raises:
+        ValidationError: (a ValueError) for a C type this table does not know.
+    """
     sizes = {
         "": 0,
         "int": 4,
@@ -52,7 +57,7 @@ def ctype_size(ctype: str, layout: IocLayout) -> int:
     try:
         return sizes[ctype]
     except KeyError:
-        raise ValueError(f"no size known for C type {ctype!r}") from None
+        raise ValidationError("ctype", f"no size known for C type {ctype!r}") from None
 
 
 _W, _R, _N = IocDir.WRITE, IocDir.READ, IocDir.NONE

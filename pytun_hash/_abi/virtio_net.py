@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import enum
 
+from pytun_hash.errors import ValidationError
+
 
 class HashType(enum.IntFlag):
     """``VIRTIO_NET_RSS_HASH_TYPE_*``: which packet kinds may be hashed."""
@@ -40,11 +42,11 @@ class HashType(enum.IntFlag):
         """The report value of a single type bit.
 
         Raises:
-            ValueError: when ``self`` is not exactly one bit.
+            ValidationError: (a ValueError) when ``self`` is not exactly one bit.
         """
         value = int(self)
         if value == 0 or value & (value - 1):
-            raise ValueError(f"{self!r} is not a single hash type bit")
+            raise ValidationError("types", f"{self!r} is not a single hash type bit")
         return HashReport(value.bit_length())
 
 
@@ -67,10 +69,10 @@ class HashReport(enum.IntEnum):
         """The type bit that enables this report (``1 << (value - 1)``).
 
         Raises:
-            ValueError: for :attr:`NONE`, which no type bit enables.
+            ValidationError: (a ValueError) for :attr:`NONE`, which no type bit enables.
         """
         if self is HashReport.NONE:
-            raise ValueError("HashReport.NONE has no hash type")
+            raise ValidationError("report", "HashReport.NONE has no hash type")
         return HashType(1 << (self.value - 1))
 
 

@@ -280,7 +280,8 @@ class EbpfRss:
                 instance is attached to another device already.
             SteeringConflictError: ``EBUSY`` while native RSS is enabled on the device.
             BusyError: ``EBUSY`` when another steering program is attached through the device.
-            KernelError: for ioctl failures (``EBADFD``: the device was deleted).
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+            KernelError: for other ioctl failures.
         """
         with self._lock:
             self._require_open()
@@ -295,6 +296,9 @@ class EbpfRss:
                     return
                 raise ValidationError("device", f"already attached to {self._device.name!r}; detach it first")
             with device.steering.lock:
+                # A deleted device freed its program: report that, not a conflict with stale state.
+                if device.steering.steering_attached:
+                    device.raise_if_deleted()
                 owner = device.steering.steering_owner
                 if device.steering.steering_attached:
                     raise BusyError(

@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from pytun_hash.cli.files import open_regular_file
 from pytun_hash.config import MAX_KEY_SIZE, MICROSOFT_RSS_KEY, VnetHashConfig, generate_key, parse_hash_types
 from pytun_hash.errors import ValidationError
 
@@ -89,14 +90,14 @@ def read_config_file(path: str, *, section: str | None = None) -> dict[str, Any]
         ValidationError: (field ``config``) when the file cannot be read, is larger than
             :data:`MAX_CONFIG_BYTES`, does not parse, or lacks ``section``.
     """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_CONFIG_BYTES:
-                raise ValidationError("config", f"{path} is {size} bytes; config files are limited to 1 MiB")
+    with open_regular_file(path, "config") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ValidationError("config", f"{path} is {size} bytes; config files are limited to 1 MiB")
+        try:
             raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ValidationError("config", f"cannot read {path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise ValidationError("config", f"cannot read {path}: {exc.strerror}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ValidationError("config", f"{path} is larger than 1 MiB")
     try:
@@ -113,6 +114,8 @@ def read_config_file(path: str, *, section: str | None = None) -> dict[str, Any]
         raise ValidationError("config", f"{path}: invalid JSON at {where}: {exc.msg}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError("config", f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ValidationError("config", f"{path}: nested too deeply to be a config") from None
     if section is not None:
         for part in section.split("."):
             if not isinstance(data, dict) or part not in data:

@@ -181,6 +181,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, indent: s
     return "\n".join(indent + line for line in lines)
 
 
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable bytes, e.g. in a device name) as backslash escapes.
+
+    Such names are valid to the kernel and reach Python through ``surrogateescape``, but a UTF-8
+    stream refuses to write them; escaping keeps the output one readable line.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Output:
     """Where a command's result goes: human text or a JSON document on stdout; warnings on stderr.
 
@@ -222,13 +231,13 @@ class Output:
             self.stdout.write("\n")
         else:
             rendered = text() if callable(text) else text
-            self.stdout.write(rendered.rstrip("\n") + "\n")
+            self.stdout.write(printable(rendered).rstrip("\n") + "\n")
         self.stdout.flush()
 
     def warn(self, message: str) -> None:
         """A warning: on stderr now, and in the JSON document's ``warnings`` list."""
         self.warnings.append(message)
-        self.stderr.write(f"{PROG}: warning: {message}\n")
+        self.stderr.write(printable(f"{PROG}: warning: {message}\n"))
         self.stderr.flush()
 
     def error(self, exc: BaseException) -> ExitCode:
@@ -241,7 +250,7 @@ class Output:
         line = f"{PROG}: error: {message}"
         if hint:
             line = f"{line} (hint: {hint})"
-        self.stderr.write(line.replace("\n", " ") + "\n")
+        self.stderr.write(printable(line.replace("\n", " ")) + "\n")
         self.stderr.flush()
         if self.json_mode:
             json.dump(error_document(exc), self.stdout, indent=2)
@@ -295,9 +304,9 @@ class Progress:
         text = f"{PROG}: {self._what}: {count} ({elapsed:.1f} s)"
         tty = getattr(self._stream, "isatty", lambda: False)()
         if tty:
-            self._stream.write("\r" + text + ("\n" if final else ""))
+            self._stream.write("\r" + printable(text) + ("\n" if final else ""))
         else:
-            self._stream.write(text + "\n")
+            self._stream.write(printable(text) + "\n")
         self._stream.flush()
         self._shown = True
 

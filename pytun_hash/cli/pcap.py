@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 import attrs
 
+from pytun_hash.cli.files import open_regular_file
 from pytun_hash.errors import ValidationError
 from pytun_hash.model import Framing
 
@@ -76,10 +77,7 @@ class PcapReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        try:
-            self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()/__exit__
-        except OSError as exc:
-            raise ValidationError("pcap", f"cannot open {path}: {exc.strerror}") from None
+        self._file: BinaryIO = open_regular_file(path, "pcap")
         try:
             self._order, self.nanosecond, self.linktype = self._read_header()
         except BaseException:

@@ -225,6 +225,8 @@ def ioctl_int(fd: int, name: str, value: int) -> int:
         ValueError: for an unknown ioctl name.
     """
     request = request_number(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(name, f"expected an integer argument, got {value!r}")
     try:
         return fcntl.ioctl(fd, request, value)
     except OverflowError:
@@ -288,6 +290,8 @@ def ioctl_set_int(fd: int, name: str, value: int) -> None:
         KernelError: a subclass chosen from the errno.
         ValidationError: when ``value`` does not fit a C int.
     """
+    if not isinstance(value, int):
+        raise ValidationError(name, f"expected an integer argument, got {value!r}")
     try:
         buf = bytearray(struct.pack("=i", value))
     except struct.error:

@@ -19,10 +19,11 @@ What the binding cannot know, and how it handles it:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 
@@ -125,6 +126,9 @@ def probe_revision(device: TunTapDevice, revisions: Sequence[Revision] = PROBE_O
     for revision in revisions:
         try:
             cap = _get_capability(fd, revision)
+        except DeviceGoneError:
+            device.steering.device_deleted()
+            raise
         except KernelError as exc:
             if exc.errno != errno.EINVAL:
                 raise
@@ -215,10 +219,22 @@ class HashControl:
 
         Raises:
             KernelError: when reading it fails.
+            DeviceGoneError: when the device was deleted (:attr:`config` becomes None).
         """
         if refresh:
-            self._capability = self._read_capability(self.revision)
+            with self._noting_deletion():
+                self._capability = self._read_capability(self.revision)
         return self._capability
+
+    @contextlib.contextmanager
+    def _noting_deletion(self) -> Iterator[None]:
+        """On ``EBADFD`` the device is gone, and with it the hash state the kernel held for it."""
+        try:
+            yield
+        except DeviceGoneError:
+            self._config = None
+            self.device.steering.device_deleted()
+            raise
 
     @property
     def config(self) -> VnetHashConfig | None:
@@ -233,7 +249,8 @@ class HashControl:
         """
         if not isinstance(config, VnetHashConfig):
             raise ValidationError("config", f"expected a VnetHashConfig, got {type(config).__name__}")
-        self._check(config)
+        with self._noting_deletion():
+            self._check(config)
         return ioctl_plan(config, self.revision)
 
     def _little_endian_header(self) -> bool:
@@ -275,6 +292,13 @@ class HashControl:
                 HashControlWarning,
                 stacklevel=4,
             )
+        if config.rss and not any(config.key):
+            warnings.warn(
+                "the config's key is all zeros: every flow hashes to 0 and lands on indirection_table[0]; "
+                "pass key=generate_key() (VnetHashConfig.round_robin() does)",
+                HashControlWarning,
+                stacklevel=4,
+            )
         if config.rss and config.max_queue >= queues:
             warnings.warn(
                 f"the config steers to queue {config.max_queue} but {self.device.name} has {queues} attached "
@@ -289,7 +313,9 @@ class HashControl:
         Issues exactly the calls of :func:`~pytun_hash.codec.ioctl_plan`, in order. Queue
         numbers at or beyond the attached queue count, and any hashing on an RFC kernel with
         fewer than 2 queues, give a :class:`HashControlWarning` (queues may be attached
-        later, and the kernel folds entries modulo the queue count), not an error.
+        later, and the kernel folds entries modulo the queue count), not an error; so does
+        RSS with an all-zero key (the default of a bare ``VnetHashConfig``), which steers
+        every flow to one queue.
 
         Raises:
             SteeringConflictError: (``EBUSY``) when ``config.rss`` is set while a steering
@@ -305,7 +331,7 @@ class HashControl:
         if not isinstance(config, VnetHashConfig):
             raise ValidationError("config", f"expected a VnetHashConfig, got {type(config).__name__}")
         steering = self.device.steering
-        with steering.lock:
+        with steering.lock, self._noting_deletion():
             if config.rss:
                 try:
                     steering.ensure_can_enable_native_rss()
@@ -326,7 +352,7 @@ class HashControl:
             DeviceGoneError: when the device was deleted (as :meth:`apply`).
         """
         steering = self.device.steering
-        with steering.lock:
+        with steering.lock, self._noting_deletion():
             calls = ioctl_plan(VnetHashConfig.disabled(), self.revision)
             self._issue(calls)
             steering.native_rss = False
@@ -346,10 +372,7 @@ class HashControl:
                         raise kernel_error(errno.EINVAL, call.name, _SET_EINVAL_HINT) from exc
                     raise
             except DeviceGoneError:
-                # The kernel freed the device's hash state and steering program with it.
-                self._config = None
-                self.device.steering.device_deleted()
-                raise
+                raise  # apply/disable record the deletion
             except PytunHashError:
                 if done:
                     # The kernel committed the earlier calls (hashing off, key loaded): record that.

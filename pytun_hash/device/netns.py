@@ -45,6 +45,7 @@ T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 _THREAD_NETNS = "/proc/thread-self/ns/net"
+_SYSCTL_MAX = 65536
 
 
 @functools.cache
@@ -134,6 +135,8 @@ def run_in_netns(ns_fd: int, fn: Callable[..., T], /, *args: Any, **kwargs: Any)
 
 
 def _sysctl_path(key: str) -> str:
+    if not isinstance(key, str) or "\0" in key:
+        raise ValidationError("key", f"not a sysctl name: {key!r}")
     parts = key.split("/") if "/" in key else key.split(".")
     if not parts or any(p in ("", ".", "..") for p in parts):
         raise ValidationError("key", f"not a sysctl name: {key!r} (use net.ipv4.ip_forward or net/ipv4/ip_forward)")
@@ -170,7 +173,7 @@ def read_sysctl(key: str) -> str:
     path = _sysctl_path(key)
     try:
         with open(path, encoding="ascii") as f:
-            return f.read().rstrip("\n")
+            return f.read(_SYSCTL_MAX).rstrip("\n")  # a sysctl value is at most a page
     except OSError as exc:
         raise kernel_error(exc.errno or errno.EIO, f"sysctl {key}", f"check that {path} exists") from None
 

@@ -22,7 +22,7 @@ from types import TracebackType
 import attrs
 
 from pytun_hash._abi.tun import IFNAMSIZ, TunFlag
-from pytun_hash.errors import DeviceNotFoundError, KernelError, ValidationError, kernel_error
+from pytun_hash.errors import DecodeError, DeviceNotFoundError, KernelError, ValidationError, kernel_error
 
 __all__ = [
     "LinkInfo",
@@ -95,6 +95,7 @@ _IFADDRMSG = struct.Struct("=BBBBI")
 _NDMSG = struct.Struct("=BxxxiHBB")
 _RTATTR = struct.Struct("=HH")
 _RECV_SIZE = 1 << 16
+_SYSFS_MAX = 4096
 
 
 def _align4(n: int) -> int:
@@ -107,7 +108,7 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 
 def _attr_str(kind: int, text: str) -> bytes:
-    return _attr(kind, text.encode() + b"\0")
+    return _attr(kind, text.encode("utf-8", "surrogateescape") + b"\0")
 
 
 def _parse_attrs(data: bytes | memoryview) -> dict[int, bytes]:
@@ -133,8 +134,17 @@ def _u32(raw: bytes | None) -> int | None:
 
 
 def _ifname(name: str) -> str:
-    if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
-        raise ValidationError("name", f"interface name must be 1..{IFNAMSIZ - 1} bytes without '/' or spaces")
+    rule = f"interface name must be 1..{IFNAMSIZ - 1} bytes of UTF-8 text without '/', NUL or spaces, got {name!r}"
+    if not isinstance(name, str):
+        raise ValidationError("name", rule)
+    try:
+        # Names are bytes to the kernel; bytes that are not UTF-8 travel as os.fsdecode's surrogates.
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ValidationError("name", rule) from None
+    # A NUL ends the name in the kernel: "lo\0x" would silently name "lo".
+    if not raw or len(raw) >= IFNAMSIZ or "/" in name or "\0" in name or any(c.isspace() for c in name):
+        raise ValidationError("name", rule)
     return name
 
 
@@ -212,6 +222,13 @@ class LinkInfo:
 
 
 def _parse_link(payload: bytes | memoryview) -> LinkInfo:
+    """Decode an ``RTM_NEWLINK`` payload (``struct ifinfomsg`` and attributes).
+
+    Raises:
+        DecodeError: when the payload is shorter than ``struct ifinfomsg``.
+    """
+    if len(payload) < _IFINFOMSG.size:
+        raise DecodeError("ifinfomsg", f"an RTM_NEWLINK payload needs {_IFINFOMSG.size} bytes, got {len(payload)}")
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
     top = _parse_attrs(memoryview(payload)[_IFINFOMSG.size :])
     kind: str | None = None
@@ -221,7 +238,7 @@ def _parse_link(payload: bytes | memoryview) -> LinkInfo:
         info = _parse_attrs(linkinfo)
         raw_kind = info.get(IFLA_INFO_KIND)
         if raw_kind is not None:
-            kind = raw_kind.rstrip(b"\0").decode()
+            kind = raw_kind.rstrip(b"\0").decode("utf-8", "surrogateescape")
         data = info.get(IFLA_INFO_DATA)
         if kind == "tun" and data is not None:
             t = _parse_attrs(data)
@@ -238,7 +255,7 @@ def _parse_link(payload: bytes | memoryview) -> LinkInfo:
             )
     return LinkInfo(
         index=index,
-        name=(top.get(IFLA_IFNAME) or b"").rstrip(b"\0").decode(),
+        name=(top.get(IFLA_IFNAME) or b"").rstrip(b"\0").decode("utf-8", "surrogateescape"),
         flags=flags,
         mtu=_u32(top.get(IFLA_MTU)),
         address=top.get(IFLA_ADDRESS) or b"",
@@ -317,6 +334,8 @@ class RtnlSocket:
                 if mseq != seq:
                     continue
                 if mtype == NLMSG_ERROR:
+                    if len(body) < _NLMSGERR.size:
+                        raise kernel_error(errno.EIO, name, "the kernel sent a truncated netlink error message")
                     (code,) = _NLMSGERR.unpack_from(body)
                     if code:
                         raise kernel_error(-code, name, hint)
@@ -534,7 +553,7 @@ _TUN_FLAG_MASK = (
 def _read_sysfs(name: str, leaf: str) -> str | None:
     try:
         with open(f"/sys/class/net/{name}/{leaf}", encoding="ascii") as f:
-            return f.read().strip()
+            return f.read(_SYSFS_MAX).strip()  # sysfs attributes are at most a page
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -81,6 +81,14 @@ class SteeringState:
                     "(or enable hash reports only)",
                 )
 
+    def device_deleted(self) -> None:
+        """Record that the device is gone: the kernel freed its hash state and steering program with it."""
+        with self.lock:
+            self.native_rss = False
+            self.native_report = False
+            self.steering_program = None
+            self.steering_owner = None
+
     def record_steering(self, program: int | None, owner: str | None) -> None:
         """Record the program now attached (``None`` after a detach). Call under :attr:`lock`."""
         with self.lock:

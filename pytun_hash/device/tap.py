@@ -10,12 +10,13 @@ detaches or closes the device's queues (queues held elsewhere are counted but no
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
 import select
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from pytun_hash._abi.tun import IFNAMSIZ, TunFlag, TunOffload, ifreq
@@ -38,6 +39,7 @@ from pytun_hash.errors import (
     KernelError,
     PrivilegeError,
     PytunHashError,
+    SteeringConflictError,
     UnsupportedError,
     ValidationError,
 )
@@ -95,9 +97,19 @@ class DeviceMode(enum.Enum):
 
 
 def _check_name(name: str) -> bytes:
-    raw = name.encode()
-    if not raw or len(raw) >= IFNAMSIZ or b"/" in raw or b":" in raw or any(chr(c).isspace() for c in raw):
-        raise ValidationError("name", f"interface names are 1..{IFNAMSIZ - 1} bytes without '/', ':' or spaces")
+    if not isinstance(name, str):
+        raise ValidationError("name", f"expected the interface name as text, got {type(name).__name__}")
+    try:
+        # Names are bytes to the kernel; bytes that are not UTF-8 travel as os.fsdecode's surrogates.
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ValidationError("name", f"the interface name {name!r} cannot be encoded as bytes") from None
+    # A NUL would end the name early in the kernel: "tap0\0x" would silently mean "tap0".
+    bad = b"/:\0"
+    if not raw or len(raw) >= IFNAMSIZ or any(c in bad for c in raw) or any(chr(c).isspace() for c in raw):
+        raise ValidationError(
+            "name", f"interface names are 1..{IFNAMSIZ - 1} bytes without '/', ':', NUL or spaces, got {name!r}"
+        )
     if raw.count(b"%") > 1 or (b"%" in raw and b"%d" not in raw):
         raise ValidationError("name", "a name template may hold one '%d' and no other '%'")
     return raw
@@ -111,7 +123,7 @@ def _ifreq_bytes(name: str, flags: int) -> bytearray:
 
 
 def _decode_ifreq(buf: bytes | bytearray) -> tuple[str, TunFlag]:
-    name = bytes(buf[:IFNAMSIZ]).split(b"\0", 1)[0].decode(errors="replace")
+    name = bytes(buf[:IFNAMSIZ]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
     (flags,) = struct.unpack_from("=H", buf, IFNAMSIZ)
     return name, TunFlag(flags)
 
@@ -246,6 +258,8 @@ class Queue:
             ),
             errno.EIO: "the device is down or the frame could not be delivered; bring the link up",
         }
+        if err == errno.EBADFD:
+            self.device.steering.device_deleted()  # the device, its hash state and program are gone
         return translate_error(err, name, hint=hints.get(err))
 
     def read(self, size: int = DEFAULT_READ_SIZE) -> bytes:
@@ -426,8 +440,14 @@ class TunTapDevice:
             PrivilegeError: without CAP_NET_ADMIN or access to ``/dev/net/tun``.
             UnsupportedError: when the tun driver is missing.
         """
+        if not isinstance(mode, DeviceMode):
+            raise ValidationError("mode", f"expected DeviceMode.TAP or DeviceMode.TUN, got {mode!r}")
         if name is None:
             name = f"{mode.value}%d"
+        _check_name(name)
+        _check_id("owner", owner)
+        _check_id("group", group)
+        _check_int("queues", queues)
         multi = queues > 1 if multi_queue is None else multi_queue
         _validate_queue_count(queues, multi)
         flags = _request_flags(mode, vnet_hdr=vnet_hdr, packet_info=packet_info, multi_queue=multi, napi=napi)
@@ -473,6 +493,9 @@ class TunTapDevice:
         _check_name(name)
         if "%" in name:
             raise ValidationError("name", "open() needs the device's exact name, not a template")
+        if mode is not None and not isinstance(mode, DeviceMode):
+            raise ValidationError("mode", f"expected DeviceMode.TAP, DeviceMode.TUN or None, got {mode!r}")
+        _check_int("queues", queues)
         link = _existing_tun_link(name)
         assert link.tun is not None
         data = link.tun
@@ -507,6 +530,9 @@ class TunTapDevice:
         """
         if not fds:
             raise ValidationError("fds", "give at least one queue fd")
+        for i, fd in enumerate(fds):
+            if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+                raise ValidationError(f"fds[{i}]", f"expected a file descriptor number >= 0, got {fd!r}")
         if len(set(fds)) != len(fds):
             raise ValidationError("fds", "the same fd was given twice")
         infos = [get_iff(fd) for fd in fds]
@@ -735,16 +761,29 @@ class TunTapDevice:
     # The lock is held across choosing a queue fd and using it, so a concurrent close cannot
     # hand the fd number to an unrelated file in between.
     def _get_int(self, name: str) -> int:
-        with self._lock:
+        with self._lock, self._noting_deletion():
             return ioctl_get_int(self._control_fd(), name)
 
     def _set_int(self, name: str, value: int) -> None:
-        with self._lock:
+        with self._lock, self._noting_deletion():
             ioctl_set_int(self._control_fd(), name, value)
 
     def _by_value(self, name: str, value: int) -> None:
-        with self._lock:
+        with self._lock, self._noting_deletion():
             ioctl_int(self._control_fd(), name, value)
+
+    @contextlib.contextmanager
+    def _noting_deletion(self) -> Iterator[None]:
+        """Clear the steering state when the kernel says the device is gone (``EBADFD`` on its queues).
+
+        An attached or detached queue fd answers ``EBADFD`` only once the device was deleted, and the
+        kernel freed the device's hash state and steering program with it.
+        """
+        try:
+            yield
+        except DeviceGoneError:
+            self.steering.device_deleted()
+            raise
 
     def _own(self, queue: Queue) -> None:
         if queue.device is not self:
@@ -764,7 +803,7 @@ class TunTapDevice:
             DeviceGoneError: ``EBADFD`` when the device was deleted.
             KernelError: when the query fails.
         """
-        with self._lock:
+        with self._lock, self._noting_deletion():
             fd = self._control_fd()
             self.name, _flags = get_iff(fd)
             try:
@@ -805,7 +844,7 @@ class TunTapDevice:
         Raises:
             DeviceGoneError: ``EBADFD`` when the device was deleted.
         """
-        with self._lock:
+        with self._lock, self._noting_deletion():
             fd = self._control_fd() if queue is None else queue.fd
             return get_iff(fd)[1]
 
@@ -872,10 +911,9 @@ class TunTapDevice:
 
         Raises:
             KernelError: ``EINVAL`` for a uid with no mapping in the caller's user namespace.
-            ValidationError: for a negative uid.
+            ValidationError: for a uid that is not an integer >= 0.
         """
-        if uid < 0:
-            raise ValidationError("uid", f"must be >= 0, got {uid}")
+        _check_id("uid", uid)
         self._by_value("TUNSETOWNER", uid)
 
     def set_group(self, gid: int) -> None:
@@ -883,10 +921,9 @@ class TunTapDevice:
 
         Raises:
             KernelError: ``EINVAL`` for a gid with no mapping in the caller's user namespace.
-            ValidationError: for a negative gid.
+            ValidationError: for a gid that is not an integer >= 0.
         """
-        if gid < 0:
-            raise ValidationError("gid", f"must be >= 0, got {gid}")
+        _check_id("gid", gid)
         self._by_value("TUNSETGROUP", gid)
 
     def set_carrier(self, carrier: bool) -> None:
@@ -914,7 +951,7 @@ class TunTapDevice:
         """
         if not self.multi_queue:
             raise ValidationError("device", f"{self.name!r} is single-queue; create it with multi_queue=True")
-        with self._lock:
+        with self._lock, self._noting_deletion():
             self._check_open()
             if not self.queues and not self._persist:
                 raise DeviceGoneError(
@@ -963,11 +1000,13 @@ class TunTapDevice:
 
         Raises:
             KernelError: ``EINVAL`` when the queue is attached already; ``EBADF`` when closed.
+            DeviceGoneError: ``EBADFD`` when the device was deleted (the kernel says ``EINVAL``;
+                ``TUNGETIFF`` tells the two apart).
             ValidationError: for a queue of another device.
         """
         with self._lock:
             self._own(queue)
-            ioctl_ptr(queue.fd, "TUNSETQUEUE", _ifreq_bytes(self.name, TunFlag.IFF_ATTACH_QUEUE))
+            self._set_queue(queue, TunFlag.IFF_ATTACH_QUEUE)
             if not queue._attached:
                 self._detached.remove(queue)
                 queue._attached = True
@@ -978,15 +1017,36 @@ class TunTapDevice:
 
         Raises:
             KernelError: ``EINVAL`` when the queue is detached already or the device is single-queue.
+            DeviceGoneError: ``EBADFD`` when the device was deleted (as :meth:`attach_queue`).
             ValidationError: for a queue of another device.
         """
         with self._lock:
             self._own(queue)
-            ioctl_ptr(queue.fd, "TUNSETQUEUE", _ifreq_bytes(self.name, TunFlag.IFF_DETACH_QUEUE))
+            self._set_queue(queue, TunFlag.IFF_DETACH_QUEUE)
             if queue._attached:
                 self._remove_slot(queue)
                 queue._attached = False
                 self._detached.append(queue)
+
+    def _set_queue(self, queue: Queue, flag: TunFlag) -> None:
+        """``TUNSETQUEUE``; its ``EINVAL`` covers a deleted device too, which ``TUNGETIFF`` tells apart."""
+        try:
+            ioctl_ptr(queue.fd, "TUNSETQUEUE", _ifreq_bytes(self.name, flag))
+        except KernelError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            try:
+                with self._noting_deletion():
+                    get_iff(queue.fd)
+            except DeviceGoneError:
+                raise DeviceGoneError(
+                    errno.EBADFD,
+                    "TUNSETQUEUE",
+                    f"device {self.name!r} was deleted (the kernel answers EINVAL for its queues); create it again",
+                ) from None
+            except KernelError:
+                pass  # the original error says more
+            raise
 
     def _remove_slot(self, queue: Queue) -> None:
         """Replay tun.c ``__tun_detach``: the last attached queue moves into the freed slot."""
@@ -1029,12 +1089,19 @@ class TunTapDevice:
         Raises:
             SteeringConflictError: ``EBUSY`` while native RSS is enabled; no ioctl is issued.
             KernelError: ``EINVAL`` when ``prog_fd`` is not a socket-filter program.
-            ValidationError: for a negative fd.
+            DeviceGoneError: ``EBADFD`` when the device was deleted (the steering state is cleared).
+            ValidationError: for a value that is not an fd number >= 0.
         """
-        if prog_fd < 0:
-            raise ValidationError("prog_fd", "must be a program fd; use detach_steering_program() to detach")
+        if isinstance(prog_fd, bool) or not isinstance(prog_fd, int) or prog_fd < 0:
+            raise ValidationError(
+                "prog_fd", f"must be a program fd >= 0, got {prog_fd!r}; use detach_steering_program() to detach"
+            )
         with self.steering.lock:
-            self.steering.ensure_can_attach_steering()
+            try:
+                self.steering.ensure_can_attach_steering()
+            except SteeringConflictError:
+                self.raise_if_deleted()
+                raise
             self._set_int("TUNSETSTEERINGEBPF", prog_fd)
             self.steering.record_steering(prog_fd, owner)
 
@@ -1042,11 +1109,35 @@ class TunTapDevice:
         """``TUNSETSTEERINGEBPF(-1)``: back to the kernel's automatic queue selection. Always allowed.
 
         Raises:
-            DeviceGoneError: ``EBADFD`` when the device was deleted.
+            DeviceGoneError: ``EBADFD`` when the device was deleted (the steering state is cleared:
+                the kernel dropped the program with the device).
         """
         with self.steering.lock:
             self._set_int("TUNSETSTEERINGEBPF", -1)
             self.steering.record_steering(None, None)
+
+    def raise_if_deleted(self) -> None:
+        """Raise :class:`DeviceGoneError` when the device behind the queues was deleted; else return.
+
+        Refusals made from the recorded steering state call this first, so that a deleted device is
+        reported as such rather than as a conflict with state the kernel freed. It issues only
+        ``TUNGETIFF``, which changes nothing.
+
+        Raises:
+            DeviceGoneError: ``EBADFD``: the device was deleted (the steering state is cleared).
+        """
+        with self._lock:
+            try:
+                fd = self._control_fd()
+            except KernelError:
+                return  # every queue is closed: nothing to ask, and the caller's error stands
+            try:
+                with self._noting_deletion():
+                    get_iff(fd)
+            except DeviceGoneError:
+                raise
+            except KernelError:
+                return
 
     def set_filter_program(self, prog_fd: int) -> None:
         """``TUNSETFILTEREBPF``: drop or trim transmitted frames with a socket-filter program.
@@ -1096,6 +1187,21 @@ class TunTapDevice:
             pass  # closing below still releases every fd
         finally:
             self.close()
+
+
+def _check_int(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"expected an integer, got {value!r}")
+
+
+def _check_id(field: str, value: object) -> None:
+    """A uid or gid (None allowed: not set)."""
+    if value is None:
+        return
+    _check_int(field, value)
+    assert isinstance(value, int)
+    if value < 0:
+        raise ValidationError(field, f"must be >= 0, got {value}")
 
 
 def _validate_queue_count(queues: int, multi_queue: bool) -> None:

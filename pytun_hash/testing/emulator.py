@@ -382,8 +382,10 @@ class KernelEmulator:
 
     Raises:
         EmulatorError: when the seccomp filter cannot be installed (no seccomp user
-            notification, an unsupported architecture) or ``timeout`` is not positive.
-        ValidationError: when ``capability`` does not fit ``revision``.
+            notification, an unsupported architecture), ``timeout`` is not a positive number
+            or ``mode`` not an :class:`EmulatorMode`.
+        ValidationError: when ``revision`` is not a :class:`~pytun_hash.Revision` or
+            ``capability`` does not fit it.
     """
 
     def __init__(
@@ -394,8 +396,10 @@ class KernelEmulator:
         timeout: float = 10.0,
         mode: EmulatorMode = EmulatorMode.THREAD,
     ) -> None:
-        if not timeout > 0:
-            raise EmulatorError(f"timeout must be positive, got {timeout!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise EmulatorError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(mode, EmulatorMode):
+            raise EmulatorError(f"mode must be an EmulatorMode, got {mode!r}")
         self.revision = revision
         self.mode = mode
         self.timeout = float(timeout)

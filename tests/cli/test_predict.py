@@ -177,7 +177,7 @@ def test_bad_pcap_files(cli: Any, config_file: Path, tmp_path: Path, content: by
 
 def test_missing_pcap(cli: Any, config_file: Path, tmp_path: Path) -> None:
     run = cli("predict", "--config", str(config_file), "--pcap", str(tmp_path / "none.pcap"))
-    assert run.code == 2 and "cannot open" in run.err
+    assert run.code == 2 and "cannot read" in run.err
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,122 @@
+"""Fuzzing the configuration loaders: mappings (as JSON/TOML give them), config files (TOML, JSON, any
+bytes), hash type expressions and revision names.
+
+Properties: only pytun_hash's own errors escape, nothing hangs, a refusal names a field, and what is
+accepted survives a round trip through ``to_mapping``/``dump_config``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytun_hash import Revision, ValidationError, VnetHashConfig
+from pytun_hash.cli.configfile import config_errors, config_from_mapping, dump_config, load_config
+from pytun_hash.config import parse_hash_types
+from tests.fuzz.harness import call
+from tests.fuzz.strategies import config_mappings, configs, damaged, json_values
+
+
+@given(data=config_mappings())
+def test_from_mapping(data: dict[Any, Any]) -> None:
+    built = call(VnetHashConfig.from_mapping, data)
+    if not built.ok:
+        assert isinstance(built.error, ValidationError) and built.error.field is not None, built.error
+        return
+    config = built.get()
+    assert VnetHashConfig.from_mapping(config.to_mapping()) == config
+
+
+@given(data=st.one_of(config_mappings(), json_values))
+def test_config_errors_agree_with_config_from_mapping(data: Any) -> None:
+    errors = call(config_errors, data).get()
+    built = call(config_from_mapping, data)
+    # Every problem is reported with its field, and a mapping with none builds.
+    assert built.ok == (not errors), f"config_errors {errors} but config_from_mapping {built.error!r}"
+    assert all(e.rule for e in errors)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if math.isfinite(value) else "nan"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    return '""'
+
+
+@st.composite
+def config_files(draw: st.DrawFn) -> tuple[str, bytes]:
+    """``(suffix, contents)`` of a TOML or JSON config file, or of anything at all."""
+    kind = draw(st.sampled_from(["toml", "json", "valid", "bytes"]))
+    if kind == "bytes":
+        return draw(st.sampled_from([".toml", ".json", ".conf", ""])), draw(st.binary(max_size=300))
+    if kind == "valid":
+        config = draw(configs())
+        suffix = draw(st.sampled_from([".toml", ".json"]))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "c" + suffix)
+            dump_config(config, path)
+            with open(path, "rb") as f:
+                return suffix, draw(damaged(f.read()))
+    data = {str(k): v for k, v in draw(config_mappings()).items()}
+    if kind == "json":
+        text = json.dumps(data, default=str)
+        return draw(st.sampled_from([".json", ".conf"])), draw(damaged(text.encode()))
+    text = "".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in data.items())
+    return draw(st.sampled_from([".toml", ".conf"])), draw(damaged(text.encode()))
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="pytun-hash-fuzz-") as tmp:
+        yield tmp
+
+
+@given(file=config_files(), section=st.sampled_from([None, None, "net", "vm.net", ""]))
+def test_load_config_from_any_file(scratch: str, file: tuple[str, bytes], section: str | None) -> None:
+    suffix, contents = file
+    path = os.path.join(scratch, "config" + suffix)
+    with open(path, "wb") as f:
+        f.write(contents)
+    loaded = call(load_config, path, section=section)
+    if loaded.ok:
+        saved = os.path.join(scratch, "saved" + suffix if suffix in (".toml", ".json") else "saved.json")
+        dump_config(loaded.get(), saved)
+        assert load_config(saved) == loaded.get()
+    else:
+        assert isinstance(loaded.error, ValidationError) and loaded.error.field is not None
+
+
+@given(text=st.one_of(st.text(max_size=40), st.sampled_from(["rfc", "V7", " v12 ", "v3", "v1", "v13", "v03", "v٣"])))
+def test_revision_names(text: str) -> None:
+    parsed = call(Revision.parse, text)
+    if parsed.ok:
+        assert isinstance(parsed.get(), Revision)
+
+
+@given(
+    value=st.one_of(
+        st.text(max_size=40),
+        st.lists(st.one_of(st.text(max_size=8), st.integers(-1, 0x400), st.booleans(), st.none()), max_size=6),
+        st.integers(-(2**40), 2**40),
+        json_values,
+    )
+)
+def test_hash_type_expressions(value: Any) -> None:
+    parsed = call(parse_hash_types, value)
+    if parsed.ok:
+        assert 0 <= int(parsed.get()) <= 0x1FF

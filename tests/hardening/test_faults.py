@@ -1,0 +1,364 @@
+"""Faults: the device deleted under open queues, a queue fd closed underneath, the emulator's
+supervisor gone, a call of a two-call plan refused, the verifier rejecting a program, and no
+privilege. Each gives a typed error with a useful sentence, and the binding's state
+(``HashControl.config``, ``device.steering``, the queue lists) is what the kernel holds afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from pytun_hash import (
+    MICROSOFT_RSS_KEY,
+    DeviceGoneError,
+    EmulatorError,
+    FeatureUnsupportedError,
+    HashControl,
+    HashType,
+    KernelError,
+    Revision,
+    UnsupportedError,
+    VerifierError,
+    VnetHashCapability,
+    VnetHashConfig,
+    probe_revision,
+)
+from pytun_hash.bpf import Assembler, EbpfRss, Program, enable_ebpf_rss, map_ids, rss
+from pytun_hash.device import DeviceMode, NetworkNamespace, Queue, TunTapDevice
+from pytun_hash.testing import KernelEmulator
+from pytun_hash.testing import kernel as emulated_kernel
+from tests.hardening.conftest import bpf_skip_reason
+from tests.hardening.test_bad_input import assert_binding_agrees
+
+pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::pytun_hash.HashControlWarning")]
+
+KEY = MICROSOFT_RSS_KEY
+RSS = VnetHashConfig.round_robin(2, key=KEY, table_length=8)
+FRAME = bytes(10) + bytes(12) + b"\x08\x00" + bytes(46)
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# ----------------------------------------------------------------------------- device deleted
+
+
+@attrs.frozen
+class Gone:
+    """A device deleted under its open queues, and what was in force before."""
+
+    dev: TunTapDevice
+    control: HashControl
+    program: Program
+    detached: Queue
+    emu: KernelEmulator
+
+
+OPERATIONS: list[tuple[str, Callable[[Gone], object], bool]] = [
+    # (name, operation, clears the steering state; adopt builds a new device object instead)
+    ("get_vnet_hdr_size", lambda g: g.dev.get_vnet_hdr_size(), True),
+    ("set_vnet_hdr_size", lambda g: g.dev.set_vnet_hdr_size(20), True),
+    ("set_offload", lambda g: g.dev.set_offload(0), True),
+    ("set_vnet_le", lambda g: g.dev.set_vnet_le(True), True),
+    ("set_persist", lambda g: g.dev.set_persist(False), True),
+    ("set_carrier", lambda g: g.dev.set_carrier(True), True),
+    ("getiff", lambda g: g.dev.getiff(), True),
+    ("link_info", lambda g: g.dev.link_info(), True),
+    ("kernel_queue_counts", lambda g: g.dev.kernel_queue_counts(), True),
+    ("add_queue", lambda g: g.dev.add_queue(), True),
+    ("attach_queue", lambda g: g.dev.attach_queue(g.detached), True),
+    ("detach_queue", lambda g: g.dev.detach_queue(g.dev.attached_queues[0]), True),
+    ("attach_steering_program", lambda g: g.emu.run(g.dev.attach_steering_program, g.program.fd), True),
+    ("detach_steering_program", lambda g: g.emu.run(g.dev.detach_steering_program), True),
+    ("read", lambda g: g.dev.attached_queues[0].read(), True),
+    ("write", lambda g: g.dev.attached_queues[0].write(FRAME), True),
+    ("probe_revision", lambda g: probe_revision(g.dev), True),
+    ("HashControl", lambda g: HashControl(g.dev), True),
+    ("apply", lambda g: g.emu.run(g.control.apply, RSS.replace(report=True)), True),
+    ("disable", lambda g: g.emu.run(g.control.disable), True),
+    ("capability refresh", lambda g: g.emu.run(g.control.capability, refresh=True), True),
+    ("ebpf attach", lambda g: enable_ebpf_rss(g.dev, RSS), True),
+    ("adopt", lambda g: TunTapDevice.adopt([q.fd for q in g.dev.queues], close=False), False),
+]
+
+
+def _deleted_cases() -> Iterator[object]:
+    for before in ("native rss", "steering program"):
+        for name, op, clears in OPERATIONS:
+            yield pytest.param(before, name, op, clears, id=f"{name}-{before}")
+
+
+@pytest.mark.parametrize(("before", "name", "operation", "clears"), list(_deleted_cases()))
+def test_device_deleted_under_open_queues(
+    netns: NetworkNamespace,
+    program: Program,
+    need_seccomp: None,
+    before: str,
+    name: str,
+    operation: Callable[[Gone], object],
+    clears: bool,
+) -> None:
+    fds = _fd_count()
+    with TunTapDevice.create("gone%d", queues=3) as dev, KernelEmulator(Revision.RFC) as emu:
+        dev.set_vnet_hdr_size(20)
+        detached = dev.queues[2]
+        dev.detach_queue(detached)
+        control = emu.run(HashControl, dev, revision=Revision.RFC)
+        if before == "native rss":
+            emu.run(control.apply, RSS)
+        else:
+            emu.run(dev.attach_steering_program, program.fd)
+        netns.delete_link(dev.name)
+        with pytest.raises(DeviceGoneError) as info:
+            operation(Gone(dev, control, program, detached, emu))
+        exc = info.value
+        assert exc.errno == errno.EBADFD
+        assert "deleted" in exc.hint, exc.hint
+        # The kernel freed the hash state and the steering program with the device: the binding,
+        # once it has seen the deletion, holds neither.
+        if clears:
+            assert not dev.steering.native_rss and not dev.steering.native_report
+            assert not dev.steering.steering_attached
+        if name in ("apply", "disable", "capability refresh"):
+            assert control.config is None
+    assert _fd_count() == fds
+
+
+# ----------------------------------------------------------------------------- fd closed underneath
+
+
+def test_queue_fd_closed_underneath(netns: NetworkNamespace, need_seccomp: None) -> None:
+    fds = _fd_count()
+    dev = TunTapDevice.create("cl%d", queues=3)
+    try:
+        dev.set_vnet_hdr_size(20)
+        with KernelEmulator(Revision.RFC) as emu:
+            control = emu.run(HashControl, dev, revision=Revision.RFC)
+            emu.run(control.apply, RSS)
+            first = dev.attached_queues[0]
+            number = first.fd
+            os.close(number)  # behind the binding's back: the control fd is gone
+            for call in (dev.get_vnet_hdr_size, first.read, lambda: first.write(FRAME), dev.getiff):
+                with pytest.raises(KernelError) as info:
+                    call()
+                assert info.value.errno == errno.EBADF and "closed" in info.value.hint
+            # The same number reused by another file: the binding now reaches a file that is not a queue.
+            reused = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            assert reused == number
+            with pytest.raises(UnsupportedError) as info:
+                emu.run(control.apply, RSS.replace(unclassified_queue=1))
+            assert info.value.errno == errno.ENOTTY and "not a TUN/TAP queue" in info.value.hint
+            assert [c.passed_through for c in emu.calls[-1:]] == [True]
+            # Nothing changed on the device, and the binding still says what it holds.
+            assert control.config == RSS and dev.steering.native_rss
+            assert emu.device_state(dev.attached_queues[1].fd).as_config() == RSS
+    finally:
+        # Closes every queue fd, the reused number too: an fd closed behind the binding's back is
+        # a bug of the caller, and this is its cost.
+        dev.close()
+    with pytest.raises(OSError):
+        os.fstat(number)
+    assert _fd_count() == fds
+
+
+# ----------------------------------------------------------------------------- the emulator's supervisor
+
+
+def test_emulator_supervisor_gone(tap: TunTapDevice, need_seccomp: None) -> None:
+    emu = KernelEmulator(Revision.RFC, timeout=0.3)
+    try:
+        control = emu.run(HashControl, tap, revision=Revision.RFC)
+        emu.run(control.apply, RSS)
+        seen: list[BaseException] = []
+        finished = threading.Event()
+
+        def outlives_the_supervisor() -> None:
+            time.sleep(0.5)  # run() gives up after 0.3 s and closes the listener
+            try:
+                control.apply(RSS.replace(indirection_table=(1,) * 8))
+            except BaseException as exc:
+                seen.append(exc)
+            finally:
+                finished.set()
+
+        with pytest.raises(EmulatorError, match="did not finish"):
+            emu.run(outlives_the_supervisor)
+        assert finished.wait(5)
+        [exc] = seen
+        assert isinstance(exc, FeatureUnsupportedError) and exc.errno == errno.ENOSYS
+        assert "supervisor is gone" in exc.hint
+        # The call never reached the (emulated) kernel: the binding and the kernel still agree.
+        assert control.config == RSS and tap.steering.native_rss
+        assert_binding_agrees(control, tap, emu)
+        with pytest.raises(EmulatorError, match="unusable"):
+            emu.run(control.disable)
+    finally:
+        emu.close()
+
+
+def test_emulator_handler_failure_is_reported(
+    tap: TunTapDevice, need_seccomp: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: emulated_kernel.EmulatedKernel, call: emulated_kernel.Call) -> int:
+        raise RuntimeError("injected handler failure")
+
+    with KernelEmulator(Revision.RFC) as emu:
+        control = emu.run(HashControl, tap, revision=Revision.RFC)
+        monkeypatch.setattr(emulated_kernel.EmulatedKernel, "_rfc_setvnethash", broken)
+        monkeypatch.setitem(emu._kernel._handlers, "TUNSETVNETHASH", broken.__get__(emu._kernel))
+        with pytest.raises(EmulatorError, match="injected handler failure") as info:
+            emu.run(control.apply, RSS)
+        # The target saw EIO, a typed kernel error, and recorded nothing.
+        assert isinstance(info.value.__cause__, KernelError) and info.value.__cause__.errno == errno.EIO
+        assert control.config is None and not tap.steering.native_rss
+        assert emu.calls[-1].errno == errno.EIO and emu.calls[-1].failure
+
+
+def test_second_call_of_a_plan_refused(tap: TunTapDevice, need_seccomp: None) -> None:
+    # An IPv6-only type set needs the key-loading call first; this kernel refuses the second
+    # call (its table limit is 4), so only the first one is in force.
+    small = VnetHashCapability(Revision.RFC, 0x3F, max_indirection_table_length=4)
+    config = RSS.replace(types=HashType.IPV6 | HashType.TCPV6)
+    with KernelEmulator(Revision.RFC, capability=small) as emu:
+        control = emu.run(HashControl, tap, revision=Revision.RFC, read_capability=False)
+        with pytest.raises(KernelError) as info:
+            emu.run(control.apply, config)
+        assert info.value.errno == errno.EINVAL and info.value.hint
+        assert [c.errno for c in emu.calls] == [0, errno.EINVAL]
+        # The binding records what the first call left: hashing off, the whole key loaded.
+        assert control.config is not None and not control.config.enabled and control.config.key == KEY
+        assert_binding_agrees(control, tap, emu)
+
+
+# ----------------------------------------------------------------------------- the verifier
+
+
+def test_verifier_rejects_a_program() -> None:
+    reason = bpf_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    fds = _fd_count()
+    with pytest.raises(VerifierError) as info:
+        Program.load(Assembler().exit().assemble(), name="hardening_bad")  # r0 never written
+    exc = info.value
+    assert exc.errno == errno.EACCES and "R0 !read_ok" in exc.log and "R0 !read_ok" in str(exc)
+    assert exc.hint
+    assert _fd_count() == fds
+
+
+def test_verifier_rejection_leaves_no_maps_and_no_steering(tap: TunTapDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+    reason = bpf_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setattr(rss, "generate_rss_program", lambda *args, **kwargs: Assembler().exit().assemble())
+    fds = _fd_count()
+    maps = set(map_ids())
+    with pytest.raises(VerifierError):
+        enable_ebpf_rss(tap, RSS)
+    with pytest.raises(VerifierError):
+        EbpfRss.load(RSS, DeviceMode.TAP)
+    assert _fd_count() == fds
+    assert not tap.steering.steering_attached
+    _wait_until(lambda: not (set(map_ids()) - maps - _foreign_maps(maps)), "the maps of the refused program")
+
+
+def _foreign_maps(before: set[int]) -> set[int]:
+    """Maps other processes created meanwhile (this test's maps have no fd left in this process)."""
+    return {m for m in set(map_ids()) - before if not _held_here(m)}
+
+
+def _held_here(map_id: int) -> bool:
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                if f"map_id:\t{map_id}\n" in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _wait_until(done: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > end:
+            pytest.fail(f"{what} still exist after {timeout} s")
+        time.sleep(0.01)
+
+
+# ----------------------------------------------------------------------------- no privilege
+
+_CHILD = Path(__file__).with_name("unprivileged_child.py")
+
+
+@pytest.fixture
+def shared_tap(netns: NetworkNamespace, program: Program) -> Iterator[tuple[TunTapDevice, Program]]:
+    with TunTapDevice.create("up%d", queues=2) as dev:
+        yield dev, program
+
+
+def _run_child(mode: str, dev: TunTapDevice, program: Program) -> dict[str, dict[str, object]]:
+    fds = [q.fd for q in dev.queues] + [program.fd]
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    try:
+        # Started from this thread, the child lives in the test's network namespace, next to the TAP.
+        done = subprocess.run(
+            [sys.executable, str(_CHILD), mode, *map(str, fds)],
+            pass_fds=fds,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        for fd in fds:
+            os.set_inheritable(fd, False)
+    assert done.returncode == 0, done.stderr
+    results = {}
+    for line in done.stdout.splitlines():
+        entry = json.loads(line)
+        results[entry["op"]] = entry
+    foreign = {op: r for op, r in results.items() if str(r["error"]).startswith("foreign:")}
+    assert not foreign, f"exceptions that are not pytun_hash's own: {foreign}"
+    return results
+
+
+def _refused(result: dict[str, object], err: int, capability: str) -> None:
+    assert result["error"] == "PrivilegeError" and result["errno"] == err, result
+    assert capability in str(result["hint"]), result
+
+
+@pytest.mark.parametrize("mode", ["nocaps", "nobody"])
+def test_without_privilege(shared_tap: tuple[TunTapDevice, Program], mode: str) -> None:
+    dev, program = shared_tap
+    # With an owner set, attaching queues needs that uid or CAP_NET_ADMIN (tun_not_capable()).
+    dev.set_owner(12345)
+    results = _run_child(mode, dev, program)
+    if mode == "nocaps":
+        _refused(results["create"], errno.EPERM, "CAP_NET_ADMIN")
+        _refused(results["add_queue"], errno.EPERM, "CAP_NET_ADMIN")
+    else:
+        _refused(results["create"], errno.EACCES, "/dev/net/tun")
+        _refused(results["add_queue"], errno.EACCES, "/dev/net/tun")
+    for op in ("prog_load", "map_create", "ebpf_load"):
+        _refused(results[op], errno.EPERM, "CAP_BPF")
+    assert results["fds_unchanged"]["ok"]
+    # With queue fds handed over (as a VMM gets them), what needs no privilege works, the refused
+    # add_queue left the binding's queue set as the kernel has it, and hash control through the
+    # emulator needs no privilege at all.
+    ok = ("adopt", "detach_queue", "attach_queue", "queues_unchanged", "attach_steering", "detach_steering")
+    for op in (*ok, "emulated_apply", "emulated_state"):
+        assert results[op]["ok"], results[op]
