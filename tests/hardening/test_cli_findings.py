@@ -26,7 +26,7 @@ from pytun_hash import ValidationError
 from pytun_hash.cli import main
 from pytun_hash.cli.configfile import read_config_file
 from pytun_hash.cli.pcap import PcapReader
-from tests.fuzz.harness import Hang, watchdog
+from tests.fuzz.harness import watchdog
 
 DEPTH = 100_000
 
