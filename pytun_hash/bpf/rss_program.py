@@ -423,20 +423,7 @@ class _Gen:
         a.label("v4_ports")
         self.load(_OFF, 0, _V4_PORTS, 4, "unclassified")
         a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 9)
-        self.pick_l4("v4s", Reg.R3, HashType.TCPV4, HashType.UDPV4, "v4_ip")
-        self.set_report("v4s", HashReport.TCPV4, HashReport.UDPV4, "v4_l4_hash")
-        a.label("v4_l4_hash")
-        a.mov64_imm(Reg.R0, 0)
-        self.hash_bytes(8, _V4_PORTS, 4)
-        a.ja("v4_addresses")
-        a.label("v4_ip")
-        a.jmp_imm(BPF_JSET, _REP, int(HashType.IPV4), "v4_ip_on")
-        a.ja("unclassified")
-        a.label("v4_ip_on")
-        a.mov64_imm(_REP, int(HashReport.IPV4))
-        a.mov64_imm(Reg.R0, 0)
-        a.label("v4_addresses")
-        self.hash_bytes(0, _L3 + 12, 8)
+        self.hash_family(4, ports=_V4_PORTS, addresses=_L3 + 12, address_bytes=8)
         a.ja("select")
 
     def ipv6(self) -> None:
@@ -491,20 +478,35 @@ class _Gen:
         a.stx_mem(BPF_B, Reg.FP, Reg.R3, _NEXTHDR)
         self.load(_OFF, 0, _V6_PORTS, 4, "unclassified")
         a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _NEXTHDR)
-        self.pick_l4("v6s", Reg.R3, HashType.TCPV6, HashType.UDPV6, "v6_ip")
-        self.set_report("v6s", HashReport.TCPV6, HashReport.UDPV6, "v6_l4_hash")
-        a.label("v6_l4_hash")
+        self.hash_family(6, ports=_V6_PORTS, addresses=_L3 + 8, address_bytes=32)
+
+    def hash_family(self, version: int, *, ports: int, addresses: int, address_bytes: int) -> None:
+        """The tail both IP versions share: TCP/UDP (protocol in R3) hashes the ports too, else IP only.
+
+        Toeplitz input order is source and destination address, then the ports; the ports are
+        hashed first at their input offset (``address_bytes``) so both paths end in one address loop.
+        """
+        a = self.a
+        fam = f"v{version}"
+        tcp, udp, ip = (
+            (HashType.TCPV4, HashType.UDPV4, HashType.IPV4)
+            if version == 4
+            else (HashType.TCPV6, HashType.UDPV6, HashType.IPV6)
+        )
+        self.pick_l4(f"{fam}s", Reg.R3, tcp, udp, f"{fam}_ip")
+        self.set_report(f"{fam}s", tcp.report, udp.report, f"{fam}_l4_hash")
+        a.label(f"{fam}_l4_hash")
         a.mov64_imm(Reg.R0, 0)
-        self.hash_bytes(32, _V6_PORTS, 4)
-        a.ja("v6_addresses")
-        a.label("v6_ip")
-        a.jmp_imm(BPF_JSET, _REP, int(HashType.IPV6), "v6_ip_on")
+        self.hash_bytes(address_bytes, ports, 4)
+        a.ja(f"{fam}_addresses")
+        a.label(f"{fam}_ip")
+        a.jmp_imm(BPF_JSET, _REP, int(ip), f"{fam}_ip_on")
         a.ja("unclassified")
-        a.label("v6_ip_on")
-        a.mov64_imm(_REP, int(HashReport.IPV6))
+        a.label(f"{fam}_ip_on")
+        a.mov64_imm(_REP, int(ip.report))
         a.mov64_imm(Reg.R0, 0)
-        a.label("v6_addresses")
-        self.hash_bytes(0, _L3 + 8, 32)
+        a.label(f"{fam}_addresses")
+        self.hash_bytes(0, addresses, address_bytes)
 
     def epilogue(self) -> None:
         a = self.a
