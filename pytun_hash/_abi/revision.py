@@ -41,7 +41,9 @@ class Revision(enum.Enum):
         t = text.strip().lower()
         if t in ("rfc", "v1", "rfc-v1"):
             return cls.RFC
-        if t.startswith("v") and t[1:].isdigit() and 3 <= int(t[1:]) <= 11:
+        # ASCII decimal digits only: str.isdigit() also accepts "²", which int() refuses.
+        number = t[1:]
+        if t.startswith("v") and number.isascii() and number.isdecimal() and 3 <= int(number) <= 11:
             return cls.V3
         if t == "v12":
             return cls.V12

@@ -141,3 +141,6 @@ def test_revision_parse() -> None:
     assert Revision.parse("v12") is Revision.V12
     with pytest.raises(ValueError):
         Revision.parse("v13")
+    # Found by the long fuzzing run: str.isdigit() accepts superscripts that int() refuses.
+    with pytest.raises(ValueError):
+        Revision.parse("v\u00b2")
