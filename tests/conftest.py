@@ -37,7 +37,7 @@ TUN_PATH = "/dev/net/tun"
 settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
 settings.register_profile(
     "long",
-    max_examples=100_000,
+    max_examples=int(os.environ.get("PYTUN_HASH_FUZZ_EXAMPLES", "100000")),
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
