@@ -25,9 +25,10 @@ from pytun_hash.codec import (
     kernel_read_length,
 )
 from pytun_hash.config import MAX_KEY_SIZE, VnetHashConfig
-from pytun_hash.testing.kernel import DeviceInfo, DeviceKey, EmulatedKernel, KernelErrno
+from pytun_hash.testing.kernel import EmulatedKernel, KernelErrno
 from tests.fuzz.harness import call, watchdog
 from tests.fuzz.strategies import configs, damaged, hash_types, revisions
+from tests.testing.fake_call import FAKE_DEVICE, FakeCall
 
 SET_NAMES = {r: [d.name for d in hash_ioctls(r)[1:]] for r in Revision}
 
@@ -113,48 +114,7 @@ def test_kernel_read_length(revision: Revision, data: st.DataObject) -> None:
 
 # ----------------------------------------------------------------------------- the emulated kernel
 
-_DEVICE = DeviceInfo(DeviceKey.of(1, 7, "fuzz0"), "fuzz0", 0x5002)
 _ERRNOS = {errno.EFAULT, errno.EINVAL, errno.EBADFD, errno.EBUSY}
-
-
-@attrs.define
-class _Memory:
-    """One trapped call against a byte string of user memory (reads past its end fault)."""
-
-    memory: bytes
-    device_present: bool
-    hdr_sz: int
-    little_endian: bool
-
-    @property
-    def arg(self) -> int:
-        return 0x1000
-
-    def device(self) -> DeviceInfo:
-        if not self.device_present:
-            raise KernelErrno(errno.EBADFD)
-        return _DEVICE
-
-    def copy_from_user(self, offset: int, length: int) -> bytes:
-        assert offset >= 0 and length >= 0, "the emulated kernel asked for a negative copy"
-        if offset + length > len(self.memory):
-            raise KernelErrno(errno.EFAULT)
-        return self.memory[offset : offset + length]
-
-    def copy_to_user(self, offset: int, data: bytes) -> None:
-        assert offset >= 0
-
-    def vnet_hdr_sz(self) -> int:
-        return self.hdr_sz
-
-    def vnet_is_little_endian(self) -> bool:
-        return self.little_endian
-
-    def set_steering_ebpf(self, prog_fd: int) -> int | None:
-        return None if prog_fd == -1 else 42
-
-    def set_vnet_hdr_sz(self, size: int) -> None:
-        self.hdr_sz = size
 
 
 @given(revision=revisions, data=st.data())
@@ -167,7 +127,7 @@ def test_emulated_kernel_answers_any_memory_with_an_errno(revision: Revision, da
             memory = data.draw(st.sampled_from([b"\xff\xff\xff\xff", b"\x03\0\0\0", b"\x14\0\0\0", b"", b"\x05\0"]))
         else:
             _name, memory, _intact = data.draw(set_payloads(revision))
-        fake = _Memory(
+        fake = FakeCall(
             memory,
             device_present=data.draw(st.integers(0, 9)) > 0,
             hdr_sz=data.draw(st.sampled_from([10, 12, 20, 24])),
@@ -180,7 +140,7 @@ def test_emulated_kernel_answers_any_memory_with_an_errno(revision: Revision, da
                 assert exc.errno in _ERRNOS, f"{name} answered errno {exc.errno}"
                 continue
         assert result == 0
-        snapshot = kernel.snapshot(_DEVICE.key)
+        snapshot = kernel.snapshot(FAKE_DEVICE.key)
         # What the state shows is what the kernel holds: the table has mask+1 entries and 40 key bytes.
         assert len(snapshot.key) == MAX_KEY_SIZE
         if snapshot.indirection_table:

@@ -5,56 +5,14 @@ from __future__ import annotations
 import errno
 import struct
 
-import attrs
 import pytest
 
 from pytun_hash._abi import Revision
 from pytun_hash.codec import kernel_key_length
-from pytun_hash.testing.kernel import DeviceInfo, DeviceKey, EmulatedKernel, KernelErrno, virtio_net_hash_key_length
+from pytun_hash.testing.kernel import EmulatedKernel, KernelErrno, virtio_net_hash_key_length
+from tests.testing.fake_call import FAKE_DEVICE, FakeCall
 
-DEV = DeviceInfo(DeviceKey.of(1, 7, "fake0"), "fake0", 0x5002)
-
-
-@attrs.define
-class FakeCall:
-    """A trapped call against a byte string of user memory and a scripted device."""
-
-    memory: bytes = b""
-    device_present: bool = True
-    hdr_sz: int = 20
-    little_endian: bool = True
-    steering: list[int] = attrs.field(factory=list)
-    written: bytes = b""
-
-    @property
-    def arg(self) -> int:
-        return 0x1000
-
-    def device(self) -> DeviceInfo:
-        if not self.device_present:
-            raise KernelErrno(errno.EBADFD)
-        return DEV
-
-    def copy_from_user(self, offset: int, length: int) -> bytes:
-        if offset + length > len(self.memory):
-            raise KernelErrno(errno.EFAULT)
-        return self.memory[offset : offset + length]
-
-    def copy_to_user(self, offset: int, data: bytes) -> None:
-        self.written = data
-
-    def vnet_hdr_sz(self) -> int:
-        return self.hdr_sz
-
-    def vnet_is_little_endian(self) -> bool:
-        return self.little_endian
-
-    def set_steering_ebpf(self, prog_fd: int) -> int | None:
-        self.steering.append(prog_fd)
-        return None if prog_fd == -1 else 42
-
-    def set_vnet_hdr_sz(self, size: int) -> None:
-        self.hdr_sz = size
+DEV = FAKE_DEVICE
 
 
 def rfc(flags: int, types: int, mask: int = 0) -> bytes:
