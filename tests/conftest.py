@@ -142,6 +142,14 @@ def netns(request: pytest.FixtureRequest) -> Iterator[NetworkNamespace]:
     assert not ns.active
 
 
+@pytest.fixture
+def tap(netns: NetworkNamespace) -> Iterator[TunTapDevice]:
+    """A 4-queue TAP with a 20-byte vnet header in the test's namespace (suites may override it)."""
+    with TunTapDevice.create("tap%d", queues=4, vnet_hdr=True) as dev:
+        dev.set_vnet_hdr_size(20)
+        yield dev
+
+
 # ----------------------------------------------------------------------------- session check
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,20 +18,13 @@ from pytun_hash import (
 )
 from pytun_hash.backend import Backend, Hashing, choose_backend
 from pytun_hash.bpf import EBPF_RSS_OWNER, prog_ids
-from pytun_hash.device import NetworkNamespace, TunTapDevice
+from pytun_hash.device import TunTapDevice
 from pytun_hash.device.hashctl import HashControl
 from pytun_hash.testing import KernelEmulator
 
 pytestmark = pytest.mark.kernel
 
 CONFIG = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, table_length=8)
-
-
-@pytest.fixture
-def tap(netns: NetworkNamespace) -> Iterator[TunTapDevice]:
-    with TunTapDevice.create("be%d", queues=4, vnet_hdr=True) as dev:
-        dev.set_vnet_hdr_size(20)
-        yield dev
 
 
 def test_auto_picks_ebpf_on_this_kernel(tap: TunTapDevice) -> None:

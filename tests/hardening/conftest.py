@@ -14,7 +14,6 @@ import pytest
 
 from pytun_hash.bpf import Assembler, Program, Reg
 from pytun_hash.bpf import syscall as bpf_syscall
-from pytun_hash.device import DeviceMode, NetworkNamespace, TunTapDevice
 from pytun_hash.errors import EmulatorError, PytunHashError
 from pytun_hash.testing import KernelEmulator
 
@@ -59,14 +58,6 @@ def program() -> Iterator[Program]:
         pytest.skip(reason)
     with trivial_program() as prog:
         yield prog
-
-
-@pytest.fixture
-def tap(netns: NetworkNamespace) -> Iterator[TunTapDevice]:
-    """A 4-queue TAP with a 20-byte vnet header in the test's namespace."""
-    with TunTapDevice.create("hd%d", mode=DeviceMode.TAP, queues=4, vnet_hdr=True) as dev:
-        dev.set_vnet_hdr_size(20)
-        yield dev
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from pytun_hash import (
 )
 from pytun_hash.bpf.insn import Assembler, Reg
 from pytun_hash.bpf.prog import Program
-from pytun_hash.device import DeviceMode, NetworkNamespace, TunTapDevice
+from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device._ioctl import ioctl_request_ptr
 from pytun_hash.device.hashctl import HashControl, HashControlWarning, probe_revision
 from pytun_hash.testing import KernelEmulator
@@ -34,13 +34,6 @@ pytestmark = pytest.mark.kernel
 
 KEY = MICROSOFT_RSS_KEY
 IPV6_ONLY = HashType.IPV6 | HashType.TCPV6 | HashType.UDPV6
-
-
-@pytest.fixture
-def tap(netns: NetworkNamespace) -> Iterator[TunTapDevice]:
-    with TunTapDevice.create("hc%d", mode=DeviceMode.TAP, queues=4, vnet_hdr=True) as dev:
-        dev.set_vnet_hdr_size(20)
-        yield dev
 
 
 @pytest.fixture
