@@ -26,6 +26,8 @@ from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.hashctl import HashControl, ProbeResult, probe_revision
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import FeatureUnsupportedError, ValidationError
+from pytun_hash.model.classify import Semantics
+from pytun_hash.model.semantics import semantics_for
 
 __all__ = ["Backend", "BackendChoice", "Hashing", "choose_backend"]
 
@@ -167,6 +169,20 @@ class Hashing:
     def config(self) -> VnetHashConfig:
         """The configuration in force through this object."""
         return self._config
+
+    @property
+    def revision(self) -> Revision | None:
+        """The native revision in force; None on the eBPF backend."""
+        return self.choice.revision if self.backend is Backend.NATIVE else None
+
+    @property
+    def semantics(self) -> Semantics:
+        """The rules the hashing in force follows: the native revision's, or the specification on eBPF.
+
+        Predict and verify this device's queues and reports with these (see
+        :func:`pytun_hash.model.semantics_for`).
+        """
+        return semantics_for(self.revision)
 
     @property
     def reports_in_user_space(self) -> bool:

@@ -183,7 +183,7 @@ def ioctl_plan(
             )
         )
         return tuple(calls)
-    if revision is Revision.V3:
+    if revision.abi is Revision.V3:
         _refuse_short_key(config, revision)
         e = _u16(order)
         payload = struct.pack(f"{e}H2xI", _v3_flags(config), int(config.types))
@@ -244,7 +244,7 @@ def kernel_read_length(revision: Revision, name: str, header: bytes) -> int:
         _need(header, _RFC_HDR, "struct tun_vnet_hash")
         types, mask = struct.unpack_from(f"{order}4xIH", header)
         return _RFC_HDR + 2 * (int(mask) + 1) + kernel_key_length(types)
-    if revision is Revision.V3:
+    if revision.abi is Revision.V3:
         _need(header, _V3_HDR, "struct tun_vnet_hash")
         flags, types = struct.unpack_from(f"{order}H2xI", header)
         if not flags & _V3_FLAGS.TUN_VNET_HASH_RSS:
@@ -343,7 +343,7 @@ def decode_vnet_hash(payload: bytes, revision: Revision = Revision.RFC, *, name:
             key=key,
             unclassified_queue=unclassified,
         )
-    if revision is Revision.V3:
+    if revision.abi is Revision.V3:
         _need(payload, _V3_HDR, "struct tun_vnet_hash")
         flags, pad, types = struct.unpack_from(f"{e}H2sI", payload)
         if pad != b"\0\0":
@@ -438,7 +438,7 @@ def encode_capability(cap: VnetHashCapability) -> bytes:
         if limit is None or not 0 <= limit <= 0xFFFF:
             raise ValidationError("max_indirection_table_length", "the RFC capability needs a value in 0..65535")
         return struct.pack(f"{e}H2xI", limit, int(cap.types))
-    if cap.revision is Revision.V3:
+    if cap.revision.abi is Revision.V3:
         flags = (_V3_FLAGS.TUN_VNET_HASH_REPORT if cap.report else 0) | (
             _V3_FLAGS.TUN_VNET_HASH_RSS if cap.rss else 0
         )
@@ -463,7 +463,7 @@ def decode_capability(payload: bytes, revision: Revision = Revision.RFC) -> Vnet
             if pad != b"\0\0":
                 raise DecodeError("padding", "the 2 padding bytes of tun_vnet_hash_cap must be zero")
             return VnetHashCapability(revision, types, max_indirection_table_length=limit)
-        if revision is Revision.V3:
+        if revision.abi is Revision.V3:
             _exact(payload, _CAP, "struct tun_vnet_hash")
             flags, pad, types = struct.unpack(f"{e}H2sI", payload)
             if pad != b"\0\0":

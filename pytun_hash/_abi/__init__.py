@@ -37,6 +37,7 @@ __all__ = [
 _HASH_IOCTLS: dict[Revision, tuple[IoctlDef, ...]] = {
     Revision.RFC: rfc.HASH_IOCTLS,
     Revision.V3: v3.HASH_IOCTLS,
+    Revision.V10: v3.HASH_IOCTLS,
     Revision.V12: v12.HASH_IOCTLS,
 }
 _TUN_BY_NAME = {d.name: d for d in TUN_IOCTLS}

@@ -52,6 +52,7 @@ from pytun_hash.bpf.rss_program import (
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.tap import DeviceMode, TunTapDevice
 from pytun_hash.errors import BpfError, BusyError, DeviceGoneError, ValidationError
+from pytun_hash.model.classify import Semantics
 
 __all__ = ["EBPF_RSS_OWNER", "EbpfRss", "enable_ebpf_rss"]
 
@@ -174,8 +175,10 @@ class EbpfRss:
         mode: DeviceMode,
         output: RssOutput,
         tables: bytes,
+        semantics: Semantics = Semantics.SPEC,
     ) -> None:
         self._program = program
+        self._semantics = semantics
         self._outer = outer
         self._inner: ArrayMap | None = inner
         self._config = config
@@ -191,7 +194,12 @@ class EbpfRss:
 
     @classmethod
     def load(
-        cls, config: VnetHashConfig, mode: DeviceMode = DeviceMode.TAP, *, output: RssOutput = RssOutput.QUEUE
+        cls,
+        config: VnetHashConfig,
+        mode: DeviceMode = DeviceMode.TAP,
+        *,
+        output: RssOutput = RssOutput.QUEUE,
+        semantics: Semantics = Semantics.SPEC,
     ) -> EbpfRss:
         """Create the maps, write ``config`` and load the program (not attached yet).
 
@@ -201,6 +209,9 @@ class EbpfRss:
                 (raw IP).
             output: ``RssOutput.QUEUE`` steers; ``HASH`` and ``REPORT`` builds return the hash
                 value or the report, for checks through :meth:`test_run`.
+            semantics: whose rules the program follows: the virtio specification (the eBPF
+                backend), or ``RFC_2023`` to steer as a kernel with the October 2023 RFC would
+                (the kernel emulator does).
 
         Raises:
             ValidationError: for a config the program cannot implement (no RSS, _EX types).
@@ -211,8 +222,10 @@ class EbpfRss:
         check_supported(config)
         if not isinstance(mode, DeviceMode):
             raise ValidationError("mode", f"expected a DeviceMode, got {mode!r}")
-        tables = toeplitz_tables(config.key)
-        value = config_value(config, tables=tables)
+        if not isinstance(semantics, Semantics):
+            raise ValidationError("semantics", f"expected a Semantics member, got {semantics!r}")
+        tables = toeplitz_tables(config.key, semantics=semantics)
+        value = config_value(config, tables=tables, semantics=semantics)
         with contextlib.ExitStack() as stack:
             inner = stack.enter_context(ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg"))
             inner.update(0, value)
@@ -222,7 +235,16 @@ class EbpfRss:
                 Program.load(generate_rss_program(outer.fd, _base(mode), output), name=f"pth_rss_{output.value}")
             )
             stack.pop_all()
-        return cls(program=program, outer=outer, inner=inner, config=config, mode=mode, output=output, tables=tables)
+        return cls(
+            program=program,
+            outer=outer,
+            inner=inner,
+            config=config,
+            mode=mode,
+            output=output,
+            tables=tables,
+            semantics=semantics,
+        )
 
     # ------------------------------------------------------------------ state
 
@@ -240,6 +262,11 @@ class EbpfRss:
     def output(self) -> RssOutput:
         """What the program returns."""
         return self._output
+
+    @property
+    def semantics(self) -> Semantics:
+        """Whose rules the program follows."""
+        return self._semantics
 
     @property
     def program(self) -> Program:
@@ -351,8 +378,12 @@ class EbpfRss:
         with self._lock:
             old = self._require_open()
             self._settle_locked()
-            tables = toeplitz_tables(config.key) if config.key != self._tables_key else self._tables
-            value = config_value(config, tables=tables)
+            tables = (
+                toeplitz_tables(config.key, semantics=self._semantics)
+                if config.key != self._tables_key
+                else self._tables
+            )
+            value = config_value(config, tables=tables, semantics=self._semantics)
             new = ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg")
             new_id: int | None = None
             try:

@@ -21,6 +21,14 @@ Per packet the program does, with no loops (every step is unrolled by the genera
    instructions per input byte, straight-line;
 5. ``indirection_table[hash & mask]``; an unclassified packet returns ``unclassified_queue``.
 
+The same program also follows the rules of a kernel carrying the October 2023 RFC
+(:data:`~pytun_hash.model.Semantics.RFC_2023`), selected by flags in the config value
+(:func:`config_value` with ``semantics``): fragments are classified by their protocol and hashed
+with ports 0 (:data:`FLAG_FRAGMENT_PORTS`), a zero table entry means ``unclassified_queue`` and an
+unclassified packet uses ``indirection_table[0]`` (:data:`FLAG_RFC_QUEUE`); the RFC's byte-reversed
+input words are a permutation of the lookup tables, so they cost nothing in the program. The
+kernel emulator (:mod:`pytun_hash.testing`) steers emulated RFC devices with it.
+
 Packet bytes are copied to the stack with ``bpf_skb_load_bytes_relative`` from the MAC
 header (TAP) or the network header (TUN). On the tun transmit path the MAC header is the
 start of the frame; under ``BPF_PROG_TEST_RUN`` it is too, although ``skb->data`` is then
@@ -64,10 +72,13 @@ from pytun_hash.bpf.insn import (
 )
 from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, MAX_KEY_SIZE, VnetHashConfig
 from pytun_hash.errors import ValidationError
+from pytun_hash.model.classify import Semantics
 from pytun_hash.model.packet import MAX_IPV6_EXTENSION_HEADERS, MAX_VLAN_TAGS
 
 __all__ = [
     "CONFIG_VALUE_SIZE",
+    "FLAG_FRAGMENT_PORTS",
+    "FLAG_RFC_QUEUE",
     "MAX_IPV6_EXT_HEADERS",
     "SUPPORTED_HASH_TYPES",
     "L3Base",
@@ -91,7 +102,14 @@ MAX_INPUT_BYTES = 36
 OFF_TYPES = 0
 OFF_MASK = 4
 OFF_UNCLASSIFIED = 8
+OFF_FLAGS = 12
 OFF_TABLE = 16
+
+#: Config flag: the RFC's queue rule (a zero entry means the unclassified queue; unclassified
+#: packets use entry 0).
+FLAG_RFC_QUEUE = 1 << 0
+#: Config flag: fragments are classified by their protocol and hashed with ports 0 (the RFC).
+FLAG_FRAGMENT_PORTS = 1 << 1
 OFF_TOEPLITZ = 1024
 TOEPLITZ_STRIDE = 256 * 4
 CONFIG_VALUE_SIZE = OFF_TOEPLITZ + MAX_INPUT_BYTES * TOEPLITZ_STRIDE
@@ -142,17 +160,23 @@ def _windows(key: bytes) -> list[int]:
 _LANES = tuple(sum(1 << (32 * i) for i in range(1 << k)) for k in range(8))
 
 
-def toeplitz_tables(key: bytes) -> bytes:
+def toeplitz_tables(key: bytes, *, semantics: Semantics = Semantics.SPEC) -> bytes:
     """The Toeplitz lookup tables for ``key``: ``T[p][b]`` as host-order u32, p-major.
 
     ``T[p][b]`` is the XOR of the 32-bit key windows at bits ``8p + j`` for every set bit
     ``j`` (MSB first) of byte value ``b``, so the Toeplitz hash of ``data`` is the XOR of
     ``T[p][data[p]]``. Each table is built by doubling, lane-parallel in one integer: the
     entries for bits 0..k-1 are followed by the same entries XORed with bit k's window.
+
+    Under ``RFC_2023`` the kernel fed input byte ``p`` at position ``p ^ 3`` (each 32-bit word
+    byte-reversed, on a little-endian host; every input is whole words), so position ``p`` gets
+    the table of position ``p ^ 3``.
     """
     w = _windows(key)
+    swap = 3 if semantics is Semantics.RFC_2023 and sys.byteorder == "little" else 0
     out = bytearray()
-    for p in range(MAX_INPUT_BYTES):
+    for q in range(MAX_INPUT_BYTES):
+        p = q ^ swap
         table = 0
         for k in range(8):
             table |= (table ^ (w[8 * p + 7 - k] * _LANES[k])) << (32 << k)
@@ -181,19 +205,26 @@ def check_supported(config: VnetHashConfig) -> None:
         )
 
 
-def config_value(config: VnetHashConfig, *, tables: bytes | None = None) -> bytes:
+def config_value(
+    config: VnetHashConfig, *, tables: bytes | None = None, semantics: Semantics = Semantics.SPEC
+) -> bytes:
     """The inner-map value that carries ``config`` for the program (``CONFIG_VALUE_SIZE`` bytes).
 
     Args:
         config: an RSS config with supported types (see :func:`check_supported`).
-        tables: :func:`toeplitz_tables` of ``config.key`` when already computed.
+        tables: :func:`toeplitz_tables` of ``config.key`` (for ``semantics``) when already computed.
+        semantics: whose rules the program follows for this config (the flags it sets).
 
     Raises:
-        ValidationError: for unsupported configs, or ``tables`` of the wrong size.
+        ValidationError: for unsupported configs, an unknown ``semantics``, or ``tables`` of the
+            wrong size.
     """
     check_supported(config)
+    if not isinstance(semantics, Semantics):
+        raise ValidationError("semantics", f"expected a Semantics member, got {semantics!r}")
     if tables is None:
-        tables = toeplitz_tables(config.key)
+        tables = toeplitz_tables(config.key, semantics=semantics)
+    flags = FLAG_RFC_QUEUE | FLAG_FRAGMENT_PORTS if semantics is Semantics.RFC_2023 else 0
     if len(tables) != MAX_INPUT_BYTES * TOEPLITZ_STRIDE:
         raise ValidationError("tables", f"expected {MAX_INPUT_BYTES * TOEPLITZ_STRIDE} bytes, got {len(tables)}")
     table = list(config.indirection_table) + [0] * (MAX_INDIRECTION_TABLE_LENGTH - len(config.indirection_table))
@@ -202,7 +233,7 @@ def config_value(config: VnetHashConfig, *, tables: bytes | None = None) -> byte
         int(config.types),
         config.indirection_table_mask,
         config.unclassified_queue,
-        0,
+        flags,
         *table,
     )
     return head.ljust(OFF_TOEPLITZ, b"\0") + tables
@@ -396,7 +427,7 @@ class _Gen:
         a.ldx_mem(BPF_B, Reg.R1, Reg.FP, _L3)
         a.jmp_imm(BPF_JNE, Reg.R1, 0x45, "v4_hdr_loaded")
         self.be16(Reg.R2, _L3 + 6)
-        a.jmp_imm(BPF_JSET, Reg.R2, 0x3FFF, "v4_ip")  # MF or a fragment offset; DF alone is not
+        a.jmp_imm(BPF_JSET, Reg.R2, 0x3FFF, "v4_fragment")  # MF or a fragment offset; DF alone is not
         a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 9)
         self.pick_l4("v4f", Reg.R3, HashType.TCPV4, HashType.UDPV4, "v4_ip")
         self.set_report("v4f", HashReport.TCPV4, HashReport.UDPV4, "v4_l4_hash")
@@ -415,7 +446,7 @@ class _Gen:
         self.load(_OFF, -1, _EXT, 1, "unclassified")
         a.label("v4_no_options")
         self.be16(Reg.R2, _L3 + 6)
-        a.jmp_imm(BPF_JSET, Reg.R2, 0x3FFF, "v4_ip")
+        a.jmp_imm(BPF_JSET, Reg.R2, 0x3FFF, "v4_fragment")
         a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 9)
         a.jmp_imm(BPF_JEQ, Reg.R3, IPPROTO_TCP, "v4_ports")
         a.jmp_imm(BPF_JNE, Reg.R3, IPPROTO_UDP, "v4_ip")
@@ -425,6 +456,12 @@ class _Gen:
         a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 9)
         self.hash_family(4, ports=_V4_PORTS, addresses=_L3 + 12, address_bytes=8)
         a.ja("select")
+        # A fragment hashes as IP only, unless the config says to classify it by its protocol
+        # with ports 0 (the RFC).
+        a.label("v4_fragment")
+        self.fragment_ports(_V4_PORTS, "v4_ip")
+        a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _L3 + 9)
+        a.ja("v4_family")
 
     def ipv6(self) -> None:
         a = self.a
@@ -468,9 +505,12 @@ class _Gen:
             a.jmp_imm(BPF_JEQ, Reg.R3, nh, "v6_ip")
         a.ja("v6_l4")
         a.label("v6_fragment")
-        # A fragment hashes as IP only, once its 8-byte header is known to be complete.
+        # A fragment hashes as IP only, once its 8-byte header is known to be complete (or, with
+        # FLAG_FRAGMENT_PORTS, by the protocol its header names, with ports 0).
         self.load(_OFF, 0, _EXT, 8, "unclassified")
-        a.ja("v6_ip")
+        self.fragment_ports(_V6_PORTS, "v6_ip")
+        a.ldx_mem(BPF_B, Reg.R3, Reg.FP, _EXT)
+        a.ja("v6_family")
         a.label("v6_l4")
         a.jmp_imm(BPF_JEQ, Reg.R3, IPPROTO_TCP, "v6_ports")
         a.jmp_imm(BPF_JNE, Reg.R3, IPPROTO_UDP, "v6_ip")
@@ -488,6 +528,7 @@ class _Gen:
         """
         a = self.a
         fam = f"v{version}"
+        a.label(f"{fam}_family")
         tcp, udp, ip = (
             (HashType.TCPV4, HashType.UDPV4, HashType.IPV4)
             if version == 4
@@ -508,6 +549,17 @@ class _Gen:
         a.label(f"{fam}_addresses")
         self.hash_bytes(0, addresses, address_bytes)
 
+    def fragment_ports(self, ports: int, otherwise: str) -> None:
+        """Jump to ``otherwise`` unless the config classifies fragments by protocol; else zero the ports."""
+        a = self.a
+        a.ldx_mem(BPF_W, Reg.R1, _CFG, OFF_FLAGS)
+        a.jmp_imm(BPF_JSET, Reg.R1, FLAG_FRAGMENT_PORTS, f"{otherwise}_frag")
+        a.ja(otherwise)
+        a.label(f"{otherwise}_frag")
+        # The ports sit at 2-byte aligned stack offsets: two half-word stores.
+        a.st_mem(BPF_H, Reg.FP, ports, 0)
+        a.st_mem(BPF_H, Reg.FP, ports + 2, 0)
+
     def epilogue(self) -> None:
         a = self.a
         a.label("select")
@@ -519,11 +571,21 @@ class _Gen:
             a.alu64_imm(BPF_LSH, Reg.R0, 2)
             a.alu64_reg(BPF_ADD, Reg.R0, _CFG)
             a.ldx_mem(BPF_W, Reg.R0, Reg.R0, OFF_TABLE)
+            # The RFC's rule: a zero entry stands for the unclassified queue.
+            a.jmp_imm(BPF_JNE, Reg.R0, 0, "selected")
+            a.ldx_mem(BPF_W, Reg.R1, _CFG, OFF_FLAGS)
+            a.jmp_imm(BPF_JSET, Reg.R1, FLAG_RFC_QUEUE, "unclassified_queue")
+            a.label("selected")
         elif self.output is RssOutput.REPORT:
             a.mov64_reg(Reg.R0, _REP)
         a.exit()
         a.label("unclassified")
         if self.output is RssOutput.QUEUE:
+            # The RFC's rule: an unclassified packet (hash 0) takes entry 0.
+            a.ldx_mem(BPF_W, Reg.R1, _CFG, OFF_FLAGS)
+            a.mov64_imm(Reg.R0, 0)
+            a.jmp_imm(BPF_JSET, Reg.R1, FLAG_RFC_QUEUE, "select")
+            a.label("unclassified_queue")
             a.ldx_mem(BPF_W, Reg.R0, _CFG, OFF_UNCLASSIFIED)
         else:
             a.mov64_imm(Reg.R0, 0)

@@ -14,7 +14,7 @@ Exit status 0 only when every packet arrived exactly once on its predicted queue
 kernel report matched); 1 otherwise; 3 without the privileges it needs (it says which).
 Everything it creates lives in the private namespace and is gone when it exits.
 
-JSON keys: ``ok``, ``device``, ``queues``, ``backend``, ``revision``, ``reason``, ``config``,
+JSON keys: ``ok``, ``device``, ``queues``, ``backend``, ``revision``, ``reason``, ``semantics``, ``config``,
 ``reports`` (``kernel``/``computed``), ``flows``, ``sent``, ``received``, ``matched``,
 ``mismatches`` (list of {``flow``, ``queue``, ``predicted``, ``problem``}), ``missing`` (flows
 never seen), ``duplicates``, ``foreign`` (frames of no demo flow), ``per_queue`` (list of
@@ -42,7 +42,7 @@ from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import TUN_PATH
-from pytun_hash.model import FlowHash, classify, queue_for_flow
+from pytun_hash.model import FlowHash, Semantics, classify, queue_for_flow
 from pytun_hash.testing import traffic
 from pytun_hash.testing.traffic import DEFAULT_ADDRESSING, Capture, Flow
 
@@ -121,8 +121,9 @@ def _analyse(
     config: VnetHashConfig,
     queues: int,
     reporter: HashReporter | None,
+    semantics: Semantics,
 ) -> dict[str, Any]:
-    """Compare every captured frame with the model: queue, and the hash report."""
+    """Compare every captured frame with the model under ``semantics``: queue, hash value and report."""
     per_queue: dict[int, dict[str, Any]] = {
         q: {"queue": q, "packets": 0, "predicted": 0, "matched": 0, "samples": []} for q in range(queues)
     }
@@ -131,8 +132,8 @@ def _analyse(
     foreign = matched = 0
     for item in capture.match(flows):
         frame = item.frame
-        expected: FlowHash = classify(frame.frame, config.types, config.key, l2=capture.framing)
-        predicted = queue_for_flow(config, expected, queues)
+        expected: FlowHash = classify(frame.frame, config.types, config.key, l2=capture.framing, semantics=semantics)
+        predicted = queue_for_flow(config, expected, queues, semantics=semantics)
         name = str(item.flow) if item.flow is not None else f"(not a demo flow) {frame.frame[:34].hex()}"
         if item.flow is None:
             foreign += 1
@@ -217,7 +218,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 capture = traffic.collect(device, expected=sent, timeout=2.0)
                 progress.update(3)
                 reporter = HashReporter.for_device(device, config) if hashing.reports_in_user_space else None
-                result = _analyse(capture, flows, config, args.queues, reporter)
+                semantics = hashing.semantics
+                result = _analyse(capture, flows, config, args.queues, reporter, semantics)
                 choice = hashing.choice
             name = device.name
         progress.update(4)
@@ -234,6 +236,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         "backend": choice.backend.value,
         "revision": choice.revision.value if choice.revision else None,
         "reason": choice.reason,
+        "semantics": semantics.value,
         "config": config.to_mapping(),
         "reports": "computed" if reporter is not None else "kernel",
         "flows": len(flows),
@@ -253,7 +256,7 @@ def _render(doc: dict[str, Any]) -> str:
     )
     lines = [
         f"pytun-hash demo: {doc['queues']}-queue TAP {doc['device']} in a private network namespace",
-        f"backend: {doc['backend']} ({doc['reason']})",
+        f"backend: {doc['backend']} ({doc['reason']}); predicted with the {doc['semantics']} rules",
         f"config:  {config_summary(VnetHashConfig.from_mapping(doc['config']))}",
         f"sent {doc['sent']} packets ({doc['flows'] - 2} TCP/UDP flows over IPv4 and IPv6, 2 ICMP echoes); "
         f"hash reports {source}",

@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 #: Revisions tried by :func:`probe_revision`, newest first: their get-ioctl numbers all differ.
+#: ``V10`` shares ``V3``'s numbers, so a probe finds ``V3`` on a v10/v11 kernel too.
 PROBE_ORDER: tuple[Revision, ...] = (Revision.V12, Revision.V3, Revision.RFC)
 
 _FALLBACK_HINT = (
@@ -102,7 +103,10 @@ def _control_fd(device: TunTapDevice) -> int:
     return attached[0].fd
 
 
-def _get_capability(fd: int, revision: Revision) -> VnetHashCapability:
+def _get_capability(device: TunTapDevice, fd: int, revision: Revision) -> VnetHashCapability:
+    # v3+ answer their get-ioctl without a device (v12 even on a deleted device's fd), so the
+    # answer says nothing about the device: ask TUNGETIFF first, which needs one.
+    device.raise_if_deleted()
     get = hash_ioctls(revision)[0]
     buf = bytearray(kernel_write_length(revision, get.name))
     ioctl_request_ptr(fd, get.request(layout_for()), get.name, buf)
@@ -125,7 +129,7 @@ def probe_revision(device: TunTapDevice, revisions: Sequence[Revision] = PROBE_O
     tried: list[tuple[Revision, int]] = []
     for revision in revisions:
         try:
-            cap = _get_capability(fd, revision)
+            cap = _get_capability(device, fd, revision)
         except DeviceGoneError:
             device.steering.device_deleted()
             raise
@@ -204,7 +208,7 @@ class HashControl:
 
     def _read_capability(self, revision: Revision) -> VnetHashCapability:
         try:
-            return _get_capability(_control_fd(self.device), revision)
+            return _get_capability(self.device, _control_fd(self.device), revision)
         except KernelError as exc:
             if exc.errno == errno.EINVAL:
                 raise FeatureUnsupportedError(

@@ -6,6 +6,7 @@
   the virtio specification or as a kernel with the October 2023 RFC would do it.
 * :mod:`~pytun_hash.model.vnet`: virtio-net header codecs.
 * :mod:`~pytun_hash.model.verify`: checking reported hashes against the model.
+* :mod:`~pytun_hash.model.semantics`: which rules each revision and backend follows.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from pytun_hash.model.packet import (
     Framing,
     ParsedFrame,
     parse_frame,
+)
+from pytun_hash.model.semantics import (
+    ReportOnlyValue,
+    report_only_value,
+    semantics_for,
+    steering_program_queue,
 )
 from pytun_hash.model.toeplitz import (
     Toeplitz,
@@ -46,6 +53,7 @@ __all__ = [
     "Framing",
     "ParsedFrame",
     "ReportMismatch",
+    "ReportOnlyValue",
     "Semantics",
     "Toeplitz",
     "VnetHeader",
@@ -58,9 +66,12 @@ __all__ = [
     "parse_frame",
     "predict_queue",
     "queue_for_flow",
+    "report_only_value",
     "rfc_input",
     "rfc_key_in_force",
+    "semantics_for",
     "split_frame",
+    "steering_program_queue",
     "toeplitz_for",
     "toeplitz_hash",
     "toeplitz_hash_batch",

@@ -27,7 +27,7 @@ RFC (8 Oct 2023; verified on a real RFC kernel, see the spec's rfc-uapi.md):
   hosts or kernels with ``CONFIG_TUN_VNET_CROSS_LE``; this emulator leaves them to the real
   kernel, which on such hosts lacks the RFC's extra checks.
 
-V3 (v3-v11): the emulator follows **v6-v9**, the code the EBUSY rules were last written in:
+V3 (v3-v9): the emulator follows **v6-v9**, the code the EBUSY rules were last written in:
 
 * Trapped: ``TUNGETVNETHASHCAP`` 0x800854e4, ``TUNSETVNETHASH`` 0x400854e5, ``TUNSETSTEERINGEBPF``.
 * CAP needs no device (callable before ``TUNSETIFF`` and after deletion): 8 bytes
@@ -44,6 +44,10 @@ V3 (v3-v11): the emulator follows **v6-v9**, the code the EBUSY rules were last 
   >= 20 bytes), so no ``EINVAL``/``EBUSY`` for it, and ``TUNSETVNETHDRSZ`` is not trapped.
   v3/v4 answered ``EBUSY`` instead; they are not emulated.
 
+V10 (v10-v11): the ioctls and structures of V3; a steering program takes precedence over RSS
+instead of refusing it: ``TUNSETVNETHASH`` with RSS succeeds while a program is attached, and
+attaching one while RSS is set succeeds (the program steers; RSS stays set for when it is detached).
+
 V12 (30 May 2025):
 
 * Trapped: ``TUNGETVNETHASHTYPES`` 0x800454e4, ``TUNSETVNETREPORTINGAUTOMQ`` 0x800454e5,
@@ -56,7 +60,10 @@ V12 (30 May 2025):
   bytes; replace the whole state. A steering program takes precedence: no ``EBUSY``.
 
 All revisions: a call on an fd that is not a TUN/TAP character device (10:200) is passed to
-the real kernel untouched, as is every other ioctl.
+the real kernel untouched, as is every other ioctl. The hash request numbers of the *other*
+revisions are trapped too and answered as tun answers an ioctl it does not know (``EBADFD``
+without a device, else ``EINVAL``), so the emulated kernel speaks exactly one revision whatever
+the host kernel carries.
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ from pytun_hash.errors import ValidationError
 
 __all__ = [
     "Call",
+    "foreign_request_name",
     "DeviceInfo",
     "DeviceKey",
     "EmulatedHashState",
@@ -113,6 +121,11 @@ def virtio_net_hash_key_length(types: int) -> int:
     if types & (HashReport.TCPV6 | HashReport.UDPV6):
         length = max(length, 36)
     return length + 4
+
+
+def foreign_request_name(name: str, revision: Revision) -> str:
+    """How the emulator names ``revision``'s ioctl ``name`` when another revision is emulated."""
+    return f"{name}[{revision.value}]"
 
 
 class KernelErrno(Exception):  # noqa: N818 - carries the kernel's return value; control flow
@@ -335,6 +348,12 @@ class EmulatedKernel:
         if revision is Revision.RFC:
             names.append("TUNSETVNETHDRSZ")
         self.requests: dict[int, str] = {ioctl_def(n, revision).request(layout): n for n in names}
+        # Exactly one revision: the other revisions' numbers answer as this kernel answers any
+        # ioctl it does not know, whatever the host kernel has.
+        for other in (Revision.RFC, Revision.V3, Revision.V12):
+            if other is not revision.abi:
+                for d in hash_ioctls(other):
+                    self.requests.setdefault(d.request(layout), foreign_request_name(d.name, other))
         self.changed: DeviceKey | None = None
         handlers: dict[Revision, dict[str, Callable[[Call], int]]] = {
             Revision.RFC: {
@@ -347,6 +366,11 @@ class EmulatedKernel:
                 "TUNGETVNETHASHCAP": self._v3_getvnethashcap,
                 "TUNSETVNETHASH": self._v3_setvnethash,
                 "TUNSETSTEERINGEBPF": self._v3_setsteeringebpf,
+            },
+            Revision.V10: {
+                "TUNGETVNETHASHCAP": self._v3_getvnethashcap,
+                "TUNSETVNETHASH": self._v3_setvnethash,
+                "TUNSETSTEERINGEBPF": self._v12_setsteeringebpf,
             },
             Revision.V12: {
                 "TUNGETVNETHASHTYPES": self._v12_getvnethashtypes,
@@ -412,7 +436,18 @@ class EmulatedKernel:
             KeyError: when ``name`` is not trapped for this revision.
         """
         self.changed = None
-        return self._handlers[name](call)
+        handler = self._handlers.get(name)
+        if handler is None:
+            if name in self.requests.values():
+                return self._unknown_ioctl(call)
+            raise KeyError(name)
+        return handler(call)
+
+    @staticmethod
+    def _unknown_ioctl(call: Call) -> int:
+        # tun's default case: EBADFD without a device (the lookup comes first), else EINVAL.
+        call.device()
+        raise KernelErrno(errno.EINVAL)
 
     # -- RFC ----------------------------------------------------------------------------------
 
@@ -494,7 +529,7 @@ class EmulatedKernel:
             state.header, state.flags, state.types = header, flags, types
             state.report = bool(flags & _V3_REPORT)
             return 0
-        if self._state(dev).steering_attached:
+        if self._state(dev).steering_attached and not self.revision.steering_precedence:
             raise KernelErrno(errno.EBUSY)
         rss = call.copy_from_user(8, 4)
         mask, unclassified = struct.unpack(f"{_E}HH", rss)

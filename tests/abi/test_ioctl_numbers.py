@@ -43,6 +43,7 @@ X86_64_TUN = {
 X86_64_HASH = {
     Revision.RFC: {"TUNGETVNETHASHCAP": 0x000054E4, "TUNSETVNETHASH": 0x400454E5},
     Revision.V3: {"TUNGETVNETHASHCAP": 0x800854E4, "TUNSETVNETHASH": 0x400854E5},
+    Revision.V10: {"TUNGETVNETHASHCAP": 0x800854E4, "TUNSETVNETHASH": 0x400854E5},
     Revision.V12: {
         "TUNGETVNETHASHTYPES": 0x800454E4,
         "TUNSETVNETREPORTINGAUTOMQ": 0x800454E5,
@@ -138,6 +139,11 @@ def test_byteorder_table() -> None:
 def test_revision_parse() -> None:
     assert Revision.parse("RFC") is Revision.RFC
     assert Revision.parse("v7") is Revision.V3
+    assert Revision.parse("v9") is Revision.V3
+    assert Revision.parse("v10") is Revision.V10
+    assert Revision.parse("V11") is Revision.V10
+    assert [r.abi for r in Revision] == [Revision.RFC, Revision.V3, Revision.V3, Revision.V12]
+    assert [r.steering_precedence for r in Revision] == [False, False, True, True]
     assert Revision.parse("v12") is Revision.V12
     with pytest.raises(ValueError):
         Revision.parse("v13")

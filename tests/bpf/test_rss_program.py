@@ -34,7 +34,7 @@ from pytun_hash.bpf.rss_program import (
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BpfError, ValidationError
-from pytun_hash.model.classify import classify, predict_queue
+from pytun_hash.model.classify import Semantics, classify, predict_queue
 from pytun_hash.model.packet import Framing
 from pytun_hash.model.toeplitz import toeplitz_hash
 from tests.bpf.frames import random_config, random_ethernet_frame, random_ip_packet
@@ -112,12 +112,12 @@ def test_unsupported_configs_are_refused() -> None:
 
 @pytest.fixture
 def builds(request: pytest.FixtureRequest) -> Iterator[dict[RssOutput, EbpfRss]]:
-    mode: DeviceMode = request.param
+    mode, semantics = request.param
     first = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY)
     loaded: dict[RssOutput, EbpfRss] = {}
     try:
         for output in RssOutput:
-            loaded[output] = EbpfRss.load(first, mode, output=output)
+            loaded[output] = EbpfRss.load(first, mode, output=output, semantics=semantics)
         yield loaded
     finally:
         for rss in loaded.values():
@@ -125,9 +125,15 @@ def builds(request: pytest.FixtureRequest) -> Iterator[dict[RssOutput, EbpfRss]]
 
 
 @pytest.mark.bpf
-@pytest.mark.parametrize("builds", [DeviceMode.TAP, DeviceMode.TUN], indirect=True, ids=["tap", "tun"])
+@pytest.mark.parametrize(
+    "builds",
+    [(m, s) for s in Semantics for m in (DeviceMode.TAP, DeviceMode.TUN)],
+    indirect=True,
+    ids=[f"{m.value}-{s.value}" for s in Semantics for m in (DeviceMode.TAP, DeviceMode.TUN)],
+)
 def test_program_matches_model_on_random_packets(builds: dict[RssOutput, EbpfRss]) -> None:
     mode = builds[RssOutput.QUEUE].mode
+    semantics = builds[RssOutput.QUEUE].semantics
     framing = Framing.ETHERNET if mode is DeviceMode.TAP else Framing.IP
     make = random_ethernet_frame if mode is DeviceMode.TAP else random_ip_packet
     rng = random.Random(20240601 if mode is DeviceMode.TAP else 20240602)
@@ -144,8 +150,8 @@ def test_program_matches_model_on_random_packets(builds: dict[RssOutput, EbpfRss
             if mode is DeviceMode.TAP and not runnable_in_test_run(frame):
                 continue
             checked += 1
-            flow = classify(frame, config.types, config.key, l2=framing)
-            queue = predict_queue(config, frame, 0x10000, l2=framing)
+            flow = classify(frame, config.types, config.key, l2=framing, semantics=semantics)
+            queue = predict_queue(config, frame, 0x10000, l2=framing, semantics=semantics)
             got = (
                 builds[RssOutput.HASH].test_run(frame).retval,
                 builds[RssOutput.REPORT].test_run(frame).retval,
@@ -156,7 +162,7 @@ def test_program_matches_model_on_random_packets(builds: dict[RssOutput, EbpfRss
             if got != want and len(mismatches) < 10:
                 mismatches.append(f"config {c} types {config.types!r} frame {frame.hex()}: bpf {got} model {want}")
     assert not mismatches, "\n".join(mismatches)
-    print(f"{mode.value}: {sum(reports.values())} frames agree; reports {dict(sorted(reports.items()))}")
+    print(f"{mode.value} {semantics.value}: {sum(reports.values())} frames agree; reports {dict(reports)}")
     # The generator must have reached every classification outcome.
     assert set(reports) == {HashReport(i) for i in range(7)}, reports
     assert sum(reports.values()) == total

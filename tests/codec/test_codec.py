@@ -156,7 +156,7 @@ def test_round_trip(revision: Revision, config: VnetHashConfig) -> None:
     else:
         # v3+ without RSS carry only report and types; the steering fields decode as defaults.
         expected = VnetHashConfig(report=config.report, types=config.types if config.report or revision
-                                  is Revision.V3 else 0)
+                                  .abi is Revision.V3 else 0)
         assert decoded == replayed == expected
     for call in calls:
         assert isinstance(call, IoctlCall)

@@ -74,8 +74,8 @@ def test_decode_capability(revision: Revision, data: st.DataObject) -> None:
             revision,
             data.draw(hash_types()),
             max_indirection_table_length=limit,
-            rss=data.draw(st.booleans()) if revision is Revision.V3 else True,
-            report=data.draw(st.booleans()) if revision is Revision.V3 else True,
+            rss=data.draw(st.booleans()) if revision.abi is Revision.V3 else True,
+            report=data.draw(st.booleans()) if revision.abi is Revision.V3 else True,
         )
         payload = data.draw(damaged(encode_capability(cap)))
     else:

@@ -98,8 +98,8 @@ def test_every_plan_payload_has_zero_padding(config: VnetHashConfig, revision: R
             continue
         assert all(call.payload[i] == 0 for i in padding(header)), call.payload[: ctypes.sizeof(header)].hex()
         # Nothing follows but the table and the 40-byte key (RFC: always; v3: with RSS).
-        rss_part = 4 if revision is Revision.V3 else 0
-        if revision is Revision.V3 and len(call.payload) == 8:
+        rss_part = 4 if revision.abi is Revision.V3 else 0
+        if revision.abi is Revision.V3 and len(call.payload) == 8:
             continue
         table = 2 * len(config.indirection_table) if call is plan[-1] else 2  # the key-loading call: 1 entry
         assert len(call.payload) == ctypes.sizeof(header) + rss_part + table + 40

@@ -63,11 +63,17 @@ def test_unknown_request_name_is_a_bug_not_an_errno() -> None:
 @pytest.mark.parametrize("revision", list(Revision))
 def test_capability_bytes(revision: Revision) -> None:
     call = FakeCall()
-    get = {Revision.RFC: "TUNGETVNETHASHCAP", Revision.V3: "TUNGETVNETHASHCAP", Revision.V12: "TUNGETVNETHASHTYPES"}
+    get = {
+        Revision.RFC: "TUNGETVNETHASHCAP",
+        Revision.V3: "TUNGETVNETHASHCAP",
+        Revision.V10: "TUNGETVNETHASHCAP",
+        Revision.V12: "TUNGETVNETHASHTYPES",
+    }
     assert EmulatedKernel(revision).handle(get[revision], call) == 0
     expected = {
         Revision.RFC: bytes.fromhex("80000000 3f000000"),
         Revision.V3: bytes.fromhex("03000000 3f000000"),
+        Revision.V10: bytes.fromhex("03000000 3f000000"),
         Revision.V12: bytes.fromhex("3f000000"),
     }
     assert call.written == expected[revision]
