@@ -19,8 +19,9 @@ RANKS = {
     "codec": 1,
     "model": 2,
     "device": 3,
-    "testing": 3,
     "bpf": 4,
+    # The kernel emulator steers and records with eBPF.
+    "testing": 5,
     "backend": 5,
     "cli": 6,
     "__main__": 6,

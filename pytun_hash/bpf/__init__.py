@@ -14,7 +14,7 @@ programs that own their fds, and the RSS steering program generated from a
 from __future__ import annotations
 
 from pytun_hash.bpf.insn import Assembler, Helper, Insn, Reg, encode_program
-from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps, BpfMap, MapInfo, MappedArray, map_ids
+from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps, BpfMap, MapInfo, MappedArray, QueueMap, map_ids
 from pytun_hash.bpf.prog import ProgInfo, Program, TestRunResult, prog_ids
 from pytun_hash.bpf.report import HashReporter
 from pytun_hash.bpf.rss import EBPF_RSS_OWNER, EbpfRss, enable_ebpf_rss
@@ -33,6 +33,7 @@ __all__ = [
     "SUPPORTED_HASH_TYPES",
     "ArrayMap",
     "ArrayOfMaps",
+    "QueueMap",
     "Assembler",
     "BpfCmd",
     "BpfMap",

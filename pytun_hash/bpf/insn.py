@@ -134,6 +134,7 @@ class Helper(enum.IntEnum):
     get_smp_processor_id = 8
     skb_load_bytes = 26
     skb_load_bytes_relative = 68
+    map_push_elem = 87
 
 
 def _s16(value: int, what: str) -> int:

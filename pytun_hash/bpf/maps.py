@@ -29,9 +29,9 @@ from pytun_hash.bpf.syscall import (
     bpf_attr_map_elem,
     bpf_map_info,
 )
-from pytun_hash.errors import BpfError, ValidationError
+from pytun_hash.errors import BpfError, KernelError, ValidationError
 
-__all__ = ["ArrayMap", "ArrayOfMaps", "BpfMap", "MapInfo", "MappedArray", "map_ids"]
+__all__ = ["ArrayMap", "ArrayOfMaps", "BpfMap", "MapInfo", "MappedArray", "QueueMap", "map_ids"]
 
 
 @attrs.frozen
@@ -346,6 +346,40 @@ class ArrayOfMaps(BpfMap):
         value = ctypes.create_string_buffer(4)
         self._elem(BpfCmd.BPF_MAP_LOOKUP_ELEM, self._key(index), value, 0)
         return int.from_bytes(value.raw, sys.byteorder)
+
+
+class QueueMap(BpfMap):
+    """``BPF_MAP_TYPE_QUEUE``: a FIFO of ``max_entries`` values that programs push and user space pops."""
+
+    @classmethod
+    def create(cls, value_size: int, max_entries: int, *, name: str = "") -> QueueMap:
+        """Create a queue map (no keys).
+
+        Raises:
+            ValidationError: for non-positive sizes or a bad name.
+            PrivilegeError: without CAP_BPF.
+            BpfError: when the kernel refuses the map.
+        """
+        if value_size < 1 or max_entries < 1:
+            raise ValidationError("map", f"value_size and max_entries must be >= 1, got {value_size}/{max_entries}")
+        fd = cls._create(MapType.BPF_MAP_TYPE_QUEUE, 0, value_size, max_entries, name=name)
+        return cls(fd, int(MapType.BPF_MAP_TYPE_QUEUE), 0, value_size, max_entries, 0)
+
+    def pop(self) -> bytes | None:
+        """Remove and return the oldest value; None when the queue is empty.
+
+        Raises:
+            BpfError: when the kernel refuses (closed map).
+        """
+        value = ctypes.create_string_buffer(self.value_size)
+        attr = bpf_attr_map_elem(map_fd=self.fd, key=0, value=ctypes.addressof(value), flags=0)
+        try:
+            bpf(BpfCmd.BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr)
+        except KernelError as exc:
+            if exc.errno == _errno.ENOENT:
+                return None
+            raise
+        return value.raw
 
 
 def map_ids() -> list[int]:

@@ -135,6 +135,7 @@ class BpfCmd(enum.IntEnum):
     BPF_PROG_GET_FD_BY_ID = 13
     BPF_MAP_GET_FD_BY_ID = 14
     BPF_OBJ_GET_INFO_BY_FD = 15
+    BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
     BPF_MAP_FREEZE = 22
 
 
@@ -145,6 +146,7 @@ class MapType(enum.IntEnum):
     BPF_MAP_TYPE_ARRAY = 2
     BPF_MAP_TYPE_PERCPU_ARRAY = 6
     BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+    BPF_MAP_TYPE_QUEUE = 22
 
 
 class ProgType(enum.IntEnum):

@@ -79,13 +79,15 @@ class SeccompArch:
     audit_arch: int
     nr_ioctl: int
     nr_seccomp: int
+    nr_read: int
+    nr_readv: int
 
 
 # Only x86_64 is exercised by the test suite; the others follow the kernel's tables.
 _ARCHES = {
-    "x86_64": SeccompArch("x86_64", 0xC000003E, 16, 317),
-    "aarch64": SeccompArch("aarch64", 0xC00000B7, 29, 277),
-    "riscv64": SeccompArch("riscv64", 0xC00000F3, 29, 277),
+    "x86_64": SeccompArch("x86_64", 0xC000003E, 16, 317, 0, 19),
+    "aarch64": SeccompArch("aarch64", 0xC00000B7, 29, 277, 63, 65),
+    "riscv64": SeccompArch("riscv64", 0xC00000F3, 29, 277, 63, 65),
 }
 
 
@@ -104,12 +106,13 @@ def seccomp_arch(machine: str | None = None) -> SeccompArch:
         ) from None
 
 
-def build_filter(arch: SeccompArch, requests: Iterable[int]) -> bytes:
+def build_filter(arch: SeccompArch, requests: Iterable[int], *, reads: bool = False) -> bytes:
     """A classic-BPF program: ``ioctl`` with the low 32 bits of ``cmd`` in ``requests`` -> USER_NOTIF, else ALLOW.
 
     The kernel truncates ``cmd`` to ``unsigned int``, so only the low word of ``args[1]`` is
     compared; exact values are matched because Python itself issues other ``'T'`` ioctls
-    (``TCGETS``, ``FIONBIO``).
+    (``TCGETS``, ``FIONBIO``). With ``reads``, every ``read`` and ``readv`` is a notification
+    too (the filter cannot tell a tun fd from another; the supervisor lets the others continue).
 
     Raises:
         EmulatorError: when ``requests`` is empty or too long for 8-bit jump offsets.
@@ -119,17 +122,23 @@ def build_filter(arch: SeccompArch, requests: Iterable[int]) -> bytes:
         raise EmulatorError(f"cannot build a seccomp filter for {len(cmds)} requests (1..200 allowed)")
     low_word = _DATA_ARGS + 8 + (0 if sys.byteorder == "little" else 4)
     n = len(cmds)
-    allow = 5 + n
+    extra = 2 if reads else 0
+    allow = 5 + extra + n
     notif = allow + 1
     insns = [
         (_BPF_LD_W_ABS, 0, 0, _DATA_ARCH),
         (_BPF_JMP_JEQ_K, 0, allow - 2, arch.audit_arch),
         (_BPF_LD_W_ABS, 0, 0, _DATA_NR),
-        (_BPF_JMP_JEQ_K, 0, allow - 4, arch.nr_ioctl),
+    ]
+    if reads:
+        insns.append((_BPF_JMP_JEQ_K, notif - 4, 0, arch.nr_read))
+        insns.append((_BPF_JMP_JEQ_K, notif - 5, 0, arch.nr_readv))
+    insns += [
+        (_BPF_JMP_JEQ_K, 0, allow - 4 - extra, arch.nr_ioctl),
         (_BPF_LD_W_ABS, 0, 0, low_word),
     ]
     for i, cmd in enumerate(cmds):
-        index = 5 + i
+        index = 5 + extra + i
         insns.append((_BPF_JMP_JEQ_K, notif - index - 1, 0, cmd))
     insns.append((_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     insns.append((_BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
@@ -225,13 +234,18 @@ _SECCOMP_IOCTL_NOTIF_ID_VALID_WRONG_DIR = _LAYOUT.encode(IocDir.READ, _SECCOMP_I
 
 @attrs.frozen
 class Notification:
-    """One received notification: a trapped ``ioctl(fd, request, arg)`` of task ``tid``."""
+    """One received notification: a trapped ``ioctl(fd, request, arg)`` (or ``read``/``readv``) of task ``tid``.
+
+    For ``read(fd, buf, count)`` and ``readv(fd, iov, iovcnt)``, ``request`` holds the second and
+    ``arg`` the third argument; ``nr`` says which system call it is.
+    """
 
     id: int
     tid: int
     fd: int
     request: int
     arg: int
+    nr: int = -1
 
 
 def _retry_ioctl(fd: int, request: int, arg: bytes | bytearray) -> None:
@@ -263,7 +277,10 @@ def notif_recv(listener: int) -> Notification | None:
     n = seccomp_notif.from_buffer(buf)
     args = n.data.args
     # ioctl(2) takes an unsigned int cmd: only the low word counts, as in the filter.
-    return Notification(int(n.id), int(n.pid), ctypes.c_int(args[0]).value, int(args[1]) & 0xFFFFFFFF, int(args[2]))
+    nr = int(n.data.nr)
+    # ioctl's cmd is an unsigned int; read's and readv's second arguments are whole pointers.
+    second = int(args[1]) & 0xFFFFFFFF if nr == seccomp_arch().nr_ioctl else int(args[1])
+    return Notification(int(n.id), int(n.pid), ctypes.c_int(args[0]).value, second, int(args[2]), nr)
 
 
 def notif_id_valid(listener: int, notif_id: int) -> bool:

@@ -67,11 +67,13 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import attrs
 
-from pytun_hash._abi import TUN_IOCTLS, ifreq, layout_for
+from pytun_hash._abi import TUN_IOCTLS, TunFlag, ifreq, layout_for
 from pytun_hash._abi.revision import Revision
 from pytun_hash.config import VnetHashCapability
-from pytun_hash.errors import EmulatorError
+from pytun_hash.device.rtnl import RtnlSocket, get_link
+from pytun_hash.errors import EmulatorError, PytunHashError
 from pytun_hash.testing import _seccomp
+from pytun_hash.testing.datapath import DeviceDataPath
 from pytun_hash.testing.kernel import (
     DeviceInfo,
     DeviceKey,
@@ -89,6 +91,7 @@ _TUN = {d.name: d.request(layout_for()) for d in TUN_IOCTLS}
 _TUN_MAJOR, _TUN_MINOR = 10, 200
 _CLONE_NEWNET = 0x40000000
 _E = "<" if sys.byteorder == "little" else ">"
+_UIO_MAXIOV = 1024
 # How long run() waits for the target to notice a closed listener before giving up on it.
 _GRACE = 2.0
 
@@ -281,6 +284,11 @@ class _TrappedCall:
             raise _Vanished
 
     @property
+    def local_fd(self) -> int:
+        """The queue fd as this process sees it (the target's own number in thread mode)."""
+        return self._fd
+
+    @property
     def looked_up_device(self) -> DeviceInfo | None:
         """The device found by the handler's lookup, if it made one."""
         return self._device
@@ -375,10 +383,17 @@ class KernelEmulator:
         capability: what the capability ioctl reports (None = that revision's kernel).
         timeout: seconds :meth:`run` waits for the function before it gives up (> 0).
         mode: run the function in a worker thread (default) or a forked child process.
+        data_path: also emulate the data path of every device whose hash state a trapped call
+            changed: queue choice through a steering program and the hash fields of frames read
+            from its queues (:mod:`pytun_hash.testing.datapath`). Needs ``bpf(2)`` (root) once a
+            device is configured. Every ``read``/``readv`` of the target is then trapped; those
+            on other fds continue to the kernel untouched.
 
     Attributes:
-        calls: every trapped call since the last :meth:`reset_log`, in order.
+        calls: every trapped ioctl since the last :meth:`reset_log`, in order.
         states: ``(call index, snapshot)`` after every call that changed a device's state.
+        reads: reads on emulated devices answered by the emulator since the last :meth:`reset_log`.
+        passed_reads: reads let through to the kernel untouched since the last :meth:`reset_log`.
 
     Raises:
         EmulatorError: when the seccomp filter cannot be installed (no seccomp user
@@ -395,6 +410,7 @@ class KernelEmulator:
         capability: VnetHashCapability | None = None,
         timeout: float = 10.0,
         mode: EmulatorMode = EmulatorMode.THREAD,
+        data_path: bool = True,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise EmulatorError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -407,7 +423,16 @@ class KernelEmulator:
         self.states: list[tuple[int, EmulatedHashState]] = []
         self._kernel = EmulatedKernel(revision, capability)
         self._arch = _seccomp.seccomp_arch()
-        self._program = _seccomp.build_filter(self._arch, self._kernel.requests)
+        self.data_path = bool(data_path)
+        self.reads = 0
+        self.passed_reads = 0
+        self._datapaths: dict[tuple[int, str], DeviceDataPath] = {}
+        self._rtnl: dict[int, RtnlSocket] = {}
+        self._live_listeners: set[int] = set()
+        self._listener_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._parked: list[threading.Thread] = []
+        self._program = _seccomp.build_filter(self._arch, self._kernel.requests, reads=self.data_path)
         self._broken: str | None = None
         self._closed = False
         self._failures: list[str] = []
@@ -494,6 +519,8 @@ class KernelEmulator:
         self.calls.clear()
         self.states.clear()
         self._failures.clear()
+        self.reads = 0
+        self.passed_reads = 0
 
     def close(self) -> None:
         """Stop the worker and close every fd the emulator owns; idempotent.
@@ -510,6 +537,9 @@ class KernelEmulator:
         if worker is not None:
             self._jobs.put(None)
             worker.join(_GRACE if self._busy is None else 0.0)
+        for thread in self._parked:
+            thread.join(_GRACE)
+        self._release_data_paths()
 
     def __enter__(self) -> KernelEmulator:
         return self
@@ -534,6 +564,8 @@ class KernelEmulator:
             signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
             try:
                 self._listener = _seccomp.install_listener(self._arch, self._program)
+                with self._listener_lock:
+                    self._live_listeners.add(self._listener)
             except BaseException as exc:
                 setup_error.append(exc)
                 return
@@ -646,6 +678,8 @@ class KernelEmulator:
         try:
             pidfd = os.pidfd_open(pid)
             listener = self._receive_listener(parent, deadline)
+            with self._listener_lock:
+                self._live_listeners.add(listener)
             payload = self._supervise_process(parent, listener, _Target(pidfd), deadline)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -654,7 +688,7 @@ class KernelEmulator:
                 else:
                     os.kill(pid, signal.SIGKILL)
             if listener >= 0:
-                os.close(listener)
+                self._forget_listener(listener)
             if isinstance(exc, (KeyboardInterrupt, _ChildSetupError)):
                 raise
             raise EmulatorError(f"the emulator's supervisor failed: {type(exc).__name__}: {exc}") from exc
@@ -663,7 +697,7 @@ class KernelEmulator:
             if pidfd >= 0:
                 os.close(pidfd)
             parent.close()
-        os.close(listener)
+        self._forget_listener(listener)
         try:
             status, value = pickle.loads(payload)
         except Exception as exc:
@@ -754,8 +788,14 @@ class KernelEmulator:
 
     def _close_listener(self) -> None:
         if self._listener >= 0:
-            os.close(self._listener)
+            self._forget_listener(self._listener)
             self._listener = -1
+
+    def _forget_listener(self, listener: int) -> None:
+        # Parked reads answer from their own threads: they check the set under the same lock.
+        with self._listener_lock:
+            self._live_listeners.discard(listener)
+            os.close(listener)
 
     def _result(self, value: Any, error: BaseException | None, failures_before: int) -> Any:
         """``value`` or ``error`` of a finished run, unless a handler failed during it."""
@@ -773,6 +813,9 @@ class KernelEmulator:
         notif = _seccomp.notif_recv(listener)
         if notif is None:
             return
+        if notif.nr != self._arch.nr_ioctl:
+            self._serve_read(notif, target, listener)
+            return
         name = self._kernel.requests.get(notif.request, hex(notif.request))
         copies: tuple[UserCopy, ...] = ()
         touched: DeviceInfo | None = None
@@ -783,7 +826,13 @@ class KernelEmulator:
                     raise _PassThrough
                 call = _TrappedCall(listener, notif, target, local)
                 try:
+                    path = self._data_path_before(call)
                     val = self._kernel.handle(name, call)
+                    if path is not None and name == "TUNSETSTEERINGEBPF":
+                        # The real call replaced or removed whatever program was attached.
+                        path.steering_replaced()
+                    if self.data_path and self._kernel.changed is not None:
+                        self._data_path_after(call, local)
                 finally:
                     copies = tuple(call.copies)
                     touched = call.looked_up_device
@@ -822,6 +871,264 @@ class KernelEmulator:
             self.states.append((index, self._kernel.snapshot(changed)))
         self._kernel.changed = None
         _seccomp.notif_send(listener, notif.id, val=val if not err else 0, error=err, flags=flags)
+
+
+    # -- data path ----------------------------------------------------------------------------
+
+    def _data_path_before(self, call: _TrappedCall) -> DeviceDataPath | None:
+        """Before a trapped ioctl: tag the frames queued so far with the state they were hashed under."""
+        if not self.data_path or not self._datapaths:
+            return None
+        dev = call.lookup()
+        if dev is None:
+            return None
+        path = self._datapaths.get((dev.key.netns, dev.ifname))
+        if path is not None:
+            path.collect(self._queue_count(call.local_fd, dev.key.netns, dev.ifname))
+        return path
+
+    def _data_path_after(self, call: _TrappedCall, local: int) -> None:
+        """After a call that changed a device's state: make the real device follow it."""
+        dev = call.lookup()
+        if dev is None:
+            return
+        key = (dev.key.netns, dev.ifname)
+        path = self._datapaths.get(key)
+        if path is None:
+            path = self._datapaths[key] = DeviceDataPath(self.revision, dev.ifname, dev.flags)
+        path.update(local, self._kernel.snapshot(dev.key))
+
+    def _queue_count(self, fd: int, netns: int, ifname: str) -> int | None:
+        """Attached queues of the device behind ``fd`` (rtnetlink in its namespace); None when unknown."""
+        sock = self._rtnl.get(netns)
+        if sock is None:
+            sock = self._rtnl_in(fd, netns)
+            if sock is None:
+                return None
+            self._rtnl[netns] = sock
+        try:
+            link = get_link(ifname, sock=sock)
+        except PytunHashError:
+            return None
+        return link.tun.numqueues if link.tun is not None else None
+
+    @staticmethod
+    def _rtnl_in(fd: int, netns: int) -> RtnlSocket | None:
+        err, ns = _ioctl_errno(fd, _TUN["TUNGETDEVNETNS"], 0)
+        if err:
+            return None
+        assert isinstance(ns, int)
+        try:
+            if os.stat("/proc/thread-self/ns/net").st_ino == netns:
+                return RtnlSocket()
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _setns(ns, _CLONE_NEWNET) != 0:
+                    return None
+                try:
+                    return RtnlSocket()  # a netlink socket stays in the namespace it was made in
+                finally:
+                    if _setns(home, _CLONE_NEWNET) != 0:
+                        raise EmulatorError("could not return to the supervisor's network namespace")
+            finally:
+                os.close(home)
+        finally:
+            os.close(ns)
+
+    def _serve_read(self, notif: _seccomp.Notification, target: _Target, listener: int) -> None:
+        """Answer a trapped ``read``/``readv``: emulated on a configured device, else let through."""
+        try:
+            with target.local_fd(notif.fd) as local:
+                path = self._read_path(local)
+                if path is None:
+                    raise _PassThrough
+                segments = [(notif.request, notif.arg)] if notif.nr == self._arch.nr_read else self._iovecs(notif)
+                blocking = not fcntl.fcntl(local, fcntl.F_GETFL) & os.O_NONBLOCK
+                if blocking and not _readable(local):
+                    self._park(notif, os.dup(local), path, listener, segments)
+                    return
+                self._complete_read(notif, local, path, listener, segments)
+        except (_PassThrough, KernelErrno):
+            self.passed_reads += 1
+            self._answer(listener, notif.id, flags=_seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        except _Vanished:
+            return
+        except Exception:
+            self._failures.append(traceback.format_exc())
+            self._answer(listener, notif.id, error=errno.EIO)
+
+    def _read_path(self, fd: int) -> DeviceDataPath | None:
+        if not self._datapaths or not _is_tun(fd):
+            return None
+        err, out = _ioctl_errno(fd, _TUN["TUNGETIFF"], bytes(ctypes.sizeof(ifreq)))
+        if err:
+            return None
+        assert isinstance(out, bytes)
+        name = ifreq.from_buffer_copy(out).ifr_name.decode(errors="replace")
+        err, ns = _ioctl_errno(fd, _TUN["TUNGETDEVNETNS"], 0)
+        if err:
+            return None
+        assert isinstance(ns, int)
+        try:
+            netns = os.fstat(ns).st_ino
+        finally:
+            os.close(ns)
+        return self._datapaths.get((netns, name))
+
+    def _complete_read(
+        self,
+        notif: _seccomp.Notification,
+        local: int,
+        path: DeviceDataPath,
+        listener: int,
+        segments: list[tuple[int, int]],
+    ) -> None:
+        """Read one frame for the target and write what the emulated kernel would have written."""
+        count = sum(length for _, length in segments)
+        with self._read_lock:
+            try:
+                data = os.read(local, count)
+            except OSError as exc:
+                self._answer(listener, notif.id, error=exc.errno or errno.EIO)
+                return
+            sz = 0
+            if path.flags & TunFlag.IFF_VNET_HDR:
+                err, out = _ioctl_errno(local, _TUN["TUNGETVNETHDRSZ"], bytes(4))
+                sz = struct.unpack(f"{_E}i", out)[0] if not err and isinstance(out, bytes) else 0
+            netns = self._netns_of(local)
+            numqueues = self._queue_count(local, netns, path.ifname) if netns is not None else None
+            path.collect(numqueues)
+            now = path.context
+            writes = (
+                [(0, data)]
+                if now is None
+                else path.header_writes(data, count, sz, attrs.evolve(now, numqueues=numqueues))
+            )
+            ok = all(self._scatter(notif.tid, segments, offset, chunk) for offset, chunk in writes)
+            self.reads += 1
+            if not ok:
+                self._answer(listener, notif.id, error=errno.EFAULT)
+                return
+            self._answer(listener, notif.id, val=len(data))
+
+    @staticmethod
+    def _netns_of(fd: int) -> int | None:
+        err, ns = _ioctl_errno(fd, _TUN["TUNGETDEVNETNS"], 0)
+        if err:
+            return None
+        assert isinstance(ns, int)
+        try:
+            return os.fstat(ns).st_ino
+        finally:
+            os.close(ns)
+
+    @staticmethod
+    def _iovecs(notif: _seccomp.Notification) -> list[tuple[int, int]]:
+        count = notif.arg
+        if not 0 <= count <= _UIO_MAXIOV:
+            raise _PassThrough  # the kernel answers EINVAL itself
+        raw = _seccomp.read_memory(notif.tid, notif.request, 16 * count)
+        if raw is None:
+            raise _PassThrough  # the kernel answers EFAULT itself
+        return [struct.unpack_from("=QQ", raw, 16 * i) for i in range(count)]
+
+    @staticmethod
+    def _scatter(tid: int, segments: list[tuple[int, int]], offset: int, chunk: bytes) -> bool:
+        """Write ``chunk`` at byte ``offset`` of the read's buffers, as ``copy_to_iter`` would."""
+        for base, length in segments:
+            if not chunk:
+                return True
+            if offset >= length:
+                offset -= length
+                continue
+            part = chunk[: length - offset]
+            if not _seccomp.write_memory(tid, base + offset, part):
+                return False
+            chunk = chunk[len(part) :]
+            offset = 0
+        return True
+
+    def _answer(self, listener: int, notif_id: int, *, val: int = 0, error: int = 0, flags: int = 0) -> None:
+        with self._listener_lock:
+            if listener in self._live_listeners:
+                _seccomp.notif_send(listener, notif_id, val=val, error=error, flags=flags)
+
+    def _park(
+        self,
+        notif: _seccomp.Notification,
+        local: int,
+        path: DeviceDataPath,
+        listener: int,
+        segments: list[tuple[int, int]],
+    ) -> None:
+        """A blocking read with nothing queued: wait for a frame in a helper thread, then answer."""
+
+        def wait() -> None:
+            try:
+                while not self._closed:
+                    with self._listener_lock:
+                        if listener not in self._live_listeners:
+                            return
+                    if not _seccomp.notif_id_valid(listener, notif.id):
+                        return  # a signal interrupted the read, or the target is gone
+                    if _readable(local, 0.05):
+                        with self._read_lock:
+                            ready = _readable(local)
+                        if ready:
+                            self._complete_read(notif, local, path, listener, segments)
+                            return
+            except Exception:
+                self._failures.append(traceback.format_exc())
+                with contextlib.suppress(OSError):
+                    self._answer(listener, notif.id, error=errno.EIO)
+            finally:
+                os.close(local)
+
+        thread = threading.Thread(target=wait, name="pytun-hash-emulator-read", daemon=True)
+        self._parked = [t for t in self._parked if t.is_alive()]
+        self._parked.append(thread)
+        thread.start()
+
+    def _release_data_paths(self) -> None:
+        """Take the emulator's programs off the devices it still reaches, then free them."""
+        if self._datapaths:
+            for fd in _tun_fds():
+                with contextlib.suppress(OSError):
+                    path = self._read_path(fd)
+                    if path is not None:
+                        path.detach(fd)
+        for path in self._datapaths.values():
+            path.close()
+        self._datapaths.clear()
+        for sock in self._rtnl.values():
+            sock.close()
+        self._rtnl.clear()
+
+    def data_path_stats(self) -> dict[str, int]:
+        """Counters of the emulated data path: devices, frames recorded and matched, reads emulated and passed."""
+        return {
+            "devices": len(self._datapaths),
+            "recorded": sum(p.recorded for p in self._datapaths.values()),
+            "matched": sum(p.matched for p in self._datapaths.values()),
+            "reads": self.reads,
+            "passed_reads": self.passed_reads,
+        }
+
+
+def _readable(fd: int, timeout: float = 0.0) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
+def _tun_fds() -> list[int]:
+    found = []
+    for entry in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError, ValueError):
+            fd = int(entry)
+            if _is_tun(fd):
+                found.append(fd)
+    return found
 
 
 class _PassThrough(Exception):  # noqa: N818 - a control-flow signal, not an error

@@ -75,11 +75,11 @@ def test_real_kernel_feature_error_names_revisions_and_fallback(tap: TunTapDevic
 def test_probe_and_capability_through_emulator(tap: TunTapDevice, revision: Revision) -> None:
     with KernelEmulator(revision) as emu:
         result = emu.run(probe_revision, tap)
-        assert result.revision is revision
-        assert result.capability == default_capability(revision)
+        assert result.revision is revision.abi
+        assert result.capability == default_capability(revision.abi)
         control = emu.run(HashControl, tap)
-        assert control.revision is revision
-        assert control.capability() == default_capability(revision)
+        assert control.revision is revision.abi
+        assert control.capability() == default_capability(revision.abi)
 
 
 @pytest.mark.parametrize("revision", list(Revision))
