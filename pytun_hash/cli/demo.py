@@ -6,9 +6,15 @@ so only the demo's packets appear); put an RSS config (round-robin table over th
 key drawn from ``--seed``, all six IPv4/IPv6 hash types, hash reports on) in force through the
 best backend available; send a spread of TCP (SYN) and UDP flows over IPv4 and IPv6 plus an
 ICMP echo each, from the namespace's own stack; read every queue; and compare each packet's
-queue with the one the software model predicts. Hash reports come from the kernel when it
-writes them (native backend) and are checked against the model; with eBPF steering the kernel
-cannot write them, so they are computed in user space.
+queue, hash value and hash report with what the software model predicts under the rules of
+the backend and revision in force (the RFC's on an RFC kernel, the virtio specification's
+otherwise; ``--semantics`` forces either). Hash reports come from the kernel when it writes
+them (native backend); with eBPF steering the kernel cannot write them, so they are computed in
+user space.
+
+``--emulate REVISION`` runs all of it through the native backend on an emulated kernel of that
+revision (:class:`pytun_hash.testing.KernelEmulator`, data path included): the native path, end
+to end, on any kernel.
 
 Exit status 0 only when every packet arrived exactly once on its predicted queue (and every
 kernel report matched); 1 otherwise; 3 without the privileges it needs (it says which).
@@ -16,6 +22,8 @@ Everything it creates lives in the private namespace and is gone when it exits.
 
 JSON keys: ``ok``, ``device``, ``queues``, ``backend``, ``revision``, ``reason``, ``semantics``, ``config``,
 ``reports`` (``kernel``/``computed``), ``flows``, ``sent``, ``received``, ``matched``,
+``emulated`` (null, or {``revision``, ``devices``, ``recorded``, ``matched``, ``reads``,
+``passed_reads``} with ``--emulate``),
 ``mismatches`` (list of {``flow``, ``queue``, ``predicted``, ``problem``}), ``missing`` (flows
 never seen), ``duplicates``, ``foreign`` (frames of no demo flow), ``per_queue`` (list of
 {``queue``, ``packets``, ``predicted``, ``matched``, ``samples`` (list of {``flow``, ``hash``,
@@ -37,11 +45,12 @@ from typing import Any
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, VIRTIO_NET_HDR_V1_SIZE, HashReport
 from pytun_hash.backend import Backend, Hashing
 from pytun_hash.bpf.report import HashReporter
-from pytun_hash.cli.common import config_summary, parse_backend
+from pytun_hash.cli.common import config_summary, parse_backend, parse_revision, parse_semantics
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import TUN_PATH
+from pytun_hash.errors import EmulatorError
 from pytun_hash.model import FlowHash, Semantics, classify, queue_for_flow
 from pytun_hash.testing import traffic
 from pytun_hash.testing.traffic import DEFAULT_ADDRESSING, Capture, Flow
@@ -78,6 +87,19 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=Backend.AUTO,
         metavar="{auto,native,ebpf}",
         help="auto (default): native when the kernel has the hash ioctls, else eBPF",
+    )
+    p.add_argument(
+        "--emulate",
+        type=parse_revision,
+        metavar="REVISION",
+        help="run the whole demo through the native backend on an emulated kernel of that revision "
+        "(rfc, v3 ... v11, v12; pytun_hash.testing.KernelEmulator, data path included)",
+    )
+    p.add_argument(
+        "--semantics",
+        type=parse_semantics,
+        metavar="{spec,rfc-2023}",
+        help="predict with these rules instead of those of the backend and revision in force",
     )
     p.set_defaults(handler=run)
 
@@ -192,7 +214,30 @@ def run(args: argparse.Namespace, out: Output) -> int:
             "run it as root: `sudo pytun-hash demo` (or `sudo make demo`)",
             ExitCode.KERNEL,
         )
+    if args.emulate is not None and args.backend is Backend.EBPF:
+        raise CliError("--emulate runs the native backend; it cannot be combined with --backend ebpf")
     started = time.monotonic()
+    document = _demo(args, out) if args.emulate is None else _emulated(args, out)
+    document["elapsed_s"] = round(time.monotonic() - started, 3)
+    out.result(document, lambda: _render(document))
+    return int(ExitCode.OK if document["ok"] else ExitCode.MISMATCH)
+
+
+def _emulated(args: argparse.Namespace, out: Output) -> dict[str, Any]:
+    # The testing package is only needed here: plain demos never import it.
+    from pytun_hash.testing import KernelEmulator
+
+    try:
+        with KernelEmulator(args.emulate, timeout=120.0) as emu:
+            document = emu.run(_demo, args, out)
+            stats = emu.data_path_stats()
+    except EmulatorError as exc:
+        raise CliError(f"the kernel emulator failed: {exc}", "run the demo without --emulate") from exc
+    document["emulated"] = {"revision": args.emulate.value, **stats}
+    return document
+
+
+def _demo(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     rng = random.Random(args.seed)
     config = VnetHashConfig.round_robin(args.queues, key=rng.randbytes(40), report=True)
     addressing = DEFAULT_ADDRESSING
@@ -209,7 +254,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
             progress.update(1)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                hashing = Hashing.enable(device, config, backend=args.backend)
+                if args.emulate is not None:
+                    hashing = Hashing.enable(device, config, backend=Backend.NATIVE, revision=args.emulate)
+                else:
+                    hashing = Hashing.enable(device, config, backend=args.backend)
             for warning in caught:
                 out.warn(str(warning.message))
             with hashing:
@@ -218,7 +266,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 capture = traffic.collect(device, expected=sent, timeout=2.0)
                 progress.update(3)
                 reporter = HashReporter.for_device(device, config) if hashing.reports_in_user_space else None
-                semantics = hashing.semantics
+                semantics = args.semantics or hashing.semantics
                 result = _analyse(capture, flows, config, args.queues, reporter, semantics)
                 choice = hashing.choice
             name = device.name
@@ -242,10 +290,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         "flows": len(flows),
         "sent": sent,
         **result,
-        "elapsed_s": round(time.monotonic() - started, 3),
+        "emulated": None,
     }
-    out.result(document, lambda: _render(document))
-    return int(ExitCode.OK if ok else ExitCode.MISMATCH)
+    return document
 
 
 def _render(doc: dict[str, Any]) -> str:
@@ -257,6 +304,14 @@ def _render(doc: dict[str, Any]) -> str:
     lines = [
         f"pytun-hash demo: {doc['queues']}-queue TAP {doc['device']} in a private network namespace",
         f"backend: {doc['backend']} ({doc['reason']}); predicted with the {doc['semantics']} rules",
+        *(
+            [
+                f"kernel:  emulated {doc['emulated']['revision']} (pytun_hash.testing.KernelEmulator): "
+                f"{doc['emulated']['reads']} reads answered with that revision's headers"
+            ]
+            if doc["emulated"]
+            else []
+        ),
         f"config:  {config_summary(VnetHashConfig.from_mapping(doc['config']))}",
         f"sent {doc['sent']} packets ({doc['flows'] - 2} TCP/UDP flows over IPv4 and IPv6, 2 ICMP echoes); "
         f"hash reports {source}",

@@ -910,7 +910,10 @@ class KernelEmulator:
             link = get_link(ifname, sock=sock)
         except PytunHashError:
             return None
-        return link.tun.numqueues if link.tun is not None else None
+        if link.tun is None:
+            return None
+        # The kernel reports the count only for multi-queue devices; the others have exactly one.
+        return link.tun.numqueues if link.tun.multi_queue else 1
 
     @staticmethod
     def _rtnl_in(fd: int, netns: int) -> RtnlSocket | None:

@@ -13,7 +13,7 @@ from tests.cli.helpers import run_as_nobody
 
 DEMO_KEYS = {
     "ok", "device", "queues", "backend", "revision", "reason", "semantics", "config", "reports", "flows", "sent",
-    "received", "matched", "mismatches", "missing", "duplicates", "foreign", "per_queue", "elapsed_s",
+    "received", "matched", "mismatches", "missing", "duplicates", "foreign", "per_queue", "emulated", "elapsed_s",
 }  # fmt: skip
 
 
@@ -45,6 +45,34 @@ def test_demo_every_packet_on_its_predicted_queue(cli: Any) -> None:
         assert doc["reports"] == "computed" and doc["revision"] is None
     # Nothing is left behind, and this thread is where it was.
     assert {link.name for link in rtnl.list_links()} == links and thread_netns_inode() == inode
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+@pytest.mark.parametrize("revision", ["rfc", "v3", "v10", "v12"])
+def test_demo_through_the_native_backend_of_an_emulated_kernel(cli: Any, revision: str) -> None:
+    run = cli("demo", "--emulate", revision, "--json")
+    assert run.code == 0, run.out + run.err
+    doc = run.json()
+    assert set(doc) == DEMO_KEYS
+    assert doc["backend"] == "native" and doc["revision"] == revision and doc["reports"] == "kernel"
+    assert doc["semantics"] == ("rfc-2023" if revision == "rfc" else "spec")
+    # Every frame's queue, hash value and report matched; the emulator wrote each header.
+    assert doc["received"] == doc["matched"] == doc["sent"] == 66 and doc["mismatches"] == []
+    assert doc["emulated"]["revision"] == revision and doc["emulated"]["reads"] == 66
+    assert doc["emulated"]["matched"] == 66
+    assert all(q["packets"] == q["matched"] > 0 for q in doc["per_queue"])
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_predicting_an_rfc_kernel_with_the_specification_fails(cli: Any) -> None:
+    # What the first wave's demo did on a real RFC kernel (0/66 there too).
+    run = cli("demo", "--emulate", "rfc", "--semantics", "spec", "--json")
+    doc = run.json()
+    assert run.code == 1 and doc["ok"] is False and doc["semantics"] == "spec"
+    assert doc["received"] == 66 and doc["matched"] < 10
+    assert all("kernel reported" in m["problem"] for m in doc["mismatches"])
 
 
 @pytest.mark.kernel

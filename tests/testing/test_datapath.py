@@ -1,0 +1,307 @@
+"""The emulator's data path, per revision: queue choice, hash fields, read-time conditions, steering rules.
+
+Frames are sent from the test's namespace through a real multi-queue TAP; they are read inside
+:meth:`KernelEmulator.run` (the filtered worker), where the emulator answers each read as the
+emulated revision's kernel would. The expected values come from the software model under the
+revision's semantics (:func:`pytun_hash.model.semantics_for`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from pytun_hash import HashReport, Revision, TunTapDevice, VnetHashConfig
+from pytun_hash.config import MICROSOFT_RSS_KEY
+from pytun_hash.device.hashctl import HashControl
+from pytun_hash.device.netns import NetworkNamespace
+from pytun_hash.model import classify, queue_for_flow, semantics_for
+from pytun_hash.testing import KernelEmulator
+from tests.device.traffic import PEER_ADDR, udp_socket, wire_tap
+from tests.testing.helpers import load_socket_filter
+
+pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
+
+FILL = 0xAA
+ALL = list(Revision)
+RSS = VnetHashConfig(rss=True, report=True, types=0x3F, indirection_table=(0, 1, 2, 3) * 4, key=MICROSOFT_RSS_KEY)
+NUM_BUFFERS = {Revision.RFC: 0, Revision.V3: 1, Revision.V10: 0, Revision.V12: 0}
+
+Read = tuple[int, int, bytes]  # (queue index, bytes returned, the whole buffer)
+
+
+@pytest.fixture(autouse=True)
+def _needs(need_seccomp: None, need_bpf: None) -> None:
+    """Seccomp user notification and bpf(2) (root), probed by tests/testing/conftest.py."""
+
+
+@contextmanager
+def rig(netns: NetworkNamespace, revision: Revision, *, queues: int = 4, hdr: int = 20) -> Iterator[
+    tuple[TunTapDevice, KernelEmulator, socket.socket, HashControl]
+]:
+    with (
+        TunTapDevice.create("dp%d", queues=queues) as dev,
+        KernelEmulator(revision) as emu,
+        udp_socket() as sock,
+    ):
+        dev.set_vnet_hdr_size(hdr)
+        dev.set_vnet_le(True)
+        wire_tap(netns, dev.name)
+        control = emu.run(HashControl, dev, revision=revision)
+        yield dev, emu, sock, control
+
+
+def read_queued(dev: TunTapDevice, size: int = 2048) -> list[Read]:
+    """Inside the emulator: every queued frame, each read with readv into a buffer filled with FILL."""
+    found: list[Read] = []
+    for queue in dev.attached_queues:
+        while select.select([queue.fd], [], [], 0)[0]:
+            buf = bytearray([FILL]) * size
+            n = os.readv(queue.fd, [buf])
+            found.append((queue.index or 0, n, bytes(buf)))
+    return found
+
+
+def send(sock: socket.socket, ports: range | list[int]) -> None:
+    for port in ports:
+        sock.sendto(b"pytun-hash", (PEER_ADDR, port))
+
+
+def hash_fields(buf: bytes) -> tuple[int, int, int]:
+    """num_buffers, hash_value, hash_report of a 20-byte header at the start of ``buf``."""
+    num_buffers, value, report = struct.unpack_from("<HIH", buf, 10)
+    return num_buffers, value, report
+
+
+@pytest.mark.parametrize("revision", ALL)
+def test_queue_and_hash_fields_follow_the_revision(netns: NetworkNamespace, revision: Revision) -> None:
+    semantics = semantics_for(revision)
+    with rig(netns, revision) as (dev, emu, sock, control):
+        emu.run(control.apply, RSS)
+        send(sock, range(7000, 7040))
+        got = emu.run(read_queued, dev)
+        stats = emu.data_path_stats()
+    assert len(got) == 40
+    for queue, n, buf in got:
+        frame = buf[20:n]
+        flow = classify(frame, RSS.types, RSS.key, semantics=semantics)
+        assert flow.report is HashReport.UDPV4
+        assert queue == queue_for_flow(RSS, flow, 4, semantics=semantics)
+        assert hash_fields(buf) == (NUM_BUFFERS[revision], flow.hash_value, int(flow.report))
+    assert len({q for q, _, _ in got}) == 4
+    assert stats["reads"] == 40 and stats["matched"] == 40
+
+
+def test_rfc_checks_report_when_hashed_and_when_read(netns: NetworkNamespace) -> None:
+    with rig(netns, Revision.RFC, hdr=24) as (dev, emu, sock, control):
+        # Hashed with REPORT, read after REPORT was cleared: a 10-byte header, the rest skipped.
+        emu.run(control.apply, RSS)
+        send(sock, [7100])
+        emu.run(control.apply, RSS.replace(report=False))
+        ((_, n, buf),) = emu.run(read_queued, dev)
+        assert buf[10:24] == bytes([FILL]) * 14 and n > 24
+        # Queued while hashing was off, read after REPORT was set: never marked.
+        emu.run(control.disable)
+        send(sock, [7101])
+        emu.run(control.apply, RSS)
+        ((_, _, buf),) = emu.run(read_queued, dev)
+        assert buf[10:24] == bytes([FILL]) * 14
+        # Hashed and read with REPORT: 20 bytes written, bytes 20..23 skipped.
+        send(sock, [7102])
+        ((_, n, buf),) = emu.run(read_queued, dev)
+        flow = classify(buf[24:n], RSS.types, RSS.key, semantics=semantics_for(Revision.RFC))
+        assert hash_fields(buf) == (0, flow.hash_value, int(flow.report)) and flow.hash_value
+        assert buf[20:24] == bytes([FILL]) * 4
+
+
+@pytest.mark.parametrize("revision", [Revision.V10, Revision.V12])
+def test_v10_and_later_report_what_was_hashed_whatever_the_flags_at_read_time(
+    netns: NetworkNamespace, revision: Revision
+) -> None:
+    with rig(netns, revision, hdr=24) as (dev, emu, sock, control):
+        emu.run(control.apply, RSS)
+        send(sock, [7200])
+        emu.run(control.apply, RSS.replace(report=False))
+        send(sock, [7201])
+        first, second = sorted(emu.run(read_queued, dev), key=lambda r: r[2][24 + 36 : 24 + 38])
+    # Each read fills min(20, sz) bytes and zeros the rest: no byte of the buffer is left as it was.
+    assert first[2][20:24] == second[2][20:24] == bytes(4)
+    flow = classify(first[2][24 : first[1]], RSS.types, RSS.key)
+    assert hash_fields(first[2]) == (0, flow.hash_value, int(flow.report))
+    assert hash_fields(second[2]) == (0, 0, 0)  # hashed without REPORT: no extension
+
+
+@pytest.mark.parametrize("revision", ALL)
+def test_no_hash_fields_below_a_20_byte_header(netns: NetworkNamespace, revision: Revision) -> None:
+    with rig(netns, revision, hdr=20) as (dev, emu, sock, control):
+        emu.run(control.apply, RSS)
+        dev.set_vnet_hdr_size(12)
+        send(sock, [7300])
+        ((_, _, buf),) = emu.run(read_queued, dev)
+    if revision is Revision.RFC:
+        assert buf[10:12] == bytes([FILL]) * 2  # the RFC writes 10 bytes and skips the rest
+    else:
+        assert buf[10:12] == struct.pack("<H", NUM_BUFFERS[revision])
+
+
+@pytest.mark.filterwarnings("ignore::pytun_hash.device.hashctl.HashControlWarning")
+@pytest.mark.parametrize("revision", ALL)
+def test_nothing_is_hashed_with_a_single_queue(netns: NetworkNamespace, revision: Revision) -> None:
+    with rig(netns, revision, queues=1) as (dev, emu, sock, control):
+        emu.run(control.apply, RSS)
+        send(sock, [7400])
+        ((queue, _, buf),) = emu.run(read_queued, dev)
+    assert queue == 0
+    if revision is Revision.RFC:
+        assert buf[10:20] == bytes([FILL]) * 10
+    else:
+        assert hash_fields(buf) == (NUM_BUFFERS[revision], 0, 0)
+
+
+def test_rfc_silently_drops_rss_for_a_steering_program(netns: NetworkNamespace) -> None:
+    prog = load_socket_filter(2)
+    try:
+        with rig(netns, Revision.RFC) as (dev, emu, sock, control):
+            emu.run(control.apply, RSS.replace(report=False))
+            emu.run(_raw_attach, dev, prog)
+            state = emu.device_state(dev.name)
+            assert not state.rss and state.steering_attached
+            send(sock, range(7500, 7516))
+            assert {q for q, _, _ in emu.run(read_queued, dev)} == {2}
+    finally:
+        os.close(prog)
+
+
+@pytest.mark.parametrize("revision", [Revision.V10, Revision.V12])
+def test_a_steering_program_takes_precedence_from_v10_on(netns: NetworkNamespace, revision: Revision) -> None:
+    prog = load_socket_filter(1)
+    try:
+        with rig(netns, revision) as (dev, emu, sock, control):
+            emu.run(control.apply, RSS)
+            emu.run(_raw_attach, dev, prog)
+            assert emu.device_state(dev.name).rss
+            send(sock, range(7600, 7616))
+            steered = emu.run(read_queued, dev)
+            # The program chose the queue; nothing was hashed, so nothing is reported.
+            assert {q for q, _, _ in steered} == {1}
+            assert all(hash_fields(buf)[1:] == (0, 0) for _, _, buf in steered)
+            emu.run(_raw_attach, dev, -1)
+            send(sock, range(7600, 7664))
+            back = emu.run(read_queued, dev)
+        assert len({q for q, _, _ in back}) == 4
+        for queue, n, buf in back:
+            flow = classify(buf[20:n], RSS.types, RSS.key)
+            assert queue == queue_for_flow(RSS, flow, 4) and hash_fields(buf)[1] == flow.hash_value
+    finally:
+        os.close(prog)
+
+
+def test_v3_to_v9_refuse_a_steering_program_while_rss_is_on(netns: NetworkNamespace) -> None:
+    prog = load_socket_filter(1)
+    try:
+        with rig(netns, Revision.V3) as (dev, emu, sock, control):
+            emu.run(control.apply, RSS)
+            with pytest.raises(OSError) as refused:
+                emu.run(_raw_attach, dev, prog)
+            assert refused.value.errno == errno.EBUSY
+            send(sock, range(7700, 7764))
+            assert len({q for q, _, _ in emu.run(read_queued, dev)}) == 4
+    finally:
+        os.close(prog)
+
+
+def _raw_attach(dev: TunTapDevice, prog: int) -> None:
+    """TUNSETSTEERINGEBPF straight on a queue fd, around the binding's own exclusion."""
+    fcntl.ioctl(dev.attached_queues[0].fd, 0x800454E0, struct.pack("=i", prog))
+
+
+@pytest.mark.parametrize("revision", [Revision.V10, Revision.V12])
+def test_report_only_reports_the_automatic_choice(netns: NetworkNamespace, revision: Revision) -> None:
+    with rig(netns, revision) as (dev, emu, sock, control):
+        emu.run(control.apply, RSS.replace(rss=False))
+        send(sock, range(7800, 7832))
+        got = emu.run(read_queued, dev)
+    assert len(got) == 32
+    for queue, _, buf in got:
+        # Frames without an L4 hash report the index of the queue they were steered to.
+        assert hash_fields(buf) == (0, queue, int(HashReport.UDPV4))
+
+
+def test_rfc_report_only_reports_toeplitz(netns: NetworkNamespace) -> None:
+    config = RSS.replace(rss=False)
+    with rig(netns, Revision.RFC) as (dev, emu, sock, control):
+        emu.run(control.apply, config)
+        send(sock, range(7800, 7808))
+        got = emu.run(read_queued, dev)
+    for _, n, buf in got:
+        flow = classify(buf[20:n], config.types, config.key, semantics=semantics_for(Revision.RFC))
+        assert hash_fields(buf) == (0, flow.hash_value, int(flow.report))
+
+
+def test_other_reads_return_exactly_what_the_kernel_returned(netns: NetworkNamespace) -> None:
+    payload = bytes(range(256)) * 4
+    with rig(netns, Revision.V12) as (_dev, emu, sock, control):
+        emu.run(control.apply, RSS)
+        with TunTapDevice.create("other%d", queues=1) as other:
+            other.set_vnet_hdr_size(20)
+            wire_tap_other = other.name
+            netns.add_address(wire_tap_other, "10.78.0.1/24")
+            netns.set_link_up(wire_tap_other)
+            netns.add_neighbour(wire_tap_other, "10.78.0.2", "02:00:00:00:00:03")
+            sock.sendto(b"unconfigured", ("10.78.0.2", 9000))
+            r, w = os.pipe()
+            try:
+                os.write(w, payload)
+
+                def body() -> tuple[bytes, list[Read]]:
+                    return os.read(r, len(payload)), read_queued(other)
+
+                from_pipe, from_other = emu.run(body)
+            finally:
+                os.close(r)
+                os.close(w)
+    assert from_pipe == payload
+    ((_, n, buf),) = from_other
+    # The unconfigured device's read went to the kernel untouched: 6.18 zeroes the whole header.
+    assert buf[:20] == bytes(20) and buf[n:] == bytes([FILL]) * (len(buf) - n)
+    assert emu.reads == 0 and emu.passed_reads >= 2
+
+
+def test_a_blocking_read_waits_for_its_frame(netns: NetworkNamespace) -> None:
+    config = RSS.replace(indirection_table=(0,))  # every frame to queue 0
+    with rig(netns, Revision.V12, queues=2) as (dev, emu, sock, control):
+        emu.run(control.apply, config)
+        queue = next(q for q in dev.attached_queues if q.index == 0)
+        os.set_blocking(queue.fd, True)
+        sent: list[float] = []
+
+        def later() -> None:
+            send(sock, [7900])
+            sent.append(time.monotonic())
+
+        timer = threading.Timer(0.2, later)
+
+        def body() -> tuple[bytes, float]:
+            timer.start()
+            data = os.read(queue.fd, 2048)
+            return data, time.monotonic()
+
+        try:
+            data, returned = emu.run(body)
+        finally:
+            timer.join()
+        # The read was issued before the frame existed and answered once it arrived.
+        assert sent and returned >= sent[0]
+        assert emu.reads == 1 and len(data) > 20
+        flow = classify(data[20:], config.types, config.key)
+        assert hash_fields(data) == (0, flow.hash_value, int(flow.report))
