@@ -21,7 +21,7 @@ from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, VIRTIO_NET_H
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.tap import DeviceMode, Queue, TunTapDevice
 from pytun_hash.errors import DecodeError, ValidationError
-from pytun_hash.model import FlowHash, Framing, classify
+from pytun_hash.model import FlowHash, Framing, Semantics, classify
 
 __all__ = ["HashReporter"]
 
@@ -42,6 +42,8 @@ class HashReporter:
         mode: TAP (Ethernet frames, up to two VLAN tags) or TUN (IP packets).
         vnet_hdr_size: the queue's vnet header size in bytes, at least 20.
         packet_info: buffers start with ``struct tun_pi``.
+        semantics: the rules the steering follows; the eBPF backend's program follows the virtio
+            specification (``Hashing.semantics``), which is the default.
 
     Raises:
         ValidationError: for ``report`` off, a vnet header below 20 bytes or a bad mode.
@@ -54,7 +56,11 @@ class HashReporter:
         mode: DeviceMode = DeviceMode.TAP,
         vnet_hdr_size: int = VIRTIO_NET_HDR_V1_HASH_SIZE,
         packet_info: bool = False,
+        semantics: Semantics = Semantics.SPEC,
     ) -> None:
+        if not isinstance(semantics, Semantics):
+            raise ValidationError("semantics", f"expected a Semantics member, got {semantics!r}")
+        self.semantics = semantics
         if not isinstance(mode, DeviceMode):
             raise ValidationError("mode", f"expected a DeviceMode, got {mode!r}")
         if isinstance(vnet_hdr_size, bool) or not isinstance(vnet_hdr_size, int):
@@ -76,7 +82,9 @@ class HashReporter:
         self._frame_at = self._header_at + vnet_hdr_size
 
     @classmethod
-    def for_device(cls, device: TunTapDevice, config: VnetHashConfig) -> HashReporter:
+    def for_device(
+        cls, device: TunTapDevice, config: VnetHashConfig, *, semantics: Semantics = Semantics.SPEC
+    ) -> HashReporter:
         """A reporter for ``device``'s queues: its mode, packet information and current vnet header size.
 
         Raises:
@@ -86,7 +94,13 @@ class HashReporter:
         """
         if not device.vnet_hdr:
             raise ValidationError("device", f"{device.name!r} was created without IFF_VNET_HDR: no header to fill")
-        return cls(config, mode=device.mode, vnet_hdr_size=device.get_vnet_hdr_size(), packet_info=device.packet_info)
+        return cls(
+            config,
+            mode=device.mode,
+            vnet_hdr_size=device.get_vnet_hdr_size(),
+            packet_info=device.packet_info,
+            semantics=semantics,
+        )
 
     @staticmethod
     def _checked(config: VnetHashConfig) -> VnetHashConfig:
@@ -116,7 +130,9 @@ class HashReporter:
                 "buffer", f"{len(buffer)} bytes is shorter than the {self._frame_at}-byte headers before the frame"
             )
         config = self._config
-        return classify(bytes(buffer[self._frame_at :]), config.types, config.key, l2=self._framing)
+        return classify(
+            bytes(buffer[self._frame_at :]), config.types, config.key, l2=self._framing, semantics=self.semantics
+        )
 
     def fill(self, buffer: bytearray | memoryview) -> FlowHash:
         """Write the model's ``hash_value``/``hash_report`` (and zero padding) into ``buffer`` in place.

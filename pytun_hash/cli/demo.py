@@ -265,8 +265,12 @@ def _demo(args: argparse.Namespace, out: Output) -> dict[str, Any]:
                 sent = traffic.send(ns, flows)
                 capture = traffic.collect(device, expected=sent, timeout=2.0)
                 progress.update(3)
-                reporter = HashReporter.for_device(device, config) if hashing.reports_in_user_space else None
                 semantics = args.semantics or hashing.semantics
+                reporter = (
+                    HashReporter.for_device(device, config, semantics=hashing.semantics)
+                    if hashing.reports_in_user_space
+                    else None
+                )
                 result = _analyse(capture, flows, config, args.queues, reporter, semantics)
                 choice = hashing.choice
             name = device.name

@@ -16,7 +16,11 @@ or for every packet of a classic pcap file (``--pcap``), under a config given li
 (``--config`` and/or flags; a key is required), with ``--queues`` attached queues (default: enough
 for the table), and prints a per-queue histogram.
 
-JSON keys of ``predict``: ``queues``, ``config``, ``semantics``, ``histogram`` (list of
+``--dev NAME`` predicts for a live device: its attached queue count, and the rules of what is in
+force on it (the running kernel's hash revision, probed on a scratch device, as ``apply``'s auto
+backend chooses; ``--backend``/``--revision`` say otherwise; ``--semantics`` forces the rules).
+
+JSON keys of ``predict``: ``queues``, ``config``, ``semantics``, ``semantics_source``, ``histogram`` (list of
 {``queue``, ``packets``}), ``reports`` (report name -> packets); for flows ``flows`` (list of
 {``flow``, ``hash``, ``report``, ``queue``}); for a pcap ``pcap`` {``file``, ``linktype``,
 ``packets``, ``truncated``, ``unparsed``}, and ``packets`` (list of {``index``, ``hash``,
@@ -30,14 +34,17 @@ import ipaddress
 from collections import Counter
 from typing import Any
 
-from pytun_hash._abi import HashReport, HashType
+from pytun_hash._abi import HashReport, HashType, Revision
+from pytun_hash.backend import Backend
 from pytun_hash.cli.common import (
     ALL_TYPES,
     add_config_arguments,
     config_from_args,
     config_summary,
+    parse_backend,
     parse_flow,
     parse_framing,
+    parse_revision,
     parse_semantics,
     protocol_number,
 )
@@ -45,8 +52,11 @@ from pytun_hash.cli.configfile import parse_key
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import VnetHashConfig, parse_hash_types
-from pytun_hash.errors import ValidationError
+from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
+from pytun_hash.device.hashctl import probe_revision
+from pytun_hash.errors import DeviceNotFoundError, PrivilegeError, ValidationError
 from pytun_hash.model import FlowHash, Framing, Semantics, classify, queue_for_flow, rfc_input, toeplitz_hash
+from pytun_hash.model.semantics import semantics_for
 from pytun_hash.testing.traffic import Flow
 
 __all__ = ["add_parsers", "run_hash", "run_predict"]
@@ -108,9 +118,27 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--semantics",
         type=parse_semantics,
-        default=Semantics.SPEC,
+        default=None,
         metavar="{spec,rfc-2023}",
-        help="whose rules",
+        help="whose rules (default: those in force on --dev, else the virtio specification)",
+    )
+    live = p.add_argument_group("predicting for a live device")
+    live.add_argument(
+        "--dev",
+        metavar="NAME",
+        help="predict for this device: its attached queue count, and the rules of the backend and revision in "
+        "force (the kernel's revision, found on a scratch device in a private namespace, as apply's auto "
+        "backend chooses; root)",
+    )
+    live.add_argument(
+        "--backend",
+        type=parse_backend,
+        default=Backend.AUTO,
+        metavar="{auto,native,ebpf}",
+        help="with --dev: the backend the device was configured with (default auto, as apply)",
+    )
+    live.add_argument(
+        "--revision", type=parse_revision, metavar="REVISION", help="with --dev: the native revision, not probed"
     )
     p.set_defaults(handler=run_predict)
 
@@ -204,6 +232,54 @@ def _histogram(counts: Counter[int], queues: int) -> list[dict[str, int]]:
     return [{"queue": q, "packets": counts.get(q, 0)} for q in range(queues)]
 
 
+def _semantics(args: argparse.Namespace) -> tuple[Semantics, str]:
+    """The rules to predict with, and a sentence saying where they come from."""
+    if args.semantics is not None:
+        return args.semantics, "named with --semantics"
+    if args.dev is None:
+        if args.revision is not None or args.backend is not Backend.AUTO:
+            raise CliError("--backend and --revision describe a live device: give --dev NAME too", "add --dev NAME")
+        return Semantics.SPEC, "the virtio specification (no --dev)"
+    if args.backend is Backend.EBPF:
+        return semantics_for(None), "the eBPF backend (named)"
+    revision = args.revision or _kernel_revision()
+    if revision is None:
+        if args.backend is Backend.NATIVE:
+            raise CliError(
+                "--backend native, but this kernel has no hash ioctls", "drop --backend, or name --revision"
+            )
+        return semantics_for(None), "the eBPF backend (this kernel lacks the hash ioctls)"
+    how = "named" if args.revision is not None else "probed"
+    return semantics_for(revision), f"native revision {revision.value} ({how})"
+
+
+def _kernel_revision() -> Revision | None:
+    """The hash revision of the running kernel, probed on a scratch TAP in a private namespace."""
+    try:
+        with NetworkNamespace(ipv6=False), TunTapDevice.create("pthprobe%d", queues=1) as scratch:
+            return probe_revision(scratch).revision
+    except PrivilegeError as exc:
+        raise CliError(
+            f"cannot probe the kernel's hash revision: {exc}",
+            "run as root, or name the rules with --revision R or --semantics",
+            ExitCode.KERNEL,
+        ) from exc
+
+
+def _device_queues(name: str) -> int:
+    """Queues attached to device ``name`` now (rtnetlink; every holder's queues count)."""
+    try:
+        link = rtnl.get_link(name)
+    except DeviceNotFoundError as exc:
+        raise CliError(f"no device named {name!r}", "check the name with `ip link`", ExitCode.KERNEL) from exc
+    if link.tun is None:
+        raise CliError(f"{name!r} is not a TUN/TAP device", "name a TUN/TAP device")
+    queues = link.tun.numqueues if link.tun.multi_queue else 1
+    if not queues:
+        raise CliError(f"{name!r} has no attached queue", "attach a queue (start the VMM) or give --queues N")
+    return int(queues)
+
+
 def _predict_one(config: VnetHashConfig, flow: FlowHash, queues: int, semantics: Semantics) -> int:
     return queue_for_flow(config, flow, queues, semantics=semantics)
 
@@ -219,17 +295,25 @@ def run_predict(args: argparse.Namespace, out: Output) -> int:
         raise CliError("give FLOW arguments or --pcap, not both", "run predict twice")
     if args.per_packet and not args.pcap:
         raise CliError("--per-packet needs --pcap", "drop --per-packet")
-    config = config_from_args(args, queues=args.queues, key_required=True)
+    device_queues = _device_queues(args.dev) if args.dev is not None else None
+    config = config_from_args(args, queues=args.queues or device_queues, key_required=True)
     if not config.rss:
         raise CliError(
             "the config has rss off: without RSS the kernel picks queues by its own flow hash (not modelled)",
             "enable RSS (--rss, or rss = true in the file)",
         )
     queues = _queue_count(args, config)
-    semantics: Semantics = args.semantics
+    semantics, source = _semantics(args)
+    if device_queues is not None and args.queues is None:
+        queues = device_queues
     counts: Counter[int] = Counter()
     reports: Counter[str] = Counter()
-    document: dict[str, Any] = {"queues": queues, "config": config.to_mapping(), "semantics": semantics.value}
+    document: dict[str, Any] = {
+        "queues": queues,
+        "config": config.to_mapping(),
+        "semantics": semantics.value,
+        "semantics_source": source,
+    }
     if args.flows:
         rows = []
         for text in args.flows:

@@ -166,6 +166,15 @@ def _steering_config(state: EmulatedHashState) -> VnetHashConfig | None:
     # table[hash & mask] == expanded[hash & (length - 1)] for any mask, power of two or not.
     expanded = tuple(table[i & mask] for i in range(length))
     types = state.types & _SUPPORTED
+    if not types:
+        # Nothing is ever classified: every frame takes the unclassified path, which the RFC
+        # sends to entry 0 (unless it is 0). One constant queue, expressed as a valid config.
+        queue = state.unclassified_queue
+        if state.revision is Revision.RFC and table[0]:
+            queue = table[0]
+        return VnetHashConfig(
+            rss=True, types=HashType.IPV4, indirection_table=(queue,), key=state.key, unclassified_queue=queue
+        )
     return VnetHashConfig(
         rss=True,
         types=types,

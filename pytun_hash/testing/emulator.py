@@ -69,6 +69,7 @@ import attrs
 
 from pytun_hash._abi import TUN_IOCTLS, TunFlag, ifreq, layout_for
 from pytun_hash._abi.revision import Revision
+from pytun_hash.bpf.maps import ArrayMap
 from pytun_hash.config import VnetHashCapability
 from pytun_hash.device.rtnl import RtnlSocket, get_link
 from pytun_hash.errors import EmulatorError, PytunHashError
@@ -385,9 +386,11 @@ class KernelEmulator:
         mode: run the function in a worker thread (default) or a forked child process.
         data_path: also emulate the data path of every device whose hash state a trapped call
             changed: queue choice through a steering program and the hash fields of frames read
-            from its queues (:mod:`pytun_hash.testing.datapath`). Needs ``bpf(2)`` (root) once a
-            device is configured. Every ``read``/``readv`` of the target is then trapped; those
-            on other fds continue to the kernel untouched.
+            from its queues (:mod:`pytun_hash.testing.datapath`). It needs ``bpf(2)`` (root or
+            CAP_BPF): None (the default) emulates it where ``bpf(2)`` works and says why not in
+            :attr:`data_path_unavailable` otherwise; True requires it (``EmulatorError`` without
+            ``bpf(2)``); False turns it off. With it, every ``read``/``readv`` of the target is
+            trapped; those on other fds continue to the kernel untouched.
 
     Attributes:
         calls: every trapped ioctl since the last :meth:`reset_log`, in order.
@@ -410,7 +413,7 @@ class KernelEmulator:
         capability: VnetHashCapability | None = None,
         timeout: float = 10.0,
         mode: EmulatorMode = EmulatorMode.THREAD,
-        data_path: bool = True,
+        data_path: bool | None = None,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise EmulatorError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -423,7 +426,12 @@ class KernelEmulator:
         self.states: list[tuple[int, EmulatedHashState]] = []
         self._kernel = EmulatedKernel(revision, capability)
         self._arch = _seccomp.seccomp_arch()
-        self.data_path = bool(data_path)
+        self.data_path_unavailable: str | None = None
+        if data_path is not False:
+            self.data_path_unavailable = _bpf_unavailable()
+            if self.data_path_unavailable is not None and data_path:
+                raise EmulatorError(f"the emulated data path needs bpf(2): {self.data_path_unavailable}")
+        self.data_path = data_path is not False and self.data_path_unavailable is None
         self.reads = 0
         self.passed_reads = 0
         self._datapaths: dict[tuple[int, str], DeviceDataPath] = {}
@@ -1116,6 +1124,15 @@ class KernelEmulator:
             "reads": self.reads,
             "passed_reads": self.passed_reads,
         }
+
+
+def _bpf_unavailable() -> str | None:
+    """Why this process cannot create BPF maps (no CAP_BPF, no bpf(2)), or None when it can."""
+    try:
+        with ArrayMap.create(4, 1):
+            return None
+    except PytunHashError as exc:
+        return str(exc)
 
 
 def _readable(fd: int, timeout: float = 0.0) -> bool:

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from pytun_hash import TunTapDevice
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
-from pytun_hash.model import Framing, predict_queue
+from pytun_hash.device.hashctl import probe_revision
+from pytun_hash.device.netns import NetworkNamespace
+from pytun_hash.model import Framing, predict_queue, semantics_for
 from pytun_hash.testing.traffic import Flow
 
 CONFIG = VnetHashConfig(
@@ -68,7 +71,7 @@ def test_flows_match_the_model(cli: Any, config_file: Path) -> None:
     run = cli("predict", "--config", str(config_file), "--queues", "4", *FLOWS, "--json")
     assert run.code == 0, run.err
     doc = run.json()
-    assert set(doc) == {"ok", "queues", "config", "semantics", "flows", "histogram", "reports"}
+    assert set(doc) == {"ok", "queues", "config", "semantics", "semantics_source", "flows", "histogram", "reports"}
     assert doc["queues"] == 4 and doc["config"] == CONFIG.to_mapping()
     from pytun_hash.cli.common import parse_flow
 
@@ -203,3 +206,32 @@ def test_usage_errors(cli: Any, args: list[str], needle: str) -> None:
     run = cli("predict", *args)
     assert run.code == 2, run.out
     assert needle in run.err and run.err.count("\n") == 1
+
+
+def test_semantics_without_a_device(cli: Any) -> None:
+    flow = "tcp,66.9.149.187:2794,161.142.100.80:1766"
+    spec = cli("predict", "--key", "microsoft", "--queues", "4", flow, "--json").json()
+    assert spec["semantics"] == "spec" and "no --dev" in spec["semantics_source"]
+    assert spec["flows"][0]["hash"] == "0x51ccc178"
+    rfc = cli("predict", "--key", "microsoft", "--queues", "4", "--semantics", "rfc-2023", flow, "--json").json()
+    assert rfc["semantics"] == "rfc-2023" and rfc["flows"][0]["hash"] != "0x51ccc178"
+    refused = cli("predict", "--key", "microsoft", "--queues", "4", "--revision", "rfc", flow)
+    assert refused.code == 2 and "--dev" in refused.err
+
+
+@pytest.mark.kernel
+def test_predict_for_a_live_device(cli: Any, netns: NetworkNamespace) -> None:
+    flow = "udp,10.0.0.1:1000,10.0.0.2:2000"
+    with TunTapDevice.create("pred%d", queues=3) as device:
+        doc = cli("predict", "--dev", device.name, "--key", "microsoft", flow, "--json").json()
+        # Its queue count, and the rules of what the kernel would put in force (probed).
+        revision = probe_revision(device).revision
+        assert doc["queues"] == 3 and len(doc["config"]["indirection_table"]) == 128
+        assert doc["semantics"] == semantics_for(revision).value
+        assert ("probed" in doc["semantics_source"]) == (revision is not None)
+        named = cli("predict", "--dev", device.name, "--revision", "rfc", "--key", "microsoft", flow, "--json")
+        assert named.json()["semantics"] == "rfc-2023" and "named" in named.json()["semantics_source"]
+        ebpf = cli("predict", "--dev", device.name, "--backend", "ebpf", "--key", "microsoft", flow, "--json")
+        assert ebpf.json()["semantics"] == "spec"
+    gone = cli("predict", "--dev", device.name, "--key", "microsoft", flow)
+    assert gone.code == 3 and "no device named" in gone.err
