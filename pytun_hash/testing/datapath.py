@@ -45,6 +45,7 @@ import fcntl
 import struct
 import sys
 import threading
+from collections.abc import Callable
 
 import attrs
 
@@ -138,12 +139,77 @@ class HashContext:
         return self.numqueues is None or self.numqueues >= 2
 
 
-@attrs.frozen
 class _Record:
-    queue: int
-    length: int
-    head: bytes
-    context: HashContext
+    """One transmitted frame not read yet: where it went, how to recognise it, what it was hashed under."""
+
+    __slots__ = ("context", "done", "head", "length", "queue", "seq")
+
+    def __init__(self, seq: int, queue: int, length: int, head: bytes, context: HashContext) -> None:
+        self.seq = seq
+        self.queue = queue
+        self.length = length
+        self.head = head
+        self.context = context
+        self.done = False
+
+
+class _Pending:
+    """The records not matched yet, found by frame (length and head) and dropped per queue in order.
+
+    A queue delivers its frames in order, so when a frame of queue ``q`` is matched, older records
+    of ``q`` belong to frames that were dropped or read elsewhere: they are retired. Memory is
+    bounded by :data:`_PENDING_LIMIT` records (the oldest go first).
+    """
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._live = 0
+        self._all: collections.deque[_Record] = collections.deque()
+        self._by_key: dict[tuple[int, bytes], collections.deque[_Record]] = {}
+        self._by_queue: dict[int, collections.deque[_Record]] = {}
+
+    def __len__(self) -> int:
+        return self._live
+
+    def add(self, queue: int, length: int, head: bytes, context: HashContext) -> None:
+        record = _Record(self._seq, queue, length, head, context)
+        self._seq += 1
+        self._live += 1
+        self._all.append(record)
+        self._by_key.setdefault((length, head), collections.deque()).append(record)
+        self._by_queue.setdefault(queue, collections.deque()).append(record)
+        while self._live > _PENDING_LIMIT:
+            self._retire(self._all.popleft())
+        while self._all and self._all[0].done:
+            self._all.popleft()
+
+    def _retire(self, record: _Record) -> None:
+        if not record.done:
+            record.done = True
+            self._live -= 1
+
+    def match(self, frame: bytes, truncated: bool) -> _Record | None:
+        """The oldest live record of ``frame`` (``truncated``: only its head is known), retired."""
+        found: _Record | None = None
+        candidates = self._by_key.get((len(frame), frame[:HEAD_BYTES]))
+        if candidates is not None:
+            while candidates and candidates[0].done:
+                candidates.popleft()
+            if candidates:
+                found = candidates.popleft()
+        elif truncated:
+            found = next((r for r in self._all if not r.done and frame[: len(r.head)] == r.head), None)
+        if found is None:
+            return None
+        self._retire(found)
+        # Older records of the same queue were for frames that will never be read through here.
+        line = self._by_queue[found.queue]
+        while line and (line[0].done or line[0].seq < found.seq):
+            self._retire(line.popleft())
+        return found
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
 
 
 @attrs.frozen
@@ -207,9 +273,11 @@ class DeviceDataPath:
         self._steering: EbpfRss | None = None
         self._steering_attached = False
         self._context: HashContext | None = None
-        self._pending: collections.deque[_Record] = collections.deque()
+        self._pending = _Pending()
         self.recorded = 0
         self.matched = 0
+        #: The queue count last sampled (when records were collected); None before.
+        self.numqueues: int | None = None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -223,22 +291,24 @@ class DeviceDataPath:
         """The state frames are hashed under now (None before the first change)."""
         return self._context
 
-    def collect(self, numqueues: int | None) -> int:
+    def collect(self, numqueues: Callable[[], int | None]) -> int:
         """Move the recorder's records into the pending list, tagged with the state in force; return how many.
 
         Call it before every change of the emulated state and before matching a read.
+        ``numqueues`` is asked for the device's queue count only when there are records to tag.
         """
         with self.lock:
             if self._queue_map is None or self._context is None:
                 return 0
-            context = attrs.evolve(self._context, numqueues=numqueues)
+            context: HashContext | None = None
             count = 0
             while (raw := self._queue_map.pop()) is not None:
+                if context is None:
+                    self.numqueues = numqueues()
+                    context = attrs.evolve(self._context, numqueues=self.numqueues)
                 length, queue, head = _RECORD.unpack(raw)
-                self._pending.append(_Record(queue, length, head[: min(length, HEAD_BYTES)], context))
+                self._pending.add(queue, length, head[: min(length, HEAD_BYTES)], context)
                 count += 1
-            while len(self._pending) > _PENDING_LIMIT:
-                self._pending.popleft()
             self.recorded += count
             return count
 
@@ -299,18 +369,6 @@ class DeviceDataPath:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _match(self, frame: bytes, truncated: bool) -> _Record | None:
-        for i, record in enumerate(self._pending):
-            head = record.head
-            if (record.length == len(frame) or truncated) and frame[: len(head)] == head:
-                # Frames leave each queue in order: older records of that queue were for frames
-                # that were dropped or read elsewhere.
-                kept = [r for j, r in enumerate(self._pending) if j > i or r.queue != record.queue]
-                self._pending = collections.deque(kept)
-                self.matched += 1
-                return record
-        return None
-
     def _hashed(self, frame: bytes, context: HashContext, queue: int | None) -> _Hashed | None:
         """What the kernel stored for ``frame`` at transmit time under ``context`` (None: nothing)."""
         state = context.state
@@ -357,7 +415,9 @@ class DeviceDataPath:
             if vnet_hdr_sz == 0 or len(data) < start:
                 return [(0, data)]
             frame = data[start:]
-            record = self._match(frame, truncated=len(data) >= count)
+            record = self._pending.match(frame, truncated=len(data) >= count)
+            if record is not None:
+                self.matched += 1
             context = record.context if record is not None else now
             hashed = self._hashed(frame, context, record.queue if record is not None else None)
             base = data[pi : pi + VIRTIO_NET_HDR_SIZE]

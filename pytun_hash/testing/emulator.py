@@ -892,7 +892,7 @@ class KernelEmulator:
             return None
         path = self._datapaths.get((dev.key.netns, dev.ifname))
         if path is not None:
-            path.collect(self._queue_count(call.local_fd, dev.key.netns, dev.ifname))
+            path.collect(lambda: self._queue_count(call.local_fd, dev.key.netns, dev.ifname))
         return path
 
     def _data_path_after(self, call: _TrappedCall, local: int) -> None:
@@ -950,15 +950,16 @@ class KernelEmulator:
         """Answer a trapped ``read``/``readv``: emulated on a configured device, else let through."""
         try:
             with target.local_fd(notif.fd) as local:
-                path = self._read_path(local)
-                if path is None:
+                found = self._read_path(local)
+                if found is None:
                     raise _PassThrough
+                path, netns = found
                 segments = [(notif.request, notif.arg)] if notif.nr == self._arch.nr_read else self._iovecs(notif)
                 blocking = not fcntl.fcntl(local, fcntl.F_GETFL) & os.O_NONBLOCK
                 if blocking and not _readable(local):
-                    self._park(notif, os.dup(local), path, listener, segments)
+                    self._park(notif, os.dup(local), path, netns, listener, segments)
                     return
-                self._complete_read(notif, local, path, listener, segments)
+                self._complete_read(notif, local, path, netns, listener, segments)
         except (_PassThrough, KernelErrno):
             self.passed_reads += 1
             self._answer(listener, notif.id, flags=_seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
@@ -968,7 +969,8 @@ class KernelEmulator:
             self._failures.append(traceback.format_exc())
             self._answer(listener, notif.id, error=errno.EIO)
 
-    def _read_path(self, fd: int) -> DeviceDataPath | None:
+    def _read_path(self, fd: int) -> tuple[DeviceDataPath, int] | None:
+        """The data path of the device behind ``fd`` and its namespace inode; None when it has none."""
         if not self._datapaths or not _is_tun(fd):
             return None
         err, out = _ioctl_errno(fd, _TUN["TUNGETIFF"], bytes(ctypes.sizeof(ifreq)))
@@ -984,13 +986,15 @@ class KernelEmulator:
             netns = os.fstat(ns).st_ino
         finally:
             os.close(ns)
-        return self._datapaths.get((netns, name))
+        path = self._datapaths.get((netns, name))
+        return None if path is None else (path, netns)
 
     def _complete_read(
         self,
         notif: _seccomp.Notification,
         local: int,
         path: DeviceDataPath,
+        netns: int,
         listener: int,
         segments: list[tuple[int, int]],
     ) -> None:
@@ -1006,32 +1010,19 @@ class KernelEmulator:
             if path.flags & TunFlag.IFF_VNET_HDR:
                 err, out = _ioctl_errno(local, _TUN["TUNGETVNETHDRSZ"], bytes(4))
                 sz = struct.unpack(f"{_E}i", out)[0] if not err and isinstance(out, bytes) else 0
-            netns = self._netns_of(local)
-            numqueues = self._queue_count(local, netns, path.ifname) if netns is not None else None
-            path.collect(numqueues)
+            path.collect(lambda: self._queue_count(local, netns, path.ifname))
             now = path.context
             writes = (
                 [(0, data)]
                 if now is None
-                else path.header_writes(data, count, sz, attrs.evolve(now, numqueues=numqueues))
+                else path.header_writes(data, count, sz, attrs.evolve(now, numqueues=path.numqueues))
             )
-            ok = all(self._scatter(notif.tid, segments, offset, chunk) for offset, chunk in writes)
+            ok = all(self._scatter(notif.tid, segments, offset, chunk) for offset, chunk in _merged(writes))
             self.reads += 1
             if not ok:
                 self._answer(listener, notif.id, error=errno.EFAULT)
                 return
             self._answer(listener, notif.id, val=len(data))
-
-    @staticmethod
-    def _netns_of(fd: int) -> int | None:
-        err, ns = _ioctl_errno(fd, _TUN["TUNGETDEVNETNS"], 0)
-        if err:
-            return None
-        assert isinstance(ns, int)
-        try:
-            return os.fstat(ns).st_ino
-        finally:
-            os.close(ns)
 
     @staticmethod
     def _iovecs(notif: _seccomp.Notification) -> list[tuple[int, int]]:
@@ -1069,6 +1060,7 @@ class KernelEmulator:
         notif: _seccomp.Notification,
         local: int,
         path: DeviceDataPath,
+        netns: int,
         listener: int,
         segments: list[tuple[int, int]],
     ) -> None:
@@ -1086,7 +1078,7 @@ class KernelEmulator:
                         with self._read_lock:
                             ready = _readable(local)
                         if ready:
-                            self._complete_read(notif, local, path, listener, segments)
+                            self._complete_read(notif, local, path, netns, listener, segments)
                             return
             except Exception:
                 self._failures.append(traceback.format_exc())
@@ -1105,9 +1097,9 @@ class KernelEmulator:
         if self._datapaths:
             for fd in _tun_fds():
                 with contextlib.suppress(OSError):
-                    path = self._read_path(fd)
-                    if path is not None:
-                        path.detach(fd)
+                    found = self._read_path(fd)
+                    if found is not None:
+                        found[0].detach(fd)
         for path in self._datapaths.values():
             path.close()
         self._datapaths.clear()
@@ -1124,6 +1116,17 @@ class KernelEmulator:
             "reads": self.reads,
             "passed_reads": self.passed_reads,
         }
+
+
+def _merged(writes: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Adjacent byte ranges joined, so each contiguous run is one copy into the target."""
+    out: list[tuple[int, bytes]] = []
+    for offset, chunk in writes:
+        if out and out[-1][0] + len(out[-1][1]) == offset:
+            out[-1] = (out[-1][0], out[-1][1] + chunk)
+        elif chunk:
+            out.append((offset, chunk))
+    return out
 
 
 def _bpf_unavailable() -> str | None:

@@ -148,7 +148,7 @@ def test_apply_ebpf_stays_in_force_after_the_command(
     saved = tmp_path / "applied.toml"
     before = set(prog_ids())
     run = cli("apply", "--dev", persistent, "--key", "random", "--queues", "4", "--report",
-              "--save", str(saved),
+              "--backend", "ebpf", "--save", str(saved),
               "--json")  # fmt: skip
     assert run.code == 0, run.err
     doc = run.json()
@@ -163,7 +163,7 @@ def test_apply_ebpf_stays_in_force_after_the_command(
         frames = _traffic(netns, device, 40)
         assert all(f.queue == predict_queue(config, f.frame, 4) for f in frames)
         assert {f.queue for f in frames} == {0, 1, 2, 3}
-        off = cli("disable", "--dev", persistent, "--json")
+        off = cli("disable", "--dev", persistent, "--backend", "ebpf", "--json")
         assert off.code == 0 and off.json()["action"].startswith("steering program detached")
         assert _released(before)  # detached: the kernel frees the program after an RCU grace period
     assert cli("delete", persistent).code == 0
