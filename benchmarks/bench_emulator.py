@@ -70,11 +70,10 @@ def data_path() -> None:
             emu.run(HashControl(dev, revision=Revision.RFC, read_capability=False).apply, config)
             emulated = _per_frame(emu, dev, sock)
             stats = emu.data_path_stats()
+    ratio = "µs/frame ({:5.0f}x reference)"
     print(f"untrapped queue read (reference):             {untrapped:8.2f} µs/frame")
-    print(f"trapped read let through (unconfigured):      {passed:8.1f} µs/frame ({passed / untrapped:5.0f}x reference)")
-    print(
-        f"emulated RFC data path read (RSS + report):   {emulated:8.1f} µs/frame ({emulated / untrapped:5.0f}x reference)"
-    )
+    print(f"trapped read let through (unconfigured):      {passed:8.1f} " + ratio.format(passed / untrapped))
+    print(f"emulated RFC data path read (RSS + report):   {emulated:8.1f} " + ratio.format(emulated / untrapped))
     print(f"  frames recorded {stats['recorded']}, matched {stats['matched']}, reads emulated {stats['reads']}")
 
 
