@@ -4,8 +4,11 @@ Mainline kernels lack the virtio-net hash ioctls, so code that drives them (this
 :mod:`pytun_hash.device.hashctl`, or a VMM's own) is tested at the syscall boundary:
 :class:`KernelEmulator` runs a function in a disposable, seccomp-filtered thread or child
 process and answers exactly the trapped hash ioctls the way the chosen revision's kernel
-would, against the real TUN/TAP device. See :mod:`pytun_hash.testing.kernel` for what each
-revision does and :mod:`pytun_hash.testing.emulator` for the mechanics.
+would, against the real TUN/TAP device; where ``bpf(2)`` works it also emulates that revision's
+data path (queue choice, and the hash fields of frames read from the queues). See
+:mod:`pytun_hash.testing.kernel` for what each revision does with the ioctls,
+:mod:`pytun_hash.testing.datapath` for the data path and :mod:`pytun_hash.testing.emulator` for the
+mechanics.
 
 :mod:`pytun_hash.testing.traffic` sends flows from a network namespace's own stack onto a TAP or
 TUN device and collects the frames per queue, for end-to-end checks of steering.
@@ -19,14 +22,17 @@ Example::
 
 from __future__ import annotations
 
+from pytun_hash.testing.datapath import DeviceDataPath, HashContext
 from pytun_hash.testing.emulator import EmulatedCall, EmulatorMode, KernelEmulator, UserCopy
 from pytun_hash.testing.kernel import DeviceKey, EmulatedHashState, virtio_net_hash_key_length
 
 __all__ = [
+    "DeviceDataPath",
     "DeviceKey",
     "EmulatedCall",
     "EmulatedHashState",
     "EmulatorMode",
+    "HashContext",
     "KernelEmulator",
     "UserCopy",
     "virtio_net_hash_key_length",
