@@ -7,6 +7,7 @@ privilege. Each gives a typed error with a useful sentence, and the binding's st
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import subprocess
@@ -34,7 +35,9 @@ from pytun_hash import (
     VnetHashConfig,
     probe_revision,
 )
+from pytun_hash._abi import hash_ioctls, layout_for
 from pytun_hash.bpf import Assembler, EbpfRss, Program, enable_ebpf_rss, map_ids, rss
+from pytun_hash.codec import kernel_write_length
 from pytun_hash.device import DeviceMode, NetworkNamespace, Queue, TunTapDevice
 from pytun_hash.testing import KernelEmulator
 from pytun_hash.testing import kernel as emulated_kernel
@@ -134,6 +137,30 @@ def test_device_deleted_under_open_queues(
         if name in ("apply", "disable", "capability refresh"):
             assert control.config is None
     assert _fd_count() == fds
+
+
+@pytest.mark.parametrize("revision", [Revision.V3, Revision.V10, Revision.V12])
+def test_deletion_is_seen_where_the_get_ioctl_needs_no_device(
+    netns: NetworkNamespace, need_seccomp: None, revision: Revision
+) -> None:
+    """v3+ answer their capability ioctl without a device (v12 even on a deleted device's fd)."""
+    with TunTapDevice.create("gone%d", queues=2) as dev, KernelEmulator(revision, data_path=False) as emu:
+        control = emu.run(HashControl, dev, revision=revision)
+        netns.delete_link(dev.name)
+        # The emulated kernel itself still answers the get-ioctl on the dead fd...
+        get = hash_ioctls(revision)[0]
+        fd = dev.attached_queues[0].fd
+        emu.run(fcntl.ioctl, fd, get.request(layout_for()), bytes(kernel_write_length(revision, get.name)))
+        for operation in (
+            lambda: probe_revision(dev),
+            lambda: HashControl(dev),
+            lambda: control.capability(refresh=True),
+        ):
+            # ...but the binding asks TUNGETIFF first and reports the deletion.
+            with pytest.raises(DeviceGoneError) as info:
+                emu.run(operation)
+            assert info.value.errno == errno.EBADFD
+        assert all(c.errno == 0 for c in emu.calls)  # no get-ioctl failed: the binding asked TUNGETIFF
 
 
 # ----------------------------------------------------------------------------- fd closed underneath

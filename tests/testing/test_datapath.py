@@ -26,7 +26,7 @@ from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.device.hashctl import HashControl
 from pytun_hash.device.netns import NetworkNamespace
 from pytun_hash.model import classify, queue_for_flow, semantics_for
-from pytun_hash.testing import KernelEmulator
+from pytun_hash.testing import EmulatorMode, KernelEmulator
 from tests.device.traffic import PEER_ADDR, udp_socket, wire_tap
 from tests.testing.helpers import load_socket_filter
 
@@ -100,6 +100,26 @@ def test_queue_and_hash_fields_follow_the_revision(netns: NetworkNamespace, revi
         assert hash_fields(buf) == (NUM_BUFFERS[revision], flow.hash_value, int(flow.report))
     assert len({q for q, _, _ in got}) == 4
     assert stats["reads"] == 40 and stats["matched"] == 40
+
+
+def test_process_mode_emulates_the_data_path_too(netns: NetworkNamespace) -> None:
+    semantics = semantics_for(Revision.RFC)
+    with (
+        TunTapDevice.create("dp%d", queues=4) as dev,
+        KernelEmulator(Revision.RFC, mode=EmulatorMode.PROCESS) as emu,
+        udp_socket() as sock,
+    ):
+        dev.set_vnet_hdr_size(20)
+        dev.set_vnet_le(True)
+        wire_tap(netns, dev.name)
+        emu.run(HashControl(dev, revision=Revision.RFC, read_capability=False).apply, RSS)
+        send(sock, range(7050, 7066))
+        got = emu.run(read_queued, dev)  # read in the forked child
+    assert len(got) == 16
+    for queue, n, buf in got:
+        flow = classify(buf[20:n], RSS.types, RSS.key, semantics=semantics)
+        assert queue == queue_for_flow(RSS, flow, 4, semantics=semantics)
+        assert hash_fields(buf) == (0, flow.hash_value, int(flow.report))
 
 
 def test_rfc_checks_report_when_hashed_and_when_read(netns: NetworkNamespace) -> None:
