@@ -95,6 +95,8 @@ class BpfMap(BpfObject):
         inner_map_fd: int = 0,
         name: str = "",
     ) -> int:
+        if value_size < 1 or max_entries < 1:
+            raise ValidationError("map", f"value_size and max_entries must be >= 1, got {value_size}/{max_entries}")
         attr = bpf_attr_map_create(
             map_type=int(map_type),
             key_size=key_size,
@@ -170,8 +172,6 @@ class ArrayMap(BpfMap):
             PrivilegeError: without CAP_BPF.
             BpfError: when the kernel refuses the map.
         """
-        if value_size < 1 or max_entries < 1:
-            raise ValidationError("map", f"value_size and max_entries must be >= 1, got {value_size}/{max_entries}")
         if mmapable:
             flags |= MapFlag.BPF_F_MMAPABLE
         fd = cls._create(MapType.BPF_MAP_TYPE_ARRAY, 4, value_size, max_entries, flags=flags, name=name)
@@ -360,8 +360,6 @@ class QueueMap(BpfMap):
             PrivilegeError: without CAP_BPF.
             BpfError: when the kernel refuses the map.
         """
-        if value_size < 1 or max_entries < 1:
-            raise ValidationError("map", f"value_size and max_entries must be >= 1, got {value_size}/{max_entries}")
         fd = cls._create(MapType.BPF_MAP_TYPE_QUEUE, 0, value_size, max_entries, name=name)
         return cls(fd, int(MapType.BPF_MAP_TYPE_QUEUE), 0, value_size, max_entries, 0)
 

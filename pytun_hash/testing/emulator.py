@@ -957,9 +957,9 @@ class KernelEmulator:
                 segments = [(notif.request, notif.arg)] if notif.nr == self._arch.nr_read else self._iovecs(notif)
                 blocking = not fcntl.fcntl(local, fcntl.F_GETFL) & os.O_NONBLOCK
                 if blocking and not _readable(local):
-                    self._park(notif, os.dup(local), path, netns, listener, segments)
+                    self._park(_Read(notif, os.dup(local), path, netns, listener, segments))
                     return
-                self._complete_read(notif, local, path, netns, listener, segments)
+                self._complete_read(_Read(notif, local, path, netns, listener, segments))
         except (_PassThrough, KernelErrno):
             self.passed_reads += 1
             self._answer(listener, notif.id, flags=_seccomp.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
@@ -989,16 +989,9 @@ class KernelEmulator:
         path = self._datapaths.get((netns, name))
         return None if path is None else (path, netns)
 
-    def _complete_read(
-        self,
-        notif: _seccomp.Notification,
-        local: int,
-        path: DeviceDataPath,
-        netns: int,
-        listener: int,
-        segments: list[tuple[int, int]],
-    ) -> None:
+    def _complete_read(self, read: _Read) -> None:
         """Read one frame for the target and write what the emulated kernel would have written."""
+        notif, local, path, netns, listener, segments = attrs.astuple(read, recurse=False)
         count = sum(length for _, length in segments)
         with self._read_lock:
             try:
@@ -1055,16 +1048,12 @@ class KernelEmulator:
             if listener in self._live_listeners:
                 _seccomp.notif_send(listener, notif_id, val=val, error=error, flags=flags)
 
-    def _park(
-        self,
-        notif: _seccomp.Notification,
-        local: int,
-        path: DeviceDataPath,
-        netns: int,
-        listener: int,
-        segments: list[tuple[int, int]],
-    ) -> None:
-        """A blocking read with nothing queued: wait for a frame in a helper thread, then answer."""
+    def _park(self, read: _Read) -> None:
+        """A blocking read with nothing queued: wait for a frame in a helper thread, then answer.
+
+        ``read.local`` is the helper's own duplicate of the queue fd; it closes it when done.
+        """
+        notif, local, listener = read.notif, read.local, read.listener
 
         def wait() -> None:
             try:
@@ -1078,7 +1067,7 @@ class KernelEmulator:
                         with self._read_lock:
                             ready = _readable(local)
                         if ready:
-                            self._complete_read(notif, local, path, netns, listener, segments)
+                            self._complete_read(read)
                             return
             except Exception:
                 self._failures.append(traceback.format_exc())
@@ -1152,6 +1141,18 @@ def _tun_fds() -> list[int]:
             if _is_tun(fd):
                 found.append(fd)
     return found
+
+
+@attrs.frozen
+class _Read:
+    """A trapped ``read``/``readv`` on an emulated device, as the supervisor answers it."""
+
+    notif: _seccomp.Notification
+    local: int  # the queue fd as this process holds it
+    path: DeviceDataPath
+    netns: int
+    listener: int
+    segments: list[tuple[int, int]]  # (address, length) of the caller's buffers, in order
 
 
 class _PassThrough(Exception):  # noqa: N818 - a control-flow signal, not an error

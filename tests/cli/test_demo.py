@@ -66,6 +66,17 @@ def test_demo_through_the_native_backend_of_an_emulated_kernel(cli: Any, revisio
 
 @pytest.mark.kernel
 @pytest.mark.bpf
+def test_demo_on_the_ebpf_backend_whatever_the_kernel_has(cli: Any) -> None:
+    run = cli("demo", "--backend", "ebpf", "--json")
+    doc = run.json()
+    assert run.code == 0 and doc["ok"] is True, run.out + run.err
+    assert doc["backend"] == "ebpf" and doc["revision"] is None and doc["semantics"] == "spec"
+    assert doc["reports"] == "computed" and doc["emulated"] is None
+    assert doc["received"] == doc["matched"] == 66
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
 def test_predicting_an_rfc_kernel_with_the_specification_fails(cli: Any) -> None:
     # What the first wave's demo did on a real RFC kernel (0/66 there too).
     run = cli("demo", "--emulate", "rfc", "--semantics", "spec", "--json")
