@@ -14,19 +14,16 @@ that frames already queued get the new config's report) before setting :attr:`Ha
 
 from __future__ import annotations
 
-import struct
-
 from pytun_hash._abi.tun import TUN_PI_SIZE
-from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, VIRTIO_NET_HDR_V1_SIZE
+from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.tap import DeviceMode, Queue, TunTapDevice
 from pytun_hash.errors import DecodeError, ValidationError
 from pytun_hash.model import FlowHash, Framing, Semantics, classify
+from pytun_hash.model.vnet import write_hash_fields
 
 __all__ = ["HashReporter"]
 
-# hash_value (u32), hash_report (u16), padding (u16): always little-endian.
-_HASH_FIELDS = struct.Struct("<IHH")
 
 
 class HashReporter:
@@ -144,7 +141,7 @@ class HashReporter:
         if isinstance(buffer, memoryview) and buffer.readonly:
             raise ValidationError("buffer", "is read-only; pass a bytearray or a writable memoryview")
         flow = self.report(buffer)
-        _HASH_FIELDS.pack_into(buffer, self._header_at + VIRTIO_NET_HDR_V1_SIZE, flow.hash_value, int(flow.report), 0)
+        write_hash_fields(buffer, flow.hash_value, int(flow.report), self._header_at)
         return flow
 
     def filled(self, buffer: bytes | bytearray | memoryview) -> bytes:

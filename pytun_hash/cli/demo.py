@@ -36,13 +36,12 @@ import argparse
 import os
 import random
 import socket
-import struct
 import time
 import warnings
 from collections import Counter
 from typing import Any
 
-from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, VIRTIO_NET_HDR_V1_SIZE, HashReport
+from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
 from pytun_hash.backend import Backend, Hashing
 from pytun_hash.bpf.report import HashReporter
 from pytun_hash.cli.common import config_summary, parse_backend, parse_revision, parse_semantics
@@ -52,6 +51,7 @@ from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import TUN_PATH
 from pytun_hash.errors import EmulatorError
 from pytun_hash.model import FlowHash, Semantics, classify, queue_for_flow
+from pytun_hash.model.vnet import read_hash_fields
 from pytun_hash.testing import traffic
 from pytun_hash.testing.traffic import DEFAULT_ADDRESSING, Capture, Flow
 
@@ -63,7 +63,6 @@ _NEEDS = (
     (12, "CAP_NET_ADMIN", "creating and configuring the TAP device"),
     (13, "CAP_NET_RAW", "sending ICMP echo requests"),
 )
-_HASH_FIELDS = struct.Struct("<IH")
 _SAMPLES = 2
 
 
@@ -124,12 +123,6 @@ def missing_privileges() -> list[str]:
     return missing
 
 
-def _report_fields(buffer: bytes) -> tuple[int, int]:
-    # The demo's TAP has no packet information: the vnet header starts the buffer.
-    value, report = _HASH_FIELDS.unpack_from(buffer, VIRTIO_NET_HDR_V1_SIZE)
-    return int(value), int(report)
-
-
 def _report_name(raw: int) -> str:
     try:
         return HashReport(raw).name
@@ -166,7 +159,8 @@ def _analyse(
             frame.queue, {"queue": frame.queue, "packets": 0, "predicted": 0, "matched": 0, "samples": []}
         )
         slot["packets"] += 1
-        value, raw = _report_fields(reporter.filled(frame.buffer) if reporter is not None else frame.buffer)
+        # The demo's TAP has no packet information: the vnet header starts the buffer.
+        value, raw = read_hash_fields(reporter.filled(frame.buffer) if reporter is not None else frame.buffer)
         problems = []
         if frame.queue != predicted:
             problems.append(f"on queue {frame.queue}, predicted {predicted}")

@@ -43,7 +43,16 @@ from pytun_hash.model.toeplitz import (
     toeplitz_hash_reference,
 )
 from pytun_hash.model.verify import ReportMismatch, expected_report, verify_reports
-from pytun_hash.model.vnet import VNET_HDR_LAYOUTS, VnetHeader, build_frame, default_layout, split_frame
+from pytun_hash.model.vnet import (
+    VNET_HDR_LAYOUTS,
+    VnetHeader,
+    build_frame,
+    default_layout,
+    hash_tail,
+    read_hash_fields,
+    split_frame,
+    write_hash_fields,
+)
 
 __all__ = [
     "MAX_IPV6_EXTENSION_HEADERS",
@@ -62,10 +71,12 @@ __all__ = [
     "classify_parsed",
     "default_layout",
     "expected_report",
+    "hash_tail",
     "numpy_available",
     "parse_frame",
     "predict_queue",
     "queue_for_flow",
+    "read_hash_fields",
     "report_only_value",
     "rfc_input",
     "rfc_key_in_force",
@@ -77,4 +88,5 @@ __all__ = [
     "toeplitz_hash_batch",
     "toeplitz_hash_reference",
     "verify_reports",
+    "write_hash_fields",
 ]

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 
 import attrs
 
-from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, VIRTIO_NET_HDR_V1_SIZE, HashReport
+from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.errors import ValidationError
 from pytun_hash.model._bytes import BytesLike
 from pytun_hash.model.classify import FlowHash, Semantics, classify
 from pytun_hash.model.packet import Framing
 from pytun_hash.model.semantics import ReportOnlyValue
+from pytun_hash.model.vnet import read_hash_fields
 
 __all__ = ["ReportMismatch", "expected_report", "verify_reports"]
 
-_HASH_FIELDS = struct.Struct("<IH")
 _NOT_REPORTED = FlowHash(0, HashReport.NONE, b"")
 
 
@@ -134,7 +133,7 @@ def verify_reports(
                 )
             )
             continue
-        value, raw_report = _HASH_FIELDS.unpack_from(buffer, VIRTIO_NET_HDR_V1_SIZE)
+        value, raw_report = read_hash_fields(buffer)
         report: HashReport | int = HashReport(raw_report) if raw_report in HashReport._value2member_map_ else raw_report
         problems = []
         if value != expected.hash_value:

@@ -37,7 +37,10 @@ __all__ = [
     "VnetHeader",
     "build_frame",
     "default_layout",
+    "hash_tail",
+    "read_hash_fields",
     "split_frame",
+    "write_hash_fields",
 ]
 
 #: The header layouts, by size in bytes: virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash.
@@ -50,6 +53,36 @@ _HASH = struct.Struct("<IHH")
 # Offsets of the always-little-endian parts.
 _NUM_BUFFERS_OFFSET = VIRTIO_NET_HDR_SIZE
 _HASH_OFFSET = VIRTIO_NET_HDR_V1_SIZE
+
+
+def read_hash_fields(buffer: BytesLike, offset: int = 0) -> tuple[int, int]:
+    """``(hash_value, hash_report)`` of the ``virtio_net_hdr_v1_hash`` at byte ``offset`` of ``buffer``.
+
+    The report is returned raw (an int): a kernel may write a value :class:`HashReport` lacks.
+
+    Raises:
+        struct.error: when ``buffer`` holds fewer than ``offset + 20`` bytes.
+    """
+    value, report, _padding = _HASH.unpack_from(buffer, offset + _HASH_OFFSET)
+    return int(value), int(report)
+
+
+def write_hash_fields(buffer: bytearray | memoryview, value: int, report: int, offset: int = 0) -> None:
+    """Write ``hash_value``, ``hash_report`` and zero padding into the header at byte ``offset``, in place.
+
+    Raises:
+        struct.error: for a buffer too short, or values out of the u32/u16 ranges.
+    """
+    _HASH.pack_into(buffer, offset + _HASH_OFFSET, value, report, 0)
+
+
+def hash_tail(num_buffers: int, value: int, report: int) -> bytes:
+    """Bytes 10..19 of a ``virtio_net_hdr_v1_hash``: num_buffers, hash_value, hash_report, zero padding.
+
+    Raises:
+        struct.error: for values out of range.
+    """
+    return _NUM_BUFFERS.pack(num_buffers) + _HASH.pack(value, report, 0)
 
 
 def _unsigned(bits: int) -> Callable[[object, attrs.Attribute[int], int], None]:

@@ -70,6 +70,7 @@ from pytun_hash.device.tap import DeviceMode
 from pytun_hash.model.classify import FlowHash, Semantics, classify
 from pytun_hash.model.packet import Framing
 from pytun_hash.model.semantics import semantics_for
+from pytun_hash.model.vnet import hash_tail
 from pytun_hash.testing.kernel import EmulatedHashState, KernelErrno
 
 __all__ = ["HEAD_BYTES", "DeviceDataPath", "HashContext", "generate_recorder"]
@@ -426,14 +427,14 @@ class DeviceDataPath:
             if self.revision is Revision.RFC:
                 # REPORT is checked again at read time; the bytes after the header are skipped.
                 if hashed is not None and now.state.report and room:
-                    writes.append((pi, base + struct.pack("<HIHH", 0, hashed.value, hashed.report, 0)))
+                    writes.append((pi, base + hash_tail(0, hashed.value, hashed.report)))
                 else:
                     writes.append((pi, base))
             else:
                 # v3+ look the hash up only with room for it, and zero-fill up to vnet_hdr_sz.
                 num_buffers = 1 if self.revision is Revision.V3 else 0
                 value, report = (hashed.value, hashed.report) if hashed is not None and room else (0, 0)
-                full = base + struct.pack("<HIHH", num_buffers, value, report, 0)
+                full = base + hash_tail(num_buffers, value, report)
                 writes.append((pi, full[:vnet_hdr_sz].ljust(vnet_hdr_sz, b"\0")))
             writes.append((start, frame))
             return writes

@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from pytun_hash import DecodeError, HashReport, ValidationError
 from pytun_hash._abi.virtio_net import VirtioNetHdrFlag, virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash
-from pytun_hash.model import VNET_HDR_LAYOUTS, VnetHeader, build_frame, default_layout, split_frame
+from pytun_hash.model import (
+    VNET_HDR_LAYOUTS,
+    VnetHeader,
+    build_frame,
+    default_layout,
+    hash_tail,
+    read_hash_fields,
+    split_frame,
+    write_hash_fields,
+)
 
 FULL = VnetHeader(
     flags=VirtioNetHdrFlag.NEEDS_CSUM,
@@ -153,3 +162,12 @@ def test_split_and_build_frame() -> None:
         build_frame(frame, vnet_hdr_size=12, layout=20)
     with pytest.raises(ValidationError):
         build_frame(frame, header, vnet_hdr_size=12)  # the hash does not fit a 12-byte header
+
+
+def test_hash_fields_have_one_codec() -> None:
+    header = VnetHeader(num_buffers=1, hash_value=0x51CCC178, hash_report=HashReport.TCPV4).encode(20)
+    assert header[10:] == hash_tail(1, 0x51CCC178, int(HashReport.TCPV4))
+    assert read_hash_fields(header) == (0x51CCC178, int(HashReport.TCPV4))
+    buf = bytearray(4) + bytearray(header) + b"frame"
+    write_hash_fields(buf, 7, int(HashReport.UDPV6), offset=4)
+    assert read_hash_fields(buf, 4) == (7, int(HashReport.UDPV6)) and buf[4:14] == header[:10] and buf[24:] == b"frame"
