@@ -17,14 +17,16 @@ Wire rules common to all revisions (see the spec pages):
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import sys
 from collections.abc import Sequence
 
 import attrs
 
-from pytun_hash._abi import hash_ioctls, ioctl_def, layout_for, rfc, v3
+from pytun_hash._abi import hash_ioctls, ioctl_def, layout_for, rfc, v3, v12
 from pytun_hash._abi.ioc import byteorder_for
+from pytun_hash._abi.layout import ByteOrder, pack, padding_offsets, unpack
 from pytun_hash._abi.revision import Revision, require_revision
 from pytun_hash._abi.virtio_net import HashType
 from pytun_hash.config import (
@@ -53,11 +55,11 @@ __all__ = [
 _IPV4_FAMILY = HashType.IPV4 | HashType.TCPV4 | HashType.UDPV4
 _RFC_FLAGS = rfc.TunVnetHashFlag
 _V3_FLAGS = v3.TunVnetHashFlag
-_RFC_HDR = 12  # sizeof(struct tun_vnet_hash), RFC
-_V3_HDR = 8  # sizeof(struct tun_vnet_hash), v3-v11
-_V3_RSS = 4  # sizeof(struct tun_vnet_hash_rss)
-_V12_RSS = 8  # sizeof(struct tun_vnet_rss)
-_CAP = 8
+_RFC_HDR = ctypes.sizeof(rfc.tun_vnet_hash)
+_V3_HDR = ctypes.sizeof(v3.tun_vnet_hash)
+_V3_RSS = ctypes.sizeof(v3.tun_vnet_hash_rss)
+_V12_RSS = ctypes.sizeof(v12.tun_vnet_rss)
+_CAP = ctypes.sizeof(rfc.tun_vnet_hash_cap)
 
 
 @attrs.frozen
@@ -101,21 +103,27 @@ def spec_key_length(types: int) -> int:
     return 0
 
 
-def _u16(order: str) -> str:
+def _u16(order: ByteOrder) -> str:
     return "<" if order == "little" else ">"
 
 
-def _table_bytes(table: Sequence[int], order: str) -> bytes:
+def _table_bytes(table: Sequence[int], order: ByteOrder) -> bytes:
     return struct.pack(f"{_u16(order)}{len(table)}H", *table)
 
 
 def _rfc_set_payload(
-    flags: int, types: int, table: Sequence[int], unclassified: int, key: bytes, order: str
+    flags: int, types: int, table: Sequence[int], unclassified: int, key: bytes, order: ByteOrder
 ) -> bytes:
-    e = _u16(order)
-    # "B3x": the 3 hidden padding bytes of struct tun_vnet_hash are sent as zero.
-    head = struct.pack(f"{e}B3xIHH", flags, types, len(table) - 1, unclassified)
+    head = pack(
+        rfc.tun_vnet_hash,
+        order,
+        flags=flags,
+        types=types,
+        indirection_table_mask=len(table) - 1,
+        unclassified_queue=unclassified,
+    )
     return head + _table_bytes(table, order) + key
+
 
 
 def _v3_flags(config: VnetHashConfig) -> int:
@@ -186,9 +194,14 @@ def ioctl_plan(
     if revision.abi is Revision.V3:
         _refuse_short_key(config, revision)
         e = _u16(order)
-        payload = struct.pack(f"{e}H2xI", _v3_flags(config), int(config.types))
+        payload = pack(v3.tun_vnet_hash, order, flags=_v3_flags(config), types=int(config.types))
         if config.rss:
-            payload += struct.pack(f"{e}HH", config.indirection_table_mask, config.unclassified_queue)
+            payload += pack(
+                v3.tun_vnet_hash_rss,
+                order,
+                indirection_table_mask=config.indirection_table_mask,
+                unclassified_queue=config.unclassified_queue,
+            )
             payload += _table_bytes(config.indirection_table, order) + key
         return (call("TUNSETVNETHASH", payload, "set flags and types" + (", table and key" if config.rss else "")),)
     _refuse_short_key(config, revision)
@@ -198,7 +211,13 @@ def ioctl_plan(
         what = "report hashes, steer by automq" if config.report else "disable hashing"
         return (call("TUNSETVNETREPORTINGAUTOMQ", struct.pack(f"{e}I", types), what),)
     name = "TUNSETVNETREPORTINGRSS" if config.report else "TUNSETVNETRSS"
-    payload = struct.pack(f"{e}IHH", int(config.types), config.indirection_table_mask, config.unclassified_queue)
+    payload = pack(
+        v12.tun_vnet_rss,
+        order,
+        hash_types=int(config.types),
+        indirection_table_mask=config.indirection_table_mask,
+        unclassified_queue=config.unclassified_queue,
+    )
     payload += _table_bytes(config.indirection_table, order) + key
     return (call(name, payload, "RSS with hash reports" if config.report else "RSS without hash reports"),)
 
@@ -237,26 +256,27 @@ def kernel_read_length(revision: Revision, name: str, header: bytes) -> int:
             ``revision`` is not a :class:`Revision` member.
     """
     ioctl_def(name, revision)
-    order = _host_order()
+    order = _HOST
+    header = bytes(header)
     if name in ("TUNGETVNETHASHCAP", "TUNGETVNETHASHTYPES"):
         return 0
     if revision is Revision.RFC:
         _need(header, _RFC_HDR, "struct tun_vnet_hash")
-        types, mask = struct.unpack_from(f"{order}4xIH", header)
-        return _RFC_HDR + 2 * (int(mask) + 1) + kernel_key_length(types)
+        rfc_hdr = unpack(rfc.tun_vnet_hash, header, order)
+        return _RFC_HDR + 2 * (int(rfc_hdr.indirection_table_mask) + 1) + kernel_key_length(rfc_hdr.types)
     if revision.abi is Revision.V3:
         _need(header, _V3_HDR, "struct tun_vnet_hash")
-        flags, types = struct.unpack_from(f"{order}H2xI", header)
-        if not flags & _V3_FLAGS.TUN_VNET_HASH_RSS:
+        v3_hdr = unpack(v3.tun_vnet_hash, header, order)
+        if not v3_hdr.flags & _V3_FLAGS.TUN_VNET_HASH_RSS:
             return _V3_HDR
         _need(header, _V3_HDR + _V3_RSS, "struct tun_vnet_hash + struct tun_vnet_hash_rss")
-        (mask,) = struct.unpack_from(f"{order}H", header, _V3_HDR)
-        return _V3_HDR + _V3_RSS + 2 * (int(mask) + 1) + kernel_key_length(types)
+        mask = unpack(v3.tun_vnet_hash_rss, header, order, _V3_HDR).indirection_table_mask
+        return _V3_HDR + _V3_RSS + 2 * (int(mask) + 1) + kernel_key_length(v3_hdr.types)
     if name == "TUNSETVNETREPORTINGAUTOMQ":
         return 4
     _need(header, _V12_RSS, "struct tun_vnet_rss")
-    types, mask = struct.unpack_from(f"{order}IH", header)
-    return _V12_RSS + 2 * (int(mask) + 1) + kernel_key_length(types)
+    rss = unpack(v12.tun_vnet_rss, header, order)
+    return _V12_RSS + 2 * (int(rss.indirection_table_mask) + 1) + kernel_key_length(rss.hash_types)
 
 
 def kernel_write_length(revision: Revision, name: str) -> int:
@@ -274,8 +294,11 @@ def kernel_write_length(revision: Revision, name: str) -> int:
     return 0
 
 
+_HOST: ByteOrder = "little" if sys.byteorder == "little" else "big"
+
+
 def _host_order() -> str:
-    return "<" if sys.byteorder == "little" else ">"
+    return _u16(_HOST)
 
 
 def _check_mask(mask: int) -> None:
@@ -329,8 +352,10 @@ def decode_vnet_hash(payload: bytes, revision: Revision = Revision.RFC, *, name:
     e = _host_order()
     if revision is Revision.RFC:
         _need(payload, _RFC_HDR, "struct tun_vnet_hash")
-        flags, pad, types, mask, unclassified = struct.unpack_from(f"{e}B3sIHH", payload)
-        if pad != b"\0\0\0":
+        head = unpack(rfc.tun_vnet_hash, payload, _HOST)
+        flags, types, mask = int(head.flags), int(head.types), int(head.indirection_table_mask)
+        unclassified = int(head.unclassified_queue)
+        if any(payload[i] for i in padding_offsets(rfc.tun_vnet_hash)):
             raise DecodeError("padding", "the 3 padding bytes after flags must be zero")
         _check_flags(flags, int(_RFC_FLAGS.TUN_VNET_HASH_RSS | _RFC_FLAGS.TUN_VNET_HASH_REPORT))
         _check_mask(mask)
@@ -345,8 +370,9 @@ def decode_vnet_hash(payload: bytes, revision: Revision = Revision.RFC, *, name:
         )
     if revision.abi is Revision.V3:
         _need(payload, _V3_HDR, "struct tun_vnet_hash")
-        flags, pad, types = struct.unpack_from(f"{e}H2sI", payload)
-        if pad != b"\0\0":
+        v3_head = unpack(v3.tun_vnet_hash, payload, _HOST)
+        flags, types = int(v3_head.flags), int(v3_head.types)
+        if any(v3_head.pad):
             raise DecodeError("pad", "tun_vnet_hash.pad must be zero")
         _check_flags(flags, int(_V3_FLAGS.TUN_VNET_HASH_RSS | _V3_FLAGS.TUN_VNET_HASH_REPORT))
         rss = bool(flags & _V3_FLAGS.TUN_VNET_HASH_RSS)
@@ -355,7 +381,8 @@ def decode_vnet_hash(payload: bytes, revision: Revision = Revision.RFC, *, name:
             _exact(payload, _V3_HDR, "a payload without the RSS flag")
             return _build(rss=False, report=report, types=types)
         _need(payload, _V3_HDR + _V3_RSS, "struct tun_vnet_hash + struct tun_vnet_hash_rss")
-        mask, unclassified = struct.unpack_from(f"{e}HH", payload, _V3_HDR)
+        rss_part = unpack(v3.tun_vnet_hash_rss, payload, _HOST, _V3_HDR)
+        mask, unclassified = int(rss_part.indirection_table_mask), int(rss_part.unclassified_queue)
         _check_mask(mask)
         table, key = _table_and_key(payload, _V3_HDR + _V3_RSS, mask)
         return _build(
@@ -372,7 +399,9 @@ def decode_vnet_hash(payload: bytes, revision: Revision = Revision.RFC, *, name:
     if name not in ("TUNSETVNETRSS", "TUNSETVNETREPORTINGRSS"):
         raise DecodeError("name", f"{name!r} is not a v12 set-ioctl")
     _need(payload, _V12_RSS, "struct tun_vnet_rss")
-    types, mask, unclassified = struct.unpack_from(f"{e}IHH", payload)
+    v12_rss = unpack(v12.tun_vnet_rss, payload, _HOST)
+    types, mask = int(v12_rss.hash_types), int(v12_rss.indirection_table_mask)
+    unclassified = int(v12_rss.unclassified_queue)
     _check_mask(mask)
     table, key = _table_and_key(payload, _V12_RSS, mask)
     return _build(
@@ -437,12 +466,12 @@ def encode_capability(cap: VnetHashCapability) -> bytes:
         limit = cap.max_indirection_table_length
         if limit is None or not 0 <= limit <= 0xFFFF:
             raise ValidationError("max_indirection_table_length", "the RFC capability needs a value in 0..65535")
-        return struct.pack(f"{e}H2xI", limit, int(cap.types))
+        return pack(rfc.tun_vnet_hash_cap, _HOST, max_indirection_table_length=limit, types=int(cap.types))
     if cap.revision.abi is Revision.V3:
         flags = (_V3_FLAGS.TUN_VNET_HASH_REPORT if cap.report else 0) | (
             _V3_FLAGS.TUN_VNET_HASH_RSS if cap.rss else 0
         )
-        return struct.pack(f"{e}H2xI", flags, int(cap.types))
+        return pack(v3.tun_vnet_hash, _HOST, flags=flags, types=int(cap.types))
     return struct.pack(f"{e}I", int(cap.types))
 
 
@@ -459,14 +488,17 @@ def decode_capability(payload: bytes, revision: Revision = Revision.RFC) -> Vnet
     try:
         if revision is Revision.RFC:
             _exact(payload, _CAP, "struct tun_vnet_hash_cap")
-            limit, pad, types = struct.unpack(f"{e}H2sI", payload)
-            if pad != b"\0\0":
+            cap = unpack(rfc.tun_vnet_hash_cap, payload, _HOST)
+            if any(payload[i] for i in padding_offsets(rfc.tun_vnet_hash_cap)):
                 raise DecodeError("padding", "the 2 padding bytes of tun_vnet_hash_cap must be zero")
-            return VnetHashCapability(revision, types, max_indirection_table_length=limit)
+            return VnetHashCapability(
+                revision, int(cap.types), max_indirection_table_length=int(cap.max_indirection_table_length)
+            )
         if revision.abi is Revision.V3:
             _exact(payload, _CAP, "struct tun_vnet_hash")
-            flags, pad, types = struct.unpack(f"{e}H2sI", payload)
-            if pad != b"\0\0":
+            v3_cap = unpack(v3.tun_vnet_hash, payload, _HOST)
+            flags, types = int(v3_cap.flags), int(v3_cap.types)
+            if any(v3_cap.pad):
                 raise DecodeError("pad", "tun_vnet_hash.pad must be zero")
             _check_flags(flags, int(_V3_FLAGS.TUN_VNET_HASH_RSS | _V3_FLAGS.TUN_VNET_HASH_REPORT))
             return VnetHashCapability(

@@ -15,6 +15,7 @@ import sys
 
 import attrs
 
+from pytun_hash._abi.layout import ByteOrder
 from pytun_hash.errors import ValidationError
 
 
@@ -120,7 +121,7 @@ _BIG_ENDIAN_MACHINES = frozenset(
 )
 
 
-def byteorder_for(machine: str | None = None) -> str:
+def byteorder_for(machine: str | None = None) -> ByteOrder:
     """``"little"`` or ``"big"``: the byte order of ``machine`` (None = this host).
 
     The hash UAPI structs and the RFC's indirection table are host-endian, so a payload
@@ -130,7 +131,7 @@ def byteorder_for(machine: str | None = None) -> str:
         ValidationError: (a ValueError) for a machine name this table does not know.
     """
     if machine is None:
-        return sys.byteorder
+        return "little" if sys.byteorder == "little" else "big"
     layout_for(machine)
     return "big" if machine in _BIG_ENDIAN_MACHINES else "little"
 
