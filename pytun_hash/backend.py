@@ -28,6 +28,7 @@ from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import FeatureUnsupportedError, ValidationError
 from pytun_hash.model.classify import Semantics
 from pytun_hash.model.semantics import semantics_for
+from pytun_hash.probe import auto_decision
 
 __all__ = ["Backend", "BackendChoice", "Hashing", "choose_backend"]
 
@@ -77,21 +78,18 @@ def choose_backend(
     if revision is not None:
         return BackendChoice(Backend.NATIVE, revision, f"revision {revision.value} was named")
     result = probe_revision(device)
-    if result.revision is not None:
-        return BackendChoice(
-            Backend.NATIVE, result.revision, f"the kernel speaks hash UAPI revision {result.revision.value}", result
-        )
     probed = ", ".join(r.value for r, _ in result.tried)
-    if requested is Backend.NATIVE:
+    if result.revision is None and requested is Backend.NATIVE:
         raise FeatureUnsupportedError(
             errno.EINVAL,
             "TUNGETVNETHASHCAP",
             f"the native backend was requested but this kernel lacks the hash ioctls (probed {probed}); "
             "use the eBPF backend",
         )
-    return BackendChoice(
-        Backend.EBPF, None, f"the kernel lacks the hash ioctls (probed {probed}: EINVAL); using eBPF steering", result
-    )
+    # The AUTO rule has one owner; bpf(2) itself is not probed here (enabling will say so).
+    decision = auto_decision(result.revision, True, probed)
+    backend = Backend.NATIVE if decision.backend == "native" else Backend.EBPF
+    return BackendChoice(backend, decision.revision, decision.reason, result)
 
 
 class Hashing:

@@ -5,8 +5,10 @@
 * ``netns``: the test runs inside a fresh anonymous network namespace (IPv6 off, loopback up)
   and the thread is back in its original namespace afterwards.
 * Tests marked ``kernel`` or using ``netns`` fail when they leave file descriptors open.
-* At the end of the session the run fails when a tun device, a network namespace, a thread
-  outside the initial namespace, or a tun/bpf/netns fd was left behind.
+* At the end of the session the run fails when a tun device the suite created, a thread outside
+  the initial namespace, or a tun/bpf/netns fd was left behind. Only the suite's own objects are
+  judged (tests/tracking.py records them): other processes may create devices, namespaces and
+  BPF objects while the suite runs.
 * Hypothesis profiles ``ci`` (default) and ``long`` (the fuzzing campaign), selected with the
   ``HYPOTHESIS_PROFILE`` environment variable.
 """
@@ -21,9 +23,10 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from pytun_hash.device import TunTapDevice, rtnl
+from pytun_hash.device import TunTapDevice
 from pytun_hash.device.netns import NetworkNamespace, thread_netns_inode, unshare_netns
 from pytun_hash.errors import PytunHashError
+from tests import tracking
 
 TUN_PATH = "/dev/net/tun"
 
@@ -153,20 +156,6 @@ def tap(netns: NetworkNamespace) -> Iterator[TunTapDevice]:
 # ----------------------------------------------------------------------------- session check
 
 
-def _tun_devices() -> set[tuple[int, str]]:
-    try:
-        return {(link.index, link.name) for link in rtnl.list_links(kind="tun")}
-    except PytunHashError:
-        return set()
-
-
-def _run_netns() -> set[str]:
-    try:
-        return set(os.listdir("/run/netns"))
-    except OSError:
-        return set()
-
-
 def _threads_elsewhere(inode: int) -> list[str]:
     stray = []
     for tid in os.listdir("/proc/self/task"):
@@ -179,11 +168,10 @@ def _threads_elsewhere(inode: int) -> list[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    tracking.install()
     start: dict[str, object] = {}
     session.config.stash[_START] = start
     start["netns"] = thread_netns_inode()
-    start["tun"] = _tun_devices()
-    start["run_netns"] = _run_netns()
     start["fds"] = _fd_targets()
 
 
@@ -199,16 +187,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stray = _threads_elsewhere(inode)
     if stray:
         problems.append(f"threads still inside other network namespaces: {', '.join(stray)}")
-    before_tun = start["tun"]
-    assert isinstance(before_tun, set)
-    new_tun = _tun_devices() - before_tun
-    if new_tun:
-        problems.append("tun devices left in the initial namespace: " + ", ".join(n for _i, n in sorted(new_tun)))
-    before_ns = start["run_netns"]
-    assert isinstance(before_ns, set)
-    new_ns = _run_netns() - before_ns
-    if new_ns:
-        problems.append("named network namespaces left in /run/netns: " + ", ".join(sorted(new_ns)))
+    # Only what the suite itself created counts: other processes may add devices meanwhile.
+    left = tracking.devices_left(inode)
+    if left:
+        problems.append("tun devices the suite created are left in the initial namespace: " + ", ".join(left))
     before_fds = start["fds"]
     assert isinstance(before_fds, dict)
     fds = [leak for leak in _leaked(before_fds, _fd_targets()) if any(k in leak for k in _LEAK_KINDS)]

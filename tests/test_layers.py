@@ -23,6 +23,7 @@ RANKS = {
     # The kernel emulator steers and records with eBPF.
     "testing": 5,
     "backend": 5,
+    "probe": 5,
     "cli": 6,
     "__main__": 6,
 }

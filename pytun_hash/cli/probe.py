@@ -25,27 +25,18 @@ from __future__ import annotations
 
 import argparse
 import errno
-import functools
-import os
-import platform
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from pytun_hash._abi import HashType, TunFlag
-from pytun_hash.bpf.insn import Assembler, Reg
-from pytun_hash.bpf.maps import ArrayMap
-from pytun_hash.bpf.prog import Program
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
-from pytun_hash.device import NetworkNamespace, TunTapDevice, kernel_features, rtnl
-from pytun_hash.device.hashctl import ProbeResult, probe_revision
+from pytun_hash.device import rtnl
+from pytun_hash.device.hashctl import ProbeResult
 from pytun_hash.device.tap import TUN_PATH, DeviceMode
-from pytun_hash.errors import DeviceNotFoundError, KernelError, PrivilegeError, PytunHashError
+from pytun_hash.errors import DeviceNotFoundError
+from pytun_hash.probe import KernelProbe
+from pytun_hash.probe import probe_kernel as probe_kernel_checks
 
 __all__ = ["add_parser", "probe_device", "probe_kernel", "run"]
-
-_VNET_SIZES = (8, 10, 12, 20, 24)
-
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Register ``probe``."""
@@ -64,10 +55,6 @@ def _flag_names(flags: int) -> list[str]:
     return [m.name or "" for m in TunFlag if m & flags]
 
 
-def _error_text(exc: BaseException) -> str:
-    return str(exc)
-
-
 def _errno_name(err: int) -> str:
     return "ok" if err == 0 else errno.errorcode.get(err, str(err))
 
@@ -84,147 +71,60 @@ def _capability(result: ProbeResult) -> dict[str, Any] | None:
     }
 
 
-def _scratch_checks(report: dict[str, Any]) -> None:
-    """Everything that needs a device, on a scratch TAP (runs in its own thread)."""
-    ns: NetworkNamespace | None = None
-    try:
-        private = NetworkNamespace(ipv6=False)
-        private.enter()
-        ns = private
-        report["scratch"] = {"namespace": "private", "error": None}
-    except PrivilegeError:
-        # CAP_NET_ADMIN without CAP_SYS_ADMIN: the scratch device lives briefly next to the others.
-        ns = None
-        report["scratch"] = {"namespace": "current", "error": None}
-    try:
-        with TunTapDevice.create("pthprobe%d", queues=2, vnet_hdr=True) as device:
-            _device_checks(device, report)
-    except PytunHashError as exc:
-        report["scratch"] = {"namespace": report["scratch"]["namespace"], "error": _error_text(exc)}
-    finally:
-        if ns is not None:
-            ns.close()
-
-
-def _attempt(fn: Callable[[], object]) -> str | None:
-    try:
-        fn()
-    except PytunHashError as exc:
-        return _error_text(exc)
-    return None
-
-
-def _device_checks(device: TunTapDevice, report: dict[str, Any]) -> None:
-    default = device.get_vnet_hdr_size()
-    accepted: list[int] = []
-    rejected: list[int] = []
-    for size in _VNET_SIZES:
-        (rejected if _attempt(functools.partial(device.set_vnet_hdr_size, size)) else accepted).append(size)
-    device.set_vnet_hdr_size(default)
-    little = _attempt(lambda: device.set_vnet_le(True)) is None and device.get_vnet_le()
-    _attempt(lambda: device.set_vnet_le(False))
-    big = _attempt(lambda: device.set_vnet_be(True)) is None
-    if big:
-        _attempt(lambda: device.set_vnet_be(False))
-    report["vnet_hdr"] = {
-        "default_size": default,
-        "sizes_accepted": accepted,
-        "sizes_rejected": rejected,
-        "little_endian": little,
-        "big_endian": big,
+def _document(found: KernelProbe) -> dict[str, Any]:
+    """The JSON document of a :class:`~pytun_hash.probe.KernelProbe` (keys in the module documentation)."""
+    report: dict[str, Any] = {
+        "kernel": found.kernel,
+        "machine": found.machine,
+        "euid": found.euid,
+        "tun": {
+            "path": TUN_PATH,
+            "present": found.tun_present,
+            "accessible": found.tun_accessible,
+            "error": found.tun_error,
+        },
+        "features": None
+        if found.features is None
+        else {"value": f"{int(found.features):#06x}", "flags": _flag_names(found.features)},
+        "scratch": {"namespace": found.scratch_namespace, "error": found.scratch_error},
     }
-    queue = device.attached_queues[1]
-
-    def detach_attach() -> None:
-        device.detach_queue(queue)
-        device.attach_queue(queue)
-
-    detach_error = _attempt(detach_attach)
-    report["multi_queue"] = {"supported": True, "detach_attach": detach_error is None}
-    report["bpf"] = {"usable": True, "error": None, "errno": None}
-    report["steering_ebpf"] = {"attachable": False, "error": None}
-    try:
-        ArrayMap.create(4, 1).close()
-    except PytunHashError as exc:
-        err = _errno_name(exc.errno) if isinstance(exc, KernelError) and exc.errno else None
-        report["bpf"] = {"usable": False, "error": _error_text(exc), "errno": err}
-        report["steering_ebpf"]["error"] = "bpf(2) is not usable"
-    else:
-        try:
-            with Program.load(Assembler().mov64_imm(Reg.R0, 0).exit().assemble(), name="pth_probe") as prog:
-                device.attach_steering_program(prog.fd, owner="probe")
-                device.detach_steering_program()
-            report["steering_ebpf"]["attachable"] = True
-        except PytunHashError as exc:
-            report["steering_ebpf"]["error"] = _error_text(exc)
-    try:
-        result = probe_revision(device)
-    except PytunHashError as exc:
-        report["hash_ioctls"] = {"revision": None, "tried": {}, "capability": None, "error": _error_text(exc)}
-        return
-    report["hash_ioctls"] = {
-        "revision": result.revision.value if result.revision else None,
-        "tried": {r.value: _errno_name(e) for r, e in result.tried},
-        "capability": _capability(result),
+    if found.vnet_hdr is not None:
+        vnet = found.vnet_hdr
+        report["vnet_hdr"] = {
+            "default_size": vnet.default_size,
+            "sizes_accepted": list(vnet.sizes_accepted),
+            "sizes_rejected": list(vnet.sizes_rejected),
+            "little_endian": vnet.little_endian,
+            "big_endian": vnet.big_endian,
+        }
+        report["multi_queue"] = {"supported": True, "detach_attach": bool(found.detach_attach)}
+    if found.bpf is not None:
+        report["bpf"] = {"usable": found.bpf.usable, "error": found.bpf.error, "errno": found.bpf.errno}
+        report["steering_ebpf"] = {"attachable": found.steering_attachable, "error": found.steering_error}
+    if found.hash is not None:
+        result = found.hash
+        report["hash_ioctls"] = {
+            "revision": result.revision.value if result.revision else None,
+            "tried": {r.value: _errno_name(e) for r, e in result.tried},
+            "capability": _capability(result),
+        }
+    elif found.hash_error is not None:
+        report["hash_ioctls"] = {"revision": None, "tried": {}, "capability": None, "error": found.hash_error}
+    decision = found.auto_backend()
+    report["backend"] = {
+        "auto": decision.backend,
+        "revision": decision.revision.value if decision.revision else None,
+        "reason": decision.reason,
     }
-
-
-def _backend(report: dict[str, Any]) -> dict[str, Any]:
-    revision = report.get("hash_ioctls", {}).get("revision")
-    if revision:
-        return {
-            "auto": "native",
-            "revision": revision,
-            "reason": f"the kernel speaks hash UAPI revision {revision}",
-        }
-    if report.get("steering_ebpf", {}).get("attachable"):
-        return {
-            "auto": "ebpf",
-            "revision": None,
-            "reason": "the kernel lacks the hash ioctls; RSS through an eBPF steering program, "
-            "hash reports computed in user space",
-        }
-    return {"auto": None, "revision": None, "reason": "neither the hash ioctls nor eBPF steering are usable"}
+    return report
 
 
 def probe_kernel() -> dict[str, Any]:
-    """Run every kernel check; return the report (the JSON document without ``device``).
+    """Run every kernel check (:func:`pytun_hash.probe.probe_kernel`); return the JSON document.
 
     Never raises for a missing feature or privilege: each check records what it found.
     """
-    report: dict[str, Any] = {
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-        "euid": os.geteuid(),
-    }
-    present = os.path.exists(TUN_PATH)
-    report["tun"] = {"path": TUN_PATH, "present": present, "accessible": False, "error": None}
-    report["features"] = None
-    try:
-        features = kernel_features()
-    except PytunHashError as exc:
-        report["tun"]["error"] = _error_text(exc)
-    else:
-        report["tun"]["accessible"] = True
-        report["features"] = {"value": f"{int(features):#06x}", "flags": _flag_names(features)}
-    if report["tun"]["accessible"]:
-        failure: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                _scratch_checks(report)
-            except BaseException as exc:  # re-raised in the caller's thread
-                failure.append(exc)
-
-        worker = threading.Thread(target=body, name="pytun-hash-probe")
-        worker.start()
-        worker.join()
-        if failure:
-            raise failure[0]
-    else:
-        report["scratch"] = {"namespace": None, "error": f"{TUN_PATH} is not accessible"}
-    report["backend"] = _backend(report)
-    return report
+    return _document(probe_kernel_checks())
 
 
 def probe_device(name: str) -> dict[str, Any]:

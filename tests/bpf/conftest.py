@@ -19,6 +19,7 @@ import pytest
 from pytun_hash.bpf.maps import ArrayMap, map_ids
 from pytun_hash.bpf.prog import prog_ids
 from pytun_hash.errors import KernelError
+from tests import tracking
 
 _BPF_SKIP = pytest.StashKey[str | None]()
 _RELEASE_TIMEOUT = 5.0
@@ -91,12 +92,11 @@ def _bpf_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     if reason:
         pytest.skip(reason)
     fds_before = _bpf_fds()
-    progs_before, maps_before = set(prog_ids()), set(map_ids())
+    mark = tracking.bpf_mark()
     yield
     leaked_fds = {fd: t for fd, t in _bpf_fds().items() if fds_before.get(fd) != t}
-    new_progs = set(prog_ids()) - progs_before
-    new_maps = set(map_ids()) - maps_before
-    alive_p, alive_m = wait_released(new_progs, new_maps)
+    # Only the objects this process made count: others may load programs meanwhile.
+    alive_p, alive_m = wait_released(*tracking.bpf_since(mark))
     problems = []
     if leaked_fds:
         problems.append("bpf fds left open: " + ", ".join(f"{fd} -> {t}" for fd, t in sorted(leaked_fds.items())))

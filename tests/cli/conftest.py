@@ -17,10 +17,10 @@ from typing import Any
 import attrs
 import pytest
 
-from pytun_hash.bpf.maps import ArrayMap, map_ids
-from pytun_hash.bpf.prog import prog_ids
+from pytun_hash.bpf.maps import ArrayMap
 from pytun_hash.cli import main
 from pytun_hash.errors import KernelError
+from tests import tracking
 
 _BPF_SKIP = pytest.StashKey[str | None]()
 _RELEASE_TIMEOUT = 5.0
@@ -76,11 +76,13 @@ def _bpf_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     reason = request.config.stash[_BPF_SKIP]
     if reason:
         pytest.skip(reason)
-    progs, maps = set(prog_ids()), set(map_ids())
+    mark = tracking.bpf_mark()
     yield
+    # Only the objects this process made count: others may load programs meanwhile.
+    progs, maps = tracking.bpf_since(mark)
     deadline = time.monotonic() + _RELEASE_TIMEOUT
     while True:
-        alive_p, alive_m = set(prog_ids()) - progs, set(map_ids()) - maps
+        alive_p, alive_m = tracking.alive_bpf(progs, maps)
         if not (alive_p or alive_m) or time.monotonic() > deadline:
             break
         time.sleep(0.005)

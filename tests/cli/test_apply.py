@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from pytun_hash._abi import Revision
-from pytun_hash.bpf.prog import prog_ids
 from pytun_hash.cli.configfile import load_config
 from pytun_hash.codec import decode_plan, ioctl_plan
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
@@ -19,6 +18,7 @@ from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.errors import EmulatorError
 from pytun_hash.model import predict_queue
 from pytun_hash.testing import KernelEmulator, traffic
+from tests import tracking
 
 APPLY_KEYS = {"ok", "device", "backend", "revision", "reason", "config", "reports", "saved"}
 DRY_KEYS = {"ok", "dry_run", "device", "backend", "revision", "arch", "config", "calls"}
@@ -146,7 +146,7 @@ def test_apply_ebpf_stays_in_force_after_the_command(
     cli: Any, netns: NetworkNamespace, persistent: str, tmp_path: Path
 ) -> None:
     saved = tmp_path / "applied.toml"
-    before = set(prog_ids())
+    mark = tracking.bpf_mark()
     run = cli("apply", "--dev", persistent, "--key", "random", "--queues", "4", "--report",
               "--backend", "ebpf", "--save", str(saved),
               "--json")  # fmt: skip
@@ -158,23 +158,25 @@ def test_apply_ebpf_stays_in_force_after_the_command(
     assert doc["saved"] == str(saved) and "HashReporter" in run.err and "HashReporter" in doc["warnings"][0]
     config = load_config(str(saved))
     assert config.to_mapping() == doc["config"] and config.report and config.rss
-    assert len(set(prog_ids()) - before) == 1  # the program outlives the command: the device holds it
+    # The program outlives the command: the device holds it.
+    assert len(tracking.alive_bpf(*tracking.bpf_since(mark))[0]) == 1
     with TunTapDevice.open(persistent, queues=4) as device:
         frames = _traffic(netns, device, 40)
         assert all(f.queue == predict_queue(config, f.frame, 4) for f in frames)
         assert {f.queue for f in frames} == {0, 1, 2, 3}
         off = cli("disable", "--dev", persistent, "--backend", "ebpf", "--json")
         assert off.code == 0 and off.json()["action"].startswith("steering program detached")
-        assert _released(before)  # detached: the kernel frees the program after an RCU grace period
+        assert _released(mark)  # detached: the kernel frees the program after an RCU grace period
     assert cli("delete", persistent).code == 0
 
 
-def _released(before: set[int]) -> bool:
-    """Whether every program not in ``before`` is gone within 2 s."""
+def _released(mark: int) -> bool:
+    """Whether every program this process loaded after ``mark`` is gone within 2 s."""
+    progs, _maps = tracking.bpf_since(mark)
     deadline = time.monotonic() + 2.0
-    while set(prog_ids()) - before and time.monotonic() < deadline:
+    while tracking.alive_bpf(progs, set())[0] and time.monotonic() < deadline:
         time.sleep(0.005)
-    return not set(prog_ids()) - before
+    return not tracking.alive_bpf(progs, set())[0]
 
 
 @pytest.mark.kernel

@@ -36,11 +36,12 @@ from pytun_hash import (
     probe_revision,
 )
 from pytun_hash._abi import hash_ioctls, layout_for
-from pytun_hash.bpf import Assembler, EbpfRss, Program, enable_ebpf_rss, map_ids, rss
+from pytun_hash.bpf import Assembler, EbpfRss, Program, enable_ebpf_rss, rss
 from pytun_hash.codec import kernel_write_length
 from pytun_hash.device import DeviceMode, NetworkNamespace, Queue, TunTapDevice
 from pytun_hash.testing import KernelEmulator
 from pytun_hash.testing import kernel as emulated_kernel
+from tests import tracking
 from tests.hardening.conftest import bpf_skip_reason
 from tests.hardening.test_bad_input import assert_binding_agrees
 
@@ -291,30 +292,16 @@ def test_verifier_rejection_leaves_no_maps_and_no_steering(tap: TunTapDevice, mo
         pytest.skip(reason)
     monkeypatch.setattr(rss, "generate_rss_program", lambda *args, **kwargs: Assembler().exit().assemble())
     fds = _fd_count()
-    maps = set(map_ids())
+    mark = tracking.bpf_mark()
     with pytest.raises(VerifierError):
         enable_ebpf_rss(tap, RSS)
     with pytest.raises(VerifierError):
         EbpfRss.load(RSS, DeviceMode.TAP)
     assert _fd_count() == fds
     assert not tap.steering.steering_attached
-    _wait_until(lambda: not (set(map_ids()) - maps - _foreign_maps(maps)), "the maps of the refused program")
-
-
-def _foreign_maps(before: set[int]) -> set[int]:
-    """Maps other processes created meanwhile (this test's maps have no fd left in this process)."""
-    return {m for m in set(map_ids()) - before if not _held_here(m)}
-
-
-def _held_here(map_id: int) -> bool:
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            with open(f"/proc/self/fdinfo/{fd}") as f:
-                if f"map_id:\t{map_id}\n" in f.read():
-                    return True
-        except OSError:
-            continue
-    return False
+    made = tracking.bpf_since(mark)
+    assert made[1], "the refused loads created their maps first"
+    _wait_until(lambda: not any(tracking.alive_bpf(*made)), "the maps of the refused program")
 
 
 def _wait_until(done: Callable[[], bool], what: str, timeout: float = 5.0) -> None:

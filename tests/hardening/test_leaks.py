@@ -13,8 +13,10 @@ import pytest
 from pytun_hash import HashControl, Revision, VnetHashConfig
 from pytun_hash.bpf import Program, enable_ebpf_rss, map_ids, prog_ids
 from pytun_hash.config import MICROSOFT_RSS_KEY
-from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
+from pytun_hash.device import NetworkNamespace, TunTapDevice
+from pytun_hash.device.netns import thread_netns_inode
 from pytun_hash.testing import KernelEmulator
+from tests import tracking
 
 pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::pytun_hash.HashControlWarning")]
 
@@ -52,15 +54,12 @@ def _cycle(revision: Revision) -> tuple[int, tuple[int, ...]]:
             return ebpf.object_ids()
 
 
-def _tun_links() -> set[tuple[int, str]]:
-    return {(link.index, link.name) for link in rtnl.list_links(kind="tun")}
-
-
 def test_create_configure_close_cycles(need_seccomp: None, program: Program) -> None:
-    init_tun = _tun_links()  # the test's thread is still in its original namespace here
+    home = thread_netns_inode()  # the test's thread is still in its original namespace here
     with NetworkNamespace(ipv6=False) as netns:
         _cycles(netns)
-    assert _tun_links() == init_tun
+    # None of the devices this process created is left here (others' devices are not judged).
+    assert tracking.devices_left(home) == []
 
 
 def _cycles(netns: NetworkNamespace) -> None:
