@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 from pytun_hash.testing.datapath import DeviceDataPath, HashContext
-from pytun_hash.testing.emulator import EmulatedCall, EmulatorMode, KernelEmulator, UserCopy
+from pytun_hash.testing.emulator import EmulatedCall, EmulatorFault, EmulatorMode, KernelEmulator, UserCopy
 from pytun_hash.testing.kernel import DeviceKey, EmulatedHashState, virtio_net_hash_key_length
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "DeviceKey",
     "EmulatedCall",
     "EmulatedHashState",
+    "EmulatorFault",
     "EmulatorMode",
     "HashContext",
     "KernelEmulator",

@@ -62,7 +62,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar, cast
 
 import attrs
@@ -83,7 +83,7 @@ from pytun_hash.testing.kernel import (
     KernelErrno,
 )
 
-__all__ = ["EmulatedCall", "EmulatorMode", "KernelEmulator", "UserCopy"]
+__all__ = ["EmulatedCall", "EmulatorFault", "EmulatorMode", "KernelEmulator", "UserCopy"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -100,6 +100,21 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _setns = _libc.setns
 _setns.restype = ctypes.c_int
 _setns.argtypes = (ctypes.c_int, ctypes.c_int)
+
+
+class EmulatorFault(enum.Enum):
+    """A failure :meth:`KernelEmulator.inject` makes the emulator have, to test code's handling of it.
+
+    ``HANDLER_ERROR``: the handler of a trapped ioctl fails: the call is answered ``EIO`` and
+    :meth:`~KernelEmulator.run` raises :class:`EmulatorError` (the emulator stays usable).
+    ``SUPERVISOR_CRASH``: the supervisor itself fails: the listener is closed, the target's trapped
+    calls return ``ENOSYS``, ``run`` raises (in thread mode the emulator is unusable afterwards).
+    ``STALL``: the supervisor stops answering: ``run`` gives up after its timeout.
+    """
+
+    HANDLER_ERROR = "handler-error"
+    SUPERVISOR_CRASH = "supervisor-crash"
+    STALL = "stall"
 
 
 class EmulatorMode(enum.Enum):
@@ -440,6 +455,8 @@ class KernelEmulator:
         self._listener_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._parked: list[threading.Thread] = []
+        self._fault: EmulatorFault | None = None
+        self._fault_requests: frozenset[str] | None = None
         self._program = _seccomp.build_filter(self._arch, self._kernel.requests, reads=self.data_path)
         self._broken: str | None = None
         self._closed = False
@@ -818,6 +835,11 @@ class KernelEmulator:
     def _serve(self, target: _Target, listener: int | None = None) -> None:
         """Receive one notification and answer it."""
         listener = self._listener if listener is None else listener
+        if self._fault is EmulatorFault.STALL:
+            time.sleep(0.01)  # leave the notification pending
+            return
+        if self._fault is EmulatorFault.SUPERVISOR_CRASH:
+            raise EmulatorError("injected fault: the supervisor crashed")
         notif = _seccomp.notif_recv(listener)
         if notif is None:
             return
@@ -835,6 +857,10 @@ class KernelEmulator:
                 call = _TrappedCall(listener, notif, target, local)
                 try:
                     path = self._data_path_before(call)
+                    if self._fault is EmulatorFault.HANDLER_ERROR and (
+                        self._fault_requests is None or name in self._fault_requests
+                    ):
+                        raise RuntimeError(f"injected fault: the handler of {name} failed")
                     val = self._kernel.handle(name, call)
                     if path is not None and name == "TUNSETSTEERINGEBPF":
                         # The real call replaced or removed whatever program was attached.
@@ -1095,6 +1121,21 @@ class KernelEmulator:
         for sock in self._rtnl.values():
             sock.close()
         self._rtnl.clear()
+
+    def inject(self, fault: EmulatorFault | None, *, requests: Iterable[str] | None = None) -> None:
+        """Make the emulator fail in a chosen way from now on (None: stop failing).
+
+        Args:
+            fault: what fails (:class:`EmulatorFault`).
+            requests: with ``HANDLER_ERROR``, the ioctl names whose handler fails (None: every one).
+
+        Raises:
+            EmulatorError: for a ``fault`` that is not an :class:`EmulatorFault`.
+        """
+        if fault is not None and not isinstance(fault, EmulatorFault):
+            raise EmulatorError(f"fault must be an EmulatorFault or None, got {fault!r}")
+        self._fault = fault
+        self._fault_requests = None if requests is None else frozenset(requests)
 
     def data_path_stats(self) -> dict[str, int]:
         """Counters of the emulated data path: devices, frames recorded and matched, reads emulated and passed."""

