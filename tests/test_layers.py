@@ -15,8 +15,12 @@ PACKAGE = Path(pytun_hash.__file__).parent
 RANKS = {
     "errors": 0,
     "_abi": 0,
+    # Opening user-named files safely (config files, pcap files).
+    "_files": 0,
     "config": 1,
     "codec": 1,
+    # Config files (TOML/JSON) to and from VnetHashConfig.
+    "configfile": 1,
     "model": 2,
     "device": 3,
     "bpf": 4,

@@ -48,10 +48,10 @@ from pytun_hash.cli.common import (
     parse_semantics,
     protocol_number,
 )
-from pytun_hash.cli.configfile import parse_key
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import VnetHashConfig, parse_hash_types
+from pytun_hash.configfile import parse_key
 from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
 from pytun_hash.device.hashctl import probe_revision
 from pytun_hash.errors import DeviceNotFoundError, PrivilegeError, ValidationError

@@ -12,9 +12,9 @@ import pytest
 
 from pytun_hash._abi import Revision
 from pytun_hash.bpf.prog import prog_ids
-from pytun_hash.cli.configfile import load_config
 from pytun_hash.codec import decode_plan, ioctl_plan
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
+from pytun_hash.configfile import load_config
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.errors import EmulatorError
 from pytun_hash.model import predict_queue
