@@ -15,7 +15,7 @@ from pytun_hash.configfile import config_from_mapping, parse_key, read_config_fi
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import DeviceNotFoundError, ValidationError
 from pytun_hash.model import Framing, Semantics
-from pytun_hash.testing.traffic import Flow
+from pytun_hash.traffic import Flow
 
 __all__ = [
     "add_config_arguments",

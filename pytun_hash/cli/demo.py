@@ -42,6 +42,7 @@ import warnings
 from collections import Counter
 from typing import Any
 
+from pytun_hash import traffic
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, VIRTIO_NET_HDR_V1_SIZE, HashReport
 from pytun_hash.backend import Backend, Hashing
 from pytun_hash.bpf.report import HashReporter
@@ -52,8 +53,7 @@ from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import TUN_PATH
 from pytun_hash.errors import EmulatorError
 from pytun_hash.model import FlowHash, Semantics, classify, queue_for_flow
-from pytun_hash.testing import traffic
-from pytun_hash.testing.traffic import DEFAULT_ADDRESSING, Capture, Flow
+from pytun_hash.traffic import DEFAULT_ADDRESSING, Capture, Flow
 
 __all__ = ["add_parser", "missing_privileges", "run"]
 

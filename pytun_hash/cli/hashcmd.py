@@ -57,7 +57,7 @@ from pytun_hash.device.hashctl import probe_revision
 from pytun_hash.errors import DeviceNotFoundError, PrivilegeError, ValidationError
 from pytun_hash.model import FlowHash, Framing, Semantics, classify, queue_for_flow, rfc_input, toeplitz_hash
 from pytun_hash.model.semantics import semantics_for
-from pytun_hash.testing.traffic import Flow
+from pytun_hash.traffic import Flow
 
 __all__ = ["add_parsers", "run_hash", "run_predict"]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pytun_hash import traffic
 from pytun_hash._abi import Revision
 from pytun_hash.bpf.prog import prog_ids
 from pytun_hash.codec import decode_plan, ioctl_plan
@@ -18,7 +19,7 @@ from pytun_hash.configfile import load_config
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.errors import EmulatorError
 from pytun_hash.model import predict_queue
-from pytun_hash.testing import KernelEmulator, traffic
+from pytun_hash.testing import KernelEmulator
 
 APPLY_KEYS = {"ok", "device", "backend", "revision", "reason", "config", "reports", "saved"}
 DRY_KEYS = {"ok", "dry_run", "device", "backend", "revision", "arch", "config", "calls"}
