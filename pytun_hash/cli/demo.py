@@ -51,7 +51,6 @@ from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import TUN_PATH
-from pytun_hash.errors import EmulatorError
 from pytun_hash.model import FlowHash, Semantics, classify, queue_for_flow
 from pytun_hash.traffic import DEFAULT_ADDRESSING, Capture, Flow
 
@@ -225,7 +224,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def _emulated(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     # The testing package is only needed here: plain demos never import it.
-    from pytun_hash.testing import KernelEmulator
+    from pytun_hash.testing import EmulatorError, KernelEmulator
 
     try:
         with KernelEmulator(args.emulate, timeout=120.0) as emu:

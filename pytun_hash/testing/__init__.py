@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+from pytun_hash.testing._errors import EmulatorError
 from pytun_hash.testing.datapath import DeviceDataPath, HashContext
 from pytun_hash.testing.emulator import EmulatedCall, EmulatorMode, KernelEmulator, UserCopy
 from pytun_hash.testing.kernel import DeviceKey, EmulatedHashState, virtio_net_hash_key_length
@@ -31,6 +32,7 @@ __all__ = [
     "DeviceKey",
     "EmulatedCall",
     "EmulatedHashState",
+    "EmulatorError",
     "EmulatorMode",
     "HashContext",
     "KernelEmulator",

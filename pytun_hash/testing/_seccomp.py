@@ -26,7 +26,7 @@ from collections.abc import Iterable
 import attrs
 
 from pytun_hash._abi.ioc import IocDir, layout_for
-from pytun_hash.errors import EmulatorError
+from pytun_hash.testing._errors import EmulatorError
 
 __all__ = [
     "SECCOMP_USER_NOTIF_FLAG_CONTINUE",

@@ -35,10 +35,10 @@ Mechanics and their limits:
   (``pidfd_getfd``), ptrace access to the target (always given for an own thread or child),
   and an architecture in :mod:`pytun_hash.testing._seccomp`'s table (only x86_64 is tested).
 * Never hangs: every trapped call is answered. A handler exception answers ``EIO``, is
-  logged, and makes :meth:`~KernelEmulator.run` raise :class:`~pytun_hash.errors.EmulatorError`.
+  logged, and makes :meth:`~KernelEmulator.run` raise :class:`~pytun_hash.testing.EmulatorError`.
   When the supervisor itself fails or the timeout passes, the listener is closed, so the
   target's pending and later trapped calls return ``ENOSYS``; :meth:`~KernelEmulator.run`
-  raises :class:`~pytun_hash.errors.EmulatorError`. In thread mode the emulator then refuses
+  raises :class:`~pytun_hash.testing.EmulatorError`. In thread mode the emulator then refuses
   further runs (its worker is filtered for good); in process mode the child is killed and
   reaped, and the next run forks a fresh one.
 """
@@ -72,8 +72,9 @@ from pytun_hash._abi.revision import Revision
 from pytun_hash.bpf.maps import ArrayMap
 from pytun_hash.config import VnetHashCapability
 from pytun_hash.device.rtnl import RtnlSocket, get_link
-from pytun_hash.errors import EmulatorError, PytunHashError
+from pytun_hash.errors import PytunHashError
 from pytun_hash.testing import _seccomp
+from pytun_hash.testing._errors import EmulatorError
 from pytun_hash.testing.datapath import DeviceDataPath
 from pytun_hash.testing.kernel import (
     DeviceInfo,

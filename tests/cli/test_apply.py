@@ -17,9 +17,8 @@ from pytun_hash.codec import decode_plan, ioctl_plan
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.configfile import load_config
 from pytun_hash.device import NetworkNamespace, TunTapDevice
-from pytun_hash.errors import EmulatorError
 from pytun_hash.model import predict_queue
-from pytun_hash.testing import KernelEmulator
+from pytun_hash.testing import EmulatorError, KernelEmulator
 
 APPLY_KEYS = {"ok", "device", "backend", "revision", "reason", "config", "reports", "saved"}
 DRY_KEYS = {"ok", "dry_run", "device", "backend", "revision", "arch", "config", "calls"}

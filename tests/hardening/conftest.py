@@ -14,8 +14,8 @@ import pytest
 
 from pytun_hash.bpf import Assembler, Program, Reg
 from pytun_hash.bpf import syscall as bpf_syscall
-from pytun_hash.errors import EmulatorError, PytunHashError
-from pytun_hash.testing import KernelEmulator
+from pytun_hash.errors import PytunHashError
+from pytun_hash.testing import EmulatorError, KernelEmulator
 
 
 @functools.cache
