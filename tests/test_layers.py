@@ -203,3 +203,18 @@ def test_library_and_cli_load_without_the_test_kit() -> None:
     assert done.returncode == 0, done.stderr
     assert len(names) > 40 and "pytun_hash.cli.demo" in names
     assert done.stdout.strip() == "", f"importing the library and the CLI loaded {done.stdout.strip()}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_sys_loads_libc(path: Path) -> None:
+    """pytun_hash/_sys.py holds the one libc handle: nobody else loads a C library through ctypes."""
+    if path == PACKAGE / "_sys.py":
+        return
+    loaders = ("CDLL", "PyDLL", "cdll", "pydll", "LoadLibrary")
+    loads = [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (isinstance(node, ast.Attribute) and node.attr in loaders)
+        or (isinstance(node, ast.ImportFrom) and any(a.name in loaders for a in node.names))
+    ]
+    assert loads == [], f"{path.relative_to(PACKAGE)} loads a C library at lines {loads}; use pytun_hash._sys"
