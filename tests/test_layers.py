@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -218,3 +219,14 @@ def test_only_sys_loads_libc(path: Path) -> None:
         or (isinstance(node, ast.ImportFrom) and any(a.name in loaders for a in node.names))
     ]
     assert loads == [], f"{path.relative_to(PACKAGE)} loads a C library at lines {loads}; use pytun_hash._sys"
+
+
+def test_readme_layout_is_the_ranks_table() -> None:
+    """README's Layout table lists every top-level part with its rank in RANKS."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, int] = {}
+    for rank, modules in re.findall(r"^\| (\d+) \| ([^|]+) \|", section, flags=re.MULTILINE):
+        for name in re.findall(r"`([^`]+)`", modules):
+            documented[name.removesuffix(".py").removesuffix("/")] = int(rank)
+    assert documented == RANKS
