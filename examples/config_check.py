@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from pytun_hash import ValidationError, VnetHashConfig
-from pytun_hash.cli.configfile import config_errors, config_from_mapping, read_config_file
+from pytun_hash.configfile import config_errors, config_from_mapping, read_config_file
 from pytun_hash.model import Framing, classify, queue_for_flow
-from pytun_hash.testing.traffic import Flow
+from pytun_hash.traffic import Flow
 
 HERE = Path(__file__).resolve().parent
 BUNDLED = (HERE / "configs" / "rss.toml", HERE / "configs" / "broken.toml")

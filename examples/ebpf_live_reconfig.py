@@ -27,10 +27,9 @@ import sys
 import threading
 import time
 
-from pytun_hash import NetworkNamespace, TunTapDevice, VnetHashConfig
+from pytun_hash import NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
 from pytun_hash.backend import Backend, Hashing
 from pytun_hash.model import Framing, parse_frame, predict_queue
-from pytun_hash.testing import traffic
 
 QUEUES = 4
 VNET_HDR_SIZE = 12

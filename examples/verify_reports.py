@@ -20,13 +20,12 @@ import os
 import socket
 import sys
 
-from pytun_hash import HashReport, NetworkNamespace, TunTapDevice, VnetHashConfig
+from pytun_hash import HashReport, NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
 from pytun_hash.backend import Hashing
 from pytun_hash.bpf import HashReporter
 from pytun_hash.model import split_frame, verify_reports
-from pytun_hash.testing import traffic
-from pytun_hash.testing.traffic import DEFAULT_ADDRESSING as ADDR
-from pytun_hash.testing.traffic import Flow
+from pytun_hash.traffic import DEFAULT_ADDRESSING as ADDR
+from pytun_hash.traffic import Flow
 
 VNET_HDR_SIZE = 20
 

@@ -25,11 +25,10 @@ import subprocess
 import sys
 from typing import Any
 
-from pytun_hash import NetworkNamespace, TunTapDevice, VnetHashConfig
+from pytun_hash import NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
 from pytun_hash.backend import Hashing
 from pytun_hash.bpf import HashReporter
 from pytun_hash.model import predict_queue, verify_reports
-from pytun_hash.testing import traffic
 
 QUEUES = 4
 VNET_HDR_SIZE = 20

@@ -5,6 +5,11 @@ The names below are the public API; submodules hold the layers:
 * :mod:`pytun_hash._abi` — raw ABI: ioctl numbers per architecture, flags, ctypes structures.
 * :mod:`pytun_hash.config`, :mod:`pytun_hash.codec` — typed configuration and byte-exact codecs.
 * :mod:`pytun_hash.errors` — the error hierarchy.
+* :mod:`pytun_hash.configfile` — config files (TOML/JSON) with every error named.
+* :mod:`pytun_hash.model`, :mod:`pytun_hash.device`, :mod:`pytun_hash.bpf`, :mod:`pytun_hash.backend` —
+  the software model, devices and hash control, eBPF, backend choice.
+* :mod:`pytun_hash.traffic` — real flows onto a device's queues, collected per queue.
+* :mod:`pytun_hash.testing` — the test kit (the seccomp kernel emulator); nothing else imports it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from pytun_hash.errors import (
     DeviceFlagsMismatchError,
     DeviceGoneError,
     DeviceNotFoundError,
-    EmulatorError,
     FeatureUnsupportedError,
     KernelError,
     PrivilegeError,
@@ -72,7 +76,6 @@ __all__ = [
     "DeviceMode",
     "DeviceNotFoundError",
     "EbpfRss",
-    "EmulatorError",
     "FeatureUnsupportedError",
     "FlowHash",
     "Framing",

@@ -3,7 +3,7 @@
 Pure: no I/O. The device layer issues the calls of :func:`ioctl_plan` as they are; the
 seccomp emulator and the tests use :func:`kernel_read_length` and the decoders.
 
-Wire rules common to all revisions (see the spec pages):
+Wire rules common to all revisions:
 
 * Structures are host-endian; the RFC's indirection table is host-endian too, while the
   key is a byte string. Hidden and explicit padding is always sent as zero.

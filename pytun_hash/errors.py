@@ -18,7 +18,6 @@ __all__ = [
     "DeviceFlagsMismatchError",
     "DeviceGoneError",
     "DeviceNotFoundError",
-    "EmulatorError",
     "FeatureUnsupportedError",
     "KernelError",
     "PrivilegeError",
@@ -125,10 +124,6 @@ class VerifierError(BpfError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.errno, self.request, self.hint), {"log": self.log})
-
-
-class EmulatorError(PytunHashError):
-    """The seccomp kernel emulator failed (supervisor gone, filter not installable, ...)."""
 
 
 _GENERIC_HINTS: dict[int, tuple[type[KernelError], str]] = {

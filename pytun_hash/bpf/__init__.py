@@ -1,6 +1,6 @@
 """eBPF RSS from pure Python: ``bpf(2)`` through ctypes, an instruction encoder, maps and
 programs that own their fds, and the RSS steering program generated from a
-:class:`~pytun_hash.config.VnetHashConfig` (design decision 7).
+:class:`~pytun_hash.config.VnetHashConfig`, assembled here: no compiler, libbpf or bcc.
 
 * :mod:`~pytun_hash.bpf.syscall`: the syscall, per-architecture numbers, commands, typed errors.
 * :mod:`~pytun_hash.bpf.insn`: instruction encoder and assembler with labels.

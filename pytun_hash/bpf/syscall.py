@@ -14,6 +14,7 @@ import errno as _errno
 import platform
 import sysconfig
 
+from pytun_hash import _sys
 from pytun_hash.errors import BpfError, KernelError, PrivilegeError
 
 __all__ = [
@@ -324,9 +325,6 @@ class bpf_map_info(ctypes.Structure):  # noqa: N801 - kernel layout
 #: The kernel-internal "operation not supported" errno that bpf(2) leaks to user space.
 ENOTSUPP = 524
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_SYSCALL = _LIBC.syscall
-_SYSCALL.restype = ctypes.c_long
 _NR_BPF: int | None
 try:
     _NR_BPF = bpf_syscall_number()
@@ -385,11 +383,9 @@ def bpf(cmd: BpfCmd, attr: ctypes.Structure) -> int:
     if _NR_BPF is None:
         raise BpfError(_errno.ENOSYS, f"bpf({cmd.name})", f"no bpf(2) syscall number known for {platform.machine()}")
     while True:
-        ret = _SYSCALL(
-            ctypes.c_long(_NR_BPF), ctypes.c_long(int(cmd)), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr))
-        )
-        if ret >= 0:
-            return int(ret)
-        err = ctypes.get_errno()
-        if err != _errno.EINTR:
-            raise bpf_error(cmd, err)
+        try:
+            return _sys.syscall(_NR_BPF, int(cmd), ctypes.byref(attr), ctypes.sizeof(attr))
+        except OSError as exc:
+            err = exc.errno or _errno.EIO
+            if err != _errno.EINTR:
+                raise bpf_error(cmd, err) from None

@@ -43,10 +43,10 @@ from pytun_hash.cli.common import (
     parse_backend,
     parse_revision,
 )
-from pytun_hash.cli.configfile import dump_config
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
 from pytun_hash.codec import ioctl_plan
 from pytun_hash.config import VnetHashConfig
+from pytun_hash.configfile import dump_config
 from pytun_hash.device import rtnl
 from pytun_hash.device.hashctl import HashControl
 from pytun_hash.device.tap import TunTapDevice

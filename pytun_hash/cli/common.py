@@ -9,13 +9,13 @@ from typing import Any
 
 from pytun_hash._abi import HashType, Revision
 from pytun_hash.backend import Backend
-from pytun_hash.cli.configfile import config_from_mapping, parse_key, read_config_file
 from pytun_hash.cli.output import CliError, ExitCode
 from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, VnetHashConfig, parse_hash_types
+from pytun_hash.configfile import config_from_mapping, parse_key, read_config_file
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import DeviceNotFoundError, ValidationError
 from pytun_hash.model import Framing, Semantics
-from pytun_hash.testing.traffic import Flow
+from pytun_hash.traffic import Flow
 
 __all__ = [
     "add_config_arguments",

@@ -41,6 +41,7 @@ import warnings
 from collections import Counter
 from typing import Any
 
+from pytun_hash import traffic
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
 from pytun_hash.backend import Backend, Hashing
 from pytun_hash.bpf.report import HashReporter
@@ -49,11 +50,9 @@ from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import TUN_PATH
-from pytun_hash.errors import EmulatorError
 from pytun_hash.model import FlowHash, Semantics, classify, queue_for_flow
 from pytun_hash.model.vnet import read_hash_fields
-from pytun_hash.testing import traffic
-from pytun_hash.testing.traffic import DEFAULT_ADDRESSING, Capture, Flow
+from pytun_hash.traffic import DEFAULT_ADDRESSING, Capture, Flow
 
 __all__ = ["add_parser", "missing_privileges", "run"]
 
@@ -219,7 +218,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def _emulated(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     # The testing package is only needed here: plain demos never import it.
-    from pytun_hash.testing import KernelEmulator
+    from pytun_hash.testing import EmulatorError, KernelEmulator
 
     try:
         with KernelEmulator(args.emulate, timeout=120.0) as emu:

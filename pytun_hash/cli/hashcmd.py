@@ -48,16 +48,16 @@ from pytun_hash.cli.common import (
     parse_semantics,
     protocol_number,
 )
-from pytun_hash.cli.configfile import parse_key
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import VnetHashConfig, parse_hash_types
+from pytun_hash.configfile import parse_key
 from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
 from pytun_hash.device.hashctl import probe_revision
 from pytun_hash.errors import DeviceNotFoundError, PrivilegeError, ValidationError
 from pytun_hash.model import FlowHash, Framing, Semantics, classify, queue_for_flow, rfc_input, toeplitz_hash
 from pytun_hash.model.semantics import semantics_for
-from pytun_hash.testing.traffic import Flow
+from pytun_hash.traffic import Flow
 
 __all__ = ["add_parsers", "run_hash", "run_predict"]
 

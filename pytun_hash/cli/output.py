@@ -32,7 +32,6 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from pytun_hash.errors import (
-    EmulatorError,
     FeatureUnsupportedError,
     KernelError,
     PytunHashError,
@@ -114,7 +113,7 @@ def describe_error(exc: BaseException) -> tuple[ExitCode, str, str]:
         if exc.detail:
             message = f"{message} [{exc.detail}]"
         return ExitCode.KERNEL, message, exc.hint
-    if isinstance(exc, EmulatorError):
+    if _is_emulator_error(exc):
         return (
             ExitCode.KERNEL,
             f"kernel emulator: {exc}",
@@ -129,6 +128,17 @@ def describe_error(exc: BaseException) -> tuple[ExitCode, str, str]:
         f"internal error: {type(exc).__name__}: {exc}",
         "this is a bug in pytun-hash; rerun with --debug and report the traceback",
     )
+
+
+def _is_emulator_error(exc: BaseException) -> bool:
+    """True for the test kit's :class:`~pytun_hash.testing.EmulatorError`, without importing the test kit.
+
+    Only ``demo --emulate`` loads :mod:`pytun_hash.testing`; an ``EmulatorError`` cannot exist before
+    it is loaded, so looking it up among the loaded modules is enough.
+    """
+    testing = sys.modules.get("pytun_hash.testing")
+    emulator_error = getattr(testing, "EmulatorError", None)
+    return isinstance(emulator_error, type) and isinstance(exc, emulator_error)
 
 
 def _errno_name(err: int | None) -> str:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import attrs
 
-from pytun_hash.cli.files import open_regular_file
+from pytun_hash._files import open_regular_file
 from pytun_hash.errors import ValidationError
 from pytun_hash.model import Framing
 

@@ -17,15 +17,15 @@ it goes with it.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import os
 import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
+from pytun_hash import _sys
+from pytun_hash._sys import CLONE_NEWNET
 from pytun_hash.device import rtnl
 from pytun_hash.errors import KernelError, PrivilegeError, PytunHashError, ValidationError, kernel_error
 
@@ -43,14 +43,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-CLONE_NEWNET = 0x40000000
 _THREAD_NETNS = "/proc/thread-self/ns/net"
 _SYSCTL_MAX = 65536
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def thread_netns_inode() -> int:
@@ -77,15 +71,17 @@ def unshare_netns() -> None:
         PrivilegeError: ``EPERM`` without CAP_SYS_ADMIN (in a container, seccomp may forbid it too).
         KernelError: for other failures.
     """
-    if _libc().unshare(CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
+    try:
+        _sys.unshare(CLONE_NEWNET)
+    except OSError as exc:
+        err = exc.errno or errno.EIO
         if err == errno.EPERM:
             raise PrivilegeError(
                 err,
                 "unshare(CLONE_NEWNET)",
                 "a new network namespace needs CAP_SYS_ADMIN (run as root, or inside a user namespace you own)",
-            )
-        raise kernel_error(err, "unshare(CLONE_NEWNET)")
+            ) from None
+        raise kernel_error(err, "unshare(CLONE_NEWNET)") from None
 
 
 def enter_netns(ns_fd: int) -> None:
@@ -95,13 +91,17 @@ def enter_netns(ns_fd: int) -> None:
         PrivilegeError: ``EPERM`` without CAP_SYS_ADMIN over the target namespace.
         KernelError: ``EINVAL`` when ``ns_fd`` is not a network namespace, ``EBADF`` when closed.
     """
-    if _libc().setns(ns_fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
+    try:
+        _sys.setns(ns_fd, CLONE_NEWNET)
+    except OSError as exc:
+        err = exc.errno or errno.EIO
         if err == errno.EPERM:
-            raise PrivilegeError(err, "setns(CLONE_NEWNET)", "entering a network namespace needs CAP_SYS_ADMIN")
+            raise PrivilegeError(
+                err, "setns(CLONE_NEWNET)", "entering a network namespace needs CAP_SYS_ADMIN"
+            ) from None
         if err == errno.EINVAL:
-            raise KernelError(err, "setns(CLONE_NEWNET)", "the fd is not a network namespace fd")
-        raise kernel_error(err, "setns(CLONE_NEWNET)")
+            raise KernelError(err, "setns(CLONE_NEWNET)", "the fd is not a network namespace fd") from None
+        raise kernel_error(err, "setns(CLONE_NEWNET)") from None
 
 
 def run_in_netns(ns_fd: int, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

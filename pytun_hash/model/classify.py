@@ -2,7 +2,9 @@
 
 Two semantics are modelled (:class:`Semantics`):
 
-``SPEC`` (the default) follows the virtio specification (design decision 6):
+``SPEC`` (the default) follows the virtio specification (virtio 1.2, section 5.1.6.4.3 "Hash
+calculation for incoming packets"), the rules of the eBPF backend and (as far as modelled) of every
+revision from v3 on:
 
 * IPv4: TCPv4 if that type is enabled and the packet is TCP, else UDPv4 likewise, else IPv4 if
   enabled, else not hashed. Input: source address, destination address, then source and
@@ -18,8 +20,8 @@ Two semantics are modelled (:class:`Semantics`):
 * Queue: not hashed -> ``unclassified_queue``; otherwise ``indirection_table[hash & mask]``;
   either folded modulo the number of queues, as tun does.
 
-``RFC_2023`` predicts a kernel carrying the RFC of 8 October 2023 (rfc-uapi.md §2.4, §3,
-virtio-rss.md §1.3):
+``RFC_2023`` predicts a kernel carrying the RFC "tun: Introduce virtio-net hashing feature" of
+8 October 2023 (read from its patches 4/7-6/7; verified on a kernel carrying 1/7-5/7):
 
 * only the six IPv4/IPv6 types exist (the _EX bits are ignored); IPv6 extension headers are
   skipped and the fixed-header addresses used;
@@ -31,7 +33,8 @@ virtio-rss.md §1.3):
   ``table[0]``), a zero ``q`` is replaced by ``unclassified_queue``, then ``q % num_queues``; with
   fewer than 2 queues the kernel computes no hash at all;
 * the key in force is what the kernel copied: pass the key it holds (see :func:`rfc_key_in_force`;
-  pytun_hash's own binding always loads all 40 bytes, design decision 4);
+  pytun_hash's own binding always loads all 40 bytes: :func:`~pytun_hash.codec.ioctl_plan` precedes
+  a type set without an IPv4 type by a call that loads the whole key);
 * frames the model cannot parse are NONE here too. The RFC's flow dissector would still hash a few
   of them (a TCP header cut before its ports hashes with ports 0); that is not predicted.
 """
@@ -281,8 +284,8 @@ def classify(
 def rfc_key_in_force(key: BytesLike, types: HashType | int, previous: BytesLike = bytes(MAX_KEY_SIZE)) -> bytes:
     """The 40-byte key an RFC kernel holds after ``TUNSETVNETHASH`` with ``key`` and ``types``.
 
-    The RFC copies ``40 if types & 0x7 else 4`` key bytes (rfc-uapi.md §3) and keeps the rest from
-    before: ``previous`` (zero on a fresh device).
+    The RFC copies ``40 if types & 0x7 else 4`` key bytes (its key-length helper tests report values
+    against type bits) and keeps the rest from before: ``previous`` (zero on a fresh device).
 
     Raises:
         ValidationError: when ``key`` or ``previous`` is longer than 40 bytes or not bytes-like.

@@ -1,6 +1,7 @@
 """The Toeplitz hash of the virtio specification (and of Microsoft RSS), table-driven.
 
-Definition (virtio-rss.md §1.2, §2): the key is a bit string, most significant bit of key byte 0
+Definition (virtio 1.2, section 5.1.6.4.3, which takes it from Microsoft's "RSS hashing functions"):
+the key is a bit string, most significant bit of key byte 0
 first, with bits past its end counting as zero. For every input bit ``i`` that is set (input byte 0,
 most significant bit first) the 32-bit key window that starts at key bit ``i`` is XORed into the
 result. Hence only the first ``len(key)`` input bytes can change the hash, and appending zero bytes
@@ -380,7 +381,7 @@ def toeplitz_for(key: BytesLike) -> Toeplitz:
 
 
 def toeplitz_hash(key: BytesLike, data: BytesLike) -> int:
-    """The standard Toeplitz hash of ``data`` under ``key`` (virtio-rss.md §2).
+    """The standard Toeplitz hash of ``data`` under ``key`` (defined in the module documentation).
 
     Args:
         key: the key, any length (virtio uses 40 bytes); key bits past its end count as zero.
@@ -450,9 +451,10 @@ def _word_reversed(data: BytesLike) -> bytes:
 def rfc_input(data: BytesLike) -> bytes:
     """The input the RFC kernel's Toeplitz effectively hashed on this host, given the network-order input.
 
-    The RFC loads each 32-bit input word in host byte order, so on a little-endian host its result
-    equals the standard Toeplitz of the input with every word byte-reversed (rfc-uapi.md, virtio-rss.md
-    §1.3); on a big-endian host the input is unchanged. Inputs are 8, 12, 32 or 36 bytes.
+    The RFC ("tun: Introduce virtio-net hashing feature", 8 Oct 2023) loads each 32-bit input word in
+    host byte order, so on a little-endian host its result equals the standard Toeplitz of the input
+    with every word byte-reversed (verified on a kernel carrying it); on a big-endian host the input
+    is unchanged. Inputs are 8, 12, 32 or 36 bytes.
 
     Raises:
         ValidationError: when ``len(data)`` is not a multiple of 4.

@@ -1,6 +1,6 @@
 """virtio-net headers as tun/tap queues read and write them: codecs, split and build.
 
-Three layouts exist (``linux/virtio_net.h``, rfc-uapi.md §2.5):
+Three layouts exist (``include/uapi/linux/virtio_net.h``):
 
 * ``virtio_net_hdr`` (10 bytes): flags, gso_type, hdr_len, gso_size, csum_start, csum_offset;
 * ``virtio_net_hdr_v1`` (12 bytes): the above plus num_buffers;

@@ -1,4 +1,4 @@
-"""Testing utilities: a seccomp kernel emulator of the unmerged tun hash ioctls, and real traffic.
+"""Testing utilities: a seccomp kernel emulator of the unmerged tun hash ioctls.
 
 Mainline kernels lack the virtio-net hash ioctls, so code that drives them (this package's
 :mod:`pytun_hash.device.hashctl`, or a VMM's own) is tested at the syscall boundary:
@@ -10,8 +10,8 @@ data path (queue choice, and the hash fields of frames read from the queues). Se
 :mod:`pytun_hash.testing.datapath` for the data path and :mod:`pytun_hash.testing.emulator` for the
 mechanics.
 
-:mod:`pytun_hash.testing.traffic` sends flows from a network namespace's own stack onto a TAP or
-TUN device and collects the frames per queue, for end-to-end checks of steering.
+Real traffic onto a device's queues (flows sent from a network namespace's own stack, frames
+collected per queue) is not a testing matter: it lives in :mod:`pytun_hash.traffic`.
 
 Example::
 
@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+from pytun_hash.testing._errors import EmulatorError
 from pytun_hash.testing.datapath import DeviceDataPath, HashContext
 from pytun_hash.testing.emulator import EmulatedCall, EmulatorFault, EmulatorMode, KernelEmulator, UserCopy
 from pytun_hash.testing.kernel import DeviceKey, EmulatedHashState, virtio_net_hash_key_length
@@ -31,6 +32,7 @@ __all__ = [
     "DeviceKey",
     "EmulatedCall",
     "EmulatedHashState",
+    "EmulatorError",
     "EmulatorFault",
     "EmulatorMode",
     "HashContext",

@@ -25,8 +25,10 @@ from collections.abc import Iterable
 
 import attrs
 
+from pytun_hash import _sys
 from pytun_hash._abi.ioc import IocDir, layout_for
-from pytun_hash.errors import EmulatorError
+from pytun_hash._sys import PR_SET_NO_NEW_PRIVS
+from pytun_hash.testing._errors import EmulatorError
 
 __all__ = [
     "SECCOMP_USER_NOTIF_FLAG_CONTINUE",
@@ -49,7 +51,6 @@ SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_USER_NOTIF = 0x7FC00000
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
-PR_SET_NO_NEW_PRIVS = 38
 
 # linux/filter.h classic BPF opcodes
 _BPF_LD_W_ABS = 0x20
@@ -149,14 +150,6 @@ class _sock_fprog(ctypes.Structure):  # noqa: N801 - kernel name
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_prctl = _libc.prctl
-_prctl.restype = ctypes.c_int
-_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-
-
 def install_listener(arch: SeccompArch, program: bytes) -> int:
     """Install ``program`` on the *calling thread only* and return the new listener fd (O_CLOEXEC).
 
@@ -166,24 +159,21 @@ def install_listener(arch: SeccompArch, program: bytes) -> int:
     Raises:
         EmulatorError: when ``prctl`` or ``seccomp`` fails (the errno is in the message).
     """
-    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise EmulatorError(f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(err)}")
+    try:
+        _sys.prctl(PR_SET_NO_NEW_PRIVS, 1)
+    except OSError as exc:
+        raise EmulatorError(f"prctl(PR_SET_NO_NEW_PRIVS) failed: {exc.strerror}") from None
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _sock_fprog(len(program) // 8, ctypes.addressof(buf))
-    fd = _syscall(
-        ctypes.c_long(arch.nr_seccomp),
-        ctypes.c_ulong(SECCOMP_SET_MODE_FILTER),
-        ctypes.c_ulong(SECCOMP_FILTER_FLAG_NEW_LISTENER),
-        ctypes.byref(prog),
-    )
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise EmulatorError(
-            f"seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER) failed: {os.strerror(err)} "
-            "(needs CONFIG_SECCOMP_FILTER and Linux >= 5.0; blocked inside some container profiles)"
+    try:
+        return _sys.syscall(
+            arch.nr_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(prog)
         )
-    return int(fd)
+    except OSError as exc:
+        raise EmulatorError(
+            f"seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER) failed: {exc.strerror} "
+            "(needs CONFIG_SECCOMP_FILTER and Linux >= 5.0; blocked inside some container profiles)"
+        ) from None
 
 
 class seccomp_data(ctypes.Structure):  # noqa: N801 - kernel name
@@ -318,9 +308,7 @@ class _iovec(ctypes.Structure):  # noqa: N801 - kernel name
     _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
 
 
-_process_vm_readv = _libc.process_vm_readv
-_process_vm_readv.restype = ctypes.c_ssize_t
-_process_vm_readv.argtypes = (
+_PROCESS_VM_ARGTYPES = (
     ctypes.c_int,
     ctypes.POINTER(_iovec),
     ctypes.c_ulong,
@@ -328,9 +316,8 @@ _process_vm_readv.argtypes = (
     ctypes.c_ulong,
     ctypes.c_ulong,
 )
-_process_vm_writev = _libc.process_vm_writev
-_process_vm_writev.restype = ctypes.c_ssize_t
-_process_vm_writev.argtypes = _process_vm_readv.argtypes
+_process_vm_readv = _sys.function("process_vm_readv", ctypes.c_ssize_t, *_PROCESS_VM_ARGTYPES)
+_process_vm_writev = _sys.function("process_vm_writev", ctypes.c_ssize_t, *_PROCESS_VM_ARGTYPES)
 
 
 def read_memory(tid: int, address: int, length: int) -> bytes | None:
@@ -383,8 +370,7 @@ def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     Raises:
         OSError: ``EBADF`` when the target has no such fd, ``EPERM`` without ptrace access.
     """
-    fd = _syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(target_fd), ctypes.c_uint(0))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"pidfd_getfd({target_fd}): {os.strerror(err)}")
-    return int(fd)
+    try:
+        return _sys.syscall(_NR_PIDFD_GETFD, pidfd, target_fd, 0)
+    except OSError as exc:
+        raise OSError(exc.errno, f"pidfd_getfd({target_fd}): {exc.strerror}") from None

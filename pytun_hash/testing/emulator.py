@@ -35,10 +35,10 @@ Mechanics and their limits:
   (``pidfd_getfd``), ptrace access to the target (always given for an own thread or child),
   and an architecture in :mod:`pytun_hash.testing._seccomp`'s table (only x86_64 is tested).
 * Never hangs: every trapped call is answered. A handler exception answers ``EIO``, is
-  logged, and makes :meth:`~KernelEmulator.run` raise :class:`~pytun_hash.errors.EmulatorError`.
+  logged, and makes :meth:`~KernelEmulator.run` raise :class:`~pytun_hash.testing.EmulatorError`.
   When the supervisor itself fails or the timeout passes, the listener is closed, so the
   target's pending and later trapped calls return ``ENOSYS``; :meth:`~KernelEmulator.run`
-  raises :class:`~pytun_hash.errors.EmulatorError`. In thread mode the emulator then refuses
+  raises :class:`~pytun_hash.testing.EmulatorError`. In thread mode the emulator then refuses
   further runs (its worker is filtered for good); in process mode the child is killed and
   reaped, and the next run forks a fresh one.
 """
@@ -67,13 +67,15 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import attrs
 
+from pytun_hash import _sys
 from pytun_hash._abi import TUN_IOCTLS, TunFlag, ifreq, layout_for
 from pytun_hash._abi.revision import Revision
 from pytun_hash.bpf.maps import ArrayMap
 from pytun_hash.config import VnetHashCapability
 from pytun_hash.device.rtnl import RtnlSocket, get_link
-from pytun_hash.errors import EmulatorError, PytunHashError
+from pytun_hash.errors import PytunHashError
 from pytun_hash.testing import _seccomp
+from pytun_hash.testing._errors import EmulatorError
 from pytun_hash.testing.datapath import DeviceDataPath
 from pytun_hash.testing.kernel import (
     DeviceInfo,
@@ -90,16 +92,31 @@ T = TypeVar("T")
 
 _TUN = {d.name: d.request(layout_for()) for d in TUN_IOCTLS}
 _TUN_MAJOR, _TUN_MINOR = 10, 200
-_CLONE_NEWNET = 0x40000000
 _E = "<" if sys.byteorder == "little" else ">"
 _UIO_MAXIOV = 1024
 # How long run() waits for the target to notice a closed listener before giving up on it.
 _GRACE = 2.0
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_setns = _libc.setns
-_setns.restype = ctypes.c_int
-_setns.argtypes = (ctypes.c_int, ctypes.c_int)
+
+def _enter(ns_fd: int) -> bool:
+    """Move the calling thread into the network namespace open at ``ns_fd``; False when that fails."""
+    try:
+        _sys.setns(ns_fd, _sys.CLONE_NEWNET)
+    except OSError:
+        return False
+    return True
+
+
+def _return_home(home: int) -> None:
+    """Move the calling thread back into the network namespace it came from (open at ``home``).
+
+    Raises:
+        EmulatorError: when it cannot: the thread would go on in the wrong namespace.
+    """
+    try:
+        _sys.setns(home, _sys.CLONE_NEWNET)
+    except OSError:
+        raise EmulatorError("could not return to the supervisor's network namespace") from None
 
 
 class EmulatorFault(enum.Enum):
@@ -229,13 +246,12 @@ def _ifindex_in(ns_fd: int, ns_ino: int, name: str) -> int | None:
         # The device lives in another namespace: look its index up there, then come back.
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if _setns(ns_fd, _CLONE_NEWNET) != 0:
+            if not _enter(ns_fd):
                 return None
             try:
                 return socket.if_nametoindex(name)
             finally:
-                if _setns(home, _CLONE_NEWNET) != 0:
-                    raise EmulatorError("could not return to the supervisor's network namespace")
+                _return_home(home)
         finally:
             os.close(home)
     return None
@@ -622,11 +638,13 @@ class KernelEmulator:
             try:
                 try:
                     here = os.stat("/proc/thread-self/ns/net").st_ino
-                    if os.fstat(job.netns_fd).st_ino != here and _setns(job.netns_fd, _CLONE_NEWNET) != 0:
-                        err = ctypes.get_errno()
-                        raise EmulatorError(
-                            f"the worker could not join the caller's network namespace: {os.strerror(err)}"
-                        )
+                    if os.fstat(job.netns_fd).st_ino != here:
+                        try:
+                            _sys.setns(job.netns_fd, _sys.CLONE_NEWNET)
+                        except OSError as exc:
+                            raise EmulatorError(
+                                f"the worker could not join the caller's network namespace: {exc.strerror}"
+                            ) from None
                 finally:
                     os.close(job.netns_fd)
                 job.result = job.fn(*job.args, **job.kwargs)
@@ -960,13 +978,12 @@ class KernelEmulator:
                 return RtnlSocket()
             home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if _setns(ns, _CLONE_NEWNET) != 0:
+                if not _enter(ns):
                     return None
                 try:
                     return RtnlSocket()  # a netlink socket stays in the namespace it was made in
                 finally:
-                    if _setns(home, _CLONE_NEWNET) != 0:
-                        raise EmulatorError("could not return to the supervisor's network namespace")
+                    _return_home(home)
             finally:
                 os.close(home)
         finally:

@@ -5,7 +5,7 @@ against a :class:`Call` (the caller's memory and the real device, supplied by
 :class:`~pytun_hash.testing.KernelEmulator`). Reads happen in the kernel's order and with
 its byte counts; a fault at any copy is ``EFAULT`` and nothing is committed.
 
-RFC (8 Oct 2023; verified on a real RFC kernel, see the spec's rfc-uapi.md):
+RFC ("tun: Introduce virtio-net hashing feature", 8 Oct 2023; verified on a real kernel carrying it):
 
 * Trapped: ``TUNGETVNETHASHCAP`` 0x54e4, ``TUNSETVNETHASH`` 0x400454e5, and, for their side
   effects, ``TUNSETSTEERINGEBPF`` and ``TUNSETVNETHDRSZ``.

@@ -26,7 +26,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "ifreq": ifreq,
 }
 
-# (struct, field) -> offset, from the spec pages (rfc-uapi.md §7 facts 5-9).
+# (struct, field) -> offset, as each revision's UAPI header lays the structures out (natural alignment;
+# the RFC's hidden padding included).
 OFFSETS = {
     ("rfc_tun_vnet_hash_cap", "max_indirection_table_length"): 0,
     ("rfc_tun_vnet_hash_cap", "types"): 4,

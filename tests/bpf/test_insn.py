@@ -36,8 +36,8 @@ def hexbytes(text: str) -> bytes:
     return bytes.fromhex(text.replace("|", " "))
 
 
-def test_return_constant_matches_kernel_facts() -> None:
-    # kernel-facts.md §3: "r0 = 2; exit".
+def test_return_constant_encoding() -> None:
+    # "r0 = 2; exit": BPF_ALU64|BPF_MOV|BPF_K then BPF_JMP|BPF_EXIT, as the kernel lays out struct bpf_insn.
     code = Assembler().mov64_imm(R0, 2).exit().encode("little")
     assert code == hexbytes("b7 00 00 00 02 00 00 00 | 95 00 00 00 00 00 00 00")
 

@@ -134,7 +134,7 @@ def test_constant_program_loads_and_runs() -> None:
 
 @pytest.mark.bpf
 def test_map_value_program_reads_its_map() -> None:
-    # kernel-facts.md §3 "steer_map": r0 = value[1] unless value[0] is set, then the byte at L3 offset 23.
+    # A program reading its map value directly: r0 = value[1] unless value[0] is set, then the byte at L3 offset 23.
     with ArrayMap.create(8, 1) as cfg:
         a = Assembler()
         a.mov64_reg(R6, R1).ld_map_value(R7, cfg.fd, 0)
@@ -155,7 +155,8 @@ def test_map_value_access_needs_a_single_entry_array() -> None:
         a = Assembler().ld_map_value(R7, cfg.fd, 0).ldx_mem(BPF_W, R0, R7, 0).exit()
         with pytest.raises(BpfError) as exc:
             Program.load(a.assemble())
-        assert exc.value.errno == 524  # ENOTSUPP, kernel-facts.md §3 pitfall
+        # ENOTSUPP: array_map_direct_value_addr() refuses arrays of more than one entry.
+        assert exc.value.errno == 524
 
 
 @pytest.mark.bpf

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from pytun_hash import traffic
 from pytun_hash._abi import Revision
-from pytun_hash.cli.configfile import load_config
 from pytun_hash.codec import decode_plan, ioctl_plan
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
+from pytun_hash.configfile import load_config
 from pytun_hash.device import NetworkNamespace, TunTapDevice
-from pytun_hash.errors import EmulatorError
 from pytun_hash.model import predict_queue
-from pytun_hash.testing import KernelEmulator, traffic
+from pytun_hash.testing import EmulatorError, KernelEmulator
 from tests import tracking
 
 APPLY_KEYS = {"ok", "device", "backend", "revision", "reason", "config", "reports", "saved"}
@@ -48,7 +48,7 @@ def test_dry_run_defaults_to_the_rfc_and_shows_the_key_workaround(cli: Any) -> N
     run = cli("apply", "--dry-run", "--table", "0,1", "--types", "ipv6,tcpv6", "--key", "microsoft")
     assert run.code == 0
     assert "revision RFC (8 Oct 2023)" in run.out
-    # Design decision 4: an IPv6-only type set is preceded by a call that loads all 40 key bytes.
+    # The binding always loads the whole key: an IPv6-only type set is preceded by a call that loads all 40 bytes.
     assert run.out.count("TUNSETVNETHASH request 0x400454e5") == 2
     assert "load all 40 key bytes" in run.out
 

@@ -23,13 +23,13 @@ from pytun_hash.cli.output import (
 from pytun_hash.errors import (
     BusyError,
     DeviceGoneError,
-    EmulatorError,
     FeatureUnsupportedError,
     KernelError,
     PrivilegeError,
     UnsupportedError,
     ValidationError,
 )
+from pytun_hash.testing import EmulatorError
 
 COMMANDS = ["probe", "create", "delete", "apply", "disable", "hash", "predict", "demo"]
 
@@ -55,6 +55,11 @@ def test_exit_code_mapping(exc: BaseException, code: ExitCode) -> None:
     assert got is code and message
     if code is not ExitCode.INTERRUPTED:
         assert hint
+
+
+def test_emulator_error_is_recognised_without_the_cli_importing_the_test_kit() -> None:
+    code, message, hint = describe_error(EmulatorError("no seccomp"))
+    assert code is ExitCode.KERNEL and message == "kernel emulator: no seccomp" and "seccomp" in hint
 
 
 def test_kernel_error_document() -> None:

@@ -14,7 +14,7 @@ from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.device.hashctl import probe_revision
 from pytun_hash.device.netns import NetworkNamespace
 from pytun_hash.model import Framing, predict_queue, semantics_for
-from pytun_hash.testing.traffic import Flow
+from pytun_hash.traffic import Flow
 
 CONFIG = VnetHashConfig(
     rss=True,

@@ -66,3 +66,10 @@ def test_root_examples(name: str, expected: list[str]) -> None:
     for text in expected:
         assert text in done.stdout, text
     assert done.stdout.rstrip().endswith("OK")
+
+
+def test_every_example_is_run() -> None:
+    """A new example needs a test above: every script in examples/ is named by one."""
+    source = Path(__file__).read_text()
+    missing = [p.name for p in sorted(EXAMPLES.glob("*.py")) if f'"{p.name}"' not in source]
+    assert missing == []

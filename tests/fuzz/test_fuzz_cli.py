@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from pytun_hash import VnetHashConfig
 from pytun_hash.cli import build_parser, main
-from pytun_hash.cli.configfile import dump_config
 from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import MICROSOFT_RSS_KEY
+from pytun_hash.configfile import dump_config
 from pytun_hash.device import NetworkNamespace, rtnl
 from tests.fuzz.harness import call, watchdog
 from tests.fuzz.strategies import damaged, frames, ip_packets

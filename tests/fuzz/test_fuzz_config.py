@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytun_hash import Revision, ValidationError, VnetHashConfig
-from pytun_hash.cli.configfile import config_errors, config_from_mapping, dump_config, load_config
 from pytun_hash.config import parse_hash_types
+from pytun_hash.configfile import config_errors, config_from_mapping, dump_config, load_config
 from tests.fuzz.harness import call
 from tests.fuzz.strategies import config_mappings, configs, damaged, json_values
 

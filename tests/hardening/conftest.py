@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from pytun_hash import _sys
 from pytun_hash.bpf import Assembler, Program, Reg
-from pytun_hash.bpf import syscall as bpf_syscall
-from pytun_hash.errors import EmulatorError, PytunHashError
-from pytun_hash.testing import KernelEmulator
+from pytun_hash.errors import PytunHashError
+from pytun_hash.testing import EmulatorError, KernelEmulator
 
 
 @functools.cache
@@ -62,7 +62,8 @@ def program() -> Iterator[Program]:
 
 @contextlib.contextmanager
 def no_syscalls() -> Iterator[None]:
-    """Fail the test if the block opens a file, issues an ioctl, opens a socket or calls bpf(2).
+    """Fail the test if the block opens a file, issues an ioctl, opens a socket, calls bpf(2) (or any raw
+    syscall) or changes namespaces.
 
     A refusal of bad input must come before any of these: the guards replace the functions every
     kernel-facing path of pytun_hash goes through.
@@ -78,5 +79,7 @@ def no_syscalls() -> Iterator[None]:
         patch.setattr(os, "open", guard("os.open"))
         patch.setattr(fcntl, "ioctl", guard("ioctl"))
         patch.setattr(socket, "socket", guard("socket"))
-        patch.setattr(bpf_syscall, "_SYSCALL", guard("bpf(2)"))
+        patch.setattr(_sys, "_SYSCALL", guard("syscall(2): bpf, seccomp, pidfd_getfd"))
+        patch.setattr(_sys, "_SETNS", guard("setns"))
+        patch.setattr(_sys, "_UNSHARE", guard("unshare"))
         yield

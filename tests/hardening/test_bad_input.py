@@ -30,7 +30,6 @@ from pytun_hash import (
     DeviceFlagsMismatchError,
     DeviceGoneError,
     DeviceNotFoundError,
-    EmulatorError,
     FeatureUnsupportedError,
     HashControl,
     HashReport,
@@ -67,7 +66,7 @@ from pytun_hash.bpf import EbpfRss, Program
 from pytun_hash.device import DeviceMode, TunTapDevice
 from pytun_hash.model import rfc_input
 from pytun_hash.model.verify import expected_report
-from pytun_hash.testing import EmulatedHashState, KernelEmulator
+from pytun_hash.testing import EmulatedHashState, EmulatorError, KernelEmulator
 from tests.hardening.conftest import no_syscalls
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytun_hash.HashControlWarning")

@@ -1,5 +1,5 @@
 """Regression tests for bugs the hardening run found in the command line's file readers (now fixed in
-pytun_hash/cli/files.py and configfile.py):
+pytun_hash/_files.py and pytun_hash/configfile.py):
 
 * A config nested a few thousand levels deep (well inside the 1 MiB limit) makes ``json``/``tomllib``
   raise ``RecursionError``, which escapes ``read_config_file`` and ends the CLI as an internal error
@@ -24,8 +24,8 @@ import pytest
 
 from pytun_hash import ValidationError
 from pytun_hash.cli import main
-from pytun_hash.cli.configfile import read_config_file
 from pytun_hash.cli.pcap import PcapReader
+from pytun_hash.configfile import read_config_file
 from tests.fuzz.harness import watchdog
 
 DEPTH = 100_000

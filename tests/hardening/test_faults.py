@@ -23,7 +23,6 @@ import pytest
 from pytun_hash import (
     MICROSOFT_RSS_KEY,
     DeviceGoneError,
-    EmulatorError,
     FeatureUnsupportedError,
     HashControl,
     HashType,
@@ -39,7 +38,7 @@ from pytun_hash._abi import hash_ioctls, layout_for
 from pytun_hash.bpf import Assembler, EbpfRss, Program, enable_ebpf_rss, rss
 from pytun_hash.codec import kernel_write_length
 from pytun_hash.device import DeviceMode, NetworkNamespace, Queue, TunTapDevice
-from pytun_hash.testing import EmulatorFault, KernelEmulator
+from pytun_hash.testing import EmulatorError, EmulatorFault, KernelEmulator
 from tests import tracking
 from tests.hardening.conftest import bpf_skip_reason
 from tests.hardening.test_bad_input import assert_binding_agrees

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytun_hash.device.netns import NetworkNamespace
-from pytun_hash.errors import EmulatorError
-from pytun_hash.testing import _seccomp
+from pytun_hash.testing import EmulatorError, _seccomp
 from tests.testing.helpers import load_socket_filter, open_fds, open_tap
 
 

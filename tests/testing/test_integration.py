@@ -52,7 +52,7 @@ def test_codec_plans_put_the_config_in_force(revision: Revision, tap: list[int])
 
 
 def test_rfc_ipv6_only_plan_leaves_the_whole_key_in_force(tap: list[int]) -> None:
-    """Design decision 4: the plan first loads all 40 bytes, then sends the IPv6-only call."""
+    """The binding always loads the whole key: the plan first loads all 40 bytes, then sends the IPv6-only call."""
     config = VnetHashConfig(rss=True, types=0x38, indirection_table=(0, 1), key=MICROSOFT_RSS_KEY)
     with KernelEmulator(Revision.RFC) as emu:
         # Make the key bytes beyond 4 stale first, as an earlier user of the device would.

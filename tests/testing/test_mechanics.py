@@ -12,11 +12,13 @@ import time
 
 import pytest
 
+import pytun_hash
+from pytun_hash import errors
 from pytun_hash._abi import Revision, ioctl_request
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.netns import NetworkNamespace
-from pytun_hash.errors import DeviceGoneError, EmulatorError, KernelError, ValidationError
-from pytun_hash.testing import EmulatorFault, EmulatorMode, KernelEmulator
+from pytun_hash.errors import DeviceGoneError, KernelError, PytunHashError, ValidationError
+from pytun_hash.testing import EmulatorError, EmulatorFault, EmulatorMode, KernelEmulator
 from tests.testing.helpers import (
     RFC_CAP,
     RFC_SET,
@@ -452,3 +454,9 @@ def test_set_vnet_hdr_sz_still_works_untrapped_on_v12(tap: list[int]) -> None:
         assert emu.run(set_int, tap[0], TUNSETVNETHDRSZ, 12) == 0
         assert get_int(tap[0], TUNGETVNETHDRSZ) == 12
         assert emu.calls == []
+
+
+def test_emulator_error_belongs_to_the_test_kit() -> None:
+    assert issubclass(EmulatorError, PytunHashError)
+    assert EmulatorError.__module__.startswith("pytun_hash.testing")
+    assert not hasattr(pytun_hash, "EmulatorError") and not hasattr(errors, "EmulatorError")

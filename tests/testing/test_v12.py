@@ -1,4 +1,4 @@
-"""Revision v12 as emulated, against revisions.md."""
+"""Revision v12 (30 May 2025) as emulated, against that series' ioctl code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Revisions v3-v11 as emulated (the v6-v9 behaviour), against revisions.md."""
+"""Revisions v3-v11 (Sep 2024 - Mar 2025) as emulated (the v6-v9 behaviour), against those series' ioctl code."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytun_hash.cli.configfile import (
+from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
+from pytun_hash.configfile import (
     KNOWN_KEYS,
     MAX_CONFIG_BYTES,
     config_errors,
@@ -17,7 +18,6 @@ from pytun_hash.cli.configfile import (
     parse_key,
     read_config_file,
 )
-from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.errors import ValidationError
 
 

@@ -1,6 +1,6 @@
 """Real traffic onto the queues of a TUN/TAP device, from its network namespace's own stack.
 
-The recipe (kernel-facts §4): the device lives in a private network namespace; the namespace's
+The recipe: the device lives in a private network namespace; the namespace's
 stack sends to a peer address "behind" the device, so every datagram, SYN or echo request is
 transmitted through the device and lands on one of its queues, where it can be read. Which
 queue it lands on is what RSS (or any steering program) decides, so the helpers here are what

@@ -1,4 +1,4 @@
-"""Hashing configurations from TOML or JSON files and from command-line flags, with every error named.
+"""Hashing configurations from TOML or JSON files and key names, with every error named.
 
 A config file holds the fields of :meth:`VnetHashConfig.to_mapping
 <pytun_hash.config.VnetHashConfig.to_mapping>` at its top level (or in a table named by
@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from pytun_hash.cli.files import open_regular_file
+from pytun_hash._files import open_regular_file
 from pytun_hash.config import MAX_KEY_SIZE, MICROSOFT_RSS_KEY, VnetHashConfig, generate_key, parse_hash_types
 from pytun_hash.errors import ValidationError
 

@@ -1,4 +1,4 @@
-"""pytun_hash.testing.traffic: flows, wiring, sending from the namespace's stack, collecting per queue."""
+"""pytun_hash.traffic: flows, wiring, sending from the namespace's stack, collecting per queue."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from collections import Counter
 
 import pytest
 
+from pytun_hash import traffic
 from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import KernelError, ValidationError
 from pytun_hash.model import Framing, classify
-from pytun_hash.testing import traffic
-from pytun_hash.testing.traffic import MARK, Addressing, Flow, protocol_name
+from pytun_hash.traffic import MARK, Addressing, Flow, protocol_name
 
 V4, V6 = ("10.77.0.1", "10.77.0.2"), ("fd00:77::1", "fd00:77::2")
 ALL_KINDS = [

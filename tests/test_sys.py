@@ -1,0 +1,85 @@
+"""pytun_hash._sys: the libc handle, errno-checked syscall(2), setns, unshare and prctl."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+
+import pytest
+
+from pytun_hash import _sys
+from pytun_hash.bpf import syscall as bpf_syscall
+from pytun_hash.device import netns
+
+PR_GET_NO_NEW_PRIVS = 39
+
+
+def test_syscall_result_and_errno() -> None:
+    with pytest.raises(OSError) as info:
+        _sys.syscall(-1)
+    assert info.value.errno == errno.ENOSYS and info.value.strerror == os.strerror(errno.ENOSYS)
+    if os.uname().machine == "x86_64":
+        assert _sys.syscall(110) == os.getppid()  # __NR_getppid on x86-64: no arguments, never fails
+
+
+def test_setns_errors_carry_the_errno() -> None:
+    read, write = os.pipe()
+    try:
+        with pytest.raises(OSError) as info:
+            _sys.setns(read, _sys.CLONE_NEWNET)
+        assert info.value.errno == errno.EINVAL
+    finally:
+        os.close(read)
+        os.close(write)
+    with pytest.raises(OSError) as info:
+        _sys.setns(-1, _sys.CLONE_NEWNET)
+    assert info.value.errno == errno.EBADF
+
+
+def test_unshare_refuses_unknown_flags() -> None:
+    with pytest.raises(OSError) as info:
+        _sys.unshare(1)  # CSIGNAL bits are no namespace
+    assert info.value.errno == errno.EINVAL
+
+
+@pytest.mark.kernel
+def test_unshare_and_setns_move_only_the_calling_thread() -> None:
+    home = netns.thread_netns_inode()
+    seen: list[int] = []
+
+    def body() -> None:
+        back = netns.open_thread_netns()
+        try:
+            _sys.unshare(_sys.CLONE_NEWNET)
+            seen.append(netns.thread_netns_inode())
+            _sys.setns(back, _sys.CLONE_NEWNET)
+            seen.append(netns.thread_netns_inode())
+        finally:
+            os.close(back)
+
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join()
+    assert seen[0] != home and seen[1] == home == netns.thread_netns_inode()
+
+
+def test_prctl() -> None:
+    assert _sys.prctl(PR_GET_NO_NEW_PRIVS) in (0, 1)
+    with pytest.raises(OSError) as info:
+        _sys.prctl(-1)
+    assert info.value.errno == errno.EINVAL
+
+
+def test_function_prototypes_are_private() -> None:
+    a = _sys.function("getpid", ctypes.c_int)
+    b = _sys.function("getpid", ctypes.c_long)
+    assert a is not b and a.restype is ctypes.c_int and b.restype is ctypes.c_long
+    assert a() == b() == os.getpid()
+
+
+def test_one_libc_handle_and_one_clone_newnet() -> None:
+    assert netns.CLONE_NEWNET is _sys.CLONE_NEWNET == 0x40000000
+    assert not any(isinstance(v, ctypes.CDLL) for v in vars(bpf_syscall).values())
+    assert not any(isinstance(v, ctypes.CDLL) for v in vars(netns).values())
