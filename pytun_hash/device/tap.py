@@ -11,7 +11,6 @@ detaches or closes the device's queues (queues held elsewhere are counted but no
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
 import os
 import select
@@ -19,7 +18,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
-from pytun_hash._abi.tun import IFNAMSIZ, TunFlag, TunOffload, ifreq
+from pytun_hash._abi.tun import TunFlag, TunOffload
 from pytun_hash.device import rtnl
 from pytun_hash.device._ioctl import (
     describe_flags,
@@ -29,7 +28,22 @@ from pytun_hash.device._ioctl import (
     ioctl_set_int,
     translate_error,
 )
-from pytun_hash.device.netns import run_in_netns, thread_netns_inode
+from pytun_hash.device.netns import run_in_netns
+from pytun_hash.device.primitives import (
+    DEVICE_FLAGS,
+    MAX_TAP_QUEUES,
+    TUN_PATH,
+    DeviceMode,
+    check_name,
+    decode_ifreq,
+    encode_ifreq,
+    existing_tun_link,
+    fd_netns_inode,
+    get_iff,
+    kernel_features,
+    open_tun,
+    request_flags,
+)
 from pytun_hash.device.rtnl import tun_flags_of
 from pytun_hash.device.state import SteeringState
 from pytun_hash.errors import (
@@ -40,7 +54,6 @@ from pytun_hash.errors import (
     PrivilegeError,
     PytunHashError,
     SteeringConflictError,
-    UnsupportedError,
     ValidationError,
 )
 
@@ -55,133 +68,7 @@ __all__ = [
     "tun_flags_of",
 ]
 
-TUN_PATH = "/dev/net/tun"
-MAX_TAP_QUEUES = 256
-VIRTIO_NET_HDR_SIZE = 10
 DEFAULT_READ_SIZE = 65536
-
-# Flags a caller chooses at TUNSETIFF time and the device keeps (tun.c TUN_FEATURES + type).
-_DEVICE_FLAGS = (
-    TunFlag.IFF_TUN
-    | TunFlag.IFF_TAP
-    | TunFlag.IFF_NO_PI
-    | TunFlag.IFF_VNET_HDR
-    | TunFlag.IFF_MULTI_QUEUE
-    | TunFlag.IFF_NAPI
-    | TunFlag.IFF_NAPI_FRAGS
-)
-
-
-class DeviceMode(enum.Enum):
-    """Layer of the frames on the queues: ``TAP`` = Ethernet, ``TUN`` = raw IP."""
-
-    TUN = "tun"
-    TAP = "tap"
-
-    @property
-    def flag(self) -> TunFlag:
-        """``IFF_TUN`` or ``IFF_TAP``."""
-        return TunFlag.IFF_TUN if self is DeviceMode.TUN else TunFlag.IFF_TAP
-
-    @classmethod
-    def from_flags(cls, flags: int) -> DeviceMode:
-        """The mode named by ``IFF_TUN``/``IFF_TAP`` in ``flags``.
-
-        Raises:
-            ValidationError: when neither or both bits are set.
-        """
-        tun, tap = bool(flags & TunFlag.IFF_TUN), bool(flags & TunFlag.IFF_TAP)
-        if tun == tap:
-            raise ValidationError("flags", f"exactly one of IFF_TUN and IFF_TAP must be set, got {flags:#x}")
-        return cls.TUN if tun else cls.TAP
-
-
-def _check_name(name: str) -> bytes:
-    if not isinstance(name, str):
-        raise ValidationError("name", f"expected the interface name as text, got {type(name).__name__}")
-    try:
-        # Names are bytes to the kernel; bytes that are not UTF-8 travel as os.fsdecode's surrogates.
-        raw = name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise ValidationError("name", f"the interface name {name!r} cannot be encoded as bytes") from None
-    # A NUL would end the name early in the kernel: "tap0\0x" would silently mean "tap0".
-    bad = b"/:\0"
-    if not raw or len(raw) >= IFNAMSIZ or any(c in bad for c in raw) or any(chr(c).isspace() for c in raw):
-        raise ValidationError(
-            "name", f"interface names are 1..{IFNAMSIZ - 1} bytes without '/', ':', NUL or spaces, got {name!r}"
-        )
-    if raw.count(b"%") > 1 or (b"%" in raw and b"%d" not in raw):
-        raise ValidationError("name", "a name template may hold one '%d' and no other '%'")
-    return raw
-
-
-def _ifreq_bytes(name: str, flags: int) -> bytearray:
-    req = ifreq()
-    req.ifr_name = _check_name(name)
-    req.ifr_flags = struct.unpack("=h", struct.pack("=H", flags & 0xFFFF))[0]
-    return bytearray(bytes(req))
-
-
-def _decode_ifreq(buf: bytes | bytearray) -> tuple[str, TunFlag]:
-    name = bytes(buf[:IFNAMSIZ]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-    (flags,) = struct.unpack_from("=H", buf, IFNAMSIZ)
-    return name, TunFlag(flags)
-
-
-def _open_tun(nonblocking: bool) -> int:
-    """Open ``/dev/net/tun`` with ``O_CLOEXEC`` (and ``O_NONBLOCK``)."""
-    mode = os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0)
-    try:
-        return os.open(TUN_PATH, mode)
-    except OSError as exc:
-        err = exc.errno or errno.EIO
-        if err in (errno.EACCES, errno.EPERM):
-            raise PrivilegeError(
-                err,
-                f"open({TUN_PATH})",
-                f"{TUN_PATH} is not accessible to this user: run as root, or make the node accessible "
-                "(mode 0666) and grant CAP_NET_ADMIN",
-            ) from None
-        if err in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-            raise UnsupportedError(
-                err,
-                f"open({TUN_PATH})",
-                "the tun driver is not available: load it (modprobe tun) or create the node "
-                f"(mknod {TUN_PATH} c 10 200); in a container, pass the device in",
-            ) from None
-        raise translate_error(err, f"open({TUN_PATH})") from None
-
-
-def get_iff(fd: int) -> tuple[str, TunFlag]:
-    """``TUNGETIFF`` on queue ``fd``: the device name and flags as the kernel reports them for that fd.
-
-    The flags include ``IFF_DETACH_QUEUE`` for a detached queue. ``IFF_NOFILTER`` (the same bit as
-    ``IFF_NO_PI``) is set whenever no classic socket filter is attached, so the ``IFF_NO_PI`` bit
-    here does not tell whether frames carry packet info: see :meth:`TunTapDevice.link_info`.
-
-    Raises:
-        DeviceGoneError: ``EBADFD`` when the fd has no device (never attached, or deleted).
-        KernelError: for other errors.
-    """
-    buf = bytearray(bytes(ifreq()))
-    ioctl_ptr(fd, "TUNGETIFF", buf)
-    return _decode_ifreq(buf)
-
-
-def kernel_features() -> TunFlag:
-    """``TUNGETFEATURES`` on a fresh ``/dev/net/tun`` fd: the flags ``TUNSETIFF`` accepts on this kernel.
-
-    Raises:
-        PrivilegeError: when ``/dev/net/tun`` cannot be opened.
-        UnsupportedError: when the tun driver is missing.
-    """
-    fd = _open_tun(nonblocking=True)
-    try:
-        buf = bytearray(4)
-        ioctl_ptr(fd, "TUNGETFEATURES", buf)
-        return TunFlag(struct.unpack("=I", buf)[0])
-    finally:
-        os.close(fd)
 
 
 class Queue:
@@ -387,7 +274,7 @@ class TunTapDevice:
         self.mode = mode
         self.steering = SteeringState()
         self._lock = self.steering.lock
-        self._flags = TunFlag(flags & _DEVICE_FLAGS)
+        self._flags = TunFlag(flags & DEVICE_FLAGS)
         self._persist = False
         self._nonblocking = nonblocking
         self._ifindex = 0
@@ -444,13 +331,13 @@ class TunTapDevice:
             raise ValidationError("mode", f"expected DeviceMode.TAP or DeviceMode.TUN, got {mode!r}")
         if name is None:
             name = f"{mode.value}%d"
-        _check_name(name)
+        check_name(name)
         _check_id("owner", owner)
         _check_id("group", group)
         _check_int("queues", queues)
         multi = queues > 1 if multi_queue is None else multi_queue
         _validate_queue_count(queues, multi)
-        flags = _request_flags(mode, vnet_hdr=vnet_hdr, packet_info=packet_info, multi_queue=multi, napi=napi)
+        flags = request_flags(mode, vnet_hdr=vnet_hdr, packet_info=packet_info, multi_queue=multi, napi=napi)
         device = cls._attach_new(
             name, mode, flags, queues, nonblocking=nonblocking, exclusive=exclusive, expect_ifindex=None
         )
@@ -490,20 +377,20 @@ class TunTapDevice:
             BusyError: ``EBUSY`` when it is a single-queue device whose queue is held elsewhere.
             PrivilegeError, ValidationError: as :meth:`create`.
         """
-        _check_name(name)
+        check_name(name)
         if "%" in name:
             raise ValidationError("name", "open() needs the device's exact name, not a template")
         if mode is not None and not isinstance(mode, DeviceMode):
             raise ValidationError("mode", f"expected DeviceMode.TAP, DeviceMode.TUN or None, got {mode!r}")
         _check_int("queues", queues)
-        link = _existing_tun_link(name)
+        link = existing_tun_link(name)
         assert link.tun is not None
         data = link.tun
         actual_mode = DeviceMode.from_flags(data.type)
         mode = actual_mode if mode is None else mode
         multi = data.multi_queue if multi_queue is None else multi_queue
         _validate_queue_count(queues, multi)
-        flags = _request_flags(
+        flags = request_flags(
             mode,
             vnet_hdr=data.vnet_hdr if vnet_hdr is None else vnet_hdr,
             packet_info=data.packet_info if packet_info is None else packet_info,
@@ -537,7 +424,7 @@ class TunTapDevice:
             raise ValidationError("fds", "the same fd was given twice")
         infos = [get_iff(fd) for fd in fds]
         names = {n for n, _ in infos}
-        namespaces = {_fd_netns_inode(fd) for fd in fds}
+        namespaces = {fd_netns_inode(fd) for fd in fds}
         if len(names) != 1 or len(namespaces) > 1:
             raise ValidationError("fds", f"the fds belong to different devices: {sorted(names)}")
         name, first_flags = infos[0]
@@ -580,15 +467,15 @@ class TunTapDevice:
     ) -> TunTapDevice:
         fds: list[int] = []
         try:
-            fd = _open_tun(nonblocking)
+            fd = open_tun(nonblocking)
             fds.append(fd)
-            buf = _ifreq_bytes(name, flags | (TunFlag.IFF_TUN_EXCL if exclusive else 0))
+            buf = encode_ifreq(name, flags | (TunFlag.IFF_TUN_EXCL if exclusive else 0))
             ioctl_ptr(fd, "TUNSETIFF", buf)
-            actual, _ = _decode_ifreq(buf)
+            actual, _ = decode_ifreq(buf)
             for _ in range(queues - 1):
-                fd = _open_tun(nonblocking)
+                fd = open_tun(nonblocking)
                 fds.append(fd)
-                ioctl_ptr(fd, "TUNSETIFF", _ifreq_bytes(actual, flags))
+                ioctl_ptr(fd, "TUNSETIFF", encode_ifreq(actual, flags))
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -982,10 +869,10 @@ class TunTapDevice:
 
     def _open_existing_queue(self) -> int:
         """Attach a new fd to this device; runs in the device's namespace. Never creates a device."""
-        before = _existing_tun_link(self.name, gone=True)
-        fd = _open_tun(self._nonblocking)
+        before = existing_tun_link(self.name, gone=True)
+        fd = open_tun(self._nonblocking)
         try:
-            ioctl_ptr(fd, "TUNSETIFF", _ifreq_bytes(self.name, self._flags))
+            ioctl_ptr(fd, "TUNSETIFF", encode_ifreq(self.name, self._flags))
             if rtnl.get_link(self.name).index != before.index:
                 raise DeviceGoneError(
                     errno.EBADFD, "TUNSETIFF", f"device {self.name!r} was deleted meanwhile; create it again"
@@ -1031,7 +918,7 @@ class TunTapDevice:
     def _set_queue(self, queue: Queue, flag: TunFlag) -> None:
         """``TUNSETQUEUE``; its ``EINVAL`` covers a deleted device too, which ``TUNGETIFF`` tells apart."""
         try:
-            ioctl_ptr(queue.fd, "TUNSETQUEUE", _ifreq_bytes(self.name, flag))
+            ioctl_ptr(queue.fd, "TUNSETQUEUE", encode_ifreq(self.name, flag))
         except KernelError as exc:
             if exc.errno != errno.EINVAL:
                 raise
@@ -1209,58 +1096,3 @@ def _validate_queue_count(queues: int, multi_queue: bool) -> None:
         raise ValidationError("queues", f"must be 1..{MAX_TAP_QUEUES}, got {queues}")
     if queues > 1 and not multi_queue:
         raise ValidationError("queues", "more than one queue needs multi_queue=True (IFF_MULTI_QUEUE)")
-
-
-def _request_flags(mode: DeviceMode, *, vnet_hdr: bool, packet_info: bool, multi_queue: bool, napi: bool) -> TunFlag:
-    flags = mode.flag
-    if not packet_info:
-        flags |= TunFlag.IFF_NO_PI
-    if vnet_hdr:
-        flags |= TunFlag.IFF_VNET_HDR
-    if multi_queue:
-        flags |= TunFlag.IFF_MULTI_QUEUE
-    if napi:
-        flags |= TunFlag.IFF_NAPI
-    return flags
-
-
-def _existing_tun_link(name: str, *, gone: bool = False) -> rtnl.LinkInfo:
-    """The tun link ``name`` in the calling thread's namespace.
-
-    Raises ``KernelError(ENODEV)`` when absent, or ``DeviceGoneError(EBADFD)`` when ``gone`` (the
-    caller held the device before), and ``KernelError(EINVAL)`` for a non-tun link.
-    """
-    try:
-        link = rtnl.get_link(name)
-    except KernelError as exc:
-        if exc.errno != errno.ENODEV:
-            raise
-        if gone:
-            raise DeviceGoneError(errno.EBADFD, "TUNSETIFF", f"device {name!r} was deleted; create it again") from None
-        raise DeviceNotFoundError(
-            errno.ENODEV,
-            "TUNSETIFF",
-            f"there is no device named {name!r} in this thread's network namespace; create it with "
-            "TunTapDevice.create()",
-        ) from None
-    if link.tun is None:
-        if gone:
-            raise DeviceGoneError(
-                errno.EBADFD, "TUNSETIFF", f"device {name!r} was deleted and the name reused by a non-tun device"
-            )
-        raise KernelError(
-            errno.EINVAL, "TUNSETIFF", f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device"
-        )
-    return link
-
-
-def _fd_netns_inode(fd: int) -> int:
-    """Inode of the namespace of the device behind ``fd`` (the caller's when that cannot be read)."""
-    try:
-        ns_fd = ioctl_int(fd, "TUNGETDEVNETNS", 0)
-    except PrivilegeError:
-        return thread_netns_inode()
-    try:
-        return os.fstat(ns_fd).st_ino
-    finally:
-        os.close(ns_fd)

@@ -20,6 +20,7 @@ from pytun_hash.device._ioctl import (
     request_number,
     translate_error,
 )
+from pytun_hash.device.primitives import decode_ifreq, encode_ifreq
 from pytun_hash.errors import (
     BusyError,
     DeviceGoneError,
@@ -108,6 +109,23 @@ def test_tunsetiff_einval_without_a_type_flag_says_so() -> None:
     exc = translate_error(errno.EINVAL, "TUNSETIFF", buf=_ifreq(b"tap7", TunFlag.IFF_NO_PI))
     assert exc.errno == errno.EINVAL
     assert "neither IFF_TUN nor IFF_TAP" in exc.hint
+
+
+def test_one_ifreq_codec_round_trips_what_the_kernel_reads() -> None:
+    raw = encode_ifreq("tap\udcff%d", 0x8000 | TunFlag.IFF_TAP)  # a non-UTF-8 byte, a flag in the sign bit
+    assert bytes(raw[:7]) == b"tap\xff%d\0" and len(raw) == 40
+    assert decode_ifreq(raw) == ("tap\udcff%d", TunFlag(0x8000 | TunFlag.IFF_TAP))
+    assert decode_ifreq(_ifreq(b"tap7", 0x5102)) == ("tap7", TunFlag(0x5102))
+    with pytest.raises(ValueError, match="18 bytes"):
+        decode_ifreq(bytes(17))
+
+
+def test_a_refused_tunsetiff_is_explained_from_the_same_decoding() -> None:
+    # A name with a non-UTF-8 byte is named as the caller spelled it (os.fsdecode's surrogate).
+    held = translate_error(errno.EBUSY, "TUNSETIFF", buf=encode_ifreq("q\udcff", TunFlag.IFF_TAP))
+    assert "'q\\udcff'" in held.hint
+    short = translate_error(errno.EBUSY, "TUNSETIFF", buf=bytearray(4))
+    assert isinstance(short, BusyError) and "'?'" in short.hint
 
 
 def test_describe_flags_names_each_bit_once() -> None:
