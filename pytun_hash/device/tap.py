@@ -1,11 +1,8 @@
-"""TUN/TAP devices and their queues: create, open, adopt; attach/detach queues; vnet header; steering.
+"""TUN/TAP devices: create, open, adopt; the ioctls that act on the whole device; close.
 
-Queue numbering follows the kernel (``drivers/net/tun.c``): an attached queue is appended at the
-end of the device's queue array; when the queue at index *i* is detached (``TUNSETQUEUE``) or
-closed, the last attached queue moves into slot *i*. No ioctl reports a queue's number, so
-:class:`TunTapDevice` replays these rules; :attr:`Queue.index` is the number a steering program
-must return to reach that queue. It is exact while this object is the only one that attaches,
-detaches or closes the device's queues (queues held elsewhere are counted but not followed).
+A :class:`TunTapDevice` holds this process's queue fds of one device. tun has no other handle,
+so every per-device ioctl goes through one of them, chosen and used under the device's lock.
+The queues' kernel numbers are replayed by :class:`~pytun_hash.device.numbering.QueueNumbering`.
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import select
 import struct
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -29,6 +25,7 @@ from pytun_hash.device._ioctl import (
     translate_error,
 )
 from pytun_hash.device.netns import run_in_netns
+from pytun_hash.device.numbering import QueueNumbering
 from pytun_hash.device.primitives import (
     DEVICE_FLAGS,
     MAX_TAP_QUEUES,
@@ -44,6 +41,7 @@ from pytun_hash.device.primitives import (
     open_tun,
     request_flags,
 )
+from pytun_hash.device.queue import Queue
 from pytun_hash.device.rtnl import tun_flags_of
 from pytun_hash.device.state import SteeringState
 from pytun_hash.errors import (
@@ -67,184 +65,6 @@ __all__ = [
     "kernel_features",
     "tun_flags_of",
 ]
-
-DEFAULT_READ_SIZE = 65536
-
-
-class Queue:
-    """One queue of a TUN/TAP device: an fd of ``/dev/net/tun`` bound to the device.
-
-    Frames read from a queue start with the vnet header (when the device has ``IFF_VNET_HDR``),
-    then packet info (without ``IFF_NO_PI``), then the Ethernet frame (TAP) or IP packet (TUN).
-    Create queues through :class:`TunTapDevice`; it owns them.
-
-    Attributes:
-        device: the device this queue belongs to.
-    """
-
-    def __init__(self, device: TunTapDevice, fd: int, *, attached: bool, owned: bool) -> None:
-        self.device = device
-        self._fd: int | None = fd
-        self._attached = attached
-        self._owned = owned
-
-    def __repr__(self) -> str:
-        if self._fd is None:
-            return f"Queue({self.device.name}, closed)"
-        where = f"index={self.index}" if self._attached else "detached"
-        return f"Queue({self.device.name}, fd={self._fd}, {where})"
-
-    @property
-    def fd(self) -> int:
-        """The queue's file descriptor.
-
-        Raises:
-            KernelError: ``EBADF`` when the queue is closed.
-        """
-        if self._fd is None:
-            raise KernelError(errno.EBADF, "Queue.fd", "the queue is closed; use another queue or add_queue()")
-        return self._fd
-
-    def fileno(self) -> int:
-        """The fd, for ``select``/``poll``/``selectors``. Raises KernelError (``EBADF``) when closed."""
-        return self.fd
-
-    @property
-    def index(self) -> int | None:
-        """The kernel's number for this queue (what a steering program returns), None while detached or closed."""
-        return self.device._index_of(self)
-
-    @property
-    def attached(self) -> bool:
-        """Whether the queue takes part in the device's traffic (not detached, not closed)."""
-        return self._fd is not None and self._attached
-
-    @property
-    def closed(self) -> bool:
-        """Whether the fd was closed (or released)."""
-        return self._fd is None
-
-    @property
-    def blocking(self) -> bool:
-        """Whether reads wait for a frame (no ``O_NONBLOCK``). Raises KernelError when closed."""
-        return os.get_blocking(self.fd)
-
-    def set_blocking(self, blocking: bool) -> None:
-        """Set or clear ``O_NONBLOCK`` on this queue's fd. Raises KernelError when closed."""
-        os.set_blocking(self.fd, blocking)
-
-    def _io_error(self, exc: OSError, name: str) -> KernelError:
-        err = exc.errno or errno.EIO
-        hints = {
-            errno.EAGAIN: "no frame is queued; poll() the queue fd first, or use Queue.try_read()/drain()",
-            errno.EINVAL: (
-                "the buffer is smaller than the vnet header (plus packet info) and the frame was dropped"
-                if name == "read"
-                else "the frame is malformed: shorter than the vnet header/packet info, or with invalid vnet "
-                "header fields"
-            ),
-            errno.EIO: "the device is down or the frame could not be delivered; bring the link up",
-        }
-        if err == errno.EBADFD:
-            self.device.steering.device_deleted()  # the device, its hash state and program are gone
-        return translate_error(err, name, hint=hints.get(err))
-
-    def read(self, size: int = DEFAULT_READ_SIZE) -> bytes:
-        """Read one frame (vnet header and packet info included), at most ``size`` bytes.
-
-        A ``size`` smaller than the frame truncates it and the rest is lost; smaller than the vnet
-        header drops the frame with ``EINVAL``.
-
-        Raises:
-            KernelError: ``EAGAIN`` when non-blocking and nothing is queued; ``EINVAL`` for a too
-                small ``size``; ``EBADF`` when closed.
-            DeviceGoneError: ``EBADFD`` when the device was deleted.
-        """
-        try:
-            return os.read(self.fd, size)
-        except OSError as exc:
-            raise self._io_error(exc, "read") from None
-
-    def try_read(self, size: int = DEFAULT_READ_SIZE) -> bytes | None:
-        """Read one frame like :meth:`read`, or return None when a non-blocking queue is empty.
-
-        Raises:
-            KernelError, DeviceGoneError: as :meth:`read`, except ``EAGAIN``.
-        """
-        try:
-            return os.read(self.fd, size)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            raise self._io_error(exc, "read") from None
-
-    def readinto(self, buf: bytearray | memoryview) -> int:
-        """Read one frame into ``buf``; return its length in bytes. Raises as :meth:`read`."""
-        try:
-            return os.readv(self.fd, [buf])
-        except OSError as exc:
-            raise self._io_error(exc, "read") from None
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Inject one frame (with vnet header / packet info as the device expects); return bytes written.
-
-        Raises:
-            KernelError: ``EINVAL`` for a malformed frame, ``EIO`` when it cannot be delivered,
-                ``EAGAIN`` when non-blocking and the queue is full, ``EBADF`` when closed.
-            DeviceGoneError: ``EBADFD`` when the device was deleted.
-        """
-        try:
-            return os.write(self.fd, data)
-        except OSError as exc:
-            raise self._io_error(exc, "write") from None
-
-    def poll(self, timeout: float | None = 0.0) -> bool:
-        """Wait up to ``timeout`` seconds (None = forever) for a frame; True when one can be read.
-
-        Raises:
-            KernelError: ``EBADF`` when closed.
-        """
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        ms = None if timeout is None else max(0, int(timeout * 1000))
-        return any(ev & select.POLLIN for _fd, ev in poller.poll(ms))
-
-    def drain(self, size: int = DEFAULT_READ_SIZE, *, limit: int | None = None) -> list[bytes]:
-        """Read every frame queued now (at most ``limit``), without waiting.
-
-        Raises:
-            KernelError, DeviceGoneError: as :meth:`read`.
-        """
-        frames: list[bytes] = []
-        while limit is None or len(frames) < limit:
-            if not self.poll(0):
-                break
-            frame = self.try_read(size)
-            if frame is None:
-                break
-            frames.append(frame)
-        return frames
-
-    def attach(self) -> None:
-        """Re-attach this detached queue (``TUNSETQUEUE``); see :meth:`TunTapDevice.attach_queue`."""
-        self.device.attach_queue(self)
-
-    def detach(self) -> None:
-        """Detach this queue (``TUNSETQUEUE``); see :meth:`TunTapDevice.detach_queue`."""
-        self.device.detach_queue(self)
-
-    def close(self) -> None:
-        """Close the fd (only forget it when the device borrows it); the kernel renumbers the others. Idempotent."""
-        self.device._close_queue(self)
-
-    def __enter__(self) -> Queue:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 class TunTapDevice:
     """A TUN or TAP device and the queue fds this process holds for it (context manager).
@@ -278,9 +98,7 @@ class TunTapDevice:
         self._persist = False
         self._nonblocking = nonblocking
         self._ifindex = 0
-        # The kernel's tfiles[] for attached queues; None marks a queue held by someone else.
-        self._slots: list[Queue | None] = []
-        self._detached: list[Queue] = []
+        self._queues: QueueNumbering[Queue] = QueueNumbering()
         self._closed = False
 
     # ----------------------------------------------------------------- construction
@@ -431,9 +249,12 @@ class TunTapDevice:
         mode = DeviceMode.from_flags(first_flags)
         device = cls(name, mode, first_flags, nonblocking=not os.get_blocking(fds[0]))
         detached = [bool(flags & TunFlag.IFF_DETACH_QUEUE) for _name, flags in infos]
-        adopted = [Queue(device, fd, attached=not d, owned=False) for fd, d in zip(fds, detached, strict=True)]
-        device._slots.extend(q for q in adopted if q._attached)
-        device._detached.extend(q for q in adopted if not q._attached)
+        adopted = [Queue(device, fd, owned=False) for fd in fds]
+        for queue, is_detached in zip(adopted, detached, strict=True):
+            # Replays what the kernel saw: the fd attached, and a detached one left its slot at once.
+            device._queues.attach(queue)
+            if is_detached:
+                device._queues.detach(queue)
         try:
             link = device.link_info()
             if link.tun is None:
@@ -443,14 +264,13 @@ class TunTapDevice:
             device._set_learned_flags(link.tun, napi=first_flags & (TunFlag.IFF_NAPI | TunFlag.IFF_NAPI_FRAGS))
             device._ifindex = link.index
             device._persist = link.tun.persist
-            device._pad_foreign(link.tun, ours_last=False)
+            device._queues.add_foreign((link.tun.numqueues or 0) - len(adopted), before=False)
         except BaseException:
             device.close()  # borrowed so far: nothing is closed
             raise
         if close:
             for queue in adopted:
-                os.set_inheritable(queue.fd, False)
-                queue._owned = True
+                queue._take_ownership()
         return device
 
     @classmethod
@@ -481,7 +301,8 @@ class TunTapDevice:
                 os.close(fd)
             raise
         device = cls(actual, mode, flags, nonblocking=nonblocking)
-        device._slots.extend(Queue(device, fd, attached=True, owned=True) for fd in fds)
+        for fd in fds:
+            device._queues.attach(Queue(device, fd, owned=True))
         try:
             # The thread that opened the fds is in the device's namespace, so query it directly.
             link = rtnl.get_link(actual)
@@ -492,7 +313,7 @@ class TunTapDevice:
             device._ifindex = link.index
             device._persist = link.tun.persist
             device._verify_flags(flags, link.tun)
-            device._pad_foreign(link.tun, ours_last=True)
+            device._queues.add_foreign((link.tun.numqueues or 0) - len(fds), before=True)
         except BaseException:
             device._abandon(undo_persist=False)
             raise
@@ -537,18 +358,6 @@ class TunTapDevice:
         if data.multi_queue:
             flags |= TunFlag.IFF_MULTI_QUEUE
         self._flags = TunFlag(flags)
-
-    def _pad_foreign(self, data: rtnl.TunLinkData, *, ours_last: bool) -> None:
-        """Count attached queues held elsewhere, as placeholders in the kernel's array.
-
-        Queues this object just attached were appended after the ones already there
-        (``ours_last``); adopted fds are assumed to be the first ones.
-        """
-        ours: list[Queue | None] = [q for q in self._slots if q is not None]
-        foreign = (data.numqueues or 0) - len(ours)
-        if foreign > 0:
-            padding: list[Queue | None] = [None] * foreign
-            self._slots = padding + ours if ours_last else ours + padding
 
     # ----------------------------------------------------------------- properties
 
@@ -606,43 +415,34 @@ class TunTapDevice:
     def queues(self) -> tuple[Queue, ...]:
         """Every open queue: the attached ones in kernel index order, then the detached ones."""
         with self._lock:
-            return self.attached_queues + tuple(self._detached)
+            return tuple(self._queues)
 
     @property
     def attached_queues(self) -> tuple[Queue, ...]:
         """The attached queues this object holds, in kernel index order."""
         with self._lock:
-            return tuple(q for q in self._slots if q is not None)
+            return self._queues.attached
 
     @property
     def detached_queues(self) -> tuple[Queue, ...]:
         """The open queues that are detached (``TUNSETQUEUE`` ``IFF_DETACH_QUEUE``)."""
         with self._lock:
-            return tuple(self._detached)
+            return self._queues.detached
 
     @property
     def numqueues(self) -> int:
         """Attached queues as this object counts them (including ones held elsewhere it knows of)."""
         with self._lock:
-            return len(self._slots)
+            return self._queues.numqueues
 
     def _index_of(self, queue: Queue) -> int | None:
         with self._lock:
-            if queue._fd is None or not queue._attached:
-                return None
-            for i, q in enumerate(self._slots):
-                if q is queue:
-                    return i
-            return None
+            return self._queues.index_of(queue)  # a closed queue left the table
 
     def _control_fd(self) -> int:
         with self._lock:
-            for q in self._slots:
-                if q is not None and q._fd is not None:
-                    return q._fd
-            for q in self._detached:
-                if q._fd is not None:
-                    return q._fd
+            for queue in self._queues:  # attached first: detached ones are the kernel's last resort too
+                return queue.fd
         raise KernelError(errno.EBADF, "TunTapDevice", f"every queue of {self.name!r} is closed; open the device again")
 
     # The lock is held across choosing a queue fd and using it, so a concurrent close cannot
@@ -675,7 +475,7 @@ class TunTapDevice:
     def _own(self, queue: Queue) -> None:
         if queue.device is not self:
             raise ValidationError("queue", f"{queue!r} belongs to another device than {self.name!r}")
-        if queue._fd is None:
+        if queue.closed:
             raise KernelError(errno.EBADF, "TUNSETQUEUE", "the queue is closed")
 
     # ----------------------------------------------------------------- kernel state
@@ -854,8 +654,8 @@ class TunTapDevice:
             finally:
                 if ns_fd is not None:
                     os.close(ns_fd)
-            queue = Queue(self, fd, attached=True, owned=True)
-            self._slots.append(queue)
+            queue = Queue(self, fd, owned=True)
+            self._queues.attach(queue)
             return queue
 
     def _device_netns_fd(self) -> int | None:
@@ -894,10 +694,8 @@ class TunTapDevice:
         with self._lock:
             self._own(queue)
             self._set_queue(queue, TunFlag.IFF_ATTACH_QUEUE)
-            if not queue._attached:
-                self._detached.remove(queue)
-                queue._attached = True
-                self._slots.append(queue)
+            if not self._queues.is_attached(queue):
+                self._queues.attach(queue)
 
     def detach_queue(self, queue: Queue) -> None:
         """Detach a queue (``TUNSETQUEUE`` ``IFF_DETACH_QUEUE``); the last attached queue takes its index.
@@ -910,10 +708,8 @@ class TunTapDevice:
         with self._lock:
             self._own(queue)
             self._set_queue(queue, TunFlag.IFF_DETACH_QUEUE)
-            if queue._attached:
-                self._remove_slot(queue)
-                queue._attached = False
-                self._detached.append(queue)
+            if self._queues.is_attached(queue):
+                self._queues.detach(queue)
 
     def _set_queue(self, queue: Queue, flag: TunFlag) -> None:
         """``TUNSETQUEUE``; its ``EINVAL`` covers a deleted device too, which ``TUNGETIFF`` tells apart."""
@@ -935,25 +731,11 @@ class TunTapDevice:
                 pass  # the original error says more
             raise
 
-    def _remove_slot(self, queue: Queue) -> None:
-        """Replay tun.c ``__tun_detach``: the last attached queue moves into the freed slot."""
-        i = self._slots.index(queue)
-        last = self._slots.pop()
-        if i < len(self._slots):
-            self._slots[i] = last
-
     def _close_queue(self, queue: Queue) -> None:
         with self._lock:
-            fd = queue._fd
-            if fd is None:
-                return
-            if queue._attached and queue in self._slots:
-                self._remove_slot(queue)
-            elif queue in self._detached:
-                self._detached.remove(queue)
-            queue._fd = None
-            queue._attached = False
-            if queue._owned:
+            self._queues.remove(queue)
+            fd = queue._release()
+            if fd is not None:
                 os.close(fd)
 
     def _check_open(self) -> None:
@@ -1051,13 +833,10 @@ class TunTapDevice:
         """
         with self._lock:
             self._closed = True
-            queues = [q for q in self._slots if q is not None] + list(self._detached)
-            self._slots = []
-            self._detached = []
             first_error: OSError | None = None
-            for q in queues:
-                fd, q._fd, q._attached = q._fd, None, False
-                if fd is not None and q._owned:
+            for queue in self._queues.clear():
+                fd = queue._release()
+                if fd is not None:
                     try:
                         os.close(fd)
                     except OSError as exc:
