@@ -14,6 +14,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
+from pytun_hash._abi.revision import Revision
 from pytun_hash._abi.tun import TunFlag, TunOffload
 from pytun_hash.device import rtnl
 from pytun_hash.device._ioctl import (
@@ -43,7 +44,7 @@ from pytun_hash.device.primitives import (
 )
 from pytun_hash.device.queue import Queue
 from pytun_hash.device.rtnl import tun_flags_of
-from pytun_hash.device.state import SteeringState
+from pytun_hash.device.steering import SteeringState
 from pytun_hash.errors import (
     DeviceFlagsMismatchError,
     DeviceGoneError,
@@ -51,7 +52,6 @@ from pytun_hash.errors import (
     KernelError,
     PrivilegeError,
     PytunHashError,
-    SteeringConflictError,
     ValidationError,
 )
 
@@ -66,15 +66,17 @@ __all__ = [
     "tun_flags_of",
 ]
 
+
 class TunTapDevice:
     """A TUN or TAP device and the queue fds this process holds for it (context manager).
 
     Build one with :meth:`create`, :meth:`open` or :meth:`adopt`. :meth:`close` closes every
     queue fd it owns; a non-persistent device disappears with its last fd.
 
-    Every ioctl goes through a queue fd, since tun has no other handle. All changes of the queue
-    set and of the steering program happen under ``steering.lock``, so the object can be shared
-    between threads.
+    Every ioctl goes through a queue fd, since tun has no other handle; the fd is chosen and used
+    under the device's lock (``steering.lock``), which every change of the queue set and of the
+    steering program takes too, so the object can be shared between threads. Code outside the
+    device layer's own modules issues its ioctls with :meth:`queue_ioctl`.
 
     Attributes:
         name: interface name (the kernel's, after a ``%d`` template is filled in).
@@ -92,7 +94,7 @@ class TunTapDevice:
     ) -> None:
         self.name = name
         self.mode = mode
-        self.steering = SteeringState()
+        self.steering = SteeringState(self)
         self._lock = self.steering.lock
         self._flags = TunFlag(flags & DEVICE_FLAGS)
         self._persist = False
@@ -439,25 +441,66 @@ class TunTapDevice:
         with self._lock:
             return self._queues.index_of(queue)  # a closed queue left the table
 
-    def _control_fd(self) -> int:
+    def _control_fd(self, *, attached: bool = False) -> int:
+        """A queue fd that reaches the device (an attached one first); call under the lock.
+
+        Raises:
+            ValidationError: ``attached`` and no queue is attached (or open).
+            KernelError: ``EBADF`` when every queue is closed (and not ``attached``).
+        """
         with self._lock:
-            for queue in self._queues:  # attached first: detached ones are the kernel's last resort too
+            for queue in self._queues.attached if attached else self._queues:
                 return queue.fd
+        if attached:
+            raise ValidationError("device", f"{self.name} has no attached queue; attach one first")
         raise KernelError(errno.EBADF, "TunTapDevice", f"every queue of {self.name!r} is closed; open the device again")
 
-    # The lock is held across choosing a queue fd and using it, so a concurrent close cannot
-    # hand the fd number to an unrelated file in between.
-    def _get_int(self, name: str) -> int:
+    @contextlib.contextmanager
+    def _control(self, *, attached: bool = False) -> Iterator[int]:
+        """A queue fd, chosen and used under the device lock, with ``EBADFD`` recorded as deletion.
+
+        Holding the lock from the choice to the ioctl keeps a concurrent close from handing the
+        fd number to an unrelated file in between.
+        """
         with self._lock, self._noting_deletion():
-            return ioctl_get_int(self._control_fd(), name)
+            yield self._control_fd(attached=attached)
+
+    def queue_ioctl(self, name: str, buf: bytearray, *, revision: Revision | None = None) -> int:
+        """Issue ioctl ``name`` with a pointer to ``buf`` on an attached queue, under the device lock.
+
+        The way for code above the device (hash control) to reach the kernel through a queue: the
+        first attached queue is chosen and used while no thread can close, detach or attach a
+        queue, and ``EBADFD`` clears :attr:`steering` as the kernel freed it with the device. The
+        device's hash state is per device, so any attached queue reaches it.
+
+        Args:
+            name: the kernel's name of a TUN ioctl, or of a hash ioctl of ``revision``.
+            buf: the argument bytes; the kernel's writes land in place.
+            revision: the hash UAPI revision ``name`` belongs to; None for TUN ioctls.
+
+        Returns:
+            The ioctl's return value.
+
+        Raises:
+            ValidationError: when no queue is attached (field ``device``), or ``name`` is not an
+                ioctl of ``revision`` (field ``name``); no ioctl is issued.
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+            KernelError: a subclass chosen from the errno for a refused ioctl.
+        """
+        with self._control(attached=True) as fd:
+            return ioctl_ptr(fd, name, buf, revision=revision or Revision.RFC)
+
+    def _get_int(self, name: str) -> int:
+        with self._control() as fd:
+            return ioctl_get_int(fd, name)
 
     def _set_int(self, name: str, value: int) -> None:
-        with self._lock, self._noting_deletion():
-            ioctl_set_int(self._control_fd(), name, value)
+        with self._control() as fd:
+            ioctl_set_int(fd, name, value)
 
     def _by_value(self, name: str, value: int) -> None:
-        with self._lock, self._noting_deletion():
-            ioctl_int(self._control_fd(), name, value)
+        with self._control() as fd:
+            ioctl_int(fd, name, value)
 
     @contextlib.contextmanager
     def _noting_deletion(self) -> Iterator[None]:
@@ -490,8 +533,7 @@ class TunTapDevice:
             DeviceGoneError: ``EBADFD`` when the device was deleted.
             KernelError: when the query fails.
         """
-        with self._lock, self._noting_deletion():
-            fd = self._control_fd()
+        with self._control() as fd:
             self.name, _flags = get_iff(fd)
             try:
                 ns_fd = ioctl_int(fd, "TUNGETDEVNETNS", 0)
@@ -521,8 +563,8 @@ class TunTapDevice:
             KernelError: when every queue is closed.
         """
         buf = bytearray(4)
-        with self._lock:
-            ioctl_ptr(self._control_fd(), "TUNGETFEATURES", buf)
+        with self._control() as fd:
+            ioctl_ptr(fd, "TUNGETFEATURES", buf)
         return TunFlag(struct.unpack("=I", buf)[0])
 
     def getiff(self, queue: Queue | None = None) -> TunFlag:
@@ -744,19 +786,22 @@ class TunTapDevice:
 
     # ----------------------------------------------------------------- eBPF
 
-    def attach_steering_program(self, prog_fd: int, *, owner: str = "user") -> None:
+    def attach_steering_program(self, prog_fd: int, *, owner: str = "user", exclusive: bool = False) -> None:
         """``TUNSETSTEERINGEBPF``: steer transmitted frames with a socket-filter program.
 
         The program's return value ``r`` selects queue ``(u16)r % numqueues``. It replaces any
-        program attached before. Refused while native RSS is enabled (design decision 5).
+        program attached before, unless ``exclusive``. Refused while native RSS is enabled
+        (design decision 5; the rule is :meth:`SteeringState.ensure_can_attach`).
 
         Args:
             prog_fd: fd of a loaded ``BPF_PROG_TYPE_SOCKET_FILTER`` program (the kernel takes its
                 own reference; the fd may be closed afterwards).
             owner: who attaches it, recorded in ``steering.steering_owner``.
+            exclusive: refuse while any program is attached instead of replacing it.
 
         Raises:
             SteeringConflictError: ``EBUSY`` while native RSS is enabled; no ioctl is issued.
+            BusyError: ``EBUSY`` when ``exclusive`` and a program is attached; no ioctl is issued.
             KernelError: ``EINVAL`` when ``prog_fd`` is not a socket-filter program.
             DeviceGoneError: ``EBADFD`` when the device was deleted (the steering state is cleared).
             ValidationError: for a value that is not an fd number >= 0.
@@ -765,12 +810,8 @@ class TunTapDevice:
             raise ValidationError(
                 "prog_fd", f"must be a program fd >= 0, got {prog_fd!r}; use detach_steering_program() to detach"
             )
-        with self.steering.lock:
-            try:
-                self.steering.ensure_can_attach_steering()
-            except SteeringConflictError:
-                self.raise_if_deleted()
-                raise
+        with self._lock:
+            self.steering.ensure_can_attach(owner=owner, exclusive=exclusive)
             self._set_int("TUNSETSTEERINGEBPF", prog_fd)
             self.steering.record_steering(prog_fd, owner)
 
@@ -781,16 +822,16 @@ class TunTapDevice:
             DeviceGoneError: ``EBADFD`` when the device was deleted (the steering state is cleared:
                 the kernel dropped the program with the device).
         """
-        with self.steering.lock:
+        with self._lock:
             self._set_int("TUNSETSTEERINGEBPF", -1)
             self.steering.record_steering(None, None)
 
     def raise_if_deleted(self) -> None:
         """Raise :class:`DeviceGoneError` when the device behind the queues was deleted; else return.
 
-        Refusals made from the recorded steering state call this first, so that a deleted device is
-        reported as such rather than as a conflict with state the kernel freed. It issues only
-        ``TUNGETIFF``, which changes nothing.
+        :class:`SteeringState` calls this before a refusal, so that a deleted device is reported as
+        such rather than as a conflict with state the kernel freed. It issues only ``TUNGETIFF``,
+        which changes nothing.
 
         Raises:
             DeviceGoneError: ``EBADFD``: the device was deleted (the steering state is cleared).
@@ -806,7 +847,7 @@ class TunTapDevice:
             except DeviceGoneError:
                 raise
             except KernelError:
-                return
+                return  # not a deletion: the caller's error says more
 
     def set_filter_program(self, prog_fd: int) -> None:
         """``TUNSETFILTEREBPF``: drop or trim transmitted frames with a socket-filter program.

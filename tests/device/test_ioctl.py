@@ -1,4 +1,4 @@
-"""The ioctl layer's error translation, request numbers, and the steering state's exclusion rules."""
+"""The ioctl layer's error translation, request numbers and struct ifreq codec."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import errno
 import os
 import platform
 import struct
-import threading
 
 import pytest
 
 from pytun_hash._abi.tun import TunFlag
-from pytun_hash.device import SteeringState
 from pytun_hash.device._ioctl import (
     describe_flags,
     ioctl_get_int,
@@ -27,7 +25,6 @@ from pytun_hash.errors import (
     KernelError,
     PrivilegeError,
     PytunHashError,
-    SteeringConflictError,
     UnsupportedError,
     ValidationError,
 )
@@ -176,50 +173,3 @@ def test_fresh_tun_fd_without_tunsetiff_is_ebadfd() -> None:
         assert struct.unpack("=I", features)[0] & TunFlag.IFF_MULTI_QUEUE
     finally:
         os.close(fd)
-
-
-# ----------------------------------------------------------------------------- SteeringState
-
-
-def test_steering_is_refused_while_native_rss_is_on() -> None:
-    state = SteeringState()
-    state.ensure_can_attach_steering()
-    state.native_rss = True
-    with pytest.raises(SteeringConflictError) as info:
-        state.ensure_can_attach_steering()
-    assert info.value.errno == errno.EBUSY
-    assert info.value.request == "TUNSETSTEERINGEBPF"
-    assert "disable RSS" in info.value.hint
-
-
-def test_reports_alone_do_not_block_steering() -> None:
-    state = SteeringState()
-    state.native_report = True
-    state.ensure_can_attach_steering()
-    state.record_steering(7, "user")
-    assert state.steering_attached
-
-
-def test_native_rss_is_refused_while_a_program_is_attached() -> None:
-    state = SteeringState()
-    state.ensure_can_enable_native_rss()
-    state.record_steering(9, "ebpf-rss")
-    with pytest.raises(SteeringConflictError) as info:
-        state.ensure_can_enable_native_rss()
-    assert info.value.errno == errno.EBUSY
-    assert info.value.request == "TUNSETVNETHASH"
-    assert "ebpf-rss" in info.value.hint
-    assert "detach_steering_program" in info.value.hint
-    state.record_steering(None, "ebpf-rss")
-    assert state.steering_owner is None
-    state.ensure_can_enable_native_rss()
-
-
-def test_steering_lock_is_reentrant_and_excludes_other_threads() -> None:
-    state = SteeringState()
-    seen: list[bool] = []
-    with state.lock, state.lock:
-        worker = threading.Thread(target=lambda: seen.append(state.lock.acquire(timeout=0.05)))
-        worker.start()
-        worker.join()
-    assert seen == [False]
