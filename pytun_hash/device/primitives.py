@@ -1,4 +1,4 @@
-"""fd-level primitives of ``/dev/net/tun``: opening it, interface names, ``struct ifreq``, ``TUNSETIFF`` flags.
+"""fd-level primitives of ``/dev/net/tun``: opening and binding fds, names, ``struct ifreq``, ``TUNSETIFF`` flags.
 
 Everything here works on a bare fd or a name and keeps no state; :class:`~pytun_hash.device.tap.TunTapDevice`
 builds devices from it, and :mod:`pytun_hash.device._ioctl` decodes a refused ``struct ifreq``
@@ -11,12 +11,14 @@ import enum
 import errno
 import os
 import struct
+from collections.abc import Sequence
 
 from pytun_hash._abi.tun import IFNAMSIZ, TunFlag, ifreq
 from pytun_hash.device import rtnl
-from pytun_hash.device._ioctl import ioctl_int, ioctl_ptr, translate_error
-from pytun_hash.device.netns import thread_netns_inode
+from pytun_hash.device._ioctl import describe_flags, ioctl_int, ioctl_ptr, translate_error
+from pytun_hash.device.netns import run_in_netns, thread_netns_inode
 from pytun_hash.errors import (
+    DeviceFlagsMismatchError,
     DeviceGoneError,
     DeviceNotFoundError,
     KernelError,
@@ -31,15 +33,26 @@ __all__ = [
     "MAX_TAP_QUEUES",
     "TUN_PATH",
     "DeviceMode",
+    "bind_existing_queue",
+    "bind_queues",
+    "check_id",
+    "check_int",
+    "check_kept_flags",
     "check_name",
+    "check_queue_count",
     "decode_ifreq",
+    "device_netns_fd",
     "encode_ifreq",
     "existing_tun_link",
     "fd_netns_inode",
     "get_iff",
+    "identify_queue_fds",
     "kernel_features",
+    "learned_flags",
+    "link_in_netns",
     "open_tun",
     "request_flags",
+    "set_queue",
 ]
 
 TUN_PATH = "/dev/net/tun"
@@ -96,6 +109,82 @@ def request_flags(mode: DeviceMode, *, vnet_hdr: bool, packet_info: bool, multi_
     if napi:
         flags |= TunFlag.IFF_NAPI
     return flags
+
+
+def learned_flags(data: rtnl.TunLinkData, got: int = 0) -> TunFlag:
+    """The device's flags from rtnetlink's ``IFLA_TUN_*`` data, plus the NAPI bits of ``TUNGETIFF`` flags ``got``.
+
+    ``TUNGETIFF`` alone cannot tell packet info: ``IFF_NOFILTER`` shares ``IFF_NO_PI``'s bit.
+    """
+    flags = data.type | TunFlag(got & (TunFlag.IFF_NAPI | TunFlag.IFF_NAPI_FRAGS))
+    if not data.packet_info:
+        flags |= TunFlag.IFF_NO_PI
+    if data.vnet_hdr:
+        flags |= TunFlag.IFF_VNET_HDR
+    if data.multi_queue:
+        flags |= TunFlag.IFF_MULTI_QUEUE
+    return TunFlag(flags)
+
+
+def check_kept_flags(name: str, requested: TunFlag, got: int, data: rtnl.TunLinkData) -> None:
+    """Fail when a queue attached to device ``name`` got other flags than ``requested``.
+
+    tun.c applies the requested vnet-header and packet-info flags only when it sets a device up
+    (``tun_set_iff`` on a new device); a queue attached to a multi-queue device that already has
+    queues silently inherits the device's.
+
+    Args:
+        name: the device, for the message.
+        requested: the ``TUNSETIFF`` flags asked for.
+        got: ``TUNGETIFF``'s flags on the new queue.
+        data: the device's rtnetlink data (the only reliable packet-info bit).
+
+    Raises:
+        DeviceFlagsMismatchError: ``EINVAL`` naming each flag that differs.
+    """
+    actual = (got & (TunFlag.IFF_TUN | TunFlag.IFF_TAP | TunFlag.IFF_VNET_HDR | TunFlag.IFF_MULTI_QUEUE)) | (
+        0 if data.packet_info else TunFlag.IFF_NO_PI
+    )
+    compared = TunFlag.IFF_TUN | TunFlag.IFF_TAP | TunFlag.IFF_VNET_HDR | TunFlag.IFF_MULTI_QUEUE | TunFlag.IFF_NO_PI
+    differing = (requested ^ actual) & compared
+    if not differing:
+        return
+    parts = []
+    for flag in TunFlag:
+        if flag & differing and flag is not TunFlag.IFF_NOFILTER:
+            state = "requested but the device lacks it" if requested & flag else "the device has it"
+            parts.append(f"{flag.name}: {state}")
+    raise DeviceFlagsMismatchError(
+        errno.EINVAL,
+        "TUNSETIFF",
+        f"device {name!r} already has queues and kept its own flags ({describe_flags(actual)}); "
+        "open it with those flags",
+        detail="; ".join(parts),
+    )
+
+
+def check_int(field: str, value: object) -> None:
+    """Raise ValidationError (``field``) unless ``value`` is an int (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"expected an integer, got {value!r}")
+
+
+def check_id(field: str, value: object) -> None:
+    """Raise ValidationError (``field``) unless ``value`` is a uid/gid >= 0 or None (not set)."""
+    if value is None:
+        return
+    check_int(field, value)
+    assert isinstance(value, int)
+    if value < 0:
+        raise ValidationError(field, f"must be >= 0, got {value}")
+
+
+def check_queue_count(queues: int, multi_queue: bool) -> None:
+    """Raise ValidationError (``queues``) unless ``1 <= queues <= MAX_TAP_QUEUES``, and 1 without multi-queue."""
+    if not 1 <= queues <= MAX_TAP_QUEUES:
+        raise ValidationError("queues", f"must be 1..{MAX_TAP_QUEUES}, got {queues}")
+    if queues > 1 and not multi_queue:
+        raise ValidationError("queues", "more than one queue needs multi_queue=True (IFF_MULTI_QUEUE)")
 
 
 def check_name(name: str) -> bytes:
@@ -179,6 +268,70 @@ def open_tun(nonblocking: bool) -> int:
         raise translate_error(err, f"open({TUN_PATH})") from None
 
 
+def bind_queues(
+    name: str, flags: TunFlag, count: int, *, nonblocking: bool, exclusive: bool = False
+) -> tuple[str, list[int]]:
+    """Open ``count`` fds of ``/dev/net/tun`` and bind each to device ``name`` (``TUNSETIFF``).
+
+    The first creates the device (filling in a ``%d`` template) or attaches to an existing one;
+    the others attach to it. The kernel numbers them in this order, after any queues already there.
+
+    Args:
+        name: interface name or template.
+        flags: the ``TUNSETIFF`` flags (:func:`request_flags`).
+        count: how many fds, >= 1.
+        nonblocking: open them with ``O_NONBLOCK``.
+        exclusive: ``IFF_TUN_EXCL`` on the first: fail when ``name`` exists.
+
+    Returns:
+        The device's name as the kernel filled it in, and the fds (``O_CLOEXEC``), queue order.
+        On failure every fd opened here is closed.
+
+    Raises:
+        DeviceFlagsMismatchError: ``EINVAL`` when the device exists with another type or multi-queue flag.
+        BusyError: ``EBUSY`` when a single-queue device's queue is held elsewhere, or ``exclusive``
+            and the name exists.
+        PrivilegeError, UnsupportedError: as :func:`open_tun`, or without CAP_NET_ADMIN.
+        KernelError: ``E2BIG`` beyond :data:`MAX_TAP_QUEUES`, other errors.
+    """
+    fds: list[int] = []
+    try:
+        fds.append(open_tun(nonblocking))
+        buf = encode_ifreq(name, flags | (TunFlag.IFF_TUN_EXCL if exclusive else 0))
+        ioctl_ptr(fds[0], "TUNSETIFF", buf)
+        actual, _ = decode_ifreq(buf)
+        for _ in range(count - 1):
+            fds.append(open_tun(nonblocking))
+            ioctl_ptr(fds[-1], "TUNSETIFF", encode_ifreq(actual, flags))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return actual, fds
+
+
+def bind_existing_queue(name: str, flags: TunFlag, *, nonblocking: bool) -> int:
+    """One more fd bound to the existing device ``name`` in the calling thread's namespace; never creates one.
+
+    ``TUNSETIFF`` would create a device of that name if the old one had gone, so the link is
+    looked up before and after, and a new ifindex means the device was deleted meanwhile.
+
+    Raises:
+        DeviceGoneError: ``EBADFD`` when the device is gone (or was replaced meanwhile).
+        BusyError, DeviceFlagsMismatchError, PrivilegeError, KernelError: as :func:`bind_queues`.
+    """
+    before = existing_tun_link(name, gone=True)
+    fd = open_tun(nonblocking)
+    try:
+        ioctl_ptr(fd, "TUNSETIFF", encode_ifreq(name, flags))
+        if rtnl.get_link(name).index != before.index:
+            raise DeviceGoneError(errno.EBADFD, "TUNSETIFF", f"device {name!r} was deleted meanwhile; create it again")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def get_iff(fd: int) -> tuple[str, TunFlag]:
     """``TUNGETIFF`` on queue ``fd``: the device name and flags as the kernel reports them for that fd.
 
@@ -194,6 +347,30 @@ def get_iff(fd: int) -> tuple[str, TunFlag]:
     buf = bytearray(bytes(ifreq()))
     ioctl_ptr(fd, "TUNGETIFF", buf)
     return decode_ifreq(buf)
+
+
+def identify_queue_fds(fds: Sequence[int]) -> tuple[str, list[TunFlag]]:
+    """The device that queue fds ``fds`` are bound to, and each fd's ``TUNGETIFF`` flags, in order.
+
+    Raises:
+        ValidationError: for no fds, a value that is not an fd number, the same fd twice, or fds
+            of different devices (by name, or by network namespace).
+        DeviceGoneError: ``EBADFD`` for an fd with no live device.
+        KernelError: ``EBADF`` for a closed fd, ``ENOTTY`` (UnsupportedError) for a non-tun fd.
+    """
+    if not fds:
+        raise ValidationError("fds", "give at least one queue fd")
+    for i, fd in enumerate(fds):
+        if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+            raise ValidationError(f"fds[{i}]", f"expected a file descriptor number >= 0, got {fd!r}")
+    if len(set(fds)) != len(fds):
+        raise ValidationError("fds", "the same fd was given twice")
+    infos = [get_iff(fd) for fd in fds]
+    names = {n for n, _ in infos}
+    namespaces = {fd_netns_inode(fd) for fd in fds}
+    if len(names) != 1 or len(namespaces) > 1:
+        raise ValidationError("fds", f"the fds belong to different devices: {sorted(names)}")
+    return infos[0][0], [flags for _name, flags in infos]
 
 
 def kernel_features() -> TunFlag:
@@ -248,6 +425,64 @@ def existing_tun_link(name: str, *, gone: bool = False) -> rtnl.LinkInfo:
     return link
 
 
+def set_queue(fd: int, name: str, flag: TunFlag) -> None:
+    """``TUNSETQUEUE`` on queue ``fd`` of device ``name``: ``IFF_ATTACH_QUEUE`` or ``IFF_DETACH_QUEUE``.
+
+    tun.c answers ``EINVAL`` both for a queue already in that state and for a deleted device's
+    queue; ``TUNGETIFF``, which answers ``EBADFD`` for the latter, tells them apart.
+
+    Raises:
+        KernelError: ``EINVAL`` when the queue is in that state already or the device is single-queue.
+        DeviceGoneError: ``EBADFD`` when the device was deleted.
+        PrivilegeError: ``EPERM`` re-attaching without CAP_NET_ADMIN.
+    """
+    try:
+        ioctl_ptr(fd, "TUNSETQUEUE", encode_ifreq(name, flag))
+    except KernelError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        try:
+            get_iff(fd)
+        except DeviceGoneError:
+            raise DeviceGoneError(
+                errno.EBADFD,
+                "TUNSETQUEUE",
+                f"device {name!r} was deleted (the kernel answers EINVAL for its queues); create it again",
+            ) from None
+        except KernelError:
+            pass  # the original error says more
+        raise
+
+
+def device_netns_fd(fd: int) -> int | None:
+    """``TUNGETDEVNETNS``: an fd (``O_CLOEXEC``) of the network namespace of the device behind ``fd``.
+
+    Returns None without CAP_NET_ADMIN, which the kernel requires to say.
+
+    Raises:
+        DeviceGoneError: ``EBADFD`` when the fd has no device.
+        KernelError: for other errors.
+    """
+    try:
+        return ioctl_int(fd, "TUNGETDEVNETNS", 0)
+    except PrivilegeError:
+        return None
+
+
+def link_in_netns(name: str, ns_fd: int | None) -> rtnl.LinkInfo:
+    """Link ``name`` as rtnetlink reports it in the namespace open at ``ns_fd`` (closed here), or here for None.
+
+    Raises:
+        KernelError: ``ENODEV`` when there is no such link; other rtnetlink or namespace errors.
+    """
+    if ns_fd is None:
+        return rtnl.get_link(name)
+    try:
+        return run_in_netns(ns_fd, rtnl.get_link, name)
+    finally:
+        os.close(ns_fd)
+
+
 def fd_netns_inode(fd: int) -> int:
     """Inode of the network namespace of the device behind queue ``fd`` (``TUNGETDEVNETNS``).
 
@@ -258,9 +493,8 @@ def fd_netns_inode(fd: int) -> int:
         DeviceGoneError: ``EBADFD`` when the fd has no device.
         KernelError: for other errors.
     """
-    try:
-        ns_fd = ioctl_int(fd, "TUNGETDEVNETNS", 0)
-    except PrivilegeError:
+    ns_fd = device_netns_fd(fd)
+    if ns_fd is None:
         return thread_netns_inode()
     try:
         return os.fstat(ns_fd).st_ino

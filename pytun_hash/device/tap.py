@@ -1,14 +1,17 @@
 """TUN/TAP devices: create, open, adopt; the ioctls that act on the whole device; close.
 
 A :class:`TunTapDevice` holds this process's queue fds of one device. tun has no other handle,
-so every per-device ioctl goes through one of them, chosen and used under the device's lock.
-The queues' kernel numbers are replayed by :class:`~pytun_hash.device.numbering.QueueNumbering`.
+so every per-device ioctl goes through one of them, chosen and used under the device's lock;
+code above the device does the same with :meth:`TunTapDevice.queue_ioctl`. The rest lives next
+door: fd-level steps in :mod:`~pytun_hash.device.primitives`, the queues' kernel numbers in
+:mod:`~pytun_hash.device.numbering`, the RSS-versus-program rule in :mod:`~pytun_hash.device.steering`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -32,25 +35,30 @@ from pytun_hash.device.primitives import (
     MAX_TAP_QUEUES,
     TUN_PATH,
     DeviceMode,
+    bind_existing_queue,
+    bind_queues,
+    check_id,
+    check_int,
+    check_kept_flags,
     check_name,
-    decode_ifreq,
-    encode_ifreq,
+    check_queue_count,
+    device_netns_fd,
     existing_tun_link,
-    fd_netns_inode,
     get_iff,
+    identify_queue_fds,
     kernel_features,
-    open_tun,
+    learned_flags,
+    link_in_netns,
     request_flags,
+    set_queue,
 )
 from pytun_hash.device.queue import Queue
 from pytun_hash.device.rtnl import tun_flags_of
 from pytun_hash.device.steering import SteeringState
 from pytun_hash.errors import (
-    DeviceFlagsMismatchError,
     DeviceGoneError,
     DeviceNotFoundError,
     KernelError,
-    PrivilegeError,
     PytunHashError,
     ValidationError,
 )
@@ -152,11 +160,11 @@ class TunTapDevice:
         if name is None:
             name = f"{mode.value}%d"
         check_name(name)
-        _check_id("owner", owner)
-        _check_id("group", group)
-        _check_int("queues", queues)
+        check_id("owner", owner)
+        check_id("group", group)
+        check_int("queues", queues)
         multi = queues > 1 if multi_queue is None else multi_queue
-        _validate_queue_count(queues, multi)
+        check_queue_count(queues, multi)
         flags = request_flags(mode, vnet_hdr=vnet_hdr, packet_info=packet_info, multi_queue=multi, napi=napi)
         device = cls._attach_new(
             name, mode, flags, queues, nonblocking=nonblocking, exclusive=exclusive, expect_ifindex=None
@@ -202,14 +210,14 @@ class TunTapDevice:
             raise ValidationError("name", "open() needs the device's exact name, not a template")
         if mode is not None and not isinstance(mode, DeviceMode):
             raise ValidationError("mode", f"expected DeviceMode.TAP, DeviceMode.TUN or None, got {mode!r}")
-        _check_int("queues", queues)
+        check_int("queues", queues)
         link = existing_tun_link(name)
         assert link.tun is not None
         data = link.tun
         actual_mode = DeviceMode.from_flags(data.type)
         mode = actual_mode if mode is None else mode
         multi = data.multi_queue if multi_queue is None else multi_queue
-        _validate_queue_count(queues, multi)
+        check_queue_count(queues, multi)
         flags = request_flags(
             mode,
             vnet_hdr=data.vnet_hdr if vnet_hdr is None else vnet_hdr,
@@ -235,27 +243,14 @@ class TunTapDevice:
             DeviceGoneError: ``EBADFD`` for an fd with no live device.
             KernelError: ``EBADF`` for a closed fd, ``ENOTTY`` (UnsupportedError) for a non-tun fd.
         """
-        if not fds:
-            raise ValidationError("fds", "give at least one queue fd")
-        for i, fd in enumerate(fds):
-            if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
-                raise ValidationError(f"fds[{i}]", f"expected a file descriptor number >= 0, got {fd!r}")
-        if len(set(fds)) != len(fds):
-            raise ValidationError("fds", "the same fd was given twice")
-        infos = [get_iff(fd) for fd in fds]
-        names = {n for n, _ in infos}
-        namespaces = {fd_netns_inode(fd) for fd in fds}
-        if len(names) != 1 or len(namespaces) > 1:
-            raise ValidationError("fds", f"the fds belong to different devices: {sorted(names)}")
-        name, first_flags = infos[0]
-        mode = DeviceMode.from_flags(first_flags)
-        device = cls(name, mode, first_flags, nonblocking=not os.get_blocking(fds[0]))
-        detached = [bool(flags & TunFlag.IFF_DETACH_QUEUE) for _name, flags in infos]
+        name, per_fd = identify_queue_fds(fds)
+        first_flags = per_fd[0]
+        device = cls(name, DeviceMode.from_flags(first_flags), first_flags, nonblocking=not os.get_blocking(fds[0]))
         adopted = [Queue(device, fd, owned=False) for fd in fds]
-        for queue, is_detached in zip(adopted, detached, strict=True):
+        for queue, flags in zip(adopted, per_fd, strict=True):
             # Replays what the kernel saw: the fd attached, and a detached one left its slot at once.
             device._queues.attach(queue)
-            if is_detached:
+            if flags & TunFlag.IFF_DETACH_QUEUE:
                 device._queues.detach(queue)
         try:
             link = device.link_info()
@@ -263,7 +258,7 @@ class TunTapDevice:
                 raise DeviceGoneError(
                     errno.EBADFD, "TUNGETIFF", f"device {name!r} is gone and the name now belongs to another link"
                 )
-            device._set_learned_flags(link.tun, napi=first_flags & (TunFlag.IFF_NAPI | TunFlag.IFF_NAPI_FRAGS))
+            device._flags = learned_flags(link.tun, first_flags)
             device._ifindex = link.index
             device._persist = link.tun.persist
             device._queues.add_foreign((link.tun.numqueues or 0) - len(adopted), before=False)
@@ -287,21 +282,7 @@ class TunTapDevice:
         exclusive: bool,
         expect_ifindex: int | None,
     ) -> TunTapDevice:
-        fds: list[int] = []
-        try:
-            fd = open_tun(nonblocking)
-            fds.append(fd)
-            buf = encode_ifreq(name, flags | (TunFlag.IFF_TUN_EXCL if exclusive else 0))
-            ioctl_ptr(fd, "TUNSETIFF", buf)
-            actual, _ = decode_ifreq(buf)
-            for _ in range(queues - 1):
-                fd = open_tun(nonblocking)
-                fds.append(fd)
-                ioctl_ptr(fd, "TUNSETIFF", encode_ifreq(actual, flags))
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
+        actual, fds = bind_queues(name, flags, queues, nonblocking=nonblocking, exclusive=exclusive)
         device = cls(actual, mode, flags, nonblocking=nonblocking)
         for fd in fds:
             device._queues.attach(Queue(device, fd, owned=True))
@@ -314,52 +295,15 @@ class TunTapDevice:
                 )
             device._ifindex = link.index
             device._persist = link.tun.persist
-            device._verify_flags(flags, link.tun)
+            # The kernel applies vnet-header and packet-info flags only when it sets a device up.
+            _name, got = get_iff(device._control_fd())
+            check_kept_flags(actual, flags, got, link.tun)
+            device._flags = learned_flags(link.tun, got)
             device._queues.add_foreign((link.tun.numqueues or 0) - len(fds), before=True)
         except BaseException:
             device._abandon(undo_persist=False)
             raise
         return device
-
-    def _verify_flags(self, requested: TunFlag, data: rtnl.TunLinkData) -> None:
-        """Fail when attaching to an existing device kept flags other than the requested ones.
-
-        The kernel applies the requested vnet-header and packet-info flags only when it sets up
-        a device; a queue added to a multi-queue device that already has queues inherits the
-        device's flags silently.
-        """
-        _name, got = get_iff(self._control_fd())
-        actual = (got & (TunFlag.IFF_TUN | TunFlag.IFF_TAP | TunFlag.IFF_VNET_HDR | TunFlag.IFF_MULTI_QUEUE)) | (
-            0 if data.packet_info else TunFlag.IFF_NO_PI
-        )
-        compared = (
-            TunFlag.IFF_TUN | TunFlag.IFF_TAP | TunFlag.IFF_VNET_HDR | TunFlag.IFF_MULTI_QUEUE | TunFlag.IFF_NO_PI
-        )
-        differing = (requested ^ actual) & compared
-        if differing:
-            parts = []
-            for flag in TunFlag:
-                if flag & differing and flag is not TunFlag.IFF_NOFILTER:
-                    state = "requested but the device lacks it" if requested & flag else "the device has it"
-                    parts.append(f"{flag.name}: {state}")
-            raise DeviceFlagsMismatchError(
-                errno.EINVAL,
-                "TUNSETIFF",
-                f"device {self.name!r} already has queues and kept its own flags "
-                f"({describe_flags(actual)}); open it with those flags",
-                detail="; ".join(parts),
-            )
-        self._set_learned_flags(data, napi=got & (TunFlag.IFF_NAPI | TunFlag.IFF_NAPI_FRAGS))
-
-    def _set_learned_flags(self, data: rtnl.TunLinkData, napi: int = 0) -> None:
-        flags = data.type | TunFlag(napi)
-        if not data.packet_info:
-            flags |= TunFlag.IFF_NO_PI
-        if data.vnet_hdr:
-            flags |= TunFlag.IFF_VNET_HDR
-        if data.multi_queue:
-            flags |= TunFlag.IFF_MULTI_QUEUE
-        self._flags = TunFlag(flags)
 
     # ----------------------------------------------------------------- properties
 
@@ -535,14 +479,8 @@ class TunTapDevice:
         """
         with self._control() as fd:
             self.name, _flags = get_iff(fd)
-            try:
-                ns_fd = ioctl_int(fd, "TUNGETDEVNETNS", 0)
-            except PrivilegeError:
-                return rtnl.get_link(self.name)
-        try:
-            return run_in_netns(ns_fd, rtnl.get_link, self.name)
-        finally:
-            os.close(ns_fd)
+            ns_fd = device_netns_fd(fd)
+        return link_in_netns(self.name, ns_fd)  # rtnetlink outside the lock: the fd is no longer used
 
     def kernel_queue_counts(self) -> tuple[int, int]:
         """``(numqueues, numdisabled)`` as the kernel reports them (multi-queue devices).
@@ -642,7 +580,7 @@ class TunTapDevice:
             KernelError: ``EINVAL`` for a uid with no mapping in the caller's user namespace.
             ValidationError: for a uid that is not an integer >= 0.
         """
-        _check_id("uid", uid)
+        check_id("uid", uid)
         self._by_value("TUNSETOWNER", uid)
 
     def set_group(self, gid: int) -> None:
@@ -652,7 +590,7 @@ class TunTapDevice:
             KernelError: ``EINVAL`` for a gid with no mapping in the caller's user namespace.
             ValidationError: for a gid that is not an integer >= 0.
         """
-        _check_id("gid", gid)
+        check_id("gid", gid)
         self._by_value("TUNSETGROUP", gid)
 
     def set_carrier(self, carrier: bool) -> None:
@@ -689,9 +627,9 @@ class TunTapDevice:
                     f"every queue of the non-persistent device {self.name!r} was closed, so the kernel deleted "
                     "it; create the device again",
                 )
-            ns_fd = self._device_netns_fd()
+            ns_fd = device_netns_fd(self._control_fd()) if self.queues else None  # else: persistent, none open
             try:
-                opener = self._open_existing_queue
+                opener = functools.partial(bind_existing_queue, self.name, self._flags, nonblocking=self._nonblocking)
                 fd = opener() if ns_fd is None else run_in_netns(ns_fd, opener)
             finally:
                 if ns_fd is not None:
@@ -699,30 +637,6 @@ class TunTapDevice:
             queue = Queue(self, fd, owned=True)
             self._queues.attach(queue)
             return queue
-
-    def _device_netns_fd(self) -> int | None:
-        """An fd of the device's namespace (``TUNGETDEVNETNS``), None without an open queue or privilege."""
-        if not self.queues:
-            return None
-        try:
-            return ioctl_int(self._control_fd(), "TUNGETDEVNETNS", 0)
-        except PrivilegeError:
-            return None
-
-    def _open_existing_queue(self) -> int:
-        """Attach a new fd to this device; runs in the device's namespace. Never creates a device."""
-        before = existing_tun_link(self.name, gone=True)
-        fd = open_tun(self._nonblocking)
-        try:
-            ioctl_ptr(fd, "TUNSETIFF", encode_ifreq(self.name, self._flags))
-            if rtnl.get_link(self.name).index != before.index:
-                raise DeviceGoneError(
-                    errno.EBADFD, "TUNSETIFF", f"device {self.name!r} was deleted meanwhile; create it again"
-                )
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def attach_queue(self, queue: Queue) -> None:
         """Re-attach a detached queue (``TUNSETQUEUE`` ``IFF_ATTACH_QUEUE``); it gets the last index.
@@ -735,7 +649,8 @@ class TunTapDevice:
         """
         with self._lock:
             self._own(queue)
-            self._set_queue(queue, TunFlag.IFF_ATTACH_QUEUE)
+            with self._noting_deletion():
+                set_queue(queue.fd, self.name, TunFlag.IFF_ATTACH_QUEUE)
             if not self._queues.is_attached(queue):
                 self._queues.attach(queue)
 
@@ -749,29 +664,10 @@ class TunTapDevice:
         """
         with self._lock:
             self._own(queue)
-            self._set_queue(queue, TunFlag.IFF_DETACH_QUEUE)
+            with self._noting_deletion():
+                set_queue(queue.fd, self.name, TunFlag.IFF_DETACH_QUEUE)
             if self._queues.is_attached(queue):
                 self._queues.detach(queue)
-
-    def _set_queue(self, queue: Queue, flag: TunFlag) -> None:
-        """``TUNSETQUEUE``; its ``EINVAL`` covers a deleted device too, which ``TUNGETIFF`` tells apart."""
-        try:
-            ioctl_ptr(queue.fd, "TUNSETQUEUE", encode_ifreq(self.name, flag))
-        except KernelError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            try:
-                with self._noting_deletion():
-                    get_iff(queue.fd)
-            except DeviceGoneError:
-                raise DeviceGoneError(
-                    errno.EBADFD,
-                    "TUNSETQUEUE",
-                    f"device {self.name!r} was deleted (the kernel answers EINVAL for its queues); create it again",
-                ) from None
-            except KernelError:
-                pass  # the original error says more
-            raise
 
     def _close_queue(self, queue: Queue) -> None:
         with self._lock:
@@ -894,25 +790,3 @@ class TunTapDevice:
             pass  # closing below still releases every fd
         finally:
             self.close()
-
-
-def _check_int(field: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(field, f"expected an integer, got {value!r}")
-
-
-def _check_id(field: str, value: object) -> None:
-    """A uid or gid (None allowed: not set)."""
-    if value is None:
-        return
-    _check_int(field, value)
-    assert isinstance(value, int)
-    if value < 0:
-        raise ValidationError(field, f"must be >= 0, got {value}")
-
-
-def _validate_queue_count(queues: int, multi_queue: bool) -> None:
-    if not 1 <= queues <= MAX_TAP_QUEUES:
-        raise ValidationError("queues", f"must be 1..{MAX_TAP_QUEUES}, got {queues}")
-    if queues > 1 and not multi_queue:
-        raise ValidationError("queues", "more than one queue needs multi_queue=True (IFF_MULTI_QUEUE)")

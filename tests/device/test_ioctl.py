@@ -18,9 +18,17 @@ from pytun_hash.device._ioctl import (
     request_number,
     translate_error,
 )
-from pytun_hash.device.primitives import decode_ifreq, encode_ifreq
+from pytun_hash.device.primitives import (
+    check_kept_flags,
+    check_queue_count,
+    decode_ifreq,
+    encode_ifreq,
+    learned_flags,
+)
+from pytun_hash.device.rtnl import TunLinkData
 from pytun_hash.errors import (
     BusyError,
+    DeviceFlagsMismatchError,
     DeviceGoneError,
     KernelError,
     PrivilegeError,
@@ -123,6 +131,27 @@ def test_a_refused_tunsetiff_is_explained_from_the_same_decoding() -> None:
     assert "'q\\udcff'" in held.hint
     short = translate_error(errno.EBUSY, "TUNSETIFF", buf=bytearray(4))
     assert isinstance(short, BusyError) and "'?'" in short.hint
+
+
+def test_flags_a_device_kept_are_named_and_the_learned_flags_come_from_rtnetlink() -> None:
+    data = TunLinkData(TunFlag.IFF_TAP, packet_info=False, vnet_hdr=False, persist=False, multi_queue=True)
+    # TUNGETIFF: IFF_NOFILTER shares IFF_NO_PI's bit, so the packet-info answer comes from rtnetlink.
+    got = TunFlag.IFF_TAP | TunFlag.IFF_MULTI_QUEUE | TunFlag.IFF_NAPI
+    assert learned_flags(data, got) == TunFlag.IFF_TAP | TunFlag.IFF_NO_PI | TunFlag.IFF_MULTI_QUEUE | TunFlag.IFF_NAPI
+    same = TunFlag.IFF_TAP | TunFlag.IFF_NO_PI | TunFlag.IFF_MULTI_QUEUE
+    check_kept_flags("tap7", same, got, data)
+    with pytest.raises(DeviceFlagsMismatchError) as info:
+        check_kept_flags("tap7", same | TunFlag.IFF_VNET_HDR, got, data)
+    assert info.value.errno == errno.EINVAL and "'tap7'" in info.value.hint
+    assert info.value.detail == "IFF_VNET_HDR: requested but the device lacks it"
+
+
+def test_queue_counts_are_checked_before_any_syscall() -> None:
+    check_queue_count(256, True)
+    for queues, multi in ((0, True), (257, True), (2, False)):
+        with pytest.raises(ValidationError) as info:
+            check_queue_count(queues, multi)
+        assert info.value.field == "queues"
 
 
 def test_describe_flags_names_each_bit_once() -> None:
