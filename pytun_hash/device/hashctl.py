@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from pytun_hash._abi import Revision, TunFlag, hash_ioctls, ioctl_def, require_revision
+from pytun_hash._abi import Revision, TunFlag, ioctl_def, require_revision
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE
 from pytun_hash.codec import (
     IoctlCall,
@@ -184,7 +184,8 @@ class HashControl:
         if revision is None:
             result = probe_revision(device)
             if result.revision is None or result.capability is None:
-                get = hash_ioctls(Revision.RFC)[0].name
+                # No revision is in force: name the oldest one's get-ioctl; the hint lists each probed.
+                get = hash_requests(Revision.RFC).get
                 raise FeatureUnsupportedError(
                     errno.EINVAL, get, _FALLBACK_HINT.format(probed=_probed_text(result.tried))
                 )

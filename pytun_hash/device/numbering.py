@@ -30,7 +30,7 @@ T = TypeVar("T")
 class QueueNumbering(Generic[T]):
     """``tun->tfiles[]`` and ``tun->disabled`` as one holder of queues sees them.
 
-    Entries are any objects (the device uses its :class:`~pytun_hash.device.queue.Queue`\\ s),
+    Entries are any objects (the device's :class:`~pytun_hash.device.queue.Queue` objects),
     compared by identity. Not thread-safe: the device changes it under its lock.
     """
 
