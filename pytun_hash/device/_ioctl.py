@@ -117,7 +117,7 @@ def describe_flags(flags: int) -> str:
 
 
 def _decode_ifreq(buf: bytes | bytearray | None) -> tuple[str, TunFlag] | None:
-    """The refused request's name and flags, None when ``buf`` is no ``struct ifreq``."""
+    """The refused request's name and flags; None when ``buf`` is not a ``struct ifreq``."""
     # primitives issues its ioctls through this module, so it can only be imported once both are loaded.
     from pytun_hash.device.primitives import decode_ifreq
 
