@@ -51,7 +51,7 @@ from pytun_hash.bpf.rss_program import (
 )
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.tap import DeviceMode, TunTapDevice
-from pytun_hash.errors import BpfError, BusyError, DeviceGoneError, ValidationError
+from pytun_hash.errors import BpfError, DeviceGoneError, ValidationError
 from pytun_hash.model.classify import Semantics
 
 __all__ = ["EBPF_RSS_OWNER", "EbpfRss", "enable_ebpf_rss"]
@@ -322,19 +322,8 @@ class EbpfRss:
                 if self._device is device:
                     return
                 raise ValidationError("device", f"already attached to {self._device.name!r}; detach it first")
-            with device.steering.lock:
-                # A deleted device freed its program: report that, not a conflict with stale state.
-                if device.steering.steering_attached:
-                    device.raise_if_deleted()
-                owner = device.steering.steering_owner
-                if device.steering.steering_attached:
-                    raise BusyError(
-                        errno.EBUSY,
-                        "TUNSETSTEERINGEBPF",
-                        f"a steering program (attached by {owner or 'unknown'}) is in force on {device.name!r}; "
-                        "detach it first",
-                    )
-                device.attach_steering_program(self._program.fd, owner=EBPF_RSS_OWNER)
+            # Exclusive: RSS never silently replaces a program someone else attached.
+            device.attach_steering_program(self._program.fd, owner=EBPF_RSS_OWNER, exclusive=True)
             self._device = device
 
     def detach(self) -> None:

@@ -8,13 +8,13 @@ The device layer is the only one that talks to ``/dev/net/tun``; ioctls go throu
 from __future__ import annotations
 
 from pytun_hash.device.netns import NetworkNamespace, run_in_netns, thread_netns_inode
+from pytun_hash.device.queue import Queue
 from pytun_hash.device.rtnl import LinkInfo, TunLinkData
-from pytun_hash.device.state import SteeringState
+from pytun_hash.device.steering import SteeringState
 from pytun_hash.device.tap import (
     MAX_TAP_QUEUES,
     TUN_PATH,
     DeviceMode,
-    Queue,
     TunTapDevice,
     get_iff,
     kernel_features,

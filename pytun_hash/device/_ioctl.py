@@ -14,7 +14,7 @@ import struct
 
 from pytun_hash._abi import ioctl_request
 from pytun_hash._abi.revision import Revision
-from pytun_hash._abi.tun import IFNAMSIZ, TunFlag
+from pytun_hash._abi.tun import TunFlag
 from pytun_hash.errors import (
     BusyError,
     DeviceFlagsMismatchError,
@@ -116,12 +116,17 @@ def describe_flags(flags: int) -> str:
     return "|".join(names) or "0"
 
 
-def _decode_ifreq(buf: bytes | bytearray | None) -> tuple[str, int] | None:
-    if buf is None or len(buf) < IFNAMSIZ + 2:
+def _decode_ifreq(buf: bytes | bytearray | None) -> tuple[str, TunFlag] | None:
+    """The refused request's name and flags; None when ``buf`` is not a ``struct ifreq``."""
+    # primitives issues its ioctls through this module, so it can only be imported once both are loaded.
+    from pytun_hash.device.primitives import decode_ifreq
+
+    if buf is None:
         return None
-    name = bytes(buf[:IFNAMSIZ]).split(b"\0", 1)[0].decode(errors="replace")
-    (flags,) = struct.unpack_from("=H", buf, IFNAMSIZ)
-    return name, flags
+    try:
+        return decode_ifreq(buf)
+    except ValueError:
+        return None
 
 
 def _tunsetiff_busy(buf: bytes | bytearray | None) -> KernelError:

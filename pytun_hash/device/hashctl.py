@@ -3,7 +3,8 @@
 :class:`HashControl` issues exactly the calls of :func:`pytun_hash.codec.ioctl_plan`, after
 checking everything the kernel would reject or silently mishandle, and enforces the strict
 mutual exclusion between native RSS and eBPF steering (design decision 5) through the
-device's :class:`~pytun_hash.device.state.SteeringState`.
+device's :class:`~pytun_hash.device.steering.SteeringState`. Every ioctl goes through
+:meth:`~pytun_hash.device.tap.TunTapDevice.queue_ioctl`, under the device's lock.
 
 What the binding cannot know, and how it handles it:
 
@@ -27,7 +28,7 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from pytun_hash._abi import Revision, TunFlag, hash_ioctls, ioctl_def, layout_for, require_revision
+from pytun_hash._abi import Revision, TunFlag, ioctl_def, require_revision
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE
 from pytun_hash.codec import (
     IoctlCall,
@@ -38,14 +39,13 @@ from pytun_hash.codec import (
     kernel_write_length,
 )
 from pytun_hash.config import VnetHashCapability, VnetHashConfig
-from pytun_hash.device._ioctl import ioctl_request_ptr
+from pytun_hash.device.steering import hash_requests
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import (
     DeviceGoneError,
     FeatureUnsupportedError,
     KernelError,
     PytunHashError,
-    SteeringConflictError,
     UnsupportedError,
     ValidationError,
     kernel_error,
@@ -94,22 +94,19 @@ class ProbeResult:
         return self.revision is not None
 
 
-def _control_fd(device: TunTapDevice) -> int:
+def _require_device(device: TunTapDevice) -> None:
     if not isinstance(device, TunTapDevice):
         raise ValidationError("device", f"expected a TunTapDevice, got {type(device).__name__}")
-    attached = device.attached_queues
-    if not attached:
-        raise ValidationError("device", f"{device.name} has no attached queue; attach one before hash control")
-    return attached[0].fd
 
 
-def _get_capability(device: TunTapDevice, fd: int, revision: Revision) -> VnetHashCapability:
-    # v3+ answer their get-ioctl without a device (v12 even on a deleted device's fd), so the
-    # answer says nothing about the device: ask TUNGETIFF first, which needs one.
-    device.raise_if_deleted()
-    get = hash_ioctls(revision)[0]
-    buf = bytearray(kernel_write_length(revision, get.name))
-    ioctl_request_ptr(fd, get.request(layout_for()), get.name, buf)
+def _get_capability(device: TunTapDevice, revision: Revision) -> VnetHashCapability:
+    get = hash_requests(revision).get
+    buf = bytearray(kernel_write_length(revision, get))
+    with device.steering.lock:
+        # v3+ answer their get-ioctl without a device (v12 even on a deleted device's fd), so the
+        # answer says nothing about the device: ask TUNGETIFF first, which needs one.
+        device.raise_if_deleted()
+        device.queue_ioctl(get, buf, revision=revision)
     return decode_capability(bytes(buf), revision)
 
 
@@ -125,11 +122,11 @@ def probe_revision(device: TunTapDevice, revisions: Sequence[Revision] = PROBE_O
         KernelError: for any other failure.
     """
     revisions = [require_revision(r, "revisions") for r in revisions]
-    fd = _control_fd(device)
+    _require_device(device)
     tried: list[tuple[Revision, int]] = []
     for revision in revisions:
         try:
-            cap = _get_capability(device, fd, revision)
+            cap = _get_capability(device, revision)
         except DeviceGoneError:
             device.steering.device_deleted()
             raise
@@ -144,7 +141,7 @@ def probe_revision(device: TunTapDevice, revisions: Sequence[Revision] = PROBE_O
 
 
 def _probed_text(tried: Sequence[tuple[Revision, int]]) -> str:
-    return ", ".join(f"{r.value} {hash_ioctls(r)[0].name} -> EINVAL" for r, _ in tried)
+    return ", ".join(f"{r.value} {hash_requests(r).get} -> EINVAL" for r, _ in tried)
 
 
 class HashControl:
@@ -173,8 +170,7 @@ class HashControl:
         capability: VnetHashCapability | None = None,
         read_capability: bool = True,
     ) -> None:
-        if not isinstance(device, TunTapDevice):
-            raise ValidationError("device", f"expected a TunTapDevice, got {type(device).__name__}")
+        _require_device(device)
         if revision is not None:
             revision = require_revision(revision)
         if capability is not None:
@@ -188,7 +184,8 @@ class HashControl:
         if revision is None:
             result = probe_revision(device)
             if result.revision is None or result.capability is None:
-                get = hash_ioctls(Revision.RFC)[0].name
+                # No revision is in force: name the oldest one's get-ioctl; the hint lists each probed.
+                get = hash_requests(Revision.RFC).get
                 raise FeatureUnsupportedError(
                     errno.EINVAL, get, _FALLBACK_HINT.format(probed=_probed_text(result.tried))
                 )
@@ -208,12 +205,12 @@ class HashControl:
 
     def _read_capability(self, revision: Revision) -> VnetHashCapability:
         try:
-            return _get_capability(self.device, _control_fd(self.device), revision)
+            return _get_capability(self.device, revision)
         except KernelError as exc:
             if exc.errno == errno.EINVAL:
                 raise FeatureUnsupportedError(
                     errno.EINVAL,
-                    hash_ioctls(revision)[0].name,
+                    hash_requests(revision).get,
                     _FALLBACK_HINT.format(probed=_probed_text([(revision, errno.EINVAL)])),
                 ) from None
             raise
@@ -337,15 +334,10 @@ class HashControl:
         steering = self.device.steering
         with steering.lock, self._noting_deletion():
             if config.rss:
-                try:
-                    steering.ensure_can_enable_native_rss()
-                except SteeringConflictError:
-                    self.device.raise_if_deleted()
-                    raise
+                steering.ensure_can_enable_native_rss(revision=self.revision)
             calls = self.plan(config)
             self._issue(calls)
-            steering.native_rss = config.rss
-            steering.native_report = config.report
+            steering.record_native(rss=config.rss, report=config.report, revision=self.revision)
             self._config = config
 
     def disable(self) -> None:
@@ -359,18 +351,17 @@ class HashControl:
         with steering.lock, self._noting_deletion():
             calls = ioctl_plan(VnetHashConfig.disabled(), self.revision)
             self._issue(calls)
-            steering.native_rss = False
-            steering.native_report = False
+            steering.record_native(rss=False, report=False, revision=self.revision)
             self._config = VnetHashConfig.disabled()
 
     def _issue(self, calls: Sequence[IoctlCall]) -> None:
-        fd = _control_fd(self.device)
+        """Issue ``calls`` in order; the caller holds the device lock, so they reach one queue fd."""
         done: list[IoctlCall] = []
         for call in calls:
             ioctl_def(call.name, self.revision)
             try:
                 try:
-                    ioctl_request_ptr(fd, call.request, call.name, bytearray(call.payload))
+                    self.device.queue_ioctl(call.name, bytearray(call.payload), revision=self.revision)
                 except KernelError as exc:
                     if exc.errno == errno.EINVAL:
                         raise kernel_error(errno.EINVAL, call.name, _SET_EINVAL_HINT) from exc
@@ -382,8 +373,7 @@ class HashControl:
                     # The kernel committed the earlier calls (hashing off, key loaded): record that.
                     state = decode_plan(done, self.revision)
                     self._config = state
-                    self.device.steering.native_rss = state.rss
-                    self.device.steering.native_report = state.report
+                    self.device.steering.record_native(rss=state.rss, report=state.report, revision=self.revision)
                 raise
             done.append(call)
 

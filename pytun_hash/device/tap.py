@@ -1,25 +1,24 @@
-"""TUN/TAP devices and their queues: create, open, adopt; attach/detach queues; vnet header; steering.
+"""TUN/TAP devices: create, open, adopt; the ioctls that act on the whole device; close.
 
-Queue numbering follows the kernel (``drivers/net/tun.c``): an attached queue is appended at the
-end of the device's queue array; when the queue at index *i* is detached (``TUNSETQUEUE``) or
-closed, the last attached queue moves into slot *i*. No ioctl reports a queue's number, so
-:class:`TunTapDevice` replays these rules; :attr:`Queue.index` is the number a steering program
-must return to reach that queue. It is exact while this object is the only one that attaches,
-detaches or closes the device's queues (queues held elsewhere are counted but not followed).
+A :class:`TunTapDevice` holds this process's queue fds of one device. tun has no other handle,
+so every per-device ioctl goes through one of them, chosen and used under the device's lock;
+code above the device does the same with :meth:`TunTapDevice.queue_ioctl`. The rest lives next
+door: fd-level steps in :mod:`~pytun_hash.device.primitives`, the queues' kernel numbers in
+:mod:`~pytun_hash.device.numbering`, the RSS-versus-program rule in :mod:`~pytun_hash.device.steering`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
+import functools
 import os
-import select
 import struct
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
-from pytun_hash._abi.tun import IFNAMSIZ, TunFlag, TunOffload, ifreq
+from pytun_hash._abi.revision import Revision
+from pytun_hash._abi.tun import TunFlag, TunOffload
 from pytun_hash.device import rtnl
 from pytun_hash.device._ioctl import (
     describe_flags,
@@ -29,18 +28,38 @@ from pytun_hash.device._ioctl import (
     ioctl_set_int,
     translate_error,
 )
-from pytun_hash.device.netns import run_in_netns, thread_netns_inode
+from pytun_hash.device.netns import run_in_netns
+from pytun_hash.device.numbering import QueueNumbering
+from pytun_hash.device.primitives import (
+    DEVICE_FLAGS,
+    MAX_TAP_QUEUES,
+    TUN_PATH,
+    DeviceMode,
+    bind_existing_queue,
+    bind_queues,
+    check_id,
+    check_int,
+    check_kept_flags,
+    check_name,
+    check_queue_count,
+    device_netns_fd,
+    existing_tun_link,
+    get_iff,
+    identify_queue_fds,
+    kernel_features,
+    learned_flags,
+    link_in_netns,
+    request_flags,
+    set_queue,
+)
+from pytun_hash.device.queue import Queue
 from pytun_hash.device.rtnl import tun_flags_of
-from pytun_hash.device.state import SteeringState
+from pytun_hash.device.steering import SteeringState
 from pytun_hash.errors import (
-    DeviceFlagsMismatchError,
     DeviceGoneError,
     DeviceNotFoundError,
     KernelError,
-    PrivilegeError,
     PytunHashError,
-    SteeringConflictError,
-    UnsupportedError,
     ValidationError,
 )
 
@@ -55,309 +74,6 @@ __all__ = [
     "tun_flags_of",
 ]
 
-TUN_PATH = "/dev/net/tun"
-MAX_TAP_QUEUES = 256
-VIRTIO_NET_HDR_SIZE = 10
-DEFAULT_READ_SIZE = 65536
-
-# Flags a caller chooses at TUNSETIFF time and the device keeps (tun.c TUN_FEATURES + type).
-_DEVICE_FLAGS = (
-    TunFlag.IFF_TUN
-    | TunFlag.IFF_TAP
-    | TunFlag.IFF_NO_PI
-    | TunFlag.IFF_VNET_HDR
-    | TunFlag.IFF_MULTI_QUEUE
-    | TunFlag.IFF_NAPI
-    | TunFlag.IFF_NAPI_FRAGS
-)
-
-
-class DeviceMode(enum.Enum):
-    """Layer of the frames on the queues: ``TAP`` = Ethernet, ``TUN`` = raw IP."""
-
-    TUN = "tun"
-    TAP = "tap"
-
-    @property
-    def flag(self) -> TunFlag:
-        """``IFF_TUN`` or ``IFF_TAP``."""
-        return TunFlag.IFF_TUN if self is DeviceMode.TUN else TunFlag.IFF_TAP
-
-    @classmethod
-    def from_flags(cls, flags: int) -> DeviceMode:
-        """The mode named by ``IFF_TUN``/``IFF_TAP`` in ``flags``.
-
-        Raises:
-            ValidationError: when neither or both bits are set.
-        """
-        tun, tap = bool(flags & TunFlag.IFF_TUN), bool(flags & TunFlag.IFF_TAP)
-        if tun == tap:
-            raise ValidationError("flags", f"exactly one of IFF_TUN and IFF_TAP must be set, got {flags:#x}")
-        return cls.TUN if tun else cls.TAP
-
-
-def _check_name(name: str) -> bytes:
-    if not isinstance(name, str):
-        raise ValidationError("name", f"expected the interface name as text, got {type(name).__name__}")
-    try:
-        # Names are bytes to the kernel; bytes that are not UTF-8 travel as os.fsdecode's surrogates.
-        raw = name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise ValidationError("name", f"the interface name {name!r} cannot be encoded as bytes") from None
-    # A NUL would end the name early in the kernel: "tap0\0x" would silently mean "tap0".
-    bad = b"/:\0"
-    if not raw or len(raw) >= IFNAMSIZ or any(c in bad for c in raw) or any(chr(c).isspace() for c in raw):
-        raise ValidationError(
-            "name", f"interface names are 1..{IFNAMSIZ - 1} bytes without '/', ':', NUL or spaces, got {name!r}"
-        )
-    if raw.count(b"%") > 1 or (b"%" in raw and b"%d" not in raw):
-        raise ValidationError("name", "a name template may hold one '%d' and no other '%'")
-    return raw
-
-
-def _ifreq_bytes(name: str, flags: int) -> bytearray:
-    req = ifreq()
-    req.ifr_name = _check_name(name)
-    req.ifr_flags = struct.unpack("=h", struct.pack("=H", flags & 0xFFFF))[0]
-    return bytearray(bytes(req))
-
-
-def _decode_ifreq(buf: bytes | bytearray) -> tuple[str, TunFlag]:
-    name = bytes(buf[:IFNAMSIZ]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-    (flags,) = struct.unpack_from("=H", buf, IFNAMSIZ)
-    return name, TunFlag(flags)
-
-
-def _open_tun(nonblocking: bool) -> int:
-    """Open ``/dev/net/tun`` with ``O_CLOEXEC`` (and ``O_NONBLOCK``)."""
-    mode = os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0)
-    try:
-        return os.open(TUN_PATH, mode)
-    except OSError as exc:
-        err = exc.errno or errno.EIO
-        if err in (errno.EACCES, errno.EPERM):
-            raise PrivilegeError(
-                err,
-                f"open({TUN_PATH})",
-                f"{TUN_PATH} is not accessible to this user: run as root, or make the node accessible "
-                "(mode 0666) and grant CAP_NET_ADMIN",
-            ) from None
-        if err in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-            raise UnsupportedError(
-                err,
-                f"open({TUN_PATH})",
-                "the tun driver is not available: load it (modprobe tun) or create the node "
-                f"(mknod {TUN_PATH} c 10 200); in a container, pass the device in",
-            ) from None
-        raise translate_error(err, f"open({TUN_PATH})") from None
-
-
-def get_iff(fd: int) -> tuple[str, TunFlag]:
-    """``TUNGETIFF`` on queue ``fd``: the device name and flags as the kernel reports them for that fd.
-
-    The flags include ``IFF_DETACH_QUEUE`` for a detached queue. ``IFF_NOFILTER`` (the same bit as
-    ``IFF_NO_PI``) is set whenever no classic socket filter is attached, so the ``IFF_NO_PI`` bit
-    here does not tell whether frames carry packet info: see :meth:`TunTapDevice.link_info`.
-
-    Raises:
-        DeviceGoneError: ``EBADFD`` when the fd has no device (never attached, or deleted).
-        KernelError: for other errors.
-    """
-    buf = bytearray(bytes(ifreq()))
-    ioctl_ptr(fd, "TUNGETIFF", buf)
-    return _decode_ifreq(buf)
-
-
-def kernel_features() -> TunFlag:
-    """``TUNGETFEATURES`` on a fresh ``/dev/net/tun`` fd: the flags ``TUNSETIFF`` accepts on this kernel.
-
-    Raises:
-        PrivilegeError: when ``/dev/net/tun`` cannot be opened.
-        UnsupportedError: when the tun driver is missing.
-    """
-    fd = _open_tun(nonblocking=True)
-    try:
-        buf = bytearray(4)
-        ioctl_ptr(fd, "TUNGETFEATURES", buf)
-        return TunFlag(struct.unpack("=I", buf)[0])
-    finally:
-        os.close(fd)
-
-
-class Queue:
-    """One queue of a TUN/TAP device: an fd of ``/dev/net/tun`` bound to the device.
-
-    Frames read from a queue start with the vnet header (when the device has ``IFF_VNET_HDR``),
-    then packet info (without ``IFF_NO_PI``), then the Ethernet frame (TAP) or IP packet (TUN).
-    Create queues through :class:`TunTapDevice`; it owns them.
-
-    Attributes:
-        device: the device this queue belongs to.
-    """
-
-    def __init__(self, device: TunTapDevice, fd: int, *, attached: bool, owned: bool) -> None:
-        self.device = device
-        self._fd: int | None = fd
-        self._attached = attached
-        self._owned = owned
-
-    def __repr__(self) -> str:
-        if self._fd is None:
-            return f"Queue({self.device.name}, closed)"
-        where = f"index={self.index}" if self._attached else "detached"
-        return f"Queue({self.device.name}, fd={self._fd}, {where})"
-
-    @property
-    def fd(self) -> int:
-        """The queue's file descriptor.
-
-        Raises:
-            KernelError: ``EBADF`` when the queue is closed.
-        """
-        if self._fd is None:
-            raise KernelError(errno.EBADF, "Queue.fd", "the queue is closed; use another queue or add_queue()")
-        return self._fd
-
-    def fileno(self) -> int:
-        """The fd, for ``select``/``poll``/``selectors``. Raises KernelError (``EBADF``) when closed."""
-        return self.fd
-
-    @property
-    def index(self) -> int | None:
-        """The kernel's number for this queue (what a steering program returns), None while detached or closed."""
-        return self.device._index_of(self)
-
-    @property
-    def attached(self) -> bool:
-        """Whether the queue takes part in the device's traffic (not detached, not closed)."""
-        return self._fd is not None and self._attached
-
-    @property
-    def closed(self) -> bool:
-        """Whether the fd was closed (or released)."""
-        return self._fd is None
-
-    @property
-    def blocking(self) -> bool:
-        """Whether reads wait for a frame (no ``O_NONBLOCK``). Raises KernelError when closed."""
-        return os.get_blocking(self.fd)
-
-    def set_blocking(self, blocking: bool) -> None:
-        """Set or clear ``O_NONBLOCK`` on this queue's fd. Raises KernelError when closed."""
-        os.set_blocking(self.fd, blocking)
-
-    def _io_error(self, exc: OSError, name: str) -> KernelError:
-        err = exc.errno or errno.EIO
-        hints = {
-            errno.EAGAIN: "no frame is queued; poll() the queue fd first, or use Queue.try_read()/drain()",
-            errno.EINVAL: (
-                "the buffer is smaller than the vnet header (plus packet info) and the frame was dropped"
-                if name == "read"
-                else "the frame is malformed: shorter than the vnet header/packet info, or with invalid vnet "
-                "header fields"
-            ),
-            errno.EIO: "the device is down or the frame could not be delivered; bring the link up",
-        }
-        if err == errno.EBADFD:
-            self.device.steering.device_deleted()  # the device, its hash state and program are gone
-        return translate_error(err, name, hint=hints.get(err))
-
-    def read(self, size: int = DEFAULT_READ_SIZE) -> bytes:
-        """Read one frame (vnet header and packet info included), at most ``size`` bytes.
-
-        A ``size`` smaller than the frame truncates it and the rest is lost; smaller than the vnet
-        header drops the frame with ``EINVAL``.
-
-        Raises:
-            KernelError: ``EAGAIN`` when non-blocking and nothing is queued; ``EINVAL`` for a too
-                small ``size``; ``EBADF`` when closed.
-            DeviceGoneError: ``EBADFD`` when the device was deleted.
-        """
-        try:
-            return os.read(self.fd, size)
-        except OSError as exc:
-            raise self._io_error(exc, "read") from None
-
-    def try_read(self, size: int = DEFAULT_READ_SIZE) -> bytes | None:
-        """Read one frame like :meth:`read`, or return None when a non-blocking queue is empty.
-
-        Raises:
-            KernelError, DeviceGoneError: as :meth:`read`, except ``EAGAIN``.
-        """
-        try:
-            return os.read(self.fd, size)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            raise self._io_error(exc, "read") from None
-
-    def readinto(self, buf: bytearray | memoryview) -> int:
-        """Read one frame into ``buf``; return its length in bytes. Raises as :meth:`read`."""
-        try:
-            return os.readv(self.fd, [buf])
-        except OSError as exc:
-            raise self._io_error(exc, "read") from None
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Inject one frame (with vnet header / packet info as the device expects); return bytes written.
-
-        Raises:
-            KernelError: ``EINVAL`` for a malformed frame, ``EIO`` when it cannot be delivered,
-                ``EAGAIN`` when non-blocking and the queue is full, ``EBADF`` when closed.
-            DeviceGoneError: ``EBADFD`` when the device was deleted.
-        """
-        try:
-            return os.write(self.fd, data)
-        except OSError as exc:
-            raise self._io_error(exc, "write") from None
-
-    def poll(self, timeout: float | None = 0.0) -> bool:
-        """Wait up to ``timeout`` seconds (None = forever) for a frame; True when one can be read.
-
-        Raises:
-            KernelError: ``EBADF`` when closed.
-        """
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        ms = None if timeout is None else max(0, int(timeout * 1000))
-        return any(ev & select.POLLIN for _fd, ev in poller.poll(ms))
-
-    def drain(self, size: int = DEFAULT_READ_SIZE, *, limit: int | None = None) -> list[bytes]:
-        """Read every frame queued now (at most ``limit``), without waiting.
-
-        Raises:
-            KernelError, DeviceGoneError: as :meth:`read`.
-        """
-        frames: list[bytes] = []
-        while limit is None or len(frames) < limit:
-            if not self.poll(0):
-                break
-            frame = self.try_read(size)
-            if frame is None:
-                break
-            frames.append(frame)
-        return frames
-
-    def attach(self) -> None:
-        """Re-attach this detached queue (``TUNSETQUEUE``); see :meth:`TunTapDevice.attach_queue`."""
-        self.device.attach_queue(self)
-
-    def detach(self) -> None:
-        """Detach this queue (``TUNSETQUEUE``); see :meth:`TunTapDevice.detach_queue`."""
-        self.device.detach_queue(self)
-
-    def close(self) -> None:
-        """Close the fd (only forget it when the device borrows it); the kernel renumbers the others. Idempotent."""
-        self.device._close_queue(self)
-
-    def __enter__(self) -> Queue:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 class TunTapDevice:
     """A TUN or TAP device and the queue fds this process holds for it (context manager).
@@ -365,9 +81,10 @@ class TunTapDevice:
     Build one with :meth:`create`, :meth:`open` or :meth:`adopt`. :meth:`close` closes every
     queue fd it owns; a non-persistent device disappears with its last fd.
 
-    Every ioctl goes through a queue fd, since tun has no other handle. All changes of the queue
-    set and of the steering program happen under ``steering.lock``, so the object can be shared
-    between threads.
+    Every ioctl goes through a queue fd, since tun has no other handle; the fd is chosen and used
+    under the device's lock (``steering.lock``), which every change of the queue set and of the
+    steering program takes too, so the object can be shared between threads. Code outside the
+    device layer's own modules issues its ioctls with :meth:`queue_ioctl`.
 
     Attributes:
         name: interface name (the kernel's, after a ``%d`` template is filled in).
@@ -385,15 +102,13 @@ class TunTapDevice:
     ) -> None:
         self.name = name
         self.mode = mode
-        self.steering = SteeringState()
+        self.steering = SteeringState(self)
         self._lock = self.steering.lock
-        self._flags = TunFlag(flags & _DEVICE_FLAGS)
+        self._flags = TunFlag(flags & DEVICE_FLAGS)
         self._persist = False
         self._nonblocking = nonblocking
         self._ifindex = 0
-        # The kernel's tfiles[] for attached queues; None marks a queue held by someone else.
-        self._slots: list[Queue | None] = []
-        self._detached: list[Queue] = []
+        self._queues: QueueNumbering[Queue] = QueueNumbering()
         self._closed = False
 
     # ----------------------------------------------------------------- construction
@@ -444,13 +159,13 @@ class TunTapDevice:
             raise ValidationError("mode", f"expected DeviceMode.TAP or DeviceMode.TUN, got {mode!r}")
         if name is None:
             name = f"{mode.value}%d"
-        _check_name(name)
-        _check_id("owner", owner)
-        _check_id("group", group)
-        _check_int("queues", queues)
+        check_name(name)
+        check_id("owner", owner)
+        check_id("group", group)
+        check_int("queues", queues)
         multi = queues > 1 if multi_queue is None else multi_queue
-        _validate_queue_count(queues, multi)
-        flags = _request_flags(mode, vnet_hdr=vnet_hdr, packet_info=packet_info, multi_queue=multi, napi=napi)
+        check_queue_count(queues, multi)
+        flags = request_flags(mode, vnet_hdr=vnet_hdr, packet_info=packet_info, multi_queue=multi, napi=napi)
         device = cls._attach_new(
             name, mode, flags, queues, nonblocking=nonblocking, exclusive=exclusive, expect_ifindex=None
         )
@@ -490,20 +205,20 @@ class TunTapDevice:
             BusyError: ``EBUSY`` when it is a single-queue device whose queue is held elsewhere.
             PrivilegeError, ValidationError: as :meth:`create`.
         """
-        _check_name(name)
+        check_name(name)
         if "%" in name:
             raise ValidationError("name", "open() needs the device's exact name, not a template")
         if mode is not None and not isinstance(mode, DeviceMode):
             raise ValidationError("mode", f"expected DeviceMode.TAP, DeviceMode.TUN or None, got {mode!r}")
-        _check_int("queues", queues)
-        link = _existing_tun_link(name)
+        check_int("queues", queues)
+        link = existing_tun_link(name)
         assert link.tun is not None
         data = link.tun
         actual_mode = DeviceMode.from_flags(data.type)
         mode = actual_mode if mode is None else mode
         multi = data.multi_queue if multi_queue is None else multi_queue
-        _validate_queue_count(queues, multi)
-        flags = _request_flags(
+        check_queue_count(queues, multi)
+        flags = request_flags(
             mode,
             vnet_hdr=data.vnet_hdr if vnet_hdr is None else vnet_hdr,
             packet_info=data.packet_info if packet_info is None else packet_info,
@@ -528,42 +243,31 @@ class TunTapDevice:
             DeviceGoneError: ``EBADFD`` for an fd with no live device.
             KernelError: ``EBADF`` for a closed fd, ``ENOTTY`` (UnsupportedError) for a non-tun fd.
         """
-        if not fds:
-            raise ValidationError("fds", "give at least one queue fd")
-        for i, fd in enumerate(fds):
-            if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
-                raise ValidationError(f"fds[{i}]", f"expected a file descriptor number >= 0, got {fd!r}")
-        if len(set(fds)) != len(fds):
-            raise ValidationError("fds", "the same fd was given twice")
-        infos = [get_iff(fd) for fd in fds]
-        names = {n for n, _ in infos}
-        namespaces = {_fd_netns_inode(fd) for fd in fds}
-        if len(names) != 1 or len(namespaces) > 1:
-            raise ValidationError("fds", f"the fds belong to different devices: {sorted(names)}")
-        name, first_flags = infos[0]
-        mode = DeviceMode.from_flags(first_flags)
-        device = cls(name, mode, first_flags, nonblocking=not os.get_blocking(fds[0]))
-        detached = [bool(flags & TunFlag.IFF_DETACH_QUEUE) for _name, flags in infos]
-        adopted = [Queue(device, fd, attached=not d, owned=False) for fd, d in zip(fds, detached, strict=True)]
-        device._slots.extend(q for q in adopted if q._attached)
-        device._detached.extend(q for q in adopted if not q._attached)
+        name, per_fd = identify_queue_fds(fds)
+        first_flags = per_fd[0]
+        device = cls(name, DeviceMode.from_flags(first_flags), first_flags, nonblocking=not os.get_blocking(fds[0]))
+        adopted = [Queue(device, fd, owned=False) for fd in fds]
+        for queue, flags in zip(adopted, per_fd, strict=True):
+            # Replays what the kernel saw: the fd attached, and a detached one left its slot at once.
+            device._queues.attach(queue)
+            if flags & TunFlag.IFF_DETACH_QUEUE:
+                device._queues.detach(queue)
         try:
             link = device.link_info()
             if link.tun is None:
                 raise DeviceGoneError(
                     errno.EBADFD, "TUNGETIFF", f"device {name!r} is gone and the name now belongs to another link"
                 )
-            device._set_learned_flags(link.tun, napi=first_flags & (TunFlag.IFF_NAPI | TunFlag.IFF_NAPI_FRAGS))
+            device._flags = learned_flags(link.tun, first_flags)
             device._ifindex = link.index
             device._persist = link.tun.persist
-            device._pad_foreign(link.tun, ours_last=False)
+            device._queues.add_foreign((link.tun.numqueues or 0) - len(adopted), before=False)
         except BaseException:
             device.close()  # borrowed so far: nothing is closed
             raise
         if close:
             for queue in adopted:
-                os.set_inheritable(queue.fd, False)
-                queue._owned = True
+                queue._take_ownership()
         return device
 
     @classmethod
@@ -578,23 +282,10 @@ class TunTapDevice:
         exclusive: bool,
         expect_ifindex: int | None,
     ) -> TunTapDevice:
-        fds: list[int] = []
-        try:
-            fd = _open_tun(nonblocking)
-            fds.append(fd)
-            buf = _ifreq_bytes(name, flags | (TunFlag.IFF_TUN_EXCL if exclusive else 0))
-            ioctl_ptr(fd, "TUNSETIFF", buf)
-            actual, _ = _decode_ifreq(buf)
-            for _ in range(queues - 1):
-                fd = _open_tun(nonblocking)
-                fds.append(fd)
-                ioctl_ptr(fd, "TUNSETIFF", _ifreq_bytes(actual, flags))
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
+        actual, fds = bind_queues(name, flags, queues, nonblocking=nonblocking, exclusive=exclusive)
         device = cls(actual, mode, flags, nonblocking=nonblocking)
-        device._slots.extend(Queue(device, fd, attached=True, owned=True) for fd in fds)
+        for fd in fds:
+            device._queues.attach(Queue(device, fd, owned=True))
         try:
             # The thread that opened the fds is in the device's namespace, so query it directly.
             link = rtnl.get_link(actual)
@@ -604,64 +295,15 @@ class TunTapDevice:
                 )
             device._ifindex = link.index
             device._persist = link.tun.persist
-            device._verify_flags(flags, link.tun)
-            device._pad_foreign(link.tun, ours_last=True)
+            # The kernel applies vnet-header and packet-info flags only when it sets a device up.
+            _name, got = get_iff(device._control_fd())
+            check_kept_flags(actual, flags, got, link.tun)
+            device._flags = learned_flags(link.tun, got)
+            device._queues.add_foreign((link.tun.numqueues or 0) - len(fds), before=True)
         except BaseException:
             device._abandon(undo_persist=False)
             raise
         return device
-
-    def _verify_flags(self, requested: TunFlag, data: rtnl.TunLinkData) -> None:
-        """Fail when attaching to an existing device kept flags other than the requested ones.
-
-        The kernel applies the requested vnet-header and packet-info flags only when it sets up
-        a device; a queue added to a multi-queue device that already has queues inherits the
-        device's flags silently.
-        """
-        _name, got = get_iff(self._control_fd())
-        actual = (got & (TunFlag.IFF_TUN | TunFlag.IFF_TAP | TunFlag.IFF_VNET_HDR | TunFlag.IFF_MULTI_QUEUE)) | (
-            0 if data.packet_info else TunFlag.IFF_NO_PI
-        )
-        compared = (
-            TunFlag.IFF_TUN | TunFlag.IFF_TAP | TunFlag.IFF_VNET_HDR | TunFlag.IFF_MULTI_QUEUE | TunFlag.IFF_NO_PI
-        )
-        differing = (requested ^ actual) & compared
-        if differing:
-            parts = []
-            for flag in TunFlag:
-                if flag & differing and flag is not TunFlag.IFF_NOFILTER:
-                    state = "requested but the device lacks it" if requested & flag else "the device has it"
-                    parts.append(f"{flag.name}: {state}")
-            raise DeviceFlagsMismatchError(
-                errno.EINVAL,
-                "TUNSETIFF",
-                f"device {self.name!r} already has queues and kept its own flags "
-                f"({describe_flags(actual)}); open it with those flags",
-                detail="; ".join(parts),
-            )
-        self._set_learned_flags(data, napi=got & (TunFlag.IFF_NAPI | TunFlag.IFF_NAPI_FRAGS))
-
-    def _set_learned_flags(self, data: rtnl.TunLinkData, napi: int = 0) -> None:
-        flags = data.type | TunFlag(napi)
-        if not data.packet_info:
-            flags |= TunFlag.IFF_NO_PI
-        if data.vnet_hdr:
-            flags |= TunFlag.IFF_VNET_HDR
-        if data.multi_queue:
-            flags |= TunFlag.IFF_MULTI_QUEUE
-        self._flags = TunFlag(flags)
-
-    def _pad_foreign(self, data: rtnl.TunLinkData, *, ours_last: bool) -> None:
-        """Count attached queues held elsewhere, as placeholders in the kernel's array.
-
-        Queues this object just attached were appended after the ones already there
-        (``ours_last``); adopted fds are assumed to be the first ones.
-        """
-        ours: list[Queue | None] = [q for q in self._slots if q is not None]
-        foreign = (data.numqueues or 0) - len(ours)
-        if foreign > 0:
-            padding: list[Queue | None] = [None] * foreign
-            self._slots = padding + ours if ours_last else ours + padding
 
     # ----------------------------------------------------------------- properties
 
@@ -719,58 +361,90 @@ class TunTapDevice:
     def queues(self) -> tuple[Queue, ...]:
         """Every open queue: the attached ones in kernel index order, then the detached ones."""
         with self._lock:
-            return self.attached_queues + tuple(self._detached)
+            return tuple(self._queues)
 
     @property
     def attached_queues(self) -> tuple[Queue, ...]:
         """The attached queues this object holds, in kernel index order."""
         with self._lock:
-            return tuple(q for q in self._slots if q is not None)
+            return self._queues.attached
 
     @property
     def detached_queues(self) -> tuple[Queue, ...]:
         """The open queues that are detached (``TUNSETQUEUE`` ``IFF_DETACH_QUEUE``)."""
         with self._lock:
-            return tuple(self._detached)
+            return self._queues.detached
 
     @property
     def numqueues(self) -> int:
         """Attached queues as this object counts them (including ones held elsewhere it knows of)."""
         with self._lock:
-            return len(self._slots)
+            return self._queues.numqueues
 
     def _index_of(self, queue: Queue) -> int | None:
         with self._lock:
-            if queue._fd is None or not queue._attached:
-                return None
-            for i, q in enumerate(self._slots):
-                if q is queue:
-                    return i
-            return None
+            return self._queues.index_of(queue)  # a closed queue left the table
 
-    def _control_fd(self) -> int:
+    def _control_fd(self, *, attached: bool = False) -> int:
+        """A queue fd that reaches the device (an attached one first); call under the lock.
+
+        Raises:
+            ValidationError: ``attached`` and no queue is attached (or open).
+            KernelError: ``EBADF`` when every queue is closed (and not ``attached``).
+        """
         with self._lock:
-            for q in self._slots:
-                if q is not None and q._fd is not None:
-                    return q._fd
-            for q in self._detached:
-                if q._fd is not None:
-                    return q._fd
+            for queue in self._queues.attached if attached else self._queues:
+                return queue.fd
+        if attached:
+            raise ValidationError("device", f"{self.name} has no attached queue; attach one first")
         raise KernelError(errno.EBADF, "TunTapDevice", f"every queue of {self.name!r} is closed; open the device again")
 
-    # The lock is held across choosing a queue fd and using it, so a concurrent close cannot
-    # hand the fd number to an unrelated file in between.
-    def _get_int(self, name: str) -> int:
+    @contextlib.contextmanager
+    def _control(self, *, attached: bool = False) -> Iterator[int]:
+        """A queue fd, chosen and used under the device lock, with ``EBADFD`` recorded as deletion.
+
+        Holding the lock from the choice to the ioctl keeps a concurrent close from handing the
+        fd number to an unrelated file in between.
+        """
         with self._lock, self._noting_deletion():
-            return ioctl_get_int(self._control_fd(), name)
+            yield self._control_fd(attached=attached)
+
+    def queue_ioctl(self, name: str, buf: bytearray, *, revision: Revision | None = None) -> int:
+        """Issue ioctl ``name`` with a pointer to ``buf`` on an attached queue, under the device lock.
+
+        The way for code above the device (hash control) to reach the kernel through a queue: the
+        first attached queue is chosen and used while no thread can close, detach or attach a
+        queue, and ``EBADFD`` clears :attr:`steering` as the kernel freed it with the device. The
+        device's hash state is per device, so any attached queue reaches it.
+
+        Args:
+            name: the kernel's name of a TUN ioctl, or of a hash ioctl of ``revision``.
+            buf: the argument bytes; the kernel's writes land in place.
+            revision: the hash UAPI revision ``name`` belongs to; None for TUN ioctls.
+
+        Returns:
+            The ioctl's return value.
+
+        Raises:
+            ValidationError: when no queue is attached (field ``device``), or ``name`` is not an
+                ioctl of ``revision`` (field ``name``); no ioctl is issued.
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+            KernelError: a subclass chosen from the errno for a refused ioctl.
+        """
+        with self._control(attached=True) as fd:
+            return ioctl_ptr(fd, name, buf, revision=revision or Revision.RFC)
+
+    def _get_int(self, name: str) -> int:
+        with self._control() as fd:
+            return ioctl_get_int(fd, name)
 
     def _set_int(self, name: str, value: int) -> None:
-        with self._lock, self._noting_deletion():
-            ioctl_set_int(self._control_fd(), name, value)
+        with self._control() as fd:
+            ioctl_set_int(fd, name, value)
 
     def _by_value(self, name: str, value: int) -> None:
-        with self._lock, self._noting_deletion():
-            ioctl_int(self._control_fd(), name, value)
+        with self._control() as fd:
+            ioctl_int(fd, name, value)
 
     @contextlib.contextmanager
     def _noting_deletion(self) -> Iterator[None]:
@@ -788,7 +462,7 @@ class TunTapDevice:
     def _own(self, queue: Queue) -> None:
         if queue.device is not self:
             raise ValidationError("queue", f"{queue!r} belongs to another device than {self.name!r}")
-        if queue._fd is None:
+        if queue.closed:
             raise KernelError(errno.EBADF, "TUNSETQUEUE", "the queue is closed")
 
     # ----------------------------------------------------------------- kernel state
@@ -803,17 +477,10 @@ class TunTapDevice:
             DeviceGoneError: ``EBADFD`` when the device was deleted.
             KernelError: when the query fails.
         """
-        with self._lock, self._noting_deletion():
-            fd = self._control_fd()
+        with self._control() as fd:
             self.name, _flags = get_iff(fd)
-            try:
-                ns_fd = ioctl_int(fd, "TUNGETDEVNETNS", 0)
-            except PrivilegeError:
-                return rtnl.get_link(self.name)
-        try:
-            return run_in_netns(ns_fd, rtnl.get_link, self.name)
-        finally:
-            os.close(ns_fd)
+            ns_fd = device_netns_fd(fd)
+        return link_in_netns(self.name, ns_fd)  # rtnetlink outside the lock: the fd is no longer used
 
     def kernel_queue_counts(self) -> tuple[int, int]:
         """``(numqueues, numdisabled)`` as the kernel reports them (multi-queue devices).
@@ -834,8 +501,8 @@ class TunTapDevice:
             KernelError: when every queue is closed.
         """
         buf = bytearray(4)
-        with self._lock:
-            ioctl_ptr(self._control_fd(), "TUNGETFEATURES", buf)
+        with self._control() as fd:
+            ioctl_ptr(fd, "TUNGETFEATURES", buf)
         return TunFlag(struct.unpack("=I", buf)[0])
 
     def getiff(self, queue: Queue | None = None) -> TunFlag:
@@ -913,7 +580,7 @@ class TunTapDevice:
             KernelError: ``EINVAL`` for a uid with no mapping in the caller's user namespace.
             ValidationError: for a uid that is not an integer >= 0.
         """
-        _check_id("uid", uid)
+        check_id("uid", uid)
         self._by_value("TUNSETOWNER", uid)
 
     def set_group(self, gid: int) -> None:
@@ -923,7 +590,7 @@ class TunTapDevice:
             KernelError: ``EINVAL`` for a gid with no mapping in the caller's user namespace.
             ValidationError: for a gid that is not an integer >= 0.
         """
-        _check_id("gid", gid)
+        check_id("gid", gid)
         self._by_value("TUNSETGROUP", gid)
 
     def set_carrier(self, carrier: bool) -> None:
@@ -960,40 +627,16 @@ class TunTapDevice:
                     f"every queue of the non-persistent device {self.name!r} was closed, so the kernel deleted "
                     "it; create the device again",
                 )
-            ns_fd = self._device_netns_fd()
+            ns_fd = device_netns_fd(self._control_fd()) if self.queues else None  # else: persistent, none open
             try:
-                opener = self._open_existing_queue
+                opener = functools.partial(bind_existing_queue, self.name, self._flags, nonblocking=self._nonblocking)
                 fd = opener() if ns_fd is None else run_in_netns(ns_fd, opener)
             finally:
                 if ns_fd is not None:
                     os.close(ns_fd)
-            queue = Queue(self, fd, attached=True, owned=True)
-            self._slots.append(queue)
+            queue = Queue(self, fd, owned=True)
+            self._queues.attach(queue)
             return queue
-
-    def _device_netns_fd(self) -> int | None:
-        """An fd of the device's namespace (``TUNGETDEVNETNS``), None without an open queue or privilege."""
-        if not self.queues:
-            return None
-        try:
-            return ioctl_int(self._control_fd(), "TUNGETDEVNETNS", 0)
-        except PrivilegeError:
-            return None
-
-    def _open_existing_queue(self) -> int:
-        """Attach a new fd to this device; runs in the device's namespace. Never creates a device."""
-        before = _existing_tun_link(self.name, gone=True)
-        fd = _open_tun(self._nonblocking)
-        try:
-            ioctl_ptr(fd, "TUNSETIFF", _ifreq_bytes(self.name, self._flags))
-            if rtnl.get_link(self.name).index != before.index:
-                raise DeviceGoneError(
-                    errno.EBADFD, "TUNSETIFF", f"device {self.name!r} was deleted meanwhile; create it again"
-                )
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def attach_queue(self, queue: Queue) -> None:
         """Re-attach a detached queue (``TUNSETQUEUE`` ``IFF_ATTACH_QUEUE``); it gets the last index.
@@ -1006,11 +649,10 @@ class TunTapDevice:
         """
         with self._lock:
             self._own(queue)
-            self._set_queue(queue, TunFlag.IFF_ATTACH_QUEUE)
-            if not queue._attached:
-                self._detached.remove(queue)
-                queue._attached = True
-                self._slots.append(queue)
+            with self._noting_deletion():
+                set_queue(queue.fd, self.name, TunFlag.IFF_ATTACH_QUEUE)
+            if not self._queues.is_attached(queue):
+                self._queues.attach(queue)
 
     def detach_queue(self, queue: Queue) -> None:
         """Detach a queue (``TUNSETQUEUE`` ``IFF_DETACH_QUEUE``); the last attached queue takes its index.
@@ -1022,51 +664,16 @@ class TunTapDevice:
         """
         with self._lock:
             self._own(queue)
-            self._set_queue(queue, TunFlag.IFF_DETACH_QUEUE)
-            if queue._attached:
-                self._remove_slot(queue)
-                queue._attached = False
-                self._detached.append(queue)
-
-    def _set_queue(self, queue: Queue, flag: TunFlag) -> None:
-        """``TUNSETQUEUE``; its ``EINVAL`` covers a deleted device too, which ``TUNGETIFF`` tells apart."""
-        try:
-            ioctl_ptr(queue.fd, "TUNSETQUEUE", _ifreq_bytes(self.name, flag))
-        except KernelError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            try:
-                with self._noting_deletion():
-                    get_iff(queue.fd)
-            except DeviceGoneError:
-                raise DeviceGoneError(
-                    errno.EBADFD,
-                    "TUNSETQUEUE",
-                    f"device {self.name!r} was deleted (the kernel answers EINVAL for its queues); create it again",
-                ) from None
-            except KernelError:
-                pass  # the original error says more
-            raise
-
-    def _remove_slot(self, queue: Queue) -> None:
-        """Replay tun.c ``__tun_detach``: the last attached queue moves into the freed slot."""
-        i = self._slots.index(queue)
-        last = self._slots.pop()
-        if i < len(self._slots):
-            self._slots[i] = last
+            with self._noting_deletion():
+                set_queue(queue.fd, self.name, TunFlag.IFF_DETACH_QUEUE)
+            if self._queues.is_attached(queue):
+                self._queues.detach(queue)
 
     def _close_queue(self, queue: Queue) -> None:
         with self._lock:
-            fd = queue._fd
-            if fd is None:
-                return
-            if queue._attached and queue in self._slots:
-                self._remove_slot(queue)
-            elif queue in self._detached:
-                self._detached.remove(queue)
-            queue._fd = None
-            queue._attached = False
-            if queue._owned:
+            self._queues.remove(queue)
+            fd = queue._release()
+            if fd is not None:
                 os.close(fd)
 
     def _check_open(self) -> None:
@@ -1075,19 +682,22 @@ class TunTapDevice:
 
     # ----------------------------------------------------------------- eBPF
 
-    def attach_steering_program(self, prog_fd: int, *, owner: str = "user") -> None:
+    def attach_steering_program(self, prog_fd: int, *, owner: str = "user", exclusive: bool = False) -> None:
         """``TUNSETSTEERINGEBPF``: steer transmitted frames with a socket-filter program.
 
         The program's return value ``r`` selects queue ``(u16)r % numqueues``. It replaces any
-        program attached before. Refused while native RSS is enabled (design decision 5).
+        program attached before, unless ``exclusive``. Refused while native RSS is enabled
+        (design decision 5; the rule is :meth:`SteeringState.ensure_can_attach`).
 
         Args:
             prog_fd: fd of a loaded ``BPF_PROG_TYPE_SOCKET_FILTER`` program (the kernel takes its
                 own reference; the fd may be closed afterwards).
             owner: who attaches it, recorded in ``steering.steering_owner``.
+            exclusive: refuse while any program is attached instead of replacing it.
 
         Raises:
             SteeringConflictError: ``EBUSY`` while native RSS is enabled; no ioctl is issued.
+            BusyError: ``EBUSY`` when ``exclusive`` and a program is attached; no ioctl is issued.
             KernelError: ``EINVAL`` when ``prog_fd`` is not a socket-filter program.
             DeviceGoneError: ``EBADFD`` when the device was deleted (the steering state is cleared).
             ValidationError: for a value that is not an fd number >= 0.
@@ -1096,12 +706,8 @@ class TunTapDevice:
             raise ValidationError(
                 "prog_fd", f"must be a program fd >= 0, got {prog_fd!r}; use detach_steering_program() to detach"
             )
-        with self.steering.lock:
-            try:
-                self.steering.ensure_can_attach_steering()
-            except SteeringConflictError:
-                self.raise_if_deleted()
-                raise
+        with self._lock:
+            self.steering.ensure_can_attach(owner=owner, exclusive=exclusive)
             self._set_int("TUNSETSTEERINGEBPF", prog_fd)
             self.steering.record_steering(prog_fd, owner)
 
@@ -1112,16 +718,16 @@ class TunTapDevice:
             DeviceGoneError: ``EBADFD`` when the device was deleted (the steering state is cleared:
                 the kernel dropped the program with the device).
         """
-        with self.steering.lock:
+        with self._lock:
             self._set_int("TUNSETSTEERINGEBPF", -1)
             self.steering.record_steering(None, None)
 
     def raise_if_deleted(self) -> None:
         """Raise :class:`DeviceGoneError` when the device behind the queues was deleted; else return.
 
-        Refusals made from the recorded steering state call this first, so that a deleted device is
-        reported as such rather than as a conflict with state the kernel freed. It issues only
-        ``TUNGETIFF``, which changes nothing.
+        :class:`SteeringState` calls this before a refusal, so that a deleted device is reported as
+        such rather than as a conflict with state the kernel freed. It issues only ``TUNGETIFF``,
+        which changes nothing.
 
         Raises:
             DeviceGoneError: ``EBADFD``: the device was deleted (the steering state is cleared).
@@ -1137,7 +743,7 @@ class TunTapDevice:
             except DeviceGoneError:
                 raise
             except KernelError:
-                return
+                return  # not a deletion: the caller's error says more
 
     def set_filter_program(self, prog_fd: int) -> None:
         """``TUNSETFILTEREBPF``: drop or trim transmitted frames with a socket-filter program.
@@ -1164,13 +770,10 @@ class TunTapDevice:
         """
         with self._lock:
             self._closed = True
-            queues = [q for q in self._slots if q is not None] + list(self._detached)
-            self._slots = []
-            self._detached = []
             first_error: OSError | None = None
-            for q in queues:
-                fd, q._fd, q._attached = q._fd, None, False
-                if fd is not None and q._owned:
+            for queue in self._queues.clear():
+                fd = queue._release()
+                if fd is not None:
                     try:
                         os.close(fd)
                     except OSError as exc:
@@ -1187,80 +790,3 @@ class TunTapDevice:
             pass  # closing below still releases every fd
         finally:
             self.close()
-
-
-def _check_int(field: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(field, f"expected an integer, got {value!r}")
-
-
-def _check_id(field: str, value: object) -> None:
-    """A uid or gid (None allowed: not set)."""
-    if value is None:
-        return
-    _check_int(field, value)
-    assert isinstance(value, int)
-    if value < 0:
-        raise ValidationError(field, f"must be >= 0, got {value}")
-
-
-def _validate_queue_count(queues: int, multi_queue: bool) -> None:
-    if not 1 <= queues <= MAX_TAP_QUEUES:
-        raise ValidationError("queues", f"must be 1..{MAX_TAP_QUEUES}, got {queues}")
-    if queues > 1 and not multi_queue:
-        raise ValidationError("queues", "more than one queue needs multi_queue=True (IFF_MULTI_QUEUE)")
-
-
-def _request_flags(mode: DeviceMode, *, vnet_hdr: bool, packet_info: bool, multi_queue: bool, napi: bool) -> TunFlag:
-    flags = mode.flag
-    if not packet_info:
-        flags |= TunFlag.IFF_NO_PI
-    if vnet_hdr:
-        flags |= TunFlag.IFF_VNET_HDR
-    if multi_queue:
-        flags |= TunFlag.IFF_MULTI_QUEUE
-    if napi:
-        flags |= TunFlag.IFF_NAPI
-    return flags
-
-
-def _existing_tun_link(name: str, *, gone: bool = False) -> rtnl.LinkInfo:
-    """The tun link ``name`` in the calling thread's namespace.
-
-    Raises ``KernelError(ENODEV)`` when absent, or ``DeviceGoneError(EBADFD)`` when ``gone`` (the
-    caller held the device before), and ``KernelError(EINVAL)`` for a non-tun link.
-    """
-    try:
-        link = rtnl.get_link(name)
-    except KernelError as exc:
-        if exc.errno != errno.ENODEV:
-            raise
-        if gone:
-            raise DeviceGoneError(errno.EBADFD, "TUNSETIFF", f"device {name!r} was deleted; create it again") from None
-        raise DeviceNotFoundError(
-            errno.ENODEV,
-            "TUNSETIFF",
-            f"there is no device named {name!r} in this thread's network namespace; create it with "
-            "TunTapDevice.create()",
-        ) from None
-    if link.tun is None:
-        if gone:
-            raise DeviceGoneError(
-                errno.EBADFD, "TUNSETIFF", f"device {name!r} was deleted and the name reused by a non-tun device"
-            )
-        raise KernelError(
-            errno.EINVAL, "TUNSETIFF", f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device"
-        )
-    return link
-
-
-def _fd_netns_inode(fd: int) -> int:
-    """Inode of the namespace of the device behind ``fd`` (the caller's when that cannot be read)."""
-    try:
-        ns_fd = ioctl_int(fd, "TUNGETDEVNETNS", 0)
-    except PrivilegeError:
-        return thread_netns_inode()
-    try:
-        return os.fstat(ns_fd).st_ino
-    finally:
-        os.close(ns_fd)

@@ -1,4 +1,4 @@
-"""The ioctl layer's error translation, request numbers, and the steering state's exclusion rules."""
+"""The ioctl layer's error translation, request numbers and struct ifreq codec."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import errno
 import os
 import platform
 import struct
-import threading
 
 import pytest
 
 from pytun_hash._abi.tun import TunFlag
-from pytun_hash.device import SteeringState
 from pytun_hash.device._ioctl import (
     describe_flags,
     ioctl_get_int,
@@ -20,13 +18,21 @@ from pytun_hash.device._ioctl import (
     request_number,
     translate_error,
 )
+from pytun_hash.device.primitives import (
+    check_kept_flags,
+    check_queue_count,
+    decode_ifreq,
+    encode_ifreq,
+    learned_flags,
+)
+from pytun_hash.device.rtnl import TunLinkData
 from pytun_hash.errors import (
     BusyError,
+    DeviceFlagsMismatchError,
     DeviceGoneError,
     KernelError,
     PrivilegeError,
     PytunHashError,
-    SteeringConflictError,
     UnsupportedError,
     ValidationError,
 )
@@ -110,6 +116,44 @@ def test_tunsetiff_einval_without_a_type_flag_says_so() -> None:
     assert "neither IFF_TUN nor IFF_TAP" in exc.hint
 
 
+def test_one_ifreq_codec_round_trips_what_the_kernel_reads() -> None:
+    raw = encode_ifreq("tap\udcff%d", 0x8000 | TunFlag.IFF_TAP)  # a non-UTF-8 byte, a flag in the sign bit
+    assert bytes(raw[:7]) == b"tap\xff%d\0" and len(raw) == 40
+    assert decode_ifreq(raw) == ("tap\udcff%d", TunFlag(0x8000 | TunFlag.IFF_TAP))
+    assert decode_ifreq(_ifreq(b"tap7", 0x5102)) == ("tap7", TunFlag(0x5102))
+    with pytest.raises(ValueError, match="18 bytes"):
+        decode_ifreq(bytes(17))
+
+
+def test_a_refused_tunsetiff_is_explained_from_the_same_decoding() -> None:
+    # A name with a non-UTF-8 byte is named as the caller spelled it (os.fsdecode's surrogate).
+    held = translate_error(errno.EBUSY, "TUNSETIFF", buf=encode_ifreq("q\udcff", TunFlag.IFF_TAP))
+    assert "'q\\udcff'" in held.hint
+    short = translate_error(errno.EBUSY, "TUNSETIFF", buf=bytearray(4))
+    assert isinstance(short, BusyError) and "'?'" in short.hint
+
+
+def test_flags_a_device_kept_are_named_and_the_learned_flags_come_from_rtnetlink() -> None:
+    data = TunLinkData(TunFlag.IFF_TAP, packet_info=False, vnet_hdr=False, persist=False, multi_queue=True)
+    # TUNGETIFF: IFF_NOFILTER shares IFF_NO_PI's bit, so the packet-info answer comes from rtnetlink.
+    got = TunFlag.IFF_TAP | TunFlag.IFF_MULTI_QUEUE | TunFlag.IFF_NAPI
+    assert learned_flags(data, got) == TunFlag.IFF_TAP | TunFlag.IFF_NO_PI | TunFlag.IFF_MULTI_QUEUE | TunFlag.IFF_NAPI
+    same = TunFlag.IFF_TAP | TunFlag.IFF_NO_PI | TunFlag.IFF_MULTI_QUEUE
+    check_kept_flags("tap7", same, got, data)
+    with pytest.raises(DeviceFlagsMismatchError) as info:
+        check_kept_flags("tap7", same | TunFlag.IFF_VNET_HDR, got, data)
+    assert info.value.errno == errno.EINVAL and "'tap7'" in info.value.hint
+    assert info.value.detail == "IFF_VNET_HDR: requested but the device lacks it"
+
+
+def test_queue_counts_are_checked_before_any_syscall() -> None:
+    check_queue_count(256, True)
+    for queues, multi in ((0, True), (257, True), (2, False)):
+        with pytest.raises(ValidationError) as info:
+            check_queue_count(queues, multi)
+        assert info.value.field == "queues"
+
+
 def test_describe_flags_names_each_bit_once() -> None:
     assert describe_flags(0x5102) == "IFF_TAP|IFF_MULTI_QUEUE|IFF_NO_PI|IFF_VNET_HDR"
     assert describe_flags(0) == "0"
@@ -158,50 +202,3 @@ def test_fresh_tun_fd_without_tunsetiff_is_ebadfd() -> None:
         assert struct.unpack("=I", features)[0] & TunFlag.IFF_MULTI_QUEUE
     finally:
         os.close(fd)
-
-
-# ----------------------------------------------------------------------------- SteeringState
-
-
-def test_steering_is_refused_while_native_rss_is_on() -> None:
-    state = SteeringState()
-    state.ensure_can_attach_steering()
-    state.native_rss = True
-    with pytest.raises(SteeringConflictError) as info:
-        state.ensure_can_attach_steering()
-    assert info.value.errno == errno.EBUSY
-    assert info.value.request == "TUNSETSTEERINGEBPF"
-    assert "disable RSS" in info.value.hint
-
-
-def test_reports_alone_do_not_block_steering() -> None:
-    state = SteeringState()
-    state.native_report = True
-    state.ensure_can_attach_steering()
-    state.record_steering(7, "user")
-    assert state.steering_attached
-
-
-def test_native_rss_is_refused_while_a_program_is_attached() -> None:
-    state = SteeringState()
-    state.ensure_can_enable_native_rss()
-    state.record_steering(9, "ebpf-rss")
-    with pytest.raises(SteeringConflictError) as info:
-        state.ensure_can_enable_native_rss()
-    assert info.value.errno == errno.EBUSY
-    assert info.value.request == "TUNSETVNETHASH"
-    assert "ebpf-rss" in info.value.hint
-    assert "detach_steering_program" in info.value.hint
-    state.record_steering(None, "ebpf-rss")
-    assert state.steering_owner is None
-    state.ensure_can_enable_native_rss()
-
-
-def test_steering_lock_is_reentrant_and_excludes_other_threads() -> None:
-    state = SteeringState()
-    seen: list[bool] = []
-    with state.lock, state.lock:
-        worker = threading.Thread(target=lambda: seen.append(state.lock.acquire(timeout=0.05)))
-        worker.start()
-        worker.join()
-    assert seen == [False]

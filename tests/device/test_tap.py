@@ -513,3 +513,27 @@ def test_closed_objects_refuse_use(netns: NetworkNamespace) -> None:
     with pytest.raises(KernelError):
         dev.add_queue()
     assert netns.list_links(kind="tun") == []
+
+
+def test_queue_ioctl_uses_the_first_attached_queue(netns: NetworkNamespace) -> None:
+    with TunTapDevice.create(queues=2, vnet_hdr=True) as dev:
+        q0, q1 = dev.queues
+        buf = bytearray(40)
+        assert dev.queue_ioctl("TUNGETIFF", buf) == 0
+        assert get_iff(q0.fd) == (dev.name, TunFlag(struct.unpack_from("=H", buf, 16)[0]))
+        dev.detach_queue(q0)
+        size = bytearray(4)
+        dev.queue_ioctl("TUNGETVNETHDRSZ", size)
+        assert struct.unpack("=i", size)[0] == 10
+        dev.detach_queue(q1)
+        with pytest.raises(ValidationError) as info:
+            dev.queue_ioctl("TUNGETIFF", buf)  # every queue detached: nothing to hash on
+        assert info.value.field == "device" and "no attached queue" in info.value.rule
+        dev.attach_queue(q1)
+        with pytest.raises(ValidationError):
+            dev.queue_ioctl("TUNGETVNETHASHTYPES", bytearray(4))  # a v12 name, no revision given
+        netns.delete_link(dev.name)
+        dev.steering.native_rss = True
+        with pytest.raises(DeviceGoneError):
+            dev.queue_ioctl("TUNGETIFF", buf)
+        assert not dev.steering.native_rss  # the kernel freed the hash state with the device

@@ -44,7 +44,7 @@ from pytun_hash.cli import main
 from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.configfile import KNOWN_KEYS, MAX_CONFIG_BYTES, load_config, read_config_file
 from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
-from pytun_hash.device.tap import _ifreq_bytes
+from pytun_hash.device.primitives import encode_ifreq
 from pytun_hash.testing import KernelEmulator
 from tests.fuzz.strategies import configs
 
@@ -134,7 +134,7 @@ def test_vnet_header_encodings_have_zero_padding(value: int, size: int, little_e
     flags=st.integers(0, 0xFFFF),
 )
 def test_ifreq_has_zero_padding(name: str, flags: int) -> None:
-    raw = _ifreq_bytes(name, flags)
+    raw = encode_ifreq(name, flags)
     assert len(raw) == ctypes.sizeof(ifreq)
     assert raw[len(name) : 16] == bytes(16 - len(name))  # after the name
     assert raw[18:] == bytes(len(raw) - 18)  # after ifr_flags: the rest of the union

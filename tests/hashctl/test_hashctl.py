@@ -7,8 +7,10 @@ and against the seccomp kernel emulator for each revision. Every test runs in an
 from __future__ import annotations
 
 import errno
+import os
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,6 +28,7 @@ from pytun_hash import (
 from pytun_hash.bpf.insn import Assembler, Reg
 from pytun_hash.bpf.prog import Program
 from pytun_hash.device import NetworkNamespace, TunTapDevice
+from pytun_hash.device._ioctl import ioctl_ptr as real_ioctl_ptr
 from pytun_hash.device._ioctl import ioctl_request_ptr
 from pytun_hash.device.hashctl import HashControl, HashControlWarning, probe_revision
 from pytun_hash.testing import KernelEmulator
@@ -206,3 +209,73 @@ def test_warnings_for_queue_range_and_single_queue(netns: NetworkNamespace) -> N
         messages = [str(w.message) for w in caught if issubclass(w.category, HashControlWarning)]
         assert any("fewer than 2 queues" in m for m in messages)
         assert any("modulo the queue count" in m for m in messages)
+
+
+def test_v12_refusals_name_the_v12_requests(tap: TunTapDevice, program: Program) -> None:
+    with KernelEmulator(Revision.V12, data_path=False) as emu:
+        control = emu.run(HashControl, tap)
+        assert control.revision is Revision.V12
+        emu.run(tap.attach_steering_program, program.fd)
+        emu.reset_log()
+        with pytest.raises(SteeringConflictError) as info:
+            emu.run(control.apply, VnetHashConfig.round_robin(4, key=KEY))
+        assert info.value.request == "TUNSETVNETRSS" and info.value.errno == errno.EBUSY
+        assert emu.calls == []
+        emu.run(tap.detach_steering_program)
+        emu.run(control.apply, VnetHashConfig.round_robin(4, key=KEY, report=True))
+        emu.reset_log()
+        with pytest.raises(SteeringConflictError) as info:
+            emu.run(tap.attach_steering_program, program.fd)
+        assert info.value.request == "TUNSETSTEERINGEBPF" and "(TUNSETVNETRSS)" in info.value.hint
+        assert "TUNSETVNETHASH" not in info.value.hint
+        assert emu.calls == []
+        emu.run(control.disable)
+    with KernelEmulator(Revision.RFC, data_path=False) as emu, pytest.raises(FeatureUnsupportedError) as gone:
+        emu.run(HashControl, tap, revision=Revision.V12)
+    assert gone.value.request == "TUNGETVNETHASHTYPES"
+
+
+_LOCKED_OPERATIONS: dict[str, tuple[str, Callable[[HashControl], object]]] = {
+    "apply": ("TUNSETVNETHASH", lambda control: control.apply(VnetHashConfig.round_robin(2, key=KEY))),
+    "capability": ("TUNGETVNETHASHCAP", lambda control: control.capability(refresh=True)),
+    "probe": ("TUNGETVNETHASHCAP", lambda control: probe_revision(control.device, [Revision.RFC])),
+    "queue_ioctl": ("TUNGETIFF", lambda control: control.device.queue_ioctl("TUNGETIFF", bytearray(40))),
+}
+
+
+@pytest.mark.filterwarnings("ignore::pytun_hash.device.hashctl.HashControlWarning")  # 1 queue left
+@pytest.mark.parametrize("operation", list(_LOCKED_OPERATIONS))
+def test_hash_control_issues_its_ioctls_under_the_device_lock(
+    netns: NetworkNamespace, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    """A queue closed while hash control runs waits for it, so no hash ioctl reaches a closed or reused fd."""
+    request, run = _LOCKED_OPERATIONS[operation]
+    with TunTapDevice.create("hc%d", queues=2) as dev, KernelEmulator(Revision.RFC, data_path=False) as emu:
+        control = emu.run(HashControl, dev, revision=Revision.RFC)
+        first = dev.attached_queues[0]
+        number = first.fd
+        closers: list[threading.Thread] = []
+        seen: list[tuple[int, bool, bool]] = []
+
+        def ioctl_ptr(fd: int, name: str, buf: bytearray, *, revision: Revision = Revision.RFC) -> int:
+            if name == request and not closers:
+                # Another thread closes the queue about to be used; it must wait for the device lock.
+                closer = threading.Thread(target=first.close)
+                closers.append(closer)
+                closer.start()
+                closer.join(0.2)
+                seen.append((fd, closer.is_alive(), first.closed))
+            os.fstat(fd)  # still open: the number was not handed to another file
+            return real_ioctl_ptr(fd, name, buf, revision=revision)
+
+        monkeypatch.setattr("pytun_hash.device.tap.ioctl_ptr", ioctl_ptr)  # what queue_ioctl calls
+        emu.reset_log()
+        emu.run(run, control)
+        assert seen == [(number, True, False)]
+        closers[0].join(5)
+        assert first.closed and not closers[0].is_alive()
+        if request != "TUNGETIFF":  # not a trapped ioctl
+            assert [c.errno for c in emu.calls if c.name == request] == [0]
+        # The next call picks the queue that is attached now.
+        emu.run(control.apply, VnetHashConfig.round_robin(2, key=KEY))
+        assert emu.device_state(dev.attached_queues[0].fd).rss and dev.steering.native_rss
