@@ -2,7 +2,7 @@
 
 :class:`HashControl` issues exactly the calls of :func:`pytun_hash.codec.ioctl_plan`, after
 checking everything the kernel would reject or silently mishandle, and enforces the strict
-mutual exclusion between native RSS and eBPF steering (design decision 5) through the
+mutual exclusion between native RSS and eBPF steering (``EBUSY``, never a silent switch) through the
 device's :class:`~pytun_hash.device.steering.SteeringState`. Every ioctl goes through
 :meth:`~pytun_hash.device.tap.TunTapDevice.queue_ioctl`, under the device's lock.
 

@@ -2,8 +2,9 @@
 
 The kernels carrying the hash series disagree on what happens when both are asked for: the RFC
 silently turns one off for the other, v3-v9 refuse with ``EBUSY``, v10+ let the program take
-precedence. The binding refuses in user space on every revision (design decision 5), before
-any ioctl, so that what is in force is always what the caller last asked for.
+precedence. The binding refuses in user space on every revision with ``EBUSY``, as the RFC's review asked
+(Willem de Bruijn on RFC patch 5/7, 8 Oct 2023: "don't let one feature silently disable another"),
+before any ioctl, so that what is in force is always what the caller last asked for.
 
 :class:`SteeringState` is the one place that knows the rule: it records what is in force, checks
 every request against it and writes every refusal. One exists per

@@ -687,7 +687,7 @@ class TunTapDevice:
 
         The program's return value ``r`` selects queue ``(u16)r % numqueues``. It replaces any
         program attached before, unless ``exclusive``. Refused while native RSS is enabled
-        (design decision 5; the rule is :meth:`SteeringState.ensure_can_attach`).
+        with ``EBUSY`` (the rule is :meth:`SteeringState.ensure_can_attach`).
 
         Args:
             prog_fd: fd of a loaded ``BPF_PROG_TYPE_SOCKET_FILTER`` program (the kernel takes its
