@@ -21,7 +21,7 @@ from typing import Self
 import attrs
 
 from pytun_hash._abi import Revision
-from pytun_hash.bpf.rss import EbpfRss
+from pytun_hash.bpf.rss import EbpfRss, enable_ebpf_rss
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.hashctl import HashControl, ProbeResult, probe_revision
 from pytun_hash.device.tap import TunTapDevice
@@ -145,18 +145,9 @@ class Hashing:
             control = HashControl(device, revision=choice.revision)
             control.apply(config)
             return cls(device, choice, native=control, config=config)
-        ebpf = cls._load_ebpf(device, config) if config.rss else None
+        ebpf = enable_ebpf_rss(device, config) if config.rss else None
         return cls(device, choice, ebpf=ebpf, config=config)
 
-    @staticmethod
-    def _load_ebpf(device: TunTapDevice, config: VnetHashConfig) -> EbpfRss:
-        rss = EbpfRss.load(config, device.mode)
-        try:
-            rss.attach(device)
-        except BaseException:
-            rss.close()
-            raise
-        return rss
 
     @property
     def backend(self) -> Backend:
@@ -210,7 +201,7 @@ class Hashing:
                 self._ebpf.close()
                 self._ebpf = None
         elif self._ebpf is None:
-            self._ebpf = self._load_ebpf(self.device, config)
+            self._ebpf = enable_ebpf_rss(self.device, config)
         else:
             self._ebpf.reconfigure(config)
         self._config = config

@@ -334,6 +334,16 @@ def _check_flags(flags: int, known: int, field: str = "flags") -> None:
         raise DecodeError(field, f"unknown flag bits {flags & ~known:#x}")
 
 
+def _v3_header(payload: bytes) -> tuple[int, int]:
+    """``(flags, types)`` of the v3-v11 ``struct tun_vnet_hash`` at the start of ``payload``, checked strictly."""
+    head = unpack(v3.tun_vnet_hash, payload, _HOST)
+    if any(head.pad):
+        raise DecodeError("pad", "tun_vnet_hash.pad must be zero")
+    flags = int(head.flags)
+    _check_flags(flags, int(_V3_FLAGS.TUN_VNET_HASH_RSS | _V3_FLAGS.TUN_VNET_HASH_REPORT))
+    return flags, int(head.types)
+
+
 def decode_vnet_hash(payload: bytes, revision: Revision = Revision.RFC, *, name: str | None = None) -> VnetHashConfig:
     """Decode one set-ioctl payload of ``revision`` as :func:`ioctl_plan` builds it, strictly.
 
@@ -370,11 +380,7 @@ def decode_vnet_hash(payload: bytes, revision: Revision = Revision.RFC, *, name:
         )
     if revision.abi is Revision.V3:
         _need(payload, _V3_HDR, "struct tun_vnet_hash")
-        v3_head = unpack(v3.tun_vnet_hash, payload, _HOST)
-        flags, types = int(v3_head.flags), int(v3_head.types)
-        if any(v3_head.pad):
-            raise DecodeError("pad", "tun_vnet_hash.pad must be zero")
-        _check_flags(flags, int(_V3_FLAGS.TUN_VNET_HASH_RSS | _V3_FLAGS.TUN_VNET_HASH_REPORT))
+        flags, types = _v3_header(payload)
         rss = bool(flags & _V3_FLAGS.TUN_VNET_HASH_RSS)
         report = bool(flags & _V3_FLAGS.TUN_VNET_HASH_REPORT)
         if not rss:
@@ -496,11 +502,7 @@ def decode_capability(payload: bytes, revision: Revision = Revision.RFC) -> Vnet
             )
         if revision.abi is Revision.V3:
             _exact(payload, _CAP, "struct tun_vnet_hash")
-            v3_cap = unpack(v3.tun_vnet_hash, payload, _HOST)
-            flags, types = int(v3_cap.flags), int(v3_cap.types)
-            if any(v3_cap.pad):
-                raise DecodeError("pad", "tun_vnet_hash.pad must be zero")
-            _check_flags(flags, int(_V3_FLAGS.TUN_VNET_HASH_RSS | _V3_FLAGS.TUN_VNET_HASH_REPORT))
+            flags, types = _v3_header(payload)
             return VnetHashCapability(
                 revision,
                 types,

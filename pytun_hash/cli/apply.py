@@ -36,11 +36,11 @@ from typing import Any
 from pytun_hash._abi import Revision, layout_for
 from pytun_hash.backend import Backend, BackendChoice, Hashing, choose_backend
 from pytun_hash.cli.common import (
+    add_backend_argument,
     add_config_arguments,
     config_from_args,
     config_summary,
     open_device,
-    parse_backend,
     parse_revision,
 )
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
@@ -97,13 +97,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _backend_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--backend",
-        type=parse_backend,
-        default=Backend.AUTO,
-        metavar="{auto,native,ebpf}",
-        help="auto (default): native when the kernel has the hash ioctls, else eBPF",
-    )
+    add_backend_argument(p)
     p.add_argument(
         "--revision", type=parse_revision, metavar="REV", help="hash UAPI revision: rfc, v3..v11, v12"
     )

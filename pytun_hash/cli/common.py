@@ -44,6 +44,17 @@ def parse_backend(text: str) -> Backend:
         raise argparse.ArgumentTypeError(f"unknown backend {text!r}: use auto, native or ebpf") from None
 
 
+def add_backend_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, help: str | None = None) -> None:
+    """``--backend {auto,native,ebpf}`` (default auto), as every command that puts hashing in force names it."""
+    p.add_argument(
+        "--backend",
+        type=parse_backend,
+        default=Backend.AUTO,
+        metavar="{auto,native,ebpf}",
+        help=help or "auto (default): native when the kernel has the hash ioctls, else eBPF",
+    )
+
+
 def parse_revision(text: str) -> Revision:
     """``rfc``, ``v3`` ... ``v11``, ``v12`` (argparse type)."""
     try:

@@ -45,7 +45,7 @@ from pytun_hash import traffic
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
 from pytun_hash.backend import Backend, Hashing
 from pytun_hash.bpf.report import HashReporter
-from pytun_hash.cli.common import config_summary, parse_backend, parse_revision, parse_semantics
+from pytun_hash.cli.common import add_backend_argument, config_summary, parse_revision, parse_semantics
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
@@ -79,13 +79,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--flows", type=int, default=64, metavar="N", help="TCP/UDP flows to send (1..4096, default 64)"
     )
     p.add_argument("--seed", type=int, default=1, help="seed for the key and the ports (default 1)")
-    p.add_argument(
-        "--backend",
-        type=parse_backend,
-        default=Backend.AUTO,
-        metavar="{auto,native,ebpf}",
-        help="auto (default): native when the kernel has the hash ioctls, else eBPF",
-    )
+    add_backend_argument(p)
     p.add_argument(
         "--emulate",
         type=parse_revision,

@@ -38,10 +38,10 @@ from pytun_hash._abi import HashReport, HashType, Revision
 from pytun_hash.backend import Backend
 from pytun_hash.cli.common import (
     ALL_TYPES,
+    add_backend_argument,
     add_config_arguments,
     config_from_args,
     config_summary,
-    parse_backend,
     parse_flow,
     parse_framing,
     parse_revision,
@@ -130,13 +130,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "force (the kernel's revision, found on a scratch device in a private namespace, as apply's auto "
         "backend chooses; root)",
     )
-    live.add_argument(
-        "--backend",
-        type=parse_backend,
-        default=Backend.AUTO,
-        metavar="{auto,native,ebpf}",
-        help="with --dev: the backend the device was configured with (default auto, as apply)",
-    )
+    add_backend_argument(live, "with --dev: the backend the device was configured with (default auto, as apply)")
     live.add_argument(
         "--revision", type=parse_revision, metavar="REVISION", help="with --dev: the native revision, not probed"
     )
