@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from pytun_hash.config import VnetHashConfig
-from pytun_hash.device import rtnl, thread_netns_inode
+from pytun_hash.device import thread_netns_inode
+from tests import tracking
 from tests.cli.helpers import run_as_nobody
 
 DEMO_KEYS = {
@@ -20,7 +21,7 @@ DEMO_KEYS = {
 @pytest.mark.kernel
 @pytest.mark.bpf
 def test_demo_every_packet_on_its_predicted_queue(cli: Any) -> None:
-    links, inode = {link.name for link in rtnl.list_links()}, thread_netns_inode()
+    inode = thread_netns_inode()
 
     run = cli("demo", "--json")
 
@@ -44,7 +45,7 @@ def test_demo_every_packet_on_its_predicted_queue(cli: Any) -> None:
     if doc["backend"] == "ebpf":
         assert doc["reports"] == "computed" and doc["revision"] is None
     # Nothing is left behind, and this thread is where it was.
-    assert {link.name for link in rtnl.list_links()} == links and thread_netns_inode() == inode
+    assert tracking.devices_left(inode) == [] and thread_netns_inode() == inode
 
 
 @pytest.mark.kernel

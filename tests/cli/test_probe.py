@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pytun_hash.device import rtnl, thread_netns_inode
+from pytun_hash.device import thread_netns_inode
+from tests import tracking
 from tests.cli.helpers import run_as_nobody
 
 PROBE_KEYS = {
@@ -19,7 +20,7 @@ PROBE_KEYS = {
 @pytest.mark.kernel
 @pytest.mark.bpf
 def test_probe_reports_this_kernel(cli: Any) -> None:
-    before = {link.name for link in rtnl.list_links()}
+    home = thread_netns_inode()
     run = cli("probe", "--json")
     assert run.code == 0, run.err
     doc = run.json()
@@ -48,8 +49,8 @@ def test_probe_reports_this_kernel(cli: Any) -> None:
             "revision": hio["revision"],
             "reason": doc["backend"]["reason"],
         }
-    # The scratch device lived in its own namespace and is gone.
-    assert {link.name for link in rtnl.list_links()} == before
+    # The scratch device lived in its own namespace: nothing the suite created is left here.
+    assert tracking.devices_left(home) == [] and thread_netns_inode() == home
 
 
 @pytest.mark.kernel

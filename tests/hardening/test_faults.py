@@ -209,9 +209,11 @@ def test_emulator_supervisor_gone(tap: TunTapDevice, need_seccomp: None) -> None
         emu.run(control.apply, RSS)
         seen: list[BaseException] = []
         finished = threading.Event()
+        gave_up = threading.Event()
 
         def outlives_the_supervisor() -> None:
-            time.sleep(0.5)  # run() gives up after 0.3 s and closes the listener
+            # Wait until run() has given up (after 0.3 s) and closed the listener: no race of sleeps.
+            gave_up.wait(60)
             try:
                 control.apply(RSS.replace(indirection_table=(1,) * 8))
             except BaseException as exc:
@@ -221,7 +223,8 @@ def test_emulator_supervisor_gone(tap: TunTapDevice, need_seccomp: None) -> None
 
         with pytest.raises(EmulatorError, match="did not finish"):
             emu.run(outlives_the_supervisor)
-        assert finished.wait(5)
+        gave_up.set()
+        assert finished.wait(60)
         [exc] = seen
         assert isinstance(exc, FeatureUnsupportedError) and exc.errno == errno.ENOSYS
         assert "supervisor is gone" in exc.hint
