@@ -1,10 +1,11 @@
-"""The one place pytun_hash calls libc directly: the libc handle, ``syscall(2)``, ``setns``, ``unshare``, ``prctl``.
+"""The one place pytun_hash calls libc directly: the libc handle, ``syscall(2)``, ``setns``, ``unshare``,
+``prctl``, ``mount``/``umount2`` and ``statfs``.
 
 Everything that the standard library does not wrap goes through here: ``bpf(2)``, ``seccomp(2)``
 and ``pidfd_getfd(2)`` through :func:`syscall`, network namespaces through :func:`setns` and
-:func:`unshare`. Failures are plain :class:`OSError` with the errno (``PermissionError`` for
-``EPERM`` ...); the callers turn them into their own typed errors. ctypes releases the GIL
-during each call.
+:func:`unshare`, the bpf filesystem through :func:`mount` and :func:`statfs_type`. Failures are
+plain :class:`OSError` with the errno (``PermissionError`` for ``EPERM`` ...); the callers turn
+them into their own typed errors. ctypes releases the GIL during each call.
 
 Prototypes: :func:`function` gives each caller its own function pointer (``CDLL[name]`` is a
 new object every time), so setting ``argtypes`` for one use never changes another's.
@@ -17,17 +18,37 @@ import os
 
 __all__ = [
     "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "MNT_DETACH",
+    "MS_NODEV",
+    "MS_NOEXEC",
+    "MS_NOSUID",
+    "MS_PRIVATE",
+    "MS_REC",
     "PR_SET_NO_NEW_PRIVS",
     "function",
     "libc",
+    "mount",
     "prctl",
     "setns",
+    "statfs_type",
     "syscall",
+    "umount2",
     "unshare",
 ]
 
 #: ``linux/sched.h``: the network namespace flag of ``unshare``/``setns``/``clone``.
 CLONE_NEWNET = 0x40000000
+#: ``linux/sched.h``: the mount namespace flag of ``unshare``/``clone``.
+CLONE_NEWNS = 0x00020000
+#: ``linux/mount.h``: ``mount(2)`` flags.
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+#: ``linux/fs.h``: ``umount2(2)`` flag: detach now, clean up when no longer busy.
+MNT_DETACH = 0x2
 #: ``linux/prctl.h``: set ``no_new_privs`` (needed to install a seccomp filter without CAP_SYS_ADMIN).
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -55,6 +76,15 @@ _SYSCALL = function("syscall", ctypes.c_long)
 _SETNS = function("setns", ctypes.c_int, ctypes.c_int, ctypes.c_int)
 _UNSHARE = function("unshare", ctypes.c_int, ctypes.c_int)
 _PRCTL = function("prctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_MOUNT = function(
+    "mount", ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p
+)
+_UMOUNT2 = function("umount2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
+_STATFS = function("statfs", ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+# ``struct statfs`` starts with ``f_type`` on every Linux ABI: a ``long`` (``__fsword_t``), except
+# s390x's ``unsigned int``. 256 bytes hold the whole structure everywhere (120 on x86-64).
+_STATFS_SIZE = 256
+_F_TYPE = ctypes.c_uint if os.uname().machine == "s390x" else ctypes.c_long
 
 
 def _failed() -> OSError:
@@ -114,3 +144,57 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     if ret < 0:
         raise _failed()
     return int(ret)
+
+
+def _path(value: str | None, what: str) -> bytes | None:
+    """``value`` as the bytes libc gets; a NUL would silently cut a ``char *`` short, so it is refused."""
+    if value is None:
+        return None
+    raw = os.fsencode(value)
+    if b"\0" in raw:
+        raise ValueError(f"{what} contains a NUL byte: {value!r}")
+    return raw
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    """``mount(2)``: mount ``source`` of type ``fstype`` on ``target`` (or change a mount's flags).
+
+    Args:
+        source: the device or a name (``"bpf"``); None for flag changes (``MS_PRIVATE`` ...).
+        target: the mount point.
+        fstype: the file system type (``"bpf"``, ``"tmpfs"``), or None.
+        flags: ``MS_*`` flags.
+        data: the file system's options (``"mode=0700"``), or None.
+
+    Raises:
+        ValueError: for a NUL byte in any string.
+        OSError: ``EPERM`` without CAP_SYS_ADMIN, ``ENODEV`` for an unknown file system type,
+            ``ENOENT``/``ENOTDIR`` for a bad target, ...
+    """
+    args = (_path(source, "source"), _path(target, "target"), _path(fstype, "fstype"))
+    if _MOUNT(*args, flags, _path(data, "data")) != 0:
+        raise _failed()
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """``umount2(2)``: unmount the file system mounted on ``target``.
+
+    Raises:
+        ValueError: for a NUL byte in ``target``.
+        OSError: ``EINVAL`` when ``target`` is not a mount point, ``EBUSY`` while it is in use, ``EPERM``.
+    """
+    if _UMOUNT2(_path(target, "target"), flags) != 0:
+        raise _failed()
+
+
+def statfs_type(path: str) -> int:
+    """The magic number of the file system ``path`` is on (``statfs(2)``'s ``f_type``; follows symlinks).
+
+    Raises:
+        ValueError: for a NUL byte in ``path``.
+        OSError: ``ENOENT`` when ``path`` does not exist, ``EACCES`` ...
+    """
+    buf = ctypes.create_string_buffer(_STATFS_SIZE)
+    if _STATFS(_path(path, "path"), buf) != 0:
+        raise _failed()
+    return int(_F_TYPE.from_buffer(buf).value) & 0xFFFFFFFF

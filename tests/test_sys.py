@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,36 @@ def test_one_libc_handle_and_one_clone_newnet() -> None:
     assert netns.CLONE_NEWNET is _sys.CLONE_NEWNET == 0x40000000
     assert not any(isinstance(v, ctypes.CDLL) for v in vars(bpf_syscall).values())
     assert not any(isinstance(v, ctypes.CDLL) for v in vars(netns).values())
+
+
+def test_statfs_type_names_the_file_system(tmp_path: Path) -> None:
+    assert _sys.statfs_type("/proc") == 0x9FA0  # PROC_SUPER_MAGIC
+    with pytest.raises(OSError) as info:
+        _sys.statfs_type(str(tmp_path / "missing"))
+    assert info.value.errno == errno.ENOENT
+    with pytest.raises(ValueError, match="NUL"):
+        _sys.statfs_type("/proc\0/x")
+
+
+def test_mount_and_umount2(tmp_path: Path) -> None:
+    target = str(tmp_path)
+    with pytest.raises(ValueError, match="NUL"):
+        _sys.mount("none", target, "tmpfs\0x")
+    with pytest.raises(OSError) as info:
+        _sys.umount2(target)  # not a mount point (or not root)
+    assert info.value.errno in (errno.EINVAL, errno.EPERM)
+    if os.geteuid() != 0:
+        with pytest.raises(OSError) as info:
+            _sys.mount("none", target, "tmpfs")
+        assert info.value.errno == errno.EPERM
+        return
+    with pytest.raises(OSError) as info:
+        _sys.mount("none", target, "no-such-fs-type")
+    assert info.value.errno == errno.ENODEV
+    _sys.mount("none", target, "tmpfs", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC, "mode=0700,size=64k")
+    try:
+        assert _sys.statfs_type(target) == 0x01021994  # TMPFS_MAGIC
+        assert os.stat(target).st_mode & 0o777 == 0o700
+    finally:
+        _sys.umount2(target)
+    assert _sys.statfs_type(target) != 0x01021994

@@ -1,7 +1,7 @@
 """``bpf(2)`` through ctypes: syscall numbers, commands, ``union bpf_attr`` pieces, typed errors.
 
 Only what pytun_hash needs is mirrored: map create/lookup/update, program load, test runs,
-object ids and object info. Each command's part of ``union bpf_attr`` is its own ctypes
+object ids, object info and pinning in the bpf filesystem. Each command's part of ``union bpf_attr`` is its own ctypes
 structure with the kernel's field names; the kernel accepts a short attr as long as every
 byte it does not know is zero, so each structure is passed with its own size.
 """
@@ -130,6 +130,8 @@ class BpfCmd(enum.IntEnum):
     BPF_MAP_DELETE_ELEM = 3
     BPF_MAP_GET_NEXT_KEY = 4
     BPF_PROG_LOAD = 5
+    BPF_OBJ_PIN = 6
+    BPF_OBJ_GET = 7
     BPF_PROG_TEST_RUN = 10
     BPF_PROG_GET_NEXT_ID = 11
     BPF_MAP_GET_NEXT_ID = 12
@@ -254,6 +256,22 @@ class bpf_attr_get_id(ctypes.Structure):  # noqa: N801 - kernel layout
     )
 
 
+class bpf_attr_obj(ctypes.Structure):  # noqa: N801 - kernel layout
+    """The ``BPF_OBJ_PIN`` / ``BPF_OBJ_GET`` part of ``union bpf_attr``.
+
+    ``pathname`` is a user pointer to a NUL-terminated path; ``bpf_fd`` the object to pin (0 for
+    ``BPF_OBJ_GET``); ``file_flags`` 0 or ``BPF_F_RDONLY``/``BPF_F_WRONLY`` for the new fd;
+    ``path_fd`` only with ``BPF_F_PATH_FD`` (not used: 0).
+    """
+
+    _fields_ = (
+        ("pathname", ctypes.c_uint64),
+        ("bpf_fd", ctypes.c_uint32),
+        ("file_flags", ctypes.c_uint32),
+        ("path_fd", ctypes.c_int32),
+    )
+
+
 class bpf_attr_info(ctypes.Structure):  # noqa: N801 - kernel layout
     """The ``BPF_OBJ_GET_INFO_BY_FD`` part of ``union bpf_attr``."""
 
@@ -355,6 +373,16 @@ _HINTS: dict[tuple[BpfCmd | None, int], str] = {
     (BpfCmd.BPF_PROG_TEST_RUN, ENOTSUPP): ("BPF_PROG_TEST_RUN is not supported for this program type on this kernel"),
     (BpfCmd.BPF_PROG_GET_FD_BY_ID, _errno.ENOENT): "no BPF program has this id (it was freed)",
     (BpfCmd.BPF_MAP_GET_FD_BY_ID, _errno.ENOENT): "no BPF map has this id (it was freed)",
+    (BpfCmd.BPF_OBJ_PIN, _errno.EEXIST): "something is pinned (or exists) at this path already; unpin it first",
+    (BpfCmd.BPF_OBJ_PIN, _errno.ENOENT): "the directory of the pin path does not exist; create it on the bpffs first",
+    (BpfCmd.BPF_OBJ_PIN, _errno.EPERM): (
+        "the pin path is not on a bpf filesystem (or the caller lacks CAP_BPF); mount one with "
+        "pytun_hash.bpf.pin.ensure_bpffs() (mount -t bpf bpf /sys/fs/bpf) and pin below it"
+    ),
+    (BpfCmd.BPF_OBJ_GET, _errno.ENOENT): "nothing is pinned at this path (it was unpinned, or the bpffs was remounted)",
+    (BpfCmd.BPF_OBJ_GET, _errno.EACCES): (
+        "the path is not a pinned BPF object (not on a bpf filesystem, or a directory), or its mode forbids access"
+    ),
 }
 
 
