@@ -28,6 +28,9 @@ from pytun_hash.device.netns import NetworkNamespace, thread_netns_inode, unshar
 from pytun_hash.errors import PytunHashError
 from tests import tracking
 
+# make_harness: one device with an emulated kernel behind it, a FakeTunTap or a real TAP under the emulator.
+pytest_plugins = ["tests.harness"]
+
 TUN_PATH = "/dev/net/tun"
 
 # Hypothesis profiles, chosen with HYPOTHESIS_PROFILE (default "ci"). They set the example count of
