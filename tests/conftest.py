@@ -148,6 +148,47 @@ def netns(request: pytest.FixtureRequest) -> Iterator[NetworkNamespace]:
     assert not ns.active
 
 
+_CAP_NET_ADMIN, _CAP_SYS_ADMIN = 12, 21
+
+
+def _effective_capabilities() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+@pytest.fixture
+def isolated(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Nothing the test does to links can reach the host's: inside a fresh network namespace where kernel
+    tests run (``netns``), or, where they cannot, here without CAP_NET_ADMIN and CAP_SYS_ADMIN, where
+    the kernel refuses every change. For tests that only look links up (rtnetlink needs no privilege).
+    """
+    if kernel_skip_reason(request.config) is None:
+        request.getfixturevalue("netns")
+    elif _effective_capabilities() & (1 << _CAP_NET_ADMIN | 1 << _CAP_SYS_ADMIN):
+        pytest.skip("no private network namespace, and this process could change the host's links")
+    yield
+
+
+@pytest.fixture
+def unattached_tun_fd() -> Iterator[int]:
+    """An fd of ``/dev/net/tun`` never attached to a device (no ``TUNSETIFF``): it needs no privilege.
+
+    tun answers every device ioctl on it with ``EBADFD``; the emulator traps its hash ioctls all the
+    same (it is a TUN/TAP character device). Skips where ``/dev/net/tun`` cannot be opened.
+    """
+    try:
+        fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        pytest.skip(f"cannot open {TUN_PATH}: {os.strerror(exc.errno or errno.EIO)}")
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def tap(netns: NetworkNamespace) -> Iterator[TunTapDevice]:
     """A 4-queue TAP with a 20-byte vnet header in the test's namespace (suites may override it)."""
