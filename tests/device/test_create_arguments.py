@@ -1,14 +1,18 @@
-"""What the device layer decides without the kernel: TunTapDevice.create arguments refused before any
-syscall, and which sysfs flags describe a link. No root, no /dev/net/tun needed."""
+"""What the device layer decides without a device of its own, and without privileges: TunTapDevice
+arguments refused before any syscall, which sysfs flags describe a link, opening a device that is
+missing (rtnetlink lookups) and adopting fds that are not queues (an unattached /dev/net/tun fd)."""
 
 from __future__ import annotations
+
+import errno
+import os
 
 import pytest
 
 from pytun_hash._abi.tun import TunFlag
 from pytun_hash.device import TunTapDevice
 from pytun_hash.device import rtnl as rtnl_mod
-from pytun_hash.errors import ValidationError
+from pytun_hash.errors import DeviceGoneError, KernelError, UnsupportedError, ValidationError
 from tests.hardening.conftest import no_syscalls
 
 
@@ -51,3 +55,33 @@ def test_sysfs_tun_flags_are_used_only_when_they_describe_the_same_link(monkeypa
     assert rtnl_mod._sysfs_tun_flags(link, data.flags) is None
     files["ifindex"], files["tun_flags"] = "5", "0x1012"  # no IFF_VNET_HDR: another device
     assert rtnl_mod._sysfs_tun_flags(link, data.flags) is None
+
+
+def test_open_of_a_missing_device_creates_nothing(isolated: None) -> None:
+    before = {link.name for link in rtnl_mod.list_links(kind="tun")}
+    with pytest.raises(KernelError) as info:
+        TunTapDevice.open("absent0")
+    assert info.value.errno == errno.ENODEV
+    assert "create it" in info.value.hint
+    assert {link.name for link in rtnl_mod.list_links(kind="tun")} == before
+    with pytest.raises(KernelError) as info:
+        TunTapDevice.open("lo")
+    assert "not a TUN/TAP device" in info.value.hint
+    with pytest.raises(ValidationError):
+        TunTapDevice.open("tap%d")
+
+
+def test_adopt_refuses_fds_that_are_not_queues(unattached_tun_fd: int) -> None:
+    with pytest.raises(ValidationError):
+        TunTapDevice.adopt([])
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(UnsupportedError) as info:
+            TunTapDevice.adopt([read_end])
+        assert info.value.errno == errno.ENOTTY
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    with pytest.raises(DeviceGoneError) as gone:
+        TunTapDevice.adopt([unattached_tun_fd])
+    assert gone.value.errno == errno.EBADFD

@@ -254,12 +254,18 @@ def _cli(*argv: str) -> int:
         return main(list(argv))
 
 
-@pytest.mark.kernel
-def test_no_program_is_started_at_run_time(netns: NetworkNamespace) -> None:
+def test_no_program_is_started_by_the_commands_without_devices() -> None:
     with no_programs():
         assert _cli("hash", "--key", "microsoft", "--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "icmp") == 0
         assert _cli("predict", "--key", "random", "--queues", "4", "udp,10.0.0.1:1,10.0.0.2:2") == 0
         assert _cli("apply", "--dry-run", "--queues", "4", "--revision", "v12") == 0
+        # Without privileges the probe reports what it could not check (exit 3 or 4): no program either.
+        assert _cli("probe") in (0, 3, 4)
+
+
+@pytest.mark.kernel
+def test_no_program_is_started_at_run_time(netns: NetworkNamespace) -> None:
+    with no_programs():
         assert _cli("probe") == 0
         assert _cli("create", "sh0", "--queues", "2") == 0
         assert _cli("apply", "--dev", "sh0", "--queues", "2") == 0

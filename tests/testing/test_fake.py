@@ -10,6 +10,7 @@ import contextlib
 import errno
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import pytest
@@ -33,7 +34,8 @@ from pytun_hash._abi import TunFlag, hash_ioctls
 from pytun_hash.backend import Backend, Hashing, choose_backend
 from pytun_hash.device import DeviceMode, TunTapBase, TunTapDevice
 from pytun_hash.device.primitives import decode_ifreq
-from pytun_hash.testing import EmulatedHashState, EmulatorError, FakeTunTap
+from pytun_hash.testing import BufferCall, EmulatedHashState, EmulatorError, FakeTunTap
+from pytun_hash.testing.kernel import DeviceInfo, DeviceKey, KernelErrno
 from tests.hardening.conftest import no_syscalls
 from tests.harness import BOTH, Harness, MakeHarness
 
@@ -131,6 +133,43 @@ def test_two_fakes_hold_two_states() -> None:
     with FakeTunTap(Revision.V3) as a, FakeTunTap(Revision.V3) as b:
         HashControl(a).apply(RSS)
         assert a.kernel_state().rss and not b.kernel_state().rss
+
+
+# ----------------------------------------------------------------------------- BufferCall
+
+
+def test_buffer_call_copies_like_the_kernel() -> None:
+    memory = bytearray(b"\xaa" * 6)
+    call = BufferCall(memory, device=None)
+    assert call.copy_from_user(2, 4) == b"\xaa" * 4
+    with pytest.raises(KernelErrno) as info:
+        call.copy_from_user(3, 4)  # one byte past the end: nothing is copied
+    assert info.value.errno == errno.EFAULT
+    # A write past the end leaves the bytes before the fault, as copy_to_user does, then faults.
+    with pytest.raises(KernelErrno):
+        call.copy_to_user(4, b"\x01\x02\x03")
+    assert memory == bytearray(b"\xaa" * 4 + b"\x01\x02")  # the caller's buffer itself
+    assert [(c.to_user, c.offset, c.length, c.ok) for c in call.copies] == [
+        (False, 2, 4, True),
+        (False, 3, 4, False),
+        (True, 4, 3, False),
+    ]
+    with pytest.raises(KernelErrno) as info:
+        call.device()
+    assert info.value.errno == errno.EBADFD and call.looked_up is None
+    with pytest.raises(ValueError, match="offset -1"):
+        call.copy_from_user(-1, 1)
+
+
+def test_buffer_call_device_side() -> None:
+    info = DeviceInfo(DeviceKey.of(0, 1, "d0"), "d0", 0)
+    call = BufferCall(b"\x00", device=info, vnet_hdr_sz=12, little_endian=False)
+    assert call.device() is info and call.looked_up is info
+    assert (call.vnet_hdr_sz(), call.vnet_is_little_endian()) == (12, False)
+    assert call.set_steering_ebpf(5) == 5 and call.set_steering_ebpf(-1) is None
+    call.set_vnet_hdr_sz(20)
+    assert call.steering == [5, -1] and call.hdr_sz == 20
+    assert bytes(call.memory) == b"\x00"  # bytes are copied into a buffer of the call's own
 
 
 # ----------------------------------------------------------------------------- ioctls
@@ -284,6 +323,14 @@ def test_deleted_device_answers_ebadfd(revision: Revision) -> None:
             assert fake.queue_ioctl(get.name, bytearray(8), revision=revision) == 0
 
 
+def test_at_most_256_queues() -> None:
+    with FakeTunTap(Revision.RFC, queues=255) as fake:
+        fake.add_queue()
+        with pytest.raises(KernelError) as info:
+            fake.add_queue()
+        assert info.value.errno == errno.E2BIG and fake.numqueues == 256
+
+
 def test_closing_the_last_queue_deletes_the_device() -> None:
     with FakeTunTap(Revision.RFC, queues=2) as fake:
         for queue in fake.queues:
@@ -314,6 +361,14 @@ def test_backends_on_a_fake() -> None:
         assert choice.backend is Backend.EBPF and "lacks the hash ioctls" in choice.reason
         with pytest.raises(EmulatorError):
             mainline.kernel_state()
+
+
+def test_the_readme_example_runs_without_a_syscall() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Without root: `FakeTunTap`", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with no_syscalls():
+        exec(compile(code, "README.md (Without root: FakeTunTap)", "exec"), {})
 
 
 # ----------------------------------------------------------------------------- parity with the emulator
