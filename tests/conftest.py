@@ -4,6 +4,11 @@
   no ``/dev/net/tun``, or no permission to create a network namespace.
 * ``netns``: the test runs inside a fresh anonymous network namespace (IPv6 off, loopback up)
   and the thread is back in its original namespace afterwards.
+* ``isolated``: ``netns`` where kernel tests run; elsewhere the test runs in place, but only without
+  CAP_NET_ADMIN and CAP_SYS_ADMIN (for rtnetlink lookups, which need no privilege).
+* ``unattached_tun_fd``: an fd of ``/dev/net/tun`` never attached to a device (no privilege needed).
+* ``make_harness`` (tests/harness.py): a device with an emulated kernel behind it, a FakeTunTap or
+  a real TAP under the seccomp emulator.
 * Tests marked ``kernel`` or using ``netns`` fail when they leave file descriptors open.
 * At the end of the session the run fails when a tun device the suite created, a thread outside
   the initial namespace, or a tun/bpf/netns fd was left behind. Only the suite's own objects are

@@ -17,14 +17,14 @@ import abc
 import contextlib
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import pytest
 
 from pytun_hash import Revision, VnetHashCapability
 from pytun_hash.bpf import Assembler, Program, Reg
 from pytun_hash.device import NetworkNamespace, TunTapBase, TunTapDevice
-from pytun_hash.testing import EmulatedCall, EmulatedHashState, FakeTunTap, KernelEmulator
+from pytun_hash.testing import EmulatedCall, EmulatedHashState, EmulatorError, FakeTunTap, KernelEmulator
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -127,13 +127,18 @@ class EmulatorHarness(Harness):
     where = "kernel"
 
     def __init__(
-        self, revision: Revision, device: TunTapDevice, emu: KernelEmulator, netns: NetworkNamespace, stack: Any
+        self,
+        revision: Revision,
+        device: TunTapDevice,
+        emu: KernelEmulator,
+        netns: NetworkNamespace,
+        stack: contextlib.ExitStack,
     ) -> None:
         self.revision = revision
         self.device = self.tap = device
         self.emu = emu
         self.netns = netns
-        self._stack: contextlib.ExitStack = stack
+        self._stack = stack
         self._program: Program | None = None
 
     def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -154,7 +159,7 @@ class EmulatorHarness(Harness):
         device = device or self.device
         assert isinstance(device, TunTapDevice)
         if device.queues:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(EmulatorError):  # deleted: look it up by name instead
                 return self.emu.device_state(device.queues[0].fd)
         return self.emu.device_state(device.name)
 

@@ -390,7 +390,8 @@ class FakeTunTap(TunTapBase):
         """
         if self._kernel is None:
             raise EmulatorError(f"{self.name!r} has no hash ioctls (revision=None), so no hash state")
-        return self._kernel.snapshot(self._info.key)
+        with self._lock:
+            return self._kernel.snapshot(self._info.key)
 
     def reset_log(self) -> None:
         """Forget :attr:`calls` and :attr:`states` (the device's state is kept)."""
