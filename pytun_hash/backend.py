@@ -23,8 +23,8 @@ import attrs
 from pytun_hash._abi import Revision
 from pytun_hash.bpf.rss import EbpfRss, enable_ebpf_rss
 from pytun_hash.config import VnetHashConfig
+from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.hashctl import HashControl, ProbeResult, probe_revision
-from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import FeatureUnsupportedError, ValidationError
 from pytun_hash.model.classify import Semantics
 from pytun_hash.model.semantics import semantics_for
@@ -59,7 +59,7 @@ class BackendChoice:
 
 
 def choose_backend(
-    device: TunTapDevice, requested: Backend = Backend.AUTO, *, revision: Revision | None = None
+    device: TunTapBase, requested: Backend = Backend.AUTO, *, revision: Revision | None = None
 ) -> BackendChoice:
     """Decide how to configure hashing on ``device``.
 
@@ -108,7 +108,7 @@ class Hashing:
 
     def __init__(
         self,
-        device: TunTapDevice,
+        device: TunTapBase,
         choice: BackendChoice,
         *,
         native: HashControl | None = None,
@@ -125,7 +125,7 @@ class Hashing:
     @classmethod
     def enable(
         cls,
-        device: TunTapDevice,
+        device: TunTapBase,
         config: VnetHashConfig,
         *,
         backend: Backend = Backend.AUTO,
@@ -147,7 +147,6 @@ class Hashing:
             return cls(device, choice, native=control, config=config)
         ebpf = enable_ebpf_rss(device, config) if config.rss else None
         return cls(device, choice, ebpf=ebpf, config=config)
-
 
     @property
     def backend(self) -> Backend:

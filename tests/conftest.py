@@ -4,6 +4,11 @@
   no ``/dev/net/tun``, or no permission to create a network namespace.
 * ``netns``: the test runs inside a fresh anonymous network namespace (IPv6 off, loopback up)
   and the thread is back in its original namespace afterwards.
+* ``isolated``: ``netns`` where kernel tests run; elsewhere the test runs in place, but only without
+  CAP_NET_ADMIN and CAP_SYS_ADMIN (for rtnetlink lookups, which need no privilege).
+* ``unattached_tun_fd``: an fd of ``/dev/net/tun`` never attached to a device (no privilege needed).
+* ``make_harness`` (tests/harness.py): a device with an emulated kernel behind it, a FakeTunTap or
+  a real TAP under the seccomp emulator.
 * Tests marked ``kernel`` or using ``netns`` fail when they leave file descriptors open.
 * At the end of the session the run fails when a tun device the suite created, a thread outside
   the initial namespace, or a tun/bpf/netns fd was left behind. Only the suite's own objects are
@@ -27,6 +32,9 @@ from pytun_hash.device import TunTapDevice
 from pytun_hash.device.netns import NetworkNamespace, thread_netns_inode, unshare_netns
 from pytun_hash.errors import PytunHashError
 from tests import tracking
+
+# make_harness: one device with an emulated kernel behind it, a FakeTunTap or a real TAP under the emulator.
+pytest_plugins = ["tests.harness"]
 
 TUN_PATH = "/dev/net/tun"
 
@@ -143,6 +151,47 @@ def netns(request: pytest.FixtureRequest) -> Iterator[NetworkNamespace]:
     with NetworkNamespace(ipv6=False) as ns:
         yield ns
     assert not ns.active
+
+
+_CAP_NET_ADMIN, _CAP_SYS_ADMIN = 12, 21
+
+
+def _effective_capabilities() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+@pytest.fixture
+def isolated(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Nothing the test does to links can reach the host's: inside a fresh network namespace where kernel
+    tests run (``netns``), or, where they cannot, here without CAP_NET_ADMIN and CAP_SYS_ADMIN, where
+    the kernel refuses every change. For tests that only look links up (rtnetlink needs no privilege).
+    """
+    if kernel_skip_reason(request.config) is None:
+        request.getfixturevalue("netns")
+    elif _effective_capabilities() & (1 << _CAP_NET_ADMIN | 1 << _CAP_SYS_ADMIN):
+        pytest.skip("no private network namespace, and this process could change the host's links")
+    yield
+
+
+@pytest.fixture
+def unattached_tun_fd() -> Iterator[int]:
+    """An fd of ``/dev/net/tun`` never attached to a device (no ``TUNSETIFF``): it needs no privilege.
+
+    tun answers every device ioctl on it with ``EBADFD``; the emulator traps its hash ioctls all the
+    same (it is a TUN/TAP character device). Skips where ``/dev/net/tun`` cannot be opened.
+    """
+    try:
+        fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        pytest.skip(f"cannot open {TUN_PATH}: {os.strerror(exc.errno or errno.EIO)}")
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture

@@ -50,7 +50,8 @@ from pytun_hash.bpf.rss_program import (
     toeplitz_tables,
 )
 from pytun_hash.config import VnetHashConfig
-from pytun_hash.device.tap import DeviceMode, TunTapDevice
+from pytun_hash.device.base import TunTapBase
+from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BpfError, DeviceGoneError, ValidationError
 from pytun_hash.model.classify import Semantics
 
@@ -186,7 +187,7 @@ class EbpfRss:
         self._output = output
         self._tables_key = config.key
         self._tables = tables
-        self._device: TunTapDevice | None = None
+        self._device: TunTapBase | None = None
         self._swapper: _SlotSwapper | None = None
         self._lock = threading.Lock()
 
@@ -274,7 +275,7 @@ class EbpfRss:
         return self._program
 
     @property
-    def device(self) -> TunTapDevice | None:
+    def device(self) -> TunTapBase | None:
         """The device the program is attached to, or None."""
         return self._device
 
@@ -299,7 +300,7 @@ class EbpfRss:
 
     # ------------------------------------------------------------------ device
 
-    def attach(self, device: TunTapDevice) -> None:
+    def attach(self, device: TunTapBase) -> None:
         """Attach the program to ``device`` as its steering program (``TUNSETSTEERINGEBPF``).
 
         Raises:
@@ -513,7 +514,7 @@ class EbpfRss:
         return f"EbpfRss({self._mode.value}, {self._output.value}, {state})"
 
 
-def enable_ebpf_rss(device: TunTapDevice, config: VnetHashConfig) -> EbpfRss:
+def enable_ebpf_rss(device: TunTapBase, config: VnetHashConfig) -> EbpfRss:
     """Steer ``device`` by ``config`` with eBPF; the result owns the program (close it to disable).
 
     Raises:

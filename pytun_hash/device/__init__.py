@@ -7,6 +7,7 @@ The device layer is the only one that talks to ``/dev/net/tun``; ioctls go throu
 
 from __future__ import annotations
 
+from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.netns import NetworkNamespace, run_in_netns, thread_netns_inode
 from pytun_hash.device.queue import Queue
 from pytun_hash.device.rtnl import LinkInfo, TunLinkData
@@ -30,6 +31,7 @@ __all__ = [
     "Queue",
     "SteeringState",
     "TunLinkData",
+    "TunTapBase",
     "TunTapDevice",
     "get_iff",
     "kernel_features",

@@ -27,6 +27,7 @@ from pytun_hash.errors import (
 
 __all__ = [
     "describe_flags",
+    "int_argument",
     "ioctl_get_int",
     "ioctl_int",
     "ioctl_ptr",
@@ -288,6 +289,20 @@ def ioctl_get_int(fd: int, name: str) -> int:
     return value
 
 
+def int_argument(name: str, value: int) -> bytearray:
+    """The argument of ioctl ``name`` whose pointer leads to a C int holding ``value`` (host order).
+
+    Raises:
+        ValidationError: when ``value`` is not an int or does not fit a C int.
+    """
+    if not isinstance(value, int):
+        raise ValidationError(name, f"expected an integer argument, got {value!r}")
+    try:
+        return bytearray(struct.pack("=i", value))
+    except struct.error:
+        raise ValidationError(name, f"the value {value} does not fit a C int") from None
+
+
 def ioctl_set_int(fd: int, name: str, value: int) -> None:
     """Issue ioctl ``name`` whose argument points to a C int holding ``value``.
 
@@ -295,10 +310,4 @@ def ioctl_set_int(fd: int, name: str, value: int) -> None:
         KernelError: a subclass chosen from the errno.
         ValidationError: when ``value`` does not fit a C int.
     """
-    if not isinstance(value, int):
-        raise ValidationError(name, f"expected an integer argument, got {value!r}")
-    try:
-        buf = bytearray(struct.pack("=i", value))
-    except struct.error:
-        raise ValidationError(name, f"the value {value} does not fit a C int") from None
-    ioctl_ptr(fd, name, buf)
+    ioctl_ptr(fd, name, int_argument(name, value))

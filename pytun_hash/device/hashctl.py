@@ -4,7 +4,9 @@
 checking everything the kernel would reject or silently mishandle, and enforces the strict
 mutual exclusion between native RSS and eBPF steering (``EBUSY``, never a silent switch) through the
 device's :class:`~pytun_hash.device.steering.SteeringState`. Every ioctl goes through
-:meth:`~pytun_hash.device.tap.TunTapDevice.queue_ioctl`, under the device's lock.
+:meth:`~pytun_hash.device.base.TunTapBase.queue_ioctl`, under the device's lock. The device is any
+:class:`~pytun_hash.device.base.TunTapBase`: a real :class:`~pytun_hash.device.tap.TunTapDevice`, or
+``pytun_hash.testing.FakeTunTap``, whose hash ioctls the emulator's kernel logic answers in-process.
 
 What the binding cannot know, and how it handles it:
 
@@ -39,8 +41,8 @@ from pytun_hash.codec import (
     kernel_write_length,
 )
 from pytun_hash.config import VnetHashCapability, VnetHashConfig
+from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.steering import hash_requests
-from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import (
     DeviceGoneError,
     FeatureUnsupportedError,
@@ -94,12 +96,15 @@ class ProbeResult:
         return self.revision is not None
 
 
-def _require_device(device: TunTapDevice) -> None:
-    if not isinstance(device, TunTapDevice):
-        raise ValidationError("device", f"expected a TunTapDevice, got {type(device).__name__}")
+def _require_device(device: TunTapBase) -> None:
+    if not isinstance(device, TunTapBase):
+        raise ValidationError(
+            "device",
+            f"expected a TunTapDevice (or another TunTapBase, such as FakeTunTap), got {type(device).__name__}",
+        )
 
 
-def _get_capability(device: TunTapDevice, revision: Revision) -> VnetHashCapability:
+def _get_capability(device: TunTapBase, revision: Revision) -> VnetHashCapability:
     get = hash_requests(revision).get
     buf = bytearray(kernel_write_length(revision, get))
     with device.steering.lock:
@@ -110,7 +115,7 @@ def _get_capability(device: TunTapDevice, revision: Revision) -> VnetHashCapabil
     return decode_capability(bytes(buf), revision)
 
 
-def probe_revision(device: TunTapDevice, revisions: Sequence[Revision] = PROBE_ORDER) -> ProbeResult:
+def probe_revision(device: TunTapBase, revisions: Sequence[Revision] = PROBE_ORDER) -> ProbeResult:
     """Find which hash UAPI revision the kernel speaks by trying each revision's get-ioctl.
 
     On a live device an unknown tun ioctl answers ``EINVAL``, so ``EINVAL`` means "absent".
@@ -148,7 +153,9 @@ class HashControl:
     """Native (kernel ioctl) hash control of one device.
 
     Args:
-        device: the device; its steering state is shared with every other user of it.
+        device: the device (a :class:`~pytun_hash.device.tap.TunTapDevice`, or any other
+            :class:`~pytun_hash.device.base.TunTapBase`); its steering state is shared with every
+            other user of it.
         revision: the kernel's revision; None probes it (:func:`probe_revision`).
         capability: the capability to check configurations against; None reads it from the
             kernel (or uses the revision's documented default when ``revision`` is given and
@@ -158,13 +165,14 @@ class HashControl:
     Raises:
         FeatureUnsupportedError: when probing finds no revision (the hint names the eBPF fallback).
         DeviceGoneError: when the device was deleted.
-        ValidationError: for a ``device`` that is not a :class:`TunTapDevice`, a ``revision`` that
-            is not a :class:`Revision`, or a ``capability`` of another revision.
+        ValidationError: for a ``device`` that is not a :class:`~pytun_hash.device.base.TunTapBase`
+            (a :class:`~pytun_hash.device.tap.TunTapDevice`, or ``pytun_hash.testing.FakeTunTap``), a
+            ``revision`` that is not a :class:`Revision`, or a ``capability`` of another revision.
     """
 
     def __init__(
         self,
-        device: TunTapDevice,
+        device: TunTapBase,
         *,
         revision: Revision | None = None,
         capability: VnetHashCapability | None = None,

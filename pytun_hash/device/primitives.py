@@ -41,6 +41,7 @@ __all__ = [
     "check_name",
     "check_queue_count",
     "decode_ifreq",
+    "deleted_queue_error",
     "device_netns_fd",
     "encode_ifreq",
     "existing_tun_link",
@@ -444,14 +445,19 @@ def set_queue(fd: int, name: str, flag: TunFlag) -> None:
         try:
             get_iff(fd)
         except DeviceGoneError:
-            raise DeviceGoneError(
-                errno.EBADFD,
-                "TUNSETQUEUE",
-                f"device {name!r} was deleted (the kernel answers EINVAL for its queues); create it again",
-            ) from None
+            raise deleted_queue_error(name) from None
         except KernelError:
             pass  # the original error says more
         raise
+
+
+def deleted_queue_error(name: str) -> DeviceGoneError:
+    """What ``TUNSETQUEUE`` on a queue of the deleted device ``name`` means (tun.c answers ``EINVAL``)."""
+    return DeviceGoneError(
+        errno.EBADFD,
+        "TUNSETQUEUE",
+        f"device {name!r} was deleted (the kernel answers EINVAL for its queues); create it again",
+    )
 
 
 def device_netns_fd(fd: int) -> int | None:

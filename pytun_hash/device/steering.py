@@ -7,8 +7,9 @@ precedence. The binding refuses in user space on every revision with ``EBUSY``, 
 before any ioctl, so that what is in force is always what the caller last asked for.
 
 :class:`SteeringState` is the one place that knows the rule: it records what is in force, checks
-every request against it and writes every refusal. One exists per
-:class:`~pytun_hash.device.tap.TunTapDevice`, shared by its queues, hash control
+every request against it and writes every refusal. One exists per device
+(:class:`~pytun_hash.device.base.TunTapBase`: a real :class:`~pytun_hash.device.tap.TunTapDevice`
+or a test's ``pytun_hash.testing.FakeTunTap``), shared by its queues, hash control
 (:mod:`pytun_hash.device.hashctl`) and the eBPF backend (:mod:`pytun_hash.bpf.rss`), which all
 check and change it under :attr:`SteeringState.lock`. It sees only what goes through this
 process's objects: another process holding a queue fd of the same device can still change the

@@ -4,7 +4,9 @@ A :class:`TunTapDevice` holds this process's queue fds of one device. tun has no
 so every per-device ioctl goes through one of them, chosen and used under the device's lock;
 code above the device does the same with :meth:`TunTapDevice.queue_ioctl`. The rest lives next
 door: fd-level steps in :mod:`~pytun_hash.device.primitives`, the queues' kernel numbers in
-:mod:`~pytun_hash.device.numbering`, the RSS-versus-program rule in :mod:`~pytun_hash.device.steering`.
+:mod:`~pytun_hash.device.numbering`, the RSS-versus-program rule in :mod:`~pytun_hash.device.steering`,
+and what every kind of device shares with this one (vnet header accessors, attaching a steering
+program under that rule) in :mod:`~pytun_hash.device.base`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import functools
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from types import TracebackType
 
 from pytun_hash._abi.revision import Revision
 from pytun_hash._abi.tun import TunFlag, TunOffload
@@ -28,6 +29,7 @@ from pytun_hash.device._ioctl import (
     ioctl_set_int,
     translate_error,
 )
+from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.netns import run_in_netns
 from pytun_hash.device.numbering import QueueNumbering
 from pytun_hash.device.primitives import (
@@ -75,7 +77,7 @@ __all__ = [
 ]
 
 
-class TunTapDevice:
+class TunTapDevice(TunTapBase):
     """A TUN or TAP device and the queue fds this process holds for it (context manager).
 
     Build one with :meth:`create`, :meth:`open` or :meth:`adopt`. :meth:`close` closes every
@@ -84,7 +86,9 @@ class TunTapDevice:
     Every ioctl goes through a queue fd, since tun has no other handle; the fd is chosen and used
     under the device's lock (``steering.lock``), which every change of the queue set and of the
     steering program takes too, so the object can be shared between threads. Code outside the
-    device layer's own modules issues its ioctls with :meth:`queue_ioctl`.
+    device layer's own modules issues its ioctls with :meth:`queue_ioctl`. The vnet header accessors
+    and the steering program methods are :class:`~pytun_hash.device.base.TunTapBase`'s, written once
+    for every kind of device.
 
     Attributes:
         name: interface name (the kernel's, after a ``%d`` template is filled in).
@@ -311,33 +315,10 @@ class TunTapDevice:
         state = "closed" if self._closed else f"{len(self.attached_queues)} attached"
         return f"TunTapDevice({self.name!r}, {self.mode.value}, {describe_flags(self._flags)}, {state})"
 
-    def __enter__(self) -> TunTapDevice:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     @property
     def flags(self) -> TunFlag:
         """The device's ``TUNSETIFF`` flags: type, ``IFF_NO_PI``, ``IFF_VNET_HDR``, ``IFF_MULTI_QUEUE``, NAPI bits."""
         return self._flags
-
-    @property
-    def vnet_hdr(self) -> bool:
-        """Whether frames carry a vnet header (``IFF_VNET_HDR``)."""
-        return bool(self._flags & TunFlag.IFF_VNET_HDR)
-
-    @property
-    def packet_info(self) -> bool:
-        """Whether frames carry ``struct tun_pi`` (no ``IFF_NO_PI``)."""
-        return not self._flags & TunFlag.IFF_NO_PI
-
-    @property
-    def multi_queue(self) -> bool:
-        """Whether the device is multi-queue (``IFF_MULTI_QUEUE``)."""
-        return bool(self._flags & TunFlag.IFF_MULTI_QUEUE)
 
     @property
     def persist(self) -> bool:
@@ -515,47 +496,6 @@ class TunTapDevice:
             fd = self._control_fd() if queue is None else queue.fd
             return get_iff(fd)[1]
 
-    def get_vnet_hdr_size(self) -> int:
-        """``TUNGETVNETHDRSZ``: the vnet header length in bytes (per device; 10 by default).
-
-        Raises:
-            DeviceGoneError: ``EBADFD`` when the device was deleted.
-        """
-        return self._get_int("TUNGETVNETHDRSZ")
-
-    def set_vnet_hdr_size(self, size: int) -> None:
-        """``TUNSETVNETHDRSZ``: set the vnet header length in bytes (>= 10; 12 for v1, 20 with hash fields).
-
-        Raises:
-            KernelError: ``EINVAL`` below 10 bytes.
-            ValidationError: when ``size`` does not fit a C int.
-        """
-        self._set_int("TUNSETVNETHDRSZ", size)
-
-    def get_vnet_le(self) -> bool:
-        """``TUNGETVNETLE``: whether vnet headers are little-endian regardless of the host order."""
-        return bool(self._get_int("TUNGETVNETLE"))
-
-    def set_vnet_le(self, little_endian: bool) -> None:
-        """``TUNSETVNETLE``: force little-endian vnet headers (virtio 1.0), or go back to legacy order."""
-        self._set_int("TUNSETVNETLE", int(bool(little_endian)))
-
-    def get_vnet_be(self) -> bool:
-        """``TUNGETVNETBE``: whether legacy vnet headers are big-endian.
-
-        Raises:
-            UnsupportedError: ``EINVAL`` on kernels without ``CONFIG_TUN_VNET_CROSS_LE``.
-        """
-        return bool(self._get_int("TUNGETVNETBE"))
-
-    def set_vnet_be(self, big_endian: bool) -> None:
-        """``TUNSETVNETBE``: big-endian legacy vnet headers (cross-endian guests).
-
-        Raises:
-            UnsupportedError: ``EINVAL`` on kernels without ``CONFIG_TUN_VNET_CROSS_LE``.
-        """
-        self._set_int("TUNSETVNETBE", int(bool(big_endian)))
-
     def set_offload(self, offload: TunOffload | int) -> None:
         """``TUNSETOFFLOAD``: the offloads the reader can take (``TUN_F_CSUM`` ...); 0 disables all.
 
@@ -681,46 +621,6 @@ class TunTapDevice:
             raise KernelError(errno.EBADF, "TunTapDevice", f"{self.name!r} was closed; open the device again")
 
     # ----------------------------------------------------------------- eBPF
-
-    def attach_steering_program(self, prog_fd: int, *, owner: str = "user", exclusive: bool = False) -> None:
-        """``TUNSETSTEERINGEBPF``: steer transmitted frames with a socket-filter program.
-
-        The program's return value ``r`` selects queue ``(u16)r % numqueues``. It replaces any
-        program attached before, unless ``exclusive``. Refused while native RSS is enabled
-        with ``EBUSY`` (the rule is :meth:`SteeringState.ensure_can_attach`).
-
-        Args:
-            prog_fd: fd of a loaded ``BPF_PROG_TYPE_SOCKET_FILTER`` program (the kernel takes its
-                own reference; the fd may be closed afterwards).
-            owner: who attaches it, recorded in ``steering.steering_owner``.
-            exclusive: refuse while any program is attached instead of replacing it.
-
-        Raises:
-            SteeringConflictError: ``EBUSY`` while native RSS is enabled; no ioctl is issued.
-            BusyError: ``EBUSY`` when ``exclusive`` and a program is attached; no ioctl is issued.
-            KernelError: ``EINVAL`` when ``prog_fd`` is not a socket-filter program.
-            DeviceGoneError: ``EBADFD`` when the device was deleted (the steering state is cleared).
-            ValidationError: for a value that is not an fd number >= 0.
-        """
-        if isinstance(prog_fd, bool) or not isinstance(prog_fd, int) or prog_fd < 0:
-            raise ValidationError(
-                "prog_fd", f"must be a program fd >= 0, got {prog_fd!r}; use detach_steering_program() to detach"
-            )
-        with self._lock:
-            self.steering.ensure_can_attach(owner=owner, exclusive=exclusive)
-            self._set_int("TUNSETSTEERINGEBPF", prog_fd)
-            self.steering.record_steering(prog_fd, owner)
-
-    def detach_steering_program(self) -> None:
-        """``TUNSETSTEERINGEBPF(-1)``: back to the kernel's automatic queue selection. Always allowed.
-
-        Raises:
-            DeviceGoneError: ``EBADFD`` when the device was deleted (the steering state is cleared:
-                the kernel dropped the program with the device).
-        """
-        with self._lock:
-            self._set_int("TUNSETSTEERINGEBPF", -1)
-            self.steering.record_steering(None, None)
 
     def raise_if_deleted(self) -> None:
         """Raise :class:`DeviceGoneError` when the device behind the queues was deleted; else return.

@@ -10,6 +10,10 @@ data path (queue choice, and the hash fields of frames read from the queues). Se
 :mod:`pytun_hash.testing.datapath` for the data path and :mod:`pytun_hash.testing.emulator` for the
 mechanics.
 
+Without root: :class:`FakeTunTap` is a device whose hash ioctls the same kernel logic answers
+in-process (no seccomp, no ``/dev/net/tun``, no syscall at all), for unit tests of hash-control
+code; :mod:`pytun_hash.testing.fake` says what it models.
+
 Real traffic onto a device's queues (flows sent from a network namespace's own stack, frames
 collected per queue) is not a testing matter: it lives in :mod:`pytun_hash.traffic`.
 
@@ -25,9 +29,11 @@ from __future__ import annotations
 from pytun_hash.testing._errors import EmulatorError
 from pytun_hash.testing.datapath import DeviceDataPath, HashContext
 from pytun_hash.testing.emulator import EmulatedCall, EmulatorFault, EmulatorMode, KernelEmulator, UserCopy
+from pytun_hash.testing.fake import BufferCall, FakeQueue, FakeTunTap
 from pytun_hash.testing.kernel import DeviceKey, EmulatedHashState, virtio_net_hash_key_length
 
 __all__ = [
+    "BufferCall",
     "DeviceDataPath",
     "DeviceKey",
     "EmulatedCall",
@@ -35,6 +41,8 @@ __all__ = [
     "EmulatorError",
     "EmulatorFault",
     "EmulatorMode",
+    "FakeQueue",
+    "FakeTunTap",
     "HashContext",
     "KernelEmulator",
     "UserCopy",

@@ -1,9 +1,10 @@
 """What each revision's kernel does for the hash ioctls, written as the kernel code reads.
 
 :class:`EmulatedKernel` holds the per-device hash state and runs one trapped call at a time
-against a :class:`Call` (the caller's memory and the real device, supplied by
-:class:`~pytun_hash.testing.KernelEmulator`). Reads happen in the kernel's order and with
-its byte counts; a fault at any copy is ``EFAULT`` and nothing is committed.
+against a :class:`Call`: the caller's memory and the real device, supplied by
+:class:`~pytun_hash.testing.KernelEmulator`, or the caller's buffer and a fake device, supplied by
+:class:`~pytun_hash.testing.FakeTunTap` (:class:`~pytun_hash.testing.BufferCall`). Reads happen in
+the kernel's order and with its byte counts; a fault at any copy is ``EFAULT`` and nothing is committed.
 
 RFC ("tun: Introduce virtio-net hashing feature", 8 Oct 2023; verified on a real kernel carrying it):
 

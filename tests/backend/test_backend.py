@@ -1,4 +1,8 @@
-"""The backend facade: choosing native vs eBPF, and one Hashing API over both."""
+"""The backend facade: choosing native vs eBPF, and one Hashing API over both.
+
+The native backend runs against the emulated kernel on a FakeTunTap (no privileges) and on a real TAP
+under the seccomp emulator; the eBPF backend and the real kernel's answer need root (``kernel``).
+"""
 
 from __future__ import annotations
 
@@ -20,13 +24,14 @@ from pytun_hash.backend import Backend, Hashing, choose_backend
 from pytun_hash.bpf import EBPF_RSS_OWNER, prog_ids
 from pytun_hash.device import TunTapDevice
 from pytun_hash.device.hashctl import HashControl
-from pytun_hash.testing import KernelEmulator
-
-pytestmark = pytest.mark.kernel
+from pytun_hash.testing import FakeTunTap, KernelEmulator
+from tests.hardening.conftest import no_syscalls
+from tests.harness import BOTH, MakeHarness
 
 CONFIG = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, table_length=8)
 
 
+@pytest.mark.kernel
 def test_auto_picks_by_what_the_kernel_has(tap: TunTapDevice) -> None:
     choice = choose_backend(tap)
     assert choice.probe is not None
@@ -43,19 +48,45 @@ def test_auto_picks_by_what_the_kernel_has(tap: TunTapDevice) -> None:
     assert choose_backend(tap, Backend.EBPF).backend is Backend.EBPF
 
 
-def test_auto_picks_native_where_a_revision_answers(tap: TunTapDevice) -> None:
-    with KernelEmulator(Revision.V3) as emu:
-        choice = emu.run(choose_backend, tap)
-        assert choice.backend is Backend.NATIVE and choice.revision is Revision.V3
-        hashing = emu.run(Hashing.enable, tap, CONFIG.replace(report=True))
-        assert hashing.backend is Backend.NATIVE and not hashing.reports_in_user_space
-        assert emu.device_state(tap.name).as_config() == CONFIG.replace(report=True)
-        emu.run(hashing.reconfigure, CONFIG.replace(unclassified_queue=3))
-        assert emu.device_state(tap.name).unclassified_queue == 3
-        emu.run(hashing.close)
-        assert not emu.device_state(tap.name).enabled
+@pytest.mark.parametrize("where", BOTH)
+def test_auto_picks_native_where_a_revision_answers(make_harness: MakeHarness, where: str) -> None:
+    h = make_harness(where, Revision.V3)
+    choice = h.run(choose_backend, h.device)
+    assert choice.backend is Backend.NATIVE and choice.revision is Revision.V3
+    hashing = h.run(Hashing.enable, h.device, CONFIG.replace(report=True))
+    assert hashing.backend is Backend.NATIVE and not hashing.reports_in_user_space
+    assert h.state().as_config() == CONFIG.replace(report=True)
+    h.run(hashing.reconfigure, CONFIG.replace(unclassified_queue=3))
+    assert h.state().unclassified_queue == 3
+    h.run(hashing.close)
+    assert not h.state().enabled
 
 
+def test_auto_picks_ebpf_where_no_revision_answers() -> None:
+    with FakeTunTap(None) as mainline:
+        choice = choose_backend(mainline)
+        assert choice.backend is Backend.EBPF and choice.revision is None
+        assert "lacks the hash ioctls" in choice.reason
+        assert choice.probe is not None and not choice.probe.supported
+        with pytest.raises(FeatureUnsupportedError) as info:
+            choose_backend(mainline, Backend.NATIVE)
+        assert info.value.errno == errno.EINVAL and "eBPF" in info.value.hint
+
+
+def test_native_refused_while_a_steering_program_is_attached() -> None:
+    with FakeTunTap(Revision.RFC) as fake:
+        fake.attach_steering_program(7, owner="ebpf-rss", exclusive=True)
+        fake.reset_log()
+        with pytest.raises(SteeringConflictError):
+            Hashing.enable(fake, CONFIG, backend=Backend.NATIVE, revision=Revision.RFC)
+        # Only the capability was read; no set-ioctl was issued.
+        assert [c.name for c in fake.calls] == ["TUNGETVNETHASHCAP"]
+        fake.detach_steering_program()
+        with Hashing.enable(fake, CONFIG) as native:
+            assert native.backend is Backend.NATIVE and fake.kernel_state().rss
+
+
+@pytest.mark.kernel
 def test_ebpf_enable_reconfigure_disable(tap: TunTapDevice) -> None:
     with Hashing.enable(tap, CONFIG.replace(report=True)) as hashing:
         assert hashing.backend is Backend.EBPF and hashing.reports_in_user_space
@@ -75,12 +106,15 @@ def test_ebpf_enable_reconfigure_disable(tap: TunTapDevice) -> None:
         hashing.reconfigure(CONFIG)
 
 
-def test_ebpf_refuses_ex_types(tap: TunTapDevice) -> None:
-    with pytest.raises(ValidationError):
-        Hashing.enable(tap, CONFIG.replace(types=HashType.TCPV4 | HashType.TCP_EX), backend=Backend.EBPF)
-    assert not tap.steering.steering_attached
+def test_ebpf_refuses_ex_types() -> None:
+    # Refused before any program is loaded, so a device without a kernel shows it.
+    with FakeTunTap(None) as mainline, no_syscalls():
+        with pytest.raises(ValidationError):
+            Hashing.enable(mainline, CONFIG.replace(types=HashType.TCPV4 | HashType.TCP_EX), backend=Backend.EBPF)
+        assert not mainline.steering.steering_attached and mainline.attached_program is None
 
 
+@pytest.mark.kernel
 def test_keep_leaves_the_program_attached(tap: TunTapDevice) -> None:
     hashing = Hashing.enable(tap, CONFIG)
     assert hashing.ebpf is not None
@@ -93,6 +127,7 @@ def test_keep_leaves_the_program_attached(tap: TunTapDevice) -> None:
     assert program_id not in _settled_prog_ids(program_id)
 
 
+@pytest.mark.kernel
 def test_exclusion_between_backends(tap: TunTapDevice) -> None:
     with Hashing.enable(tap, CONFIG, backend=Backend.EBPF), KernelEmulator(Revision.RFC) as emu:
         control = emu.run(HashControl, tap, revision=Revision.RFC)

@@ -1,4 +1,5 @@
-"""``create``, ``delete`` and ``probe --dev`` on the real kernel, inside an anonymous namespace."""
+"""``create``, ``delete`` and ``probe --dev`` on the real kernel, inside an anonymous namespace; their
+usage errors and failed lookups, which need no privilege, everywhere."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import pytest
 from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
 from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import DeviceNotFoundError
-
-pytestmark = pytest.mark.kernel
+from tests.hardening.conftest import no_syscalls
 
 CREATE_KEYS = {
     "ok", "device", "ifindex", "mode", "flags", "multi_queue", "queues_checked", "vnet_hdr", "vnet_hdr_size",
@@ -26,6 +26,7 @@ def exists(name: str) -> bool:
     return True
 
 
+@pytest.mark.kernel
 def test_create_probe_delete(cli: Any, netns: NetworkNamespace) -> None:
     run = cli("create", "mq0", "--queues", "4", "--vnet-hdr-size", "20", "--vnet-le",
               "--owner", "nobody", "--group", "0", "--json")  # fmt: skip
@@ -56,6 +57,7 @@ def test_create_probe_delete(cli: Any, netns: NetworkNamespace) -> None:
     assert not exists("mq0")
 
 
+@pytest.mark.kernel
 def test_create_tun_single_queue_human_output(cli: Any, netns: NetworkNamespace) -> None:
     run = cli("create", "tun9", "--tun", "--no-vnet-hdr")
     assert run.code == 0
@@ -64,6 +66,7 @@ def test_create_tun_single_queue_human_output(cli: Any, netns: NetworkNamespace)
     assert cli("delete", "tun9").out == "deleted tun9\n"
 
 
+@pytest.mark.kernel
 def test_create_existing_name_fails(cli: Any, netns: NetworkNamespace) -> None:
     assert cli("create", "dup0").code == 0
     run = cli("create", "dup0")
@@ -71,6 +74,7 @@ def test_create_existing_name_fails(cli: Any, netns: NetworkNamespace) -> None:
     assert cli("delete", "dup0").code == 0
 
 
+@pytest.mark.kernel
 def test_delete_while_held_elsewhere(cli: Any, netns: NetworkNamespace) -> None:
     assert cli("create", "held0", "--queues", "2").code == 0
     with TunTapDevice.open("held0", queues=2) as holder:
@@ -82,6 +86,7 @@ def test_delete_while_held_elsewhere(cli: Any, netns: NetworkNamespace) -> None:
     assert not exists("held0")
 
 
+@pytest.mark.kernel
 def test_delete_single_queue_busy_and_force(cli: Any, netns: NetworkNamespace) -> None:
     assert cli("create", "busy0").code == 0
     with TunTapDevice.open("busy0"):
@@ -93,28 +98,48 @@ def test_delete_single_queue_busy_and_force(cli: Any, netns: NetworkNamespace) -
 
 
 @pytest.mark.parametrize(
-    ("args", "code", "needle"),
+    ("args", "needle"),
     [
-        (["delete", "nosuch0"], 3, "no device named 'nosuch0'"),
-        (["delete", "lo"], 3, "not a TUN/TAP device"),
-        (["probe", "--dev", "nosuch0"], 3, "no device named"),
-        (["probe", "--dev", "lo"], 3, "not a TUN/TAP device"),
-        (["create", "x0", "--owner", "no-such-user-here"], 2, "no user named"),
-        (["create", "x0", "--group", "no-such-group-here"], 2, "no group named"),
-        (["create", "x0", "--no-vnet-hdr", "--vnet-le"], 2, "needs a vnet header"),
-        (["create", "x0", "--no-vnet-hdr", "--vnet-hdr-size", "20"], 2, "needs a vnet header"),
-        (["create", "x0", "--vnet-hdr-size", "8"], 3, "TUNSETVNETHDRSZ failed with EINVAL"),
-        (["create", "bad/name"], 2, "invalid name"),
-        (["create", "x0", "--queues", "300"], 2, "invalid queues"),
+        (["create", "x0", "--owner", "no-such-user-here"], "no user named"),
+        (["create", "x0", "--group", "no-such-group-here"], "no group named"),
+        (["create", "x0", "--no-vnet-hdr", "--vnet-le"], "needs a vnet header"),
+        (["create", "x0", "--no-vnet-hdr", "--vnet-hdr-size", "20"], "needs a vnet header"),
+        (["create", "bad/name"], "invalid name"),
+        (["create", "x0", "--queues", "300"], "invalid queues"),
     ],
 )
-def test_device_errors(cli: Any, netns: NetworkNamespace, args: list[str], code: int, needle: str) -> None:
-    run = cli(*args)
-    assert run.code == code, run.err
+def test_usage_errors_are_refused_before_any_syscall(cli: Any, args: list[str], needle: str) -> None:
+    with no_syscalls():  # nothing is opened or created: no privilege needed
+        run = cli(*args)
+    assert run.code == 2, run.err
     assert needle in run.err and run.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["delete", "nosuch0"], "no device named 'nosuch0'"),
+        (["delete", "lo"], "not a TUN/TAP device"),
+        (["probe", "--dev", "nosuch0"], "no device named"),
+        (["probe", "--dev", "lo"], "not a TUN/TAP device"),
+    ],
+)
+def test_lookup_errors(cli: Any, isolated: None, args: list[str], needle: str) -> None:
+    # rtnetlink lookups: no privilege needed (in a private namespace where one can be made).
+    run = cli(*args)
+    assert run.code == 3, run.err
+    assert needle in run.err and run.err.count("\n") == 1
+
+
+@pytest.mark.kernel
+def test_kernel_refusal_leaves_nothing_behind(cli: Any, netns: NetworkNamespace) -> None:
+    run = cli("create", "x0", "--vnet-hdr-size", "8")
+    assert run.code == 3, run.err
+    assert "TUNSETVNETHDRSZ failed with EINVAL" in run.err and run.err.count("\n") == 1
     assert not exists("x0")  # a failed create leaves nothing behind
 
 
+@pytest.mark.kernel
 def test_created_device_is_usable_by_its_owner_flags(cli: Any, netns: NetworkNamespace) -> None:
     assert cli("create", "pi0", "--packet-info", "--multi-queue").code == 0
     with TunTapDevice.open("pi0") as device:

@@ -62,8 +62,9 @@ def test_probe_human_output(cli: Any) -> None:
         assert any(line.startswith(label) for line in run.out.splitlines()), label
 
 
-@pytest.mark.kernel
 def test_probe_leaves_the_thread_in_its_namespace(cli: Any) -> None:
+    # As root the probe works in a private namespace; without privileges, in this one: either way the
+    # calling thread ends where it started.
     inode = thread_netns_inode()
     cli("probe", "--json")
     assert thread_netns_inode() == inode

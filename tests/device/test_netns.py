@@ -15,9 +15,8 @@ from pytun_hash.device.netns import read_sysctl, run_in_netns, write_sysctl
 from pytun_hash.errors import KernelError, ValidationError
 from tests import tracking
 
-pytestmark = pytest.mark.kernel
 
-
+@pytest.mark.kernel
 def test_enter_moves_only_this_thread_and_exit_restores_it() -> None:
     outside = thread_netns_inode()
     go = threading.Event()
@@ -49,6 +48,7 @@ def test_enter_moves_only_this_thread_and_exit_restores_it() -> None:
     assert tracking.namespace_entries(inside) == []
 
 
+@pytest.mark.kernel
 def test_namespaces_nest() -> None:
     outside = thread_netns_inode()
     with NetworkNamespace() as outer:
@@ -58,6 +58,7 @@ def test_namespaces_nest() -> None:
     assert thread_netns_inode() == outside
 
 
+@pytest.mark.kernel
 def test_ipv6_off_sets_the_sysctls_of_the_new_namespace_only() -> None:
     if not os.path.exists("/proc/sys/net/ipv6"):
         pytest.skip("no IPv6 in this kernel")
@@ -78,6 +79,7 @@ def test_sysctl_errors() -> None:
     assert info.value.errno == errno.ENOENT
 
 
+@pytest.mark.kernel
 def test_run_executes_inside_from_any_thread() -> None:
     results: list[tuple[int, int]] = []
     ready = threading.Event()
@@ -102,6 +104,7 @@ def test_run_executes_inside_from_any_thread() -> None:
     assert worker_after == worker_home != inode
 
 
+@pytest.mark.kernel
 def test_run_reraises_what_the_callable_raises() -> None:
     def fail() -> None:
         raise LookupError("from inside")
@@ -116,6 +119,7 @@ def test_run_reraises_what_the_callable_raises() -> None:
             os.close(outside_fd)
 
 
+@pytest.mark.kernel
 def test_only_the_entering_thread_may_leave() -> None:
     ns = NetworkNamespace()
     ns.enter()
@@ -144,6 +148,7 @@ def test_only_the_entering_thread_may_leave() -> None:
         _ = ns.fd
 
 
+@pytest.mark.kernel
 def test_link_address_neighbour_vlan_and_mtu_helpers(netns: NetworkNamespace) -> None:
     with TunTapDevice.create("hlp%d") as dev:
         netns.add_address(dev.name, "10.77.0.1/24")
@@ -171,6 +176,7 @@ def test_link_address_neighbour_vlan_and_mtu_helpers(netns: NetworkNamespace) ->
         assert info.value.errno == errno.EINVAL
 
 
+@pytest.mark.kernel
 def test_vlan_helper_or_a_precise_error(netns: NetworkNamespace) -> None:
     with TunTapDevice.create("hlp%d") as dev:
         try:
@@ -190,6 +196,7 @@ def test_vlan_helper_or_a_precise_error(netns: NetworkNamespace) -> None:
         assert [link.name for link in netns.list_links(kind="vlan")] == []
 
 
+@pytest.mark.kernel
 def test_helper_errors_are_typed(netns: NetworkNamespace) -> None:
     with pytest.raises(KernelError) as info:
         netns.add_address("nosuch0", "10.0.0.1/24")

@@ -1,4 +1,7 @@
-"""TUN/TAP devices against the real kernel: create, open, adopt, flags, vnet header, I/O, deletion."""
+"""TUN/TAP devices against the real kernel: create, open, adopt, flags, vnet header, I/O, deletion.
+
+Arguments refused before any syscall are in test_create_arguments.py (they need no kernel).
+"""
 
 from __future__ import annotations
 
@@ -88,22 +91,6 @@ def test_explicit_names_and_templates(netns: NetworkNamespace) -> None:
         assert sorted(link.name for link in netns.list_links(kind="tun")) == ["vm0q", "vm1q", "vm7tap"]
 
 
-@pytest.mark.parametrize("name", ["", "x" * 16, "a/b", "a b", "a:b", "%d%d", "tap%s"])
-def test_bad_names_are_refused_before_any_syscall(name: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        TunTapDevice.create(name)
-    assert info.value.field == "name"
-
-
-def test_bad_queue_counts_are_refused() -> None:
-    with pytest.raises(ValidationError):
-        TunTapDevice.create(queues=0)
-    with pytest.raises(ValidationError):
-        TunTapDevice.create(queues=257)
-    with pytest.raises(ValidationError, match="multi_queue"):
-        TunTapDevice.create(queues=2, multi_queue=False)
-
-
 def test_features_and_getiff(netns: NetworkNamespace) -> None:
     with TunTapDevice.create(queues=2) as dev:
         features = dev.features()
@@ -130,30 +117,6 @@ def test_tun_flags_of_ignores_a_sysfs_that_shows_another_namespace(netns: Networ
     assert "not a TUN/TAP device" in info.value.hint
 
 
-def test_sysfs_tun_flags_are_used_only_when_they_describe_the_same_link(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = rtnl_mod.TunLinkData(
-        type=TunFlag.IFF_TAP, packet_info=False, vnet_hdr=True, persist=False, multi_queue=False
-    )
-    link = rtnl_mod.LinkInfo(
-        index=5,
-        name="t",
-        flags=0,
-        mtu=1500,
-        address=b"\x02" * 6,
-        kind="tun",
-        num_tx_queues=1,
-        num_rx_queues=1,
-        tun=data,
-    )
-    files = {"tun_flags": "0x5012", "ifindex": "5", "address": "02:02:02:02:02:02"}
-    monkeypatch.setattr(rtnl_mod, "_read_sysfs", lambda _name, leaf: files[leaf])
-    assert rtnl_mod._sysfs_tun_flags(link, data.flags) == TunFlag(0x5012)  # includes IFF_NAPI
-    files["ifindex"] = "6"
-    assert rtnl_mod._sysfs_tun_flags(link, data.flags) is None
-    files["ifindex"], files["tun_flags"] = "5", "0x1012"  # no IFF_VNET_HDR: another device
-    assert rtnl_mod._sysfs_tun_flags(link, data.flags) is None
-
-
 # ----------------------------------------------------------------------------- existing devices
 
 
@@ -165,19 +128,6 @@ def test_open_attaches_new_queues_after_the_existing_ones(netns: NetworkNamespac
             assert other.numqueues == 4
             assert other.kernel_queue_counts() == (4, 0)
         assert dev.kernel_queue_counts() == (2, 0)
-
-
-def test_open_of_a_missing_device_creates_nothing(netns: NetworkNamespace) -> None:
-    with pytest.raises(KernelError) as info:
-        TunTapDevice.open("absent0")
-    assert info.value.errno == errno.ENODEV
-    assert "create it" in info.value.hint
-    assert netns.list_links(kind="tun") == []
-    with pytest.raises(KernelError) as info:
-        TunTapDevice.open("lo")
-    assert "not a TUN/TAP device" in info.value.hint
-    with pytest.raises(ValidationError):
-        TunTapDevice.open("tap%d")
 
 
 def test_tunsetiff_einval_names_the_differing_flags(netns: NetworkNamespace) -> None:
@@ -276,26 +226,13 @@ def test_a_failed_create_leaves_nothing_behind(netns: NetworkNamespace) -> None:
     assert netns.list_links(kind="tun") == []
 
 
-def test_adopt_refuses_bad_fds(netns: NetworkNamespace) -> None:
-    with pytest.raises(ValidationError):
-        TunTapDevice.adopt([])
-    read_end, write_end = os.pipe()
-    fresh = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        with pytest.raises(UnsupportedError) as info:
-            TunTapDevice.adopt([read_end])
-        assert info.value.errno == errno.ENOTTY
-        with pytest.raises(DeviceGoneError) as gone:
-            TunTapDevice.adopt([fresh])
-        assert gone.value.errno == errno.EBADFD
-        with TunTapDevice.create() as a, TunTapDevice.create() as b:
-            with pytest.raises(ValidationError, match="different devices"):
-                TunTapDevice.adopt([a.queues[0].fd, b.queues[0].fd], close=False)
-            with pytest.raises(ValidationError):
-                TunTapDevice.adopt([a.queues[0].fd, a.queues[0].fd], close=False)
-    finally:
-        for fd in (read_end, write_end, fresh):
-            os.close(fd)
+def test_adopt_refuses_queues_of_different_devices(netns: NetworkNamespace) -> None:
+    # Fds that are not queues at all: test_create_arguments.py (they need no device).
+    with TunTapDevice.create() as a, TunTapDevice.create() as b:
+        with pytest.raises(ValidationError, match="different devices"):
+            TunTapDevice.adopt([a.queues[0].fd, b.queues[0].fd], close=False)
+        with pytest.raises(ValidationError):
+            TunTapDevice.adopt([a.queues[0].fd, a.queues[0].fd], close=False)
 
 
 def test_add_queue_works_from_outside_the_device_namespace(netns: NetworkNamespace) -> None:

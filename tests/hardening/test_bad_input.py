@@ -1,19 +1,23 @@
 """The bad-input table: for each public entry point, invalid inputs and the typed error each gives.
 
-Three tables:
+The tables:
 
 * ``PURE``: refused before any syscall; a guard fails the test if the call opens a file, issues an
   ioctl, opens a socket or calls bpf(2) first.
-* ``HASH_CONTROL``: hash control and steering on a live TAP, run through the seccomp emulator of
-  each revision; the emulator's call log proves that no hash or steering ioctl was issued, and the
-  binding's state (``HashControl.config``, ``device.steering``) is unchanged.
+* ``HASH_CONTROL``: hash control and steering against the emulated kernel of each revision, on a
+  FakeTunTap (no privileges; nothing reaches the real kernel at all) and, for the cases a real device
+  or program takes part in, on a live TAP under the seccomp emulator; the kernel's call log proves
+  that no hash or steering ioctl was issued, and the binding's state (``HashControl.config``,
+  ``device.steering``) is unchanged.
 * ``KERNEL``: other device calls, where the kernel is the one to refuse (``TUNSETVNETHDRSZ`` below
   10 bytes, ``TUNSETQUEUE`` in the wrong state ...): a typed error with the errno and a sentence,
-  and the device object's state unchanged.
+  and the device object's state unchanged; ``LOOKUPS``, the refusals that need no device (opening a
+  missing one, adopting fds that are not queues), run without privileges too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -63,11 +67,12 @@ from pytun_hash import (
     verify_reports,
 )
 from pytun_hash.bpf import EbpfRss, Program
-from pytun_hash.device import DeviceMode, TunTapDevice
+from pytun_hash.device import DeviceMode, TunTapBase, TunTapDevice
 from pytun_hash.model import rfc_input
 from pytun_hash.model.verify import expected_report
-from pytun_hash.testing import EmulatedHashState, EmulatorError, KernelEmulator
+from pytun_hash.testing import EmulatedHashState, EmulatorError, FakeTunTap, KernelEmulator
 from tests.hardening.conftest import no_syscalls
+from tests.harness import BOTH, Harness, MakeHarness
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytun_hash.HashControlWarning")
 
@@ -364,10 +369,15 @@ def test_refused_before_any_syscall(case: Case) -> None:
 class Scene:
     """What a hash-control case may use: the device, its control, a program, and a second device."""
 
-    dev: TunTapDevice
+    dev: TunTapDevice | FakeTunTap
     control: HashControl
-    program: Program
+    program: int
     revision: Revision
+    harness: Harness
+
+    def other(self, *, queues: int = 2, vnet_hdr: bool = True) -> contextlib.AbstractContextManager[TunTapBase]:
+        """Another device of the same kind."""
+        return self.harness.other_device(queues=queues, vnet_hdr=vnet_hdr)
 
 
 def _apply(config: VnetHashConfig) -> Callable[[Scene], object]:
@@ -375,7 +385,7 @@ def _apply(config: VnetHashConfig) -> Callable[[Scene], object]:
 
 
 def _no_vnet_hdr(s: Scene) -> None:
-    with TunTapDevice.create("hv%d", queues=2, vnet_hdr=False) as other:
+    with s.other(vnet_hdr=False) as other:
         HashControl(other, revision=s.revision, read_capability=False).apply(RSS.replace(report=True))
 
 
@@ -388,7 +398,7 @@ def _short_header(s: Scene) -> None:
 
 
 def _steering_then_rss(s: Scene) -> None:
-    s.dev.attach_steering_program(s.program.fd)
+    s.dev.attach_steering_program(s.program)
     try:
         s.control.apply(RSS)
     finally:
@@ -398,7 +408,7 @@ def _steering_then_rss(s: Scene) -> None:
 def _rss_then_steering(s: Scene) -> None:
     s.control.apply(RSS)
     try:
-        s.dev.attach_steering_program(s.program.fd)
+        s.dev.attach_steering_program(s.program)
     finally:
         s.control.disable()
 
@@ -406,12 +416,12 @@ def _rss_then_steering(s: Scene) -> None:
 def _all_queues_detached(s: Scene) -> None:
     attached = s.dev.attached_queues
     for q in attached:
-        s.dev.detach_queue(q)
+        q.detach()
     try:
         s.control.apply(RSS)
     finally:
         for q in attached:
-            s.dev.attach_queue(q)
+            q.attach()
 
 
 def _small_capability(s: Scene) -> None:
@@ -456,56 +466,74 @@ HASH_CONTROL: list[tuple[str, Callable[[Scene], object], type[PytunHashError], s
 _V3_ONLY: list[tuple[str, Callable[[Scene], object], type[PytunHashError], str | None, str]] = [
     ("ipv6-only rss", _apply(RSS.replace(types=IPV6_ONLY)), ValidationError, "types", "eBPF backend"),
 ]
+#: The cases also run on a real TAP under the seccomp emulator (the rest need no real kernel): the
+#: ones a real device or program takes part in, on the RFC; an attach v3 would refuse with EBUSY; and
+#: RSS under a real program on v12, whose refusal names its own setter.
+_ON_THE_KERNEL = {
+    Revision.RFC: {
+        "report with a 12-byte header",
+        "report without a vnet header",
+        "rss while steering",
+        "steering while rss",
+        "every queue detached",
+    },
+    Revision.V3: {"steering while rss"},
+    Revision.V12: {"rss while steering"},
+}
 
 
 def _hash_control_cases() -> Iterator[Any]:
     for revision in Revision:
         cases = HASH_CONTROL + (_V3_ONLY if revision is not Revision.RFC else [])
         for case in cases:
-            yield pytest.param(revision, *case[1:], id=f"{revision.value}-{case[0]}")
+            yield pytest.param("fake", revision, *case[1:], id=f"fake-{revision.value}-{case[0]}")
+            if case[0] in _ON_THE_KERNEL.get(revision, set()):
+                yield pytest.param(
+                    "kernel", revision, *case[1:], id=f"kernel-{revision.value}-{case[0]}", marks=pytest.mark.kernel
+                )
 
 
-@pytest.mark.kernel
-@pytest.mark.parametrize(("revision", "action", "error", "field", "words"), list(_hash_control_cases()))
+@pytest.mark.parametrize(("where", "revision", "action", "error", "field", "words"), list(_hash_control_cases()))
 def test_hash_control_refuses_without_an_ioctl(
-    tap: TunTapDevice,
-    program: Program,
-    need_seccomp: None,
+    make_harness: MakeHarness,
+    where: str,
     revision: Revision,
     action: Callable[[Scene], object],
     error: type[PytunHashError],
     field: str | None,
     words: str,
 ) -> None:
-    with KernelEmulator(revision) as emu:
-        control = emu.run(HashControl, tap, revision=revision)
-        scene = Scene(tap, control, program, revision)
-        before = (control.config, repr(tap.steering), kernel_state(emu, tap))
-        emu.reset_log()
-        # Setup steps (attach, apply) of a case are trapped calls too; count only the refused one.
-        with pytest.raises(error) as info:
-            emu.run(action, scene)
-        refused = [c for c in emu.calls if c.errno]
-        assert refused == [], f"the kernel was asked and refused: {refused}"
-        assert not any(
-            c.name.startswith("TUNSETVNET") or c.name == "TUNSETSTEERINGEBPF"
-            for c in emu.calls
-            if not _setup_call(action, c.name)
-        ), emu.calls
-        exc = info.value
-        if isinstance(exc, ValidationError):
-            assert exc.field == field, exc
-        if isinstance(exc, SteeringConflictError):
-            assert exc.errno == errno.EBUSY
-        assert words in str(exc)
-        if action not in _SETUPS:
-            assert (control.config, repr(tap.steering), kernel_state(emu, tap)) == before
-        assert_binding_agrees(control, tap, emu)
+    h = make_harness(where, revision)
+    dev = h.device
+    assert isinstance(dev, TunTapDevice | FakeTunTap)
+    control = h.run(HashControl, dev, revision=revision)
+    scene = Scene(dev, control, h.program(), revision, h)
+    before = (control.config, repr(dev.steering), h.state())
+    h.reset_log()
+    # Setup steps (attach, apply) of a case are trapped calls too; count only the refused one. On the
+    # fake nothing at all reaches the real kernel.
+    with no_syscalls() if where == "fake" else contextlib.nullcontext(), pytest.raises(error) as info:
+        h.run(action, scene)
+    refused = [c for c in h.calls if c.errno]
+    assert refused == [], f"the kernel was asked and refused: {refused}"
+    assert not any(
+        c.name.startswith("TUNSETVNET") or c.name == "TUNSETSTEERINGEBPF"
+        for c in h.calls
+        if not _setup_call(action, c.name)
+    ), h.calls
+    exc = info.value
+    if isinstance(exc, ValidationError):
+        assert exc.field == field, exc
+    if isinstance(exc, SteeringConflictError):
+        assert exc.errno == errno.EBUSY
+    assert words in str(exc)
+    if action not in _SETUPS:
+        assert (control.config, repr(dev.steering), h.state()) == before
+    assert_binding_agrees(control, dev, h.state())
 
 
-def assert_binding_agrees(control: HashControl, dev: TunTapDevice, emu: KernelEmulator) -> None:
-    """The binding's record (hash control config, steering state) is what the emulated kernel holds."""
-    state = kernel_state(emu, dev)
+def assert_binding_agrees(control: HashControl, dev: TunTapBase, state: EmulatedHashState) -> None:
+    """The binding's record (hash control config, steering state) is what the emulated kernel holds (``state``)."""
     if control.config is not None:
         held = state.as_config()
         if control.revision is Revision.RFC or control.config.rss:
@@ -514,11 +542,6 @@ def assert_binding_agrees(control: HashControl, dev: TunTapDevice, emu: KernelEm
             assert (held.rss, held.report, held.types) == (False, control.config.report, control.config.types)
     assert dev.steering.native_rss == state.rss
     assert dev.steering.steering_attached == state.steering_attached
-
-
-def kernel_state(emu: KernelEmulator, dev: TunTapDevice) -> EmulatedHashState:
-    """The hash state the emulated kernel holds for ``dev`` (looked up through one of its queue fds)."""
-    return emu.device_state(dev.queues[0].fd)
 
 
 def _setup_call(action: Callable[[Scene], object], name: str) -> bool:
@@ -533,22 +556,23 @@ _SETUPS: dict[Callable[[Scene], object], set[str]] = {
 }
 
 
-@pytest.mark.kernel
-def test_wrong_revision_is_a_typed_error_and_changes_nothing(tap: TunTapDevice, need_seccomp: None) -> None:
+@pytest.mark.parametrize("where", BOTH)
+def test_wrong_revision_is_a_typed_error_and_changes_nothing(make_harness: MakeHarness, where: str) -> None:
     # The kernel (emulated) speaks the RFC; the caller insists on v3-v11 or v12.
-    with KernelEmulator(Revision.RFC) as emu:
-        for revision in (Revision.V3, Revision.V12):
-            with pytest.raises(FeatureUnsupportedError) as info:
-                emu.run(HashControl, tap, revision=revision)
-            assert info.value.errno == errno.EINVAL and "eBPF" in info.value.hint
-            control = emu.run(HashControl, tap, revision=revision, read_capability=False)
-            with pytest.raises(KernelError) as refused:
-                emu.run(control.apply, RSS)
-            assert refused.value.errno == errno.EINVAL and "lacks this revision" in refused.value.hint
-            assert control.config is None and not tap.steering.native_rss
-        # The other revisions' request numbers were refused as unknown ioctls, changing nothing.
-        assert emu.calls and all(c.errno == errno.EINVAL and "[" in c.name for c in emu.calls)
-        assert kernel_state(emu, tap).as_config() == VnetHashConfig.disabled().replace(key=bytes(40))
+    h = make_harness(where, Revision.RFC)
+    h.reset_log()
+    for revision in (Revision.V3, Revision.V12):
+        with pytest.raises(FeatureUnsupportedError) as info:
+            h.run(HashControl, h.device, revision=revision)
+        assert info.value.errno == errno.EINVAL and "eBPF" in info.value.hint
+        control = h.run(HashControl, h.device, revision=revision, read_capability=False)
+        with pytest.raises(KernelError) as refused:
+            h.run(control.apply, RSS)
+        assert refused.value.errno == errno.EINVAL and "lacks this revision" in refused.value.hint
+        assert control.config is None and not h.device.steering.native_rss
+    # The other revisions' request numbers were refused as unknown ioctls, changing nothing.
+    assert h.calls and all(c.errno == errno.EINVAL and "[" in c.name for c in h.calls)
+    assert h.state().as_config() == VnetHashConfig.disabled().replace(key=bytes(40))
 
 
 # ----------------------------------------------------------------------------- other device calls
@@ -623,8 +647,6 @@ KERNEL: list[tuple[str, Callable[[TunTapDevice], object], type[PytunHashError], 
     ("owner -1", lambda d: d.set_owner(-1), ValidationError, None, ">= 0"),
     ("owner 2**40", lambda d: d.set_owner(2**40), ValidationError, None, "C int"),
     ("read a closed queue", _closed_queue_read, KernelError, errno.EBADF, "closed"),
-    ("open a missing device", lambda d: TunTapDevice.open("nope0"), DeviceNotFoundError, errno.ENODEV, "nope0"),
-    ("open loopback", lambda d: TunTapDevice.open("lo"), KernelError, errno.EINVAL, "not a TUN/TAP"),
     (
         "create with other flags",
         lambda d: TunTapDevice.create(d.name, mode=DeviceMode.TUN),
@@ -639,17 +661,24 @@ KERNEL: list[tuple[str, Callable[[TunTapDevice], object], type[PytunHashError], 
         errno.EBUSY,
         "IFF_TUN_EXCL",
     ),
-    ("adopt a closed fd", lambda d: TunTapDevice.adopt([4000]), KernelError, errno.EBADF, "closed"),
+]
+
+#: Refusals that need no device of the test's: rtnetlink lookups and fds that are not queues. They need
+#: no privilege either, so they run everywhere (in a private namespace where one can be made).
+LOOKUPS: list[tuple[str, Callable[[], object], type[PytunHashError], int | None, str]] = [
+    ("open a missing device", lambda: TunTapDevice.open("nope0"), DeviceNotFoundError, errno.ENODEV, "nope0"),
+    ("open loopback", lambda: TunTapDevice.open("lo"), KernelError, errno.EINVAL, "not a TUN/TAP"),
+    ("adopt a closed fd", lambda: TunTapDevice.adopt([4000]), KernelError, errno.EBADF, "closed"),
     (
         "adopt a pipe",
-        lambda d: _with_pipe(lambda fd: TunTapDevice.adopt([fd])),
+        lambda: _with_pipe(lambda fd: TunTapDevice.adopt([fd])),
         UnsupportedError,
         errno.ENOTTY,
         "not a TUN/TAP",
     ),
     (
         "adopt a fresh tun fd",
-        lambda d: _fresh_tun(lambda fd: TunTapDevice.adopt([fd])),
+        lambda: _fresh_tun(lambda fd: TunTapDevice.adopt([fd])),
         DeviceGoneError,
         errno.EBADFD,
         "never attached",
@@ -675,3 +704,20 @@ def test_kernel_refusals_are_typed_and_change_nothing(
         assert isinstance(exc, KernelError) and exc.errno == err and exc.hint
     assert words in str(exc)
     assert _state(tap) == before
+
+
+@pytest.mark.parametrize(("action", "error", "err", "words"), [pytest.param(*c[1:], id=c[0]) for c in LOOKUPS])
+def test_lookup_refusals_are_typed(
+    isolated: None,
+    action: Callable[[], object],
+    error: type[PytunHashError],
+    err: int | None,
+    words: str,
+) -> None:
+    with pytest.raises(error) as info:
+        action()
+    exc = info.value
+    assert type(exc) is error, f"{type(exc).__name__}: {exc}"
+    if err is not None:
+        assert isinstance(exc, KernelError) and exc.errno == err and exc.hint
+    assert words in str(exc)

@@ -1,5 +1,6 @@
-"""Concurrency: 8 threads race apply, disable, steering attach and detach on one device, through the
-seccomp emulator of each revision. At every instant (the emulator's state log has a snapshot after
+"""Concurrency: 8 threads race apply, disable, steering attach and detach on one device, against the
+emulated kernel of each revision: on a FakeTunTap (no privileges) and on a real TAP through the seccomp
+emulator (``kernel``: the RFC and v3). At every instant (the emulator's state log has a snapshot after
 every change) native RSS and a steering program are never both in force, the kernel never had to
 resolve a conflict itself, nothing deadlocks, and at the end the binding's record is the kernel's.
 """
@@ -26,8 +27,9 @@ from pytun_hash.bpf import EbpfRss, Program
 from pytun_hash.device import DeviceMode, TunTapDevice
 from pytun_hash.testing import KernelEmulator
 from tests.hardening.test_bad_input import assert_binding_agrees
+from tests.harness import MakeHarness
 
-pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::pytun_hash.HashControlWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::pytun_hash.HashControlWarning")
 
 THREADS = 8
 ITERATIONS = 250
@@ -76,26 +78,32 @@ def _race(operations: dict[str, Callable[[], object]]) -> tuple[Counter[str], li
     return outcomes, errors
 
 
-@pytest.mark.parametrize("revision", list(Revision))
-def test_racing_apply_disable_attach_detach(
-    tap: TunTapDevice, program: Program, need_seccomp: None, revision: Revision
-) -> None:
-    with KernelEmulator(revision, timeout=DEADLOCK_SECONDS + 30) as emu:
-        control = emu.run(HashControl, tap, revision=revision)
-        emu.reset_log()
-        operations: dict[str, Callable[[], object]] = {
-            "apply rss": lambda: control.apply(RSS),
-            "apply rss+report": lambda: control.apply(RSS_REPORT),
-            "apply report": lambda: control.apply(REPORT_ONLY),
-            "disable": control.disable,
-            "attach": lambda: tap.attach_steering_program(program.fd),
-            "detach": tap.detach_steering_program,
-        }
-        outcomes, errors = emu.run(_race, operations)
-        assert not errors, errors
-        snapshots = [state for _index, state in emu.states]
-        calls = list(emu.calls)
-        assert_binding_agrees(control, tap, emu)
+#: Every revision without a kernel; on a real TAP under the seccomp emulator, the RFC (a conflict let
+#: through would be resolved silently) and v3 (it would answer EBUSY).
+RACES = [pytest.param("fake", r, id=f"fake-{r.value}") for r in Revision] + [
+    pytest.param("kernel", r, id=f"kernel-{r.value}", marks=pytest.mark.kernel) for r in (Revision.RFC, Revision.V3)
+]
+
+
+@pytest.mark.parametrize(("where", "revision"), RACES)
+def test_racing_apply_disable_attach_detach(make_harness: MakeHarness, where: str, revision: Revision) -> None:
+    h = make_harness(where, revision, timeout=DEADLOCK_SECONDS + 30)
+    tap, program = h.device, h.program()
+    control = h.run(HashControl, tap, revision=revision)
+    h.reset_log()
+    operations: dict[str, Callable[[], object]] = {
+        "apply rss": lambda: control.apply(RSS),
+        "apply rss+report": lambda: control.apply(RSS_REPORT),
+        "apply report": lambda: control.apply(REPORT_ONLY),
+        "disable": control.disable,
+        "attach": lambda: tap.attach_steering_program(program),
+        "detach": tap.detach_steering_program,
+    }
+    outcomes, errors = h.run(_race, operations)
+    assert not errors, errors
+    snapshots = [state for _index, state in h.states]
+    calls = list(h.calls)
+    assert_binding_agrees(control, tap, h.state())
     # At every instant: never RSS and a steering program together ...
     both = [s for s in snapshots if s.rss and s.steering_attached]
     assert not both, f"{len(both)} snapshots with RSS and a steering program in force"
@@ -110,11 +118,12 @@ def test_racing_apply_disable_attach_detach(
     assert outcomes["attach: conflict"] > 0 and outcomes["attach: ok"] > 0, outcomes
     assert len(snapshots) > THREADS * ITERATIONS // 4
     print(
-        f"\n{revision.value}: {THREADS} threads, {sum(outcomes.values())} operations, {len(calls)} trapped calls, "
-        f"{len(snapshots)} state snapshots checked; {dict(outcomes)}"
+        f"\n{where} {revision.value}: {THREADS} threads, {sum(outcomes.values())} operations, {len(calls)} trapped "
+        f"calls, {len(snapshots)} state snapshots checked; {dict(outcomes)}"
     )
 
 
+@pytest.mark.kernel
 def test_racing_ebpf_rss_and_native_rss(tap: TunTapDevice, need_seccomp: None, program: Program) -> None:
     """The eBPF backend counts as a steering program: racing it against native RSS keeps them apart."""
     with EbpfRss.load(RSS, DeviceMode.TAP) as ebpf, KernelEmulator(Revision.V12, timeout=DEADLOCK_SECONDS + 30) as emu:
@@ -129,7 +138,7 @@ def test_racing_ebpf_rss_and_native_rss(tap: TunTapDevice, need_seccomp: None, p
         outcomes, errors = emu.run(_race, operations)
         assert not errors, errors
         snapshots = [state for _index, state in emu.states]
-        assert_binding_agrees(control, tap, emu)
+        assert_binding_agrees(control, tap, emu.device_state(tap.queues[0].fd))
         # The eBPF instance and the device agree on whether the program is attached.
         assert (ebpf.device is tap) == tap.steering.steering_attached
         emu.run(ebpf.detach)

@@ -2,12 +2,15 @@
 supervisor gone, a call of a two-call plan refused, the verifier rejecting a program, and no
 privilege. Each gives a typed error with a useful sentence, and the binding's state
 (``HashControl.config``, ``device.steering``, the queue lists) is what the kernel holds afterwards.
+
+Deletion and the refused plan run against the emulated kernel on a FakeTunTap (no privileges) and,
+for the operations a real device takes part in, on a real TAP (``kernel``); the rest needs the real
+kernel, the seccomp emulator or ``bpf(2)``, and is marked ``kernel``.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import subprocess
@@ -34,16 +37,17 @@ from pytun_hash import (
     VnetHashConfig,
     probe_revision,
 )
-from pytun_hash._abi import hash_ioctls, layout_for
+from pytun_hash._abi import hash_ioctls
 from pytun_hash.bpf import Assembler, EbpfRss, Program, enable_ebpf_rss, rss
 from pytun_hash.codec import kernel_write_length
 from pytun_hash.device import DeviceMode, NetworkNamespace, Queue, TunTapDevice
-from pytun_hash.testing import EmulatorError, EmulatorFault, KernelEmulator
+from pytun_hash.testing import EmulatorError, EmulatorFault, FakeQueue, FakeTunTap, KernelEmulator
 from tests import tracking
 from tests.hardening.conftest import bpf_skip_reason
 from tests.hardening.test_bad_input import assert_binding_agrees
+from tests.harness import BOTH, Harness, MakeHarness
 
-pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::pytun_hash.HashControlWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::pytun_hash.HashControlWarning")
 
 KEY = MICROSOFT_RSS_KEY
 RSS = VnetHashConfig.round_robin(2, key=KEY, table_length=8)
@@ -61,110 +65,139 @@ def _fd_count() -> int:
 class Gone:
     """A device deleted under its open queues, and what was in force before."""
 
-    dev: TunTapDevice
+    dev: TunTapDevice | FakeTunTap
     control: HashControl
-    program: Program
-    detached: Queue
-    emu: KernelEmulator
+    program: int
+    detached: Queue | FakeQueue
+    h: Harness
+
+    @property
+    def tap(self) -> TunTapDevice:
+        """The real device (operations the fake does not model)."""
+        assert isinstance(self.dev, TunTapDevice)
+        return self.dev
 
 
-OPERATIONS: list[tuple[str, Callable[[Gone], object], bool]] = [
-    # (name, operation, clears the steering state; adopt builds a new device object instead)
-    ("get_vnet_hdr_size", lambda g: g.dev.get_vnet_hdr_size(), True),
-    ("set_vnet_hdr_size", lambda g: g.dev.set_vnet_hdr_size(20), True),
-    ("set_offload", lambda g: g.dev.set_offload(0), True),
-    ("set_vnet_le", lambda g: g.dev.set_vnet_le(True), True),
-    ("set_persist", lambda g: g.dev.set_persist(False), True),
-    ("set_carrier", lambda g: g.dev.set_carrier(True), True),
-    ("getiff", lambda g: g.dev.getiff(), True),
-    ("link_info", lambda g: g.dev.link_info(), True),
-    ("kernel_queue_counts", lambda g: g.dev.kernel_queue_counts(), True),
-    ("add_queue", lambda g: g.dev.add_queue(), True),
-    ("attach_queue", lambda g: g.dev.attach_queue(g.detached), True),
-    ("detach_queue", lambda g: g.dev.detach_queue(g.dev.attached_queues[0]), True),
-    ("attach_steering_program", lambda g: g.emu.run(g.dev.attach_steering_program, g.program.fd), True),
-    ("detach_steering_program", lambda g: g.emu.run(g.dev.detach_steering_program), True),
-    ("read", lambda g: g.dev.attached_queues[0].read(), True),
-    ("write", lambda g: g.dev.attached_queues[0].write(FRAME), True),
-    ("probe_revision", lambda g: probe_revision(g.dev), True),
-    ("HashControl", lambda g: HashControl(g.dev), True),
-    ("apply", lambda g: g.emu.run(g.control.apply, RSS.replace(report=True)), True),
-    ("disable", lambda g: g.emu.run(g.control.disable), True),
-    ("capability refresh", lambda g: g.emu.run(g.control.capability, refresh=True), True),
-    ("ebpf attach", lambda g: enable_ebpf_rss(g.dev, RSS), True),
-    ("adopt", lambda g: TunTapDevice.adopt([q.fd for q in g.dev.queues], close=False), False),
+# (name, operation): what hash control and the steering rule use; on the fake, and some on the kernel.
+HASH_OPERATIONS: list[tuple[str, Callable[[Gone], object]]] = [
+    ("get_vnet_hdr_size", lambda g: g.dev.get_vnet_hdr_size()),
+    ("set_vnet_hdr_size", lambda g: g.dev.set_vnet_hdr_size(20)),
+    ("set_vnet_le", lambda g: g.dev.set_vnet_le(True)),
+    ("attach_steering_program", lambda g: g.h.run(g.dev.attach_steering_program, g.program)),
+    ("detach_steering_program", lambda g: g.h.run(g.dev.detach_steering_program)),
+    ("probe_revision", lambda g: g.h.run(probe_revision, g.dev)),
+    ("HashControl", lambda g: g.h.run(HashControl, g.dev)),
+    ("apply", lambda g: g.h.run(g.control.apply, RSS.replace(report=True))),
+    ("disable", lambda g: g.h.run(g.control.disable)),
+    ("capability refresh", lambda g: g.h.run(g.control.capability, refresh=True)),
+    ("add_queue", lambda g: g.dev.add_queue()),
+    ("attach_queue", lambda g: g.detached.attach()),
+    ("detach_queue", lambda g: g.dev.attached_queues[0].detach()),
 ]
+# (name, operation, clears the steering state; adopt builds a new device object instead): the real
+# device's own calls, and frames; only on the kernel.
+DEVICE_OPERATIONS: list[tuple[str, Callable[[Gone], object], bool]] = [
+    ("set_offload", lambda g: g.tap.set_offload(0), True),
+    ("set_persist", lambda g: g.tap.set_persist(False), True),
+    ("set_carrier", lambda g: g.tap.set_carrier(True), True),
+    ("getiff", lambda g: g.tap.getiff(), True),
+    ("link_info", lambda g: g.tap.link_info(), True),
+    ("kernel_queue_counts", lambda g: g.tap.kernel_queue_counts(), True),
+    ("read", lambda g: g.tap.attached_queues[0].read(), True),
+    ("write", lambda g: g.tap.attached_queues[0].write(FRAME), True),
+    ("ebpf attach", lambda g: enable_ebpf_rss(g.tap, RSS), True),
+    ("adopt", lambda g: TunTapDevice.adopt([q.fd for q in g.tap.queues], close=False), False),
+]
+#: Hash operations also run on a real deleted device, after either state: the set-ioctl and the
+#: steering attach, where what was in force decides the path (a refusal asks TUNGETIFF first).
+_HASH_ON_THE_KERNEL = {"apply", "attach_steering_program"}
+#: And the queue operations (tun.c answers EINVAL there, TUNGETIFF tells deletion apart), like the
+#: device's own calls, once: their path does not depend on what was in force, and the fake clears
+#: the binding's record after either state. After a real steering program, which the kernel frees.
+_QUEUE_OPERATIONS = {"add_queue", "attach_queue", "detach_queue"}
 
 
 def _deleted_cases() -> Iterator[object]:
+    kernel = pytest.mark.kernel
     for before in ("native rss", "steering program"):
-        for name, op, clears in OPERATIONS:
-            yield pytest.param(before, name, op, clears, id=f"{name}-{before}")
+        for name, op in HASH_OPERATIONS:
+            yield pytest.param("fake", before, name, op, True, id=f"fake-{name}-{before}")
+            if name in _HASH_ON_THE_KERNEL or (name in _QUEUE_OPERATIONS and before == "steering program"):
+                yield pytest.param("kernel", before, name, op, True, id=f"kernel-{name}-{before}", marks=kernel)
+    for name, op, clears in DEVICE_OPERATIONS:
+        before = "steering program"
+        yield pytest.param("kernel", before, name, op, clears, id=f"kernel-{name}-{before}", marks=kernel)
 
 
-@pytest.mark.parametrize(("before", "name", "operation", "clears"), list(_deleted_cases()))
+@pytest.mark.parametrize(("where", "before", "name", "operation", "clears"), list(_deleted_cases()))
 def test_device_deleted_under_open_queues(
-    netns: NetworkNamespace,
-    program: Program,
-    need_seccomp: None,
+    make_harness: MakeHarness,
+    where: str,
     before: str,
     name: str,
     operation: Callable[[Gone], object],
     clears: bool,
 ) -> None:
-    fds = _fd_count()
-    with TunTapDevice.create("gone%d", queues=3) as dev, KernelEmulator(Revision.RFC) as emu:
-        dev.set_vnet_hdr_size(20)
-        detached = dev.queues[2]
-        dev.detach_queue(detached)
-        control = emu.run(HashControl, dev, revision=Revision.RFC)
-        if before == "native rss":
-            emu.run(control.apply, RSS)
-        else:
-            emu.run(dev.attach_steering_program, program.fd)
-        netns.delete_link(dev.name)
-        with pytest.raises(DeviceGoneError) as info:
-            operation(Gone(dev, control, program, detached, emu))
-        exc = info.value
-        assert exc.errno == errno.EBADFD
-        assert "deleted" in exc.hint, exc.hint
-        # The kernel freed the hash state and the steering program with the device: the binding,
-        # once it has seen the deletion, holds neither.
-        if clears:
-            assert not dev.steering.native_rss and not dev.steering.native_report
-            assert not dev.steering.steering_attached
-        if name in ("apply", "disable", "capability refresh"):
-            assert control.config is None
-    assert _fd_count() == fds
+    h = make_harness(where, Revision.RFC, queues=3)
+    dev = h.device
+    assert isinstance(dev, TunTapDevice | FakeTunTap)
+    detached = dev.queues[2]
+    detached.detach()
+    program = h.program()
+    control = h.run(HashControl, dev, revision=Revision.RFC)
+    if before == "native rss":
+        h.run(control.apply, RSS)
+    else:
+        h.run(dev.attach_steering_program, program)
+    h.delete()
+    with pytest.raises(DeviceGoneError) as info:
+        operation(Gone(dev, control, program, detached, h))
+    exc = info.value
+    assert exc.errno == errno.EBADFD
+    assert "deleted" in exc.hint, exc.hint
+    # The kernel freed the hash state and the steering program with the device: the binding,
+    # once it has seen the deletion, holds neither.
+    if clears:
+        assert not dev.steering.native_rss and not dev.steering.native_report
+        assert not dev.steering.steering_attached
+    if name in ("apply", "disable", "capability refresh"):
+        assert control.config is None
 
 
-@pytest.mark.parametrize("revision", [Revision.V3, Revision.V10, Revision.V12])
+_GET_NEEDS_NO_DEVICE = [
+    *(pytest.param("fake", r, id=f"fake-{r.value}") for r in (Revision.V3, Revision.V10, Revision.V12)),
+    pytest.param("kernel", Revision.V12, id="kernel-v12", marks=pytest.mark.kernel),
+]
+
+
+@pytest.mark.parametrize(("where", "revision"), _GET_NEEDS_NO_DEVICE)
 def test_deletion_is_seen_where_the_get_ioctl_needs_no_device(
-    netns: NetworkNamespace, need_seccomp: None, revision: Revision
+    make_harness: MakeHarness, where: str, revision: Revision
 ) -> None:
     """v3+ answer their capability ioctl without a device (v12 even on a deleted device's fd)."""
-    with TunTapDevice.create("gone%d", queues=2) as dev, KernelEmulator(revision, data_path=False) as emu:
-        control = emu.run(HashControl, dev, revision=revision)
-        netns.delete_link(dev.name)
-        # The emulated kernel itself still answers the get-ioctl on the dead fd...
-        get = hash_ioctls(revision)[0]
-        fd = dev.attached_queues[0].fd
-        emu.run(fcntl.ioctl, fd, get.request(layout_for()), bytes(kernel_write_length(revision, get.name)))
-        for operation in (
-            lambda: probe_revision(dev),
-            lambda: HashControl(dev),
-            lambda: control.capability(refresh=True),
-        ):
-            # ...but the binding asks TUNGETIFF first and reports the deletion.
-            with pytest.raises(DeviceGoneError) as info:
-                emu.run(operation)
-            assert info.value.errno == errno.EBADFD
-        assert all(c.errno == 0 for c in emu.calls)  # no get-ioctl failed: the binding asked TUNGETIFF
+    h = make_harness(where, revision, queues=2, data_path=False)
+    dev = h.device
+    control = h.run(HashControl, dev, revision=revision)
+    h.delete()
+    # The emulated kernel itself still answers the get-ioctl on the dead fd...
+    get = hash_ioctls(revision)[0]
+    h.run(dev.queue_ioctl, get.name, bytearray(kernel_write_length(revision, get.name)), revision=revision)
+    for operation in (
+        lambda: probe_revision(dev),
+        lambda: HashControl(dev),
+        lambda: control.capability(refresh=True),
+    ):
+        # ...but the binding asks TUNGETIFF first and reports the deletion.
+        with pytest.raises(DeviceGoneError) as info:
+            h.run(operation)
+        assert info.value.errno == errno.EBADFD
+    assert all(c.errno == 0 for c in h.calls)  # no get-ioctl failed: the binding asked TUNGETIFF
 
 
 # ----------------------------------------------------------------------------- fd closed underneath
 
 
+@pytest.mark.kernel
 def test_queue_fd_closed_underneath(netns: NetworkNamespace, need_seccomp: None) -> None:
     fds = _fd_count()
     dev = TunTapDevice.create("cl%d", queues=3)
@@ -202,6 +235,7 @@ def test_queue_fd_closed_underneath(netns: NetworkNamespace, need_seccomp: None)
 # ----------------------------------------------------------------------------- the emulator's supervisor
 
 
+@pytest.mark.kernel
 def test_emulator_supervisor_gone(tap: TunTapDevice, need_seccomp: None) -> None:
     emu = KernelEmulator(Revision.RFC, timeout=0.3)
     try:
@@ -230,13 +264,14 @@ def test_emulator_supervisor_gone(tap: TunTapDevice, need_seccomp: None) -> None
         assert "supervisor is gone" in exc.hint
         # The call never reached the (emulated) kernel: the binding and the kernel still agree.
         assert control.config == RSS and tap.steering.native_rss
-        assert_binding_agrees(control, tap, emu)
+        assert_binding_agrees(control, tap, emu.device_state(tap.queues[0].fd))
         with pytest.raises(EmulatorError, match="unusable"):
             emu.run(control.disable)
     finally:
         emu.close()
 
 
+@pytest.mark.kernel
 def test_emulator_handler_failure_is_reported(tap: TunTapDevice, need_seccomp: None) -> None:
     with KernelEmulator(Revision.RFC) as emu:
         control = emu.run(HashControl, tap, revision=Revision.RFC)
@@ -249,25 +284,28 @@ def test_emulator_handler_failure_is_reported(tap: TunTapDevice, need_seccomp: N
         assert emu.calls[-1].errno == errno.EIO and emu.calls[-1].failure
 
 
-def test_second_call_of_a_plan_refused(tap: TunTapDevice, need_seccomp: None) -> None:
+@pytest.mark.parametrize("where", BOTH)
+def test_second_call_of_a_plan_refused(make_harness: MakeHarness, where: str) -> None:
     # An IPv6-only type set needs the key-loading call first; this kernel refuses the second
     # call (its table limit is 4), so only the first one is in force.
     small = VnetHashCapability(Revision.RFC, 0x3F, max_indirection_table_length=4)
     config = RSS.replace(types=HashType.IPV6 | HashType.TCPV6)
-    with KernelEmulator(Revision.RFC, capability=small) as emu:
-        control = emu.run(HashControl, tap, revision=Revision.RFC, read_capability=False)
-        with pytest.raises(KernelError) as info:
-            emu.run(control.apply, config)
-        assert info.value.errno == errno.EINVAL and info.value.hint
-        assert [c.errno for c in emu.calls] == [0, errno.EINVAL]
-        # The binding records what the first call left: hashing off, the whole key loaded.
-        assert control.config is not None and not control.config.enabled and control.config.key == KEY
-        assert_binding_agrees(control, tap, emu)
+    h = make_harness(where, Revision.RFC, capability=small)
+    control = h.run(HashControl, h.device, revision=Revision.RFC, read_capability=False)
+    h.reset_log()
+    with pytest.raises(KernelError) as info:
+        h.run(control.apply, config)
+    assert info.value.errno == errno.EINVAL and info.value.hint
+    assert [c.errno for c in h.calls] == [0, errno.EINVAL]
+    # The binding records what the first call left: hashing off, the whole key loaded.
+    assert control.config is not None and not control.config.enabled and control.config.key == KEY
+    assert_binding_agrees(control, h.device, h.state())
 
 
 # ----------------------------------------------------------------------------- the verifier
 
 
+@pytest.mark.kernel
 def test_verifier_rejects_a_program() -> None:
     reason = bpf_skip_reason()
     if reason:
@@ -281,6 +319,7 @@ def test_verifier_rejects_a_program() -> None:
     assert _fd_count() == fds
 
 
+@pytest.mark.kernel
 def test_verifier_rejection_leaves_no_maps_and_no_steering(tap: TunTapDevice, monkeypatch: pytest.MonkeyPatch) -> None:
     reason = bpf_skip_reason()
     if reason:
@@ -350,6 +389,7 @@ def _refused(result: dict[str, object], err: int, capability: str) -> None:
     assert capability in str(result["hint"]), result
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("mode", ["nocaps", "nobody"])
 def test_without_privilege(shared_tap: tuple[TunTapDevice, Program], mode: str) -> None:
     dev, program = shared_tap

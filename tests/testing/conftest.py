@@ -16,6 +16,7 @@ import pytest
 
 from pytun_hash.device.netns import NetworkNamespace
 from pytun_hash.testing import EmulatorError, _seccomp
+from tests.testing.bench import MakeBench, bench_factory
 from tests.testing.helpers import load_socket_filter, open_fds, open_tap
 
 
@@ -115,3 +116,15 @@ def bpf_prog(need_bpf: None) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def _require_seccomp() -> None:
+    reason = seccomp_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def make_bench() -> Iterator[MakeBench]:
+    """``make_bench(where, revision, *, attached=True, queues=1, capability=None)`` (tests/testing/bench.py)."""
+    yield from bench_factory(_require_seccomp)

@@ -1,4 +1,9 @@
-"""The emulator as a referee: the codec's plans and the binding's hash control, run against it."""
+"""The emulator as a referee: the codec's plans and the binding's hash control, run against it.
+
+The plans run against the kernel logic on a FakeTunTap for every revision and through the seccomp
+emulator for two; hash control runs unmodified through the seccomp emulator for every revision (its
+fake-device counterparts are in tests/hashctl).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,8 @@ from pytun_hash.device.netns import NetworkNamespace
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.testing import EmulatedHashState, KernelEmulator
 from tests.codec.strategies import configs
-from tests.testing.helpers import TUNSETVNETHDRSZ, ioctl_errno, set_int
-
-pytestmark = pytest.mark.kernel
+from tests.testing.bench import FAKE, MakeBench
+from tests.testing.helpers import TUNSETVNETHDRSZ
 
 
 def held(state: EmulatedHashState, config: VnetHashConfig, revision: Revision) -> bool:
@@ -29,43 +33,55 @@ def held(state: EmulatedHashState, config: VnetHashConfig, revision: Revision) -
     return (state.rss, state.report, state.types) == (False, config.report, types)
 
 
-@pytest.mark.parametrize("revision", list(Revision))
-def test_codec_plans_put_the_config_in_force(revision: Revision, tap: list[int]) -> None:
+_PLANS = [pytest.param("fake", r, id=f"fake-{r.value}") for r in Revision] + [
+    # Through the seccomp emulator: the RFC's and v12's structures (v3-v11 share the RFC's path).
+    pytest.param("kernel", r, id=f"kernel-{r.value}", marks=pytest.mark.kernel) for r in (Revision.RFC, Revision.V12)
+]
+
+
+@pytest.mark.parametrize(("where", "revision"), _PLANS)
+def test_codec_plans_put_the_config_in_force(make_bench: MakeBench, where: str, revision: Revision) -> None:
     """Every call of ioctl_plan is read exactly as kernel_read_length says, and the result is the config."""
-    fd = tap[0]
-    assert set_int(fd, TUNSETVNETHDRSZ, 20) == 0
-    with KernelEmulator(revision) as emu:
+    b = make_bench(where, revision)
+    assert b.device_set_int(TUNSETVNETHDRSZ, 20) == 0
+    calls_before = len(b.calls)
 
-        @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-        @given(config=configs(ipv4_types_when_rss=revision is not Revision.RFC))
-        def check(config: VnetHashConfig) -> None:
-            emu.reset_log()
-            plan = ioctl_plan(config, revision)
-            for call in plan:
-                assert emu.run(ioctl_errno, fd, call.request, bytearray(call.payload)) == 0
-            assert [c.name for c in emu.calls] == [c.name for c in plan]
-            for call, seen in zip(plan, emu.calls, strict=True):
-                assert seen.bytes_read == kernel_read_length(revision, call.name, call.payload)
-            assert held(emu.device_state(fd), config, revision)
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(config=configs(ipv4_types_when_rss=revision is not Revision.RFC))
+    def check(config: VnetHashConfig) -> None:
+        start = len(b.calls)
+        plan = ioctl_plan(config, revision)
+        for call in plan:
+            assert b.ioctl(call.request, bytearray(call.payload)) == 0
+        seen = b.calls[start:]
+        assert [c.name for c in seen] == [c.name for c in plan]
+        for call, got in zip(plan, seen, strict=True):
+            assert got.bytes_read == kernel_read_length(revision, call.name, call.payload)
+        assert held(b.state(), config, revision)
 
-        check()
+    check()
+    assert len(b.calls) > calls_before
 
 
-def test_rfc_ipv6_only_plan_leaves_the_whole_key_in_force(tap: list[int]) -> None:
+@pytest.mark.parametrize("where", [FAKE])
+def test_rfc_ipv6_only_plan_leaves_the_whole_key_in_force(make_bench: MakeBench, where: str) -> None:
     """The binding always loads the whole key: the plan first loads all 40 bytes, then sends the IPv6-only call."""
     config = VnetHashConfig(rss=True, types=0x38, indirection_table=(0, 1), key=MICROSOFT_RSS_KEY)
-    with KernelEmulator(Revision.RFC) as emu:
-        # Make the key bytes beyond 4 stale first, as an earlier user of the device would.
-        other = VnetHashConfig(rss=False, types=0x3F, key=bytes(range(40)))
-        for call in [*ioctl_plan(other), *ioctl_plan(config)]:
-            assert emu.run(ioctl_errno, tap[0], call.request, bytearray(call.payload)) == 0
-        state = emu.device_state(tap[0])
-        assert state.key == MICROSOFT_RSS_KEY and state.key_loaded == 4
-        # Sending only the final call would have left bytes 4..39 of the other key in force.
-        assert [s.key_loaded for _, s in emu.states] == [40, 40, 4]
+    b = make_bench(where, Revision.RFC)
+    # Make the key bytes beyond 4 stale first, as an earlier user of the device would.
+    other = VnetHashConfig(rss=False, types=0x3F, key=bytes(range(40)))
+    for call in [*ioctl_plan(other), *ioctl_plan(config)]:
+        assert b.ioctl(call.request, bytearray(call.payload)) == 0
+    state = b.state()
+    assert state.key == MICROSOFT_RSS_KEY and state.key_loaded == 4
+    # Sending only the final call would have left bytes 4..39 of the other key in force.
+    assert [s.key_loaded for _, s in b.states] == [40, 40, 4]
 
 
-@pytest.mark.parametrize("revision", list(Revision))
+@pytest.mark.kernel
+# The RFC's and v12's ioctls; v3-v11 run the same path, and tests/testing/test_fake.py runs hash control
+# through the seccomp emulator on every revision, comparing it call by call with the fake.
+@pytest.mark.parametrize("revision", [Revision.RFC, Revision.V12])
 def test_hash_control_runs_unmodified_against_the_emulator(revision: Revision, netns: NetworkNamespace) -> None:
     config = VnetHashConfig(rss=True, report=True, types=0x3F, indirection_table=(0, 1, 1, 0), key=MICROSOFT_RSS_KEY)
     with TunTapDevice.create("emuhc%d", queues=2) as device, KernelEmulator(revision) as emu:

@@ -62,7 +62,7 @@ def test_unknown_request_name_is_a_bug_not_an_errno() -> None:
 
 @pytest.mark.parametrize("revision", list(Revision))
 def test_capability_bytes(revision: Revision) -> None:
-    call = FakeCall()
+    call = FakeCall(bytes(16))
     get = {
         Revision.RFC: "TUNGETVNETHASHCAP",
         Revision.V3: "TUNGETVNETHASHCAP",
@@ -77,6 +77,18 @@ def test_capability_bytes(revision: Revision) -> None:
         Revision.V12: bytes.fromhex("3f000000"),
     }
     assert call.written == expected[revision]
+    # Exactly those bytes: the rest of the caller's buffer is untouched.
+    assert bytes(call.memory[len(expected[revision]) :]) == bytes(16 - len(expected[revision]))
+
+
+@pytest.mark.parametrize("revision", list(Revision))
+def test_capability_into_a_short_buffer_is_efault(revision: Revision) -> None:
+    get = "TUNGETVNETHASHTYPES" if revision is Revision.V12 else "TUNGETVNETHASHCAP"
+    call = FakeCall(bytes(3))
+    with pytest.raises(KernelErrno) as info:
+        EmulatedKernel(revision).handle(get, call)
+    assert info.value.errno == errno.EFAULT
+    assert [(c.to_user, c.ok) for c in call.copies] == [(True, False)]
 
 
 def test_v12_automq_zero_clears_everything() -> None:

@@ -1,4 +1,8 @@
-"""The emulator's mechanics: what it traps, what reaches the real kernel, failure handling, cleanup."""
+"""The emulator's mechanics: what it traps, what reaches the real kernel, failure handling, cleanup.
+
+What needs no device runs on an unattached /dev/net/tun fd (no root: only /dev/net/tun and seccomp);
+what needs one on a real TAP in the test's namespace (root).
+"""
 
 from __future__ import annotations
 
@@ -77,7 +81,22 @@ def test_trapped_requests_are_exactly_the_revisions(revision: Revision, need_sec
 
 
 @pytest.mark.parametrize("revision", list(Revision))
-def test_untrapped_ioctls_reach_the_real_kernel(revision: Revision, tap: list[int]) -> None:
+def test_untrapped_ioctls_reach_the_real_kernel(revision: Revision, need_seccomp: None, unattached_tun_fd: int) -> None:
+    fd = unattached_tun_fd
+
+    def body() -> tuple[int, int]:
+        # The running kernel answers both: an fd without a device is EBADFD to tun.
+        size = ioctl_errno(fd, TUNGETVNETHDRSZ, bytearray(4))
+        # A neighbouring 'T' number stays untouched too.
+        neighbour = ioctl_errno(fd, 0x000054E8, 0)
+        return size, neighbour
+
+    with KernelEmulator(revision) as emu:
+        assert emu.run(body) == (errno.EBADFD, errno.EBADFD)
+        assert emu.calls == []
+
+
+def test_untrapped_ioctls_reach_the_real_device(tap: list[int]) -> None:
     fd = tap[0]
 
     def body() -> tuple[int, int]:
@@ -86,7 +105,7 @@ def test_untrapped_ioctls_reach_the_real_kernel(revision: Revision, tap: list[in
         neighbour = ioctl_errno(fd, 0x000054E8, 0)
         return size, neighbour
 
-    with KernelEmulator(revision) as emu:
+    with KernelEmulator(Revision.RFC) as emu:
         size, neighbour = emu.run(body)
         assert size == 10
         assert neighbour == errno.EINVAL
@@ -94,32 +113,36 @@ def test_untrapped_ioctls_reach_the_real_kernel(revision: Revision, tap: list[in
 
 
 @pytest.mark.parametrize("revision", list(Revision))
+def test_other_revisions_answer_as_unknown_ioctls_on_an_unattached_fd(
+    revision: Revision, need_seccomp: None, unattached_tun_fd: int
+) -> None:
+    others = [r for r in (Revision.RFC, Revision.V3, Revision.V12) if r is not revision.abi]
+    with KernelEmulator(revision) as emu:
+        fresh = emu.run(lambda: [ioctl_errno(unattached_tun_fd, GET_REQUEST[r], bytearray(8)) for r in others])
+    # Answered by the emulator, as tun answers an ioctl it lacks on an fd without a device: EBADFD.
+    assert fresh == [errno.EBADFD] * len(others)
+    assert [c.name for c in emu.calls] == [EXPECTED_TRAPS[revision][GET_REQUEST[r]] for r in others]
+    assert all(not c.passed_through for c in emu.calls)
+
+
+# On a live device, once: the same handler answers every revision's foreign numbers (which numbers are
+# trapped is checked for each revision above, and the answer without a device too).
+@pytest.mark.parametrize("revision", [Revision.RFC])
 def test_other_revisions_answer_as_unknown_ioctls_whatever_the_host_has(revision: Revision, tap: list[int]) -> None:
     fd = tap[0]
     others = [r for r in (Revision.RFC, Revision.V3, Revision.V12) if r is not revision.abi]
-    unattached = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-
-        def body() -> tuple[list[int], list[int]]:
-            attached = [ioctl_errno(fd, GET_REQUEST[r], bytearray(8)) for r in others]
-            fresh = [ioctl_errno(unattached, GET_REQUEST[r], bytearray(8)) for r in others]
-            return attached, fresh
-
-        with KernelEmulator(revision) as emu:
-            attached, fresh = emu.run(body)
-    finally:
-        os.close(unattached)
+    with KernelEmulator(revision) as emu:
+        attached = emu.run(lambda: [ioctl_errno(fd, GET_REQUEST[r], bytearray(8)) for r in others])
     # Answered by the emulator (so a host kernel carrying another revision cannot leak through):
-    # EINVAL on a live device, EBADFD on an fd without one, as tun answers an ioctl it lacks.
+    # EINVAL on a live device, as tun answers an ioctl it lacks.
     assert attached == [errno.EINVAL] * len(others)
-    assert fresh == [errno.EBADFD] * len(others)
-    assert [c.name for c in emu.calls] == [EXPECTED_TRAPS[revision][GET_REQUEST[r]] for r in others] * 2
+    assert [c.name for c in emu.calls] == [EXPECTED_TRAPS[revision][GET_REQUEST[r]] for r in others]
     assert all(not c.passed_through for c in emu.calls)
 
 
 @pytest.mark.parametrize("revision", list(Revision))
-def test_only_the_worker_thread_is_filtered(revision: Revision, tap: list[int]) -> None:
-    fd = tap[0]
+def test_only_the_worker_thread_is_filtered(revision: Revision, need_seccomp: None, unattached_tun_fd: int) -> None:
+    fd = unattached_tun_fd  # no device needed (nor root): the get-ioctl is trapped all the same
     with KernelEmulator(revision) as emu:
         worker = emu.run(_seccomp_mode)
         assert worker == 2  # SECCOMP_MODE_FILTER
@@ -128,7 +151,9 @@ def test_only_the_worker_thread_is_filtered(revision: Revision, tap: list[int]) 
         # the emulator never sees it.
         ioctl_errno(fd, GET_REQUEST[revision], bytearray(8))
         assert emu.calls == []
-        assert emu.run(ioctl_errno, fd, GET_REQUEST[revision], bytearray(8)) == 0
+        # The emulated kernel answers: the RFC's get-ioctl needs a device, the later ones do not.
+        expected = errno.EBADFD if revision is Revision.RFC else 0
+        assert emu.run(ioctl_errno, fd, GET_REQUEST[revision], bytearray(8)) == expected
         assert len(emu.calls) == 1
 
 
@@ -158,46 +183,49 @@ def test_closed_fd_gets_ebadf_from_the_kernel(need_seccomp: None) -> None:
         assert emu.calls[0].passed_through
 
 
-def test_high_bits_of_cmd_are_ignored_as_by_the_kernel(tap: list[int]) -> None:
+def test_high_bits_of_cmd_are_ignored_as_by_the_kernel(need_seccomp: None, unattached_tun_fd: int) -> None:
     """ioctl(2) truncates cmd to unsigned int; a raw syscall with high bits set is still trapped."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     buf = ctypes.create_string_buffer(8)
 
     def raw() -> int:
-        cmd = 0xFFFFFFFF00000000 | RFC_CAP
-        res = libc.syscall(ctypes.c_long(16), ctypes.c_long(tap[0]), ctypes.c_ulong(cmd), buf)
+        cmd = 0xFFFFFFFF00000000 | V3_CAP
+        res = libc.syscall(ctypes.c_long(16), ctypes.c_long(unattached_tun_fd), ctypes.c_ulong(cmd), buf)
         return 0 if res == 0 else ctypes.get_errno()
 
-    with KernelEmulator(Revision.RFC) as emu:
+    # v3's capability ioctl answers without a device, so an unattached fd (no root) shows it.
+    with KernelEmulator(Revision.V3) as emu:
         assert emu.run(raw) == 0
-        assert buf.raw == bytes.fromhex("800000003f000000")
-        assert emu.calls[0].request == RFC_CAP
+        assert buf.raw == bytes.fromhex("030000003f000000")
+        assert emu.calls[0].request == V3_CAP
 
 
 def _add(a: int, b: int = 0) -> int:
     return a + b
 
 
-def test_exceptions_and_results_cross_back(tap: list[int]) -> None:
+def test_exceptions_and_results_cross_back(need_seccomp: None, unattached_tun_fd: int) -> None:
     with KernelEmulator(Revision.RFC) as emu:
         assert emu.run(_add, 2, b=3) == 5
         with pytest.raises(ZeroDivisionError):
             emu.run(lambda: 1 // 0)
-        # The emulated errno reaches the caller as a normal OSError (mask 200 >= 128: EINVAL).
+        # The emulated errno reaches the caller as a normal OSError (no device behind the fd: EBADFD).
+        payload = bytearray(bytes.fromhex("00000000 00000000 c800 0000"))
         with pytest.raises(OSError) as info:
-            emu.run(fcntl.ioctl, tap[0], RFC_SET, bytearray(bytes.fromhex("00000000 00000000 c800 0000")), True)
-        assert info.value.errno == errno.EINVAL
+            emu.run(fcntl.ioctl, unattached_tun_fd, RFC_SET, payload, True)
+        assert info.value.errno == errno.EBADFD and emu.calls[-1].errno == errno.EBADFD
         assert emu.run(lambda: 7) == 7
 
 
-def test_handler_failure_answers_eio_and_raises(tap: list[int]) -> None:
-    with KernelEmulator(Revision.RFC) as emu:
+def test_handler_failure_answers_eio_and_raises(need_seccomp: None, unattached_tun_fd: int) -> None:
+    fd = unattached_tun_fd  # v3's capability ioctl answers without a device
+    with KernelEmulator(Revision.V3) as emu:
         emu.inject(EmulatorFault.HANDLER_ERROR, requests={"TUNGETVNETHASHCAP"})
         seen: list[int] = []
 
         def body() -> None:
-            seen.append(ioctl_errno(tap[0], RFC_CAP, bytearray(8)))
+            seen.append(ioctl_errno(fd, V3_CAP, bytearray(8)))
 
         with pytest.raises(EmulatorError, match="handler failed"):
             emu.run(body)
@@ -207,19 +235,20 @@ def test_handler_failure_answers_eio_and_raises(tap: list[int]) -> None:
         assert len(emu.failures) == 1
         # A handler failure does not break the emulator.
         emu.inject(None)
-        assert emu.run(ioctl_errno, tap[0], RFC_CAP, bytearray(8)) == 0
+        assert emu.run(ioctl_errno, fd, V3_CAP, bytearray(8)) == 0
 
 
-def test_supervisor_death_gives_enosys_and_a_typed_error(tap: list[int]) -> None:
+def test_supervisor_death_gives_enosys_and_a_typed_error(need_seccomp: None, unattached_tun_fd: int) -> None:
+    fd = unattached_tun_fd
     emu = KernelEmulator(Revision.RFC, timeout=60.0)
     try:
         emu.inject(EmulatorFault.SUPERVISOR_CRASH)
         seen: list[int] = []
 
         def body() -> None:
-            seen.append(ioctl_errno(tap[0], RFC_CAP, bytearray(8)))
+            seen.append(ioctl_errno(fd, RFC_CAP, bytearray(8)))
             # Later trapped calls fail fast as well: nobody listens any more.
-            seen.append(ioctl_errno(tap[0], RFC_CAP, bytearray(8)))
+            seen.append(ioctl_errno(fd, RFC_CAP, bytearray(8)))
 
         # Well within the 60 s timeout: the crash, not the timeout, ends the run.
         with pytest.raises(EmulatorError, match="supervisor crashed"):
@@ -231,7 +260,7 @@ def test_supervisor_death_gives_enosys_and_a_typed_error(tap: list[int]) -> None
         emu.close()
 
 
-def test_timeout_releases_a_target_blocked_in_a_trapped_call(tap: list[int]) -> None:
+def test_timeout_releases_a_target_blocked_in_a_trapped_call(need_seccomp: None, unattached_tun_fd: int) -> None:
     """A supervisor that never answers cannot hang the test."""
     emu = KernelEmulator(Revision.RFC, timeout=0.3)
     try:
@@ -239,7 +268,7 @@ def test_timeout_releases_a_target_blocked_in_a_trapped_call(tap: list[int]) -> 
         seen: list[int] = []
         start = time.monotonic()
         with pytest.raises(EmulatorError, match=r"did not finish within 0\.3 s"):
-            emu.run(lambda: seen.append(ioctl_errno(tap[0], RFC_CAP, bytearray(8))))
+            emu.run(lambda: seen.append(ioctl_errno(unattached_tun_fd, RFC_CAP, bytearray(8))))
         assert time.monotonic() - start >= 0.3  # it waited for the timeout, no less
         assert seen == [errno.ENOSYS]
     finally:
@@ -309,12 +338,12 @@ def test_worker_follows_the_callers_network_namespace(need_seccomp: None, netns:
         os.close(home)
 
 
-def test_threads_started_by_the_function_are_served(tap: list[int]) -> None:
+def test_threads_started_by_the_function_are_served(need_seccomp: None, unattached_tun_fd: int) -> None:
     results: list[int] = []
 
     def body() -> None:
         threads = [
-            threading.Thread(target=lambda: results.append(ioctl_errno(tap[0], RFC_CAP, bytearray(8))))
+            threading.Thread(target=lambda: results.append(ioctl_errno(unattached_tun_fd, V3_CAP, bytearray(8))))
             for _ in range(4)
         ]
         for t in threads:
@@ -322,7 +351,7 @@ def test_threads_started_by_the_function_are_served(tap: list[int]) -> None:
         for t in threads:
             t.join()
 
-    with KernelEmulator(Revision.RFC) as emu:
+    with KernelEmulator(Revision.V3) as emu:  # its capability ioctl answers without a device
         emu.run(body)
         assert results == [0, 0, 0, 0]
         assert len({c.tid for c in emu.calls}) == 4
@@ -394,18 +423,23 @@ def test_same_name_in_two_namespaces_are_two_devices(need_seccomp: None, netns: 
 # -- process mode ------------------------------------------------------------------------------
 
 
-def test_process_mode_answers_calls_from_a_child(tap: list[int]) -> None:
-    with KernelEmulator(Revision.RFC, mode=EmulatorMode.PROCESS) as emu:
+def test_process_mode_answers_calls_from_a_child(need_seccomp: None, unattached_tun_fd: int) -> None:
+    with KernelEmulator(Revision.V3, mode=EmulatorMode.PROCESS) as emu:  # v3's CAP needs no device
 
         def body() -> tuple[int, int, bytes]:
             buf = bytearray(b"\xaa" * 8)
-            err = ioctl_errno(tap[0], RFC_CAP, buf)
+            err = ioctl_errno(unattached_tun_fd, V3_CAP, buf)
             return os.getpid(), err, bytes(buf)
 
         pid, err, data = emu.run(body)
         assert pid != os.getpid()
-        assert err == 0 and data == bytes.fromhex("800000003f000000")
+        assert err == 0 and data == bytes.fromhex("030000003f000000")
         assert emu.calls[0].tid == pid
+
+
+def test_process_mode_keeps_device_state_across_children(tap: list[int]) -> None:
+    with KernelEmulator(Revision.RFC, mode=EmulatorMode.PROCESS) as emu:
+        assert emu.run(ioctl_errno, tap[0], RFC_CAP, bytearray(8)) == 0  # the child's device is there
         # Device state persists across children.
         payload = bytearray(bytes.fromhex("01000000 3f000000 0000 0000 0000") + bytes(40))
         assert emu.run(ioctl_errno, tap[0], RFC_SET, payload) == 0
@@ -413,8 +447,8 @@ def test_process_mode_answers_calls_from_a_child(tap: list[int]) -> None:
         assert state.rss and state.types == 0x3F
 
 
-def test_process_mode_errors(tap: list[int]) -> None:
-    with KernelEmulator(Revision.RFC, mode=EmulatorMode.PROCESS, timeout=1.0) as emu:
+def test_process_mode_errors(need_seccomp: None, unattached_tun_fd: int) -> None:
+    with KernelEmulator(Revision.V3, mode=EmulatorMode.PROCESS, timeout=1.0) as emu:
         with pytest.raises(KernelError) as info:
             emu.run(_raise_kernel_error)
         assert isinstance(info.value, DeviceGoneError) and info.value.errno == errno.EBADFD
@@ -423,7 +457,7 @@ def test_process_mode_errors(tap: list[int]) -> None:
         with pytest.raises(EmulatorError, match="did not finish"):
             emu.run(time.sleep, 30)  # the 1 s timeout ends it; the child is killed
         # The child was killed and reaped; the emulator stays usable in process mode.
-        assert emu.run(ioctl_errno, tap[0], RFC_CAP, bytearray(8)) == 0
+        assert emu.run(ioctl_errno, unattached_tun_fd, V3_CAP, bytearray(8)) == 0
 
 
 def _raise_kernel_error() -> None:
@@ -432,20 +466,22 @@ def _raise_kernel_error() -> None:
     raise kernel_error(errno.EBADFD, "TUNSETVNETHASH")
 
 
-def test_process_mode_handler_failure(tap: list[int]) -> None:
+def test_process_mode_handler_failure(need_seccomp: None, unattached_tun_fd: int) -> None:
     with KernelEmulator(Revision.RFC, mode=EmulatorMode.PROCESS) as emu:
         emu.inject(EmulatorFault.HANDLER_ERROR)
         with pytest.raises(EmulatorError, match="handler failed"):
-            emu.run(ioctl_errno, tap[0], RFC_CAP, bytearray(8))
+            emu.run(ioctl_errno, unattached_tun_fd, RFC_CAP, bytearray(8))
         assert emu.calls[0].errno == errno.EIO
 
 
 @pytest.mark.parametrize("mode", list(EmulatorMode))
-def test_no_fd_or_thread_leaks_over_many_emulators(mode: EmulatorMode, tap: list[int]) -> None:
+def test_no_fd_or_thread_leaks_over_many_emulators(
+    mode: EmulatorMode, need_seccomp: None, unattached_tun_fd: int
+) -> None:
     """The autouse no_leaks fixture checks fds and threads after this loop."""
     for _ in range(5):
-        with KernelEmulator(Revision.RFC, mode=mode) as emu:
-            assert emu.run(ioctl_errno, tap[0], RFC_CAP, bytearray(8)) == 0
+        with KernelEmulator(Revision.V3, mode=mode) as emu:
+            assert emu.run(ioctl_errno, unattached_tun_fd, V3_CAP, bytearray(8)) == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("pytun-hash-emulator")]
 
 
