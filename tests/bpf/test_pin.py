@@ -124,9 +124,22 @@ def test_ensure_bpffs_refuses_a_file_and_bad_paths(tmp_path: Path) -> None:
         pins.pin_dir(1, True)
 
 
+def _has_cap_sys_admin() -> bool:
+    with open("/proc/self/status", encoding="ascii") as status:
+        eff = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
+    return bool(eff >> 21 & 1)
+
+
 def test_ensure_bpffs_without_privilege_says_how() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop to nobody in a child")
+    if not _has_cap_sys_admin():
+        # This process is the unprivileged one: ask directly.
+        with tempfile.TemporaryDirectory(prefix="pytun_hash-test-") as where:
+            with pytest.raises(PrivilegeError) as info:
+                pins.ensure_bpffs(where)
+            assert not pins.is_bpffs(where)
+        assert info.value.errno in (errno.EPERM, errno.EACCES)
+        assert "CAP_SYS_ADMIN" in info.value.hint and "mount -t bpf bpf" in info.value.hint
+        return
     with tempfile.TemporaryDirectory(prefix="pytun_hash-test-") as where:
         os.chmod(where, 0o755)  # reachable for nobody
         result = _child(
