@@ -6,7 +6,7 @@ import errno
 import os
 import select
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytun_hash.device._ioctl import translate_error
 from pytun_hash.errors import KernelError
@@ -14,39 +14,42 @@ from pytun_hash.errors import KernelError
 if TYPE_CHECKING:
     from pytun_hash.device.tap import TunTapDevice
 
-__all__ = ["DEFAULT_READ_SIZE", "Queue"]
+__all__ = ["DEFAULT_READ_SIZE", "Queue", "QueueBase"]
 
 #: Bytes :meth:`Queue.read` reads at most by default (64 KiB).
 DEFAULT_READ_SIZE = 65536
 
 
-class Queue:
-    """One queue of a TUN/TAP device: an fd of ``/dev/net/tun`` bound to the device.
+class _Numbered(Protocol):
+    name: str
 
-    Frames read from a queue start with the vnet header (when the device has ``IFF_VNET_HDR``),
-    then packet info (without ``IFF_NO_PI``), then the Ethernet frame (TAP) or IP packet (TUN).
-    Create queues through :class:`~pytun_hash.device.tap.TunTapDevice`; it owns them and their
-    numbering (:mod:`pytun_hash.device.numbering`).
+    def _index_of(self, queue: Any) -> int | None: ...
+
+
+class QueueBase:
+    """What every queue is, real or fake: a place in its device's numbering, named by an fd.
 
     Attributes:
         device: the device this queue belongs to.
     """
 
-    def __init__(self, device: TunTapDevice, fd: int, *, owned: bool) -> None:
+    device: _Numbered
+
+    def __init__(self, device: _Numbered, fd: int) -> None:
         self.device = device
         self._fd: int | None = fd
-        self._owned = owned
 
     def __repr__(self) -> str:
+        kind = type(self).__name__
         if self._fd is None:
-            return f"Queue({self.device.name}, closed)"
+            return f"{kind}({self.device.name}, closed)"
         index = self.index
         where = "detached" if index is None else f"index={index}"
-        return f"Queue({self.device.name}, fd={self._fd}, {where})"
+        return f"{kind}({self.device.name}, fd={self._fd}, {where})"
 
     @property
     def fd(self) -> int:
-        """The queue's file descriptor.
+        """The queue's file descriptor (a fake queue's is a negative number, never an open file).
 
         Raises:
             KernelError: ``EBADF`` when the queue is closed.
@@ -54,10 +57,6 @@ class Queue:
         if self._fd is None:
             raise KernelError(errno.EBADF, "Queue.fd", "the queue is closed; use another queue or add_queue()")
         return self._fd
-
-    def fileno(self) -> int:
-        """The fd, for ``select``/``poll``/``selectors``. Raises KernelError (``EBADF``) when closed."""
-        return self.fd
 
     @property
     def index(self) -> int | None:
@@ -71,8 +70,31 @@ class Queue:
 
     @property
     def closed(self) -> bool:
-        """Whether the fd was closed (or released)."""
+        """Whether the queue was closed (or its fd released)."""
         return self._fd is None
+
+
+class Queue(QueueBase):
+    """One queue of a TUN/TAP device: an fd of ``/dev/net/tun`` bound to the device.
+
+    Frames read from a queue start with the vnet header (when the device has ``IFF_VNET_HDR``),
+    then packet info (without ``IFF_NO_PI``), then the Ethernet frame (TAP) or IP packet (TUN).
+    Create queues through :class:`~pytun_hash.device.tap.TunTapDevice`; it owns them and their
+    numbering (:mod:`pytun_hash.device.numbering`).
+
+    Attributes:
+        device: the device this queue belongs to.
+    """
+
+    device: TunTapDevice
+
+    def __init__(self, device: TunTapDevice, fd: int, *, owned: bool) -> None:
+        super().__init__(device, fd)
+        self._owned = owned
+
+    def fileno(self) -> int:
+        """The fd, for ``select``/``poll``/``selectors``. Raises KernelError (``EBADF``) when closed."""
+        return self.fd
 
     @property
     def blocking(self) -> bool:

@@ -68,6 +68,7 @@ from pytun_hash.device.primitives import (
     encode_ifreq,
     request_flags,
 )
+from pytun_hash.device.queue import QueueBase
 from pytun_hash.device.steering import SteeringState
 from pytun_hash.errors import DeviceGoneError, KernelError, ValidationError
 from pytun_hash.testing._errors import EmulatorError
@@ -187,49 +188,17 @@ class BufferCall:
         self.hdr_sz = size
 
 
-class FakeQueue:
+class FakeQueue(QueueBase):
     """One queue of a :class:`FakeTunTap`: no file behind it, only its place in tun.c's numbering.
 
     Attributes:
         device: the fake device it belongs to.
     """
 
+    device: FakeTunTap
+
     def __init__(self, device: FakeTunTap, fd: int) -> None:
-        self.device = device
-        self._fd: int | None = fd
-
-    def __repr__(self) -> str:
-        if self._fd is None:
-            return f"FakeQueue({self.device.name}, closed)"
-        index = self.index
-        where = "detached" if index is None else f"index={index}"
-        return f"FakeQueue({self.device.name}, fd={self._fd}, {where})"
-
-    @property
-    def fd(self) -> int:
-        """A negative number naming the queue in :attr:`FakeTunTap.calls`: never an open file.
-
-        Raises:
-            KernelError: ``EBADF`` when the queue is closed.
-        """
-        if self._fd is None:
-            raise KernelError(errno.EBADF, "Queue.fd", "the queue is closed; use another queue or add_queue()")
-        return self._fd
-
-    @property
-    def index(self) -> int | None:
-        """The kernel's number for this queue, None while detached or closed."""
-        return self.device._index_of(self)
-
-    @property
-    def attached(self) -> bool:
-        """Whether the queue takes part in the device's traffic (not detached, not closed)."""
-        return self.index is not None
-
-    @property
-    def closed(self) -> bool:
-        """Whether the queue was closed."""
-        return self._fd is None
+        super().__init__(device, fd)
 
     def attach(self) -> None:
         """Re-attach this detached queue; see :meth:`FakeTunTap.attach_queue`."""
