@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
+from pytun_hash import traffic
 from pytun_hash.bpf.insn import Assembler, Reg
 from pytun_hash.bpf.prog import Program, prog_ids
 from pytun_hash.cli.show import indirection_rows
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.record import DeviceId, RecordStore
+from tests import tracking
 
 SHOW_KEYS = {
     "ok",
@@ -54,6 +56,14 @@ def _gone(program_id: int, within: float = 2.0) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+def _queues(ns: NetworkNamespace, device: TunTapDevice, *, seed: int) -> set[int]:
+    """The queues 32 TCP/UDP flows sent through ``device`` arrive on."""
+    flows = traffic.spread_flows(32, seed=seed)
+    capture = traffic.collect(device, expected=traffic.send(ns, flows))
+    assert len(capture.frames) == 32
+    return {f.queue for f in capture.frames}
 
 
 @pytest.fixture
@@ -142,15 +152,18 @@ def test_racing_apply_and_disable_end_as_the_last_command_said(cli: Any, vmm: Tu
 
 @pytest.mark.kernel
 @pytest.mark.bpf
-def test_apply_no_rss_detaches_the_program(cli: Any, vmm: TunTapDevice) -> None:
-    rss = cli("apply", "--dev", vmm.name, "--key", "random", "--json").json()
+def test_apply_no_rss_detaches_the_program(cli: Any, netns: NetworkNamespace, vmm: TunTapDevice) -> None:
+    rss = cli("apply", "--dev", vmm.name, "--key", "random", "--table", "3", "--json").json()
     program_id = rss["in_force"]["ebpf"]["program_id"]
+    traffic.wire(netns, vmm)
+    assert _queues(netns, vmm, seed=1) == {3}  # the program steers every frame to queue 3
     off = cli("apply", "--dev", vmm.name, "--no-rss", "--key", "random", "--json")
     assert off.code == 0, off.err
     doc = off.json()
     assert doc["in_force"]["backend"] == "ebpf" and doc["in_force"]["ebpf"] is None
     assert doc["in_force"]["config"]["rss"] is False
     assert _gone(program_id)  # the device held the only reference: it was detached
+    assert len(_queues(netns, vmm, seed=2)) > 1  # automatic queue selection spreads the flows again
     shown = cli("show", "--dev", vmm.name, "--json").json()
     assert shown["config"]["rss"] is False and shown["ebpf"] is None and shown["verified"] is False
     text = cli("show", "--dev", vmm.name)
@@ -202,3 +215,24 @@ def test_a_stale_record_is_reported_and_not_used(
         assert "left alone" in cli("disable", "--dev", "stale0", "--json").json()["action"]
     finally:
         cli("delete", "stale0", "--force")
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_without_a_bpffs_apply_warns_and_records_no_pins(
+    cli: Any, vmm: TunTapDevice, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("PYTUN_HASH_BPFFS", str(not_a_dir))
+    mark = tracking.bpf_mark()
+    run = cli("apply", "--dev", vmm.name, "--key", "random", "--json")
+    assert run.code == 0, run.err
+    doc = run.json()
+    assert "no bpf filesystem" in run.err and doc["in_force"]["ebpf"] is None and doc["config"]["rss"]
+    shown = cli("show", "--dev", vmm.name, "--json").json()
+    assert shown["backend"] == "ebpf" and shown["verified"] is False and shown["config"] == doc["config"]
+    (program_id,) = tracking.bpf_since(mark)[0]
+    assert not _gone(program_id, within=0.1)  # attached, held by the device only
+    off = cli("disable", "--dev", vmm.name, "--json").json()
+    assert off["action"].startswith("steering program detached") and _gone(program_id)
