@@ -139,6 +139,29 @@ def _fd_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail("file descriptors left open: " + "; ".join(leaks), pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_state_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Records and pins of CLI commands run by any test go to temporary roots, never to
+    ``/run/pytun_hash`` or ``/sys/fs/bpf`` (``tests/cli`` gives each test its own roots)."""
+    from pytun_hash import _sys
+    from pytun_hash.bpf.pin import is_bpffs
+    from pytun_hash.cli.state import BPFFS_ENV, STATE_ENV
+
+    base = tmp_path_factory.mktemp("session-state")
+    os.chmod(base, 0o700)
+    records, bpffs = str(base / "records"), str(base / "bpffs")
+    saved = {k: os.environ.get(k) for k in (STATE_ENV, BPFFS_ENV)}
+    os.environ[STATE_ENV], os.environ[BPFFS_ENV] = records, bpffs
+    yield records, bpffs
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    while os.path.isdir(bpffs) and is_bpffs(bpffs):
+        _sys.umount2(bpffs, _sys.MNT_DETACH)
+
+
 @pytest.fixture
 def netns(request: pytest.FixtureRequest) -> Iterator[NetworkNamespace]:
     """Run the test inside a new anonymous network namespace (IPv6 off, ``lo`` up).

@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import threading
 import time
 from types import TracebackType
 from typing import Self
 
 from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps
+from pytun_hash.bpf.pin import pin
 from pytun_hash.bpf.prog import ETH_HLEN, Program, TestRunResult
 from pytun_hash.bpf.rss_program import (
     CONFIG_VALUE_SIZE,
@@ -292,6 +294,25 @@ class EbpfRss:
         """
         inner = self._require_open()
         return self._program.id, (self._outer.id, inner.id)
+
+    def pin(self, directory: str) -> dict[str, str]:
+        """Pin the program (``prog``), the outer map (``outer``) and the current inner config map
+        (``config``) in ``directory`` on a bpffs, so another process can verify, reconfigure in
+        place (a new inner map swapped into ``outer``) or detach them.
+
+        Returns:
+            ``{"prog": path, "outer": path, "config": path}``.
+
+        Raises:
+            BpfError: when closed, or as :func:`pytun_hash.bpf.pin.pin` (``EEXIST`` when a pin exists).
+        """
+        with self._lock:
+            inner = self._require_open()
+            paths = {name: os.path.join(directory, name) for name in ("prog", "outer", "config")}
+            pin(self._program, paths["prog"])
+            pin(self._outer, paths["outer"])
+            pin(inner, paths["config"])
+            return paths
 
     def _require_open(self) -> ArrayMap:
         if self._inner is None:

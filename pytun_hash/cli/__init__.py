@@ -1,6 +1,6 @@
 """The ``pytun-hash`` command line (also ``python -m pytun_hash``).
 
-Commands: ``probe``, ``create``, ``delete``, ``apply``, ``disable``, ``hash``, ``predict``,
+Commands: ``probe``, ``create``, ``delete``, ``apply``, ``disable``, ``show``, ``hash``, ``predict``,
 ``demo``; each module of this package documents its command's JSON keys. Every command takes
 ``--json`` (a JSON document on stdout instead of text) and ``--debug`` (a traceback with
 errors). Errors are one line on stderr with a hint; exit codes are listed in
@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pytun_hash.cli import apply, demo, devices, hashcmd, probe
+from pytun_hash.cli import apply, demo, devices, hashcmd, probe, show
 from pytun_hash.cli.output import EXIT_CODES_HELP, PROG, CliError, ExitCode, Output
 
 __all__ = ["build_parser", "main"]
@@ -34,6 +34,7 @@ examples:
   pytun-hash hash --key microsoft --src 66.9.149.187 --sport 2794 --dst 161.142.100.80 --dport 1766
   sudo pytun-hash create tap0 --queues 4 --vnet-hdr-size 20 --vnet-le --owner $USER
   sudo pytun-hash apply --dev tap0 --key random --save tap0-rss.toml
+  sudo pytun-hash show --dev tap0
   pytun-hash predict --config tap0-rss.toml --queues 4 udp,10.0.0.1:5000,10.0.0.2:53
   pytun-hash apply --dry-run --revision v12 --queues 4 --key microsoft --json
 """
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_parser(sub, parents)
     devices.add_parsers(sub, parents)
     apply.add_parsers(sub, parents)
+    show.add_parser(sub, parents)
     hashcmd.add_parsers(sub, parents)
     demo.add_parser(sub, parents)
     return parser

@@ -15,26 +15,42 @@ is attached.
 numbers and payload bytes, without opening anything (``--arch`` computes them for another
 machine). It works on kernels without the hash ioctls.
 
+Under the device's record lock (see :mod:`pytun_hash.cli.state`) ``apply`` reads the device's
+record, puts the config in force and writes the new record (backend, revision, config with the
+key, owner, time). With eBPF it pins the program, the outer map and the config map under the
+device's pin directory (mounting a bpffs first; without one it warns and records no pins); a
+second ``apply`` on a pinned program swaps a new config map in place (the program stays attached);
+``--no-rss`` detaches the program (report-only needs none) and records report-only.
+
 JSON keys of ``apply``: ``device``, ``backend`` (``native``/``ebpf``), ``revision``, ``reason``,
 ``config`` (the config as in a config file), ``reports`` (``kernel``, ``user-space`` or ``off``),
-``saved`` (path or null). With ``--dry-run``: ``dry_run`` (true), ``revision``, ``arch``,
+``saved`` (path or null), ``in_force`` (what the record now says: ``backend``, ``revision``,
+``config``, ``owner``, ``applied_at``, ``ebpf``), ``at`` (when, under the lock: the record's
+``applied_at``). With ``--dry-run``: ``dry_run`` (true), ``revision``, ``arch``,
 ``config``, ``calls`` (list of {``name``, ``request`` (hex), ``payload`` (hex), ``size``,
 ``purpose``}), ``backend``.
 
-``disable --dev NAME`` turns hashing off: with the native backend the disabled configuration,
-with eBPF the steering program is detached (the kernel's automatic queue selection returns).
-JSON keys: ``device``, ``backend``, ``revision``, ``action``.
+``disable --dev NAME`` removes what the device's record says pytun_hash put in force (native: the
+disabled configuration; eBPF: the steering program is detached and unpinned, and the kernel's
+automatic queue selection returns) and removes the record. Which program a tun device runs cannot
+be asked of the kernel, so the record is trusted. Without a record nothing is changed: a steering
+program someone else attached (QEMU, libvirt) is left alone, unless ``--force`` (then whatever is
+attached is detached, or native hashing disabled). JSON keys: ``device``, ``backend`` (null when
+nothing was recorded and nothing forced), ``revision``, ``action``, ``in_force`` (null), ``at``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import warnings
 from typing import Any
 
 from pytun_hash._abi import Revision, layout_for
 from pytun_hash.backend import Backend, BackendChoice, Hashing, choose_backend
+from pytun_hash.bpf.pin import ensure_bpffs, make_pin_dir, pin_dir, remove_pin_dir
+from pytun_hash.bpf.rss import EbpfRss
 from pytun_hash.cli.common import (
     add_backend_argument,
     add_config_arguments,
@@ -44,13 +60,25 @@ from pytun_hash.cli.common import (
     parse_revision,
 )
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
+from pytun_hash.cli.state import (
+    bpffs_root,
+    device_id,
+    forget_stale,
+    in_force,
+    now,
+    reconfigure_pinned,
+    record_store,
+    sweep_recreated,
+    unpin_record,
+)
 from pytun_hash.codec import ioctl_plan
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.configfile import dump_config
 from pytun_hash.device import rtnl
 from pytun_hash.device.hashctl import HashControl
+from pytun_hash.device.record import BackendName, DeviceId, EbpfPins, Owner, Record, link_index
 from pytun_hash.device.tap import TunTapDevice
-from pytun_hash.errors import DeviceNotFoundError, ValidationError
+from pytun_hash.errors import DeviceNotFoundError, KernelError, ValidationError
 
 __all__ = ["add_parsers", "run_apply", "run_disable"]
 
@@ -67,21 +95,13 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--dev", metavar="NAME", help="the TUN/TAP device (not needed with --dry-run)")
     _backend_arguments(p)
-    p.add_argument(
-        "--queues", type=int, metavar="N", help="round-robin table over N queues (default: the device's)"
-    )
+    p.add_argument("--queues", type=int, metavar="N", help="round-robin table over N queues (default: the device's)")
     add_config_arguments(p, key_help="Toeplitz key: hex, microsoft, symmetric or random (default: random)")
-    p.add_argument(
-        "--vnet-hdr-size", type=int, metavar="BYTES", help="set the device's vnet header size first"
-    )
-    p.add_argument(
-        "--vnet-le", action="store_true", help="make the device's vnet headers little-endian first"
-    )
+    p.add_argument("--vnet-hdr-size", type=int, metavar="BYTES", help="set the device's vnet header size first")
+    p.add_argument("--vnet-le", action="store_true", help="make the device's vnet headers little-endian first")
     p.add_argument("--save", metavar="FILE", help="write the applied config to FILE (.toml or .json)")
     p.add_argument("--dry-run", action="store_true", help="print the ioctl plan of --revision; touch nothing")
-    p.add_argument(
-        "--arch", metavar="MACHINE", help="with --dry-run: request numbers and byte order of MACHINE"
-    )
+    p.add_argument("--arch", metavar="MACHINE", help="with --dry-run: request numbers and byte order of MACHINE")
     p.set_defaults(handler=run_apply)
 
     d = sub.add_parser(
@@ -92,15 +112,18 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         formatter_class=fmt,
     )
     d.add_argument("--dev", metavar="NAME", required=True, help="the TUN/TAP device")
+    d.add_argument(
+        "--force",
+        action="store_true",
+        help="without a record, detach whatever steering program is attached (or disable native hashing)",
+    )
     _backend_arguments(d)
     d.set_defaults(handler=run_disable)
 
 
 def _backend_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_argument(p)
-    p.add_argument(
-        "--revision", type=parse_revision, metavar="REV", help="hash UAPI revision: rfc, v3..v11, v12"
-    )
+    p.add_argument("--revision", type=parse_revision, metavar="REV", help="hash UAPI revision: rfc, v3..v11, v12")
 
 
 def _device_queue_count(name: str) -> int | None:
@@ -184,6 +207,92 @@ def _release_own_queue(device: TunTapDevice, foreign_queues: int) -> None:
             device.detach_queue(queue)
 
 
+def _pin_dir_for(ident: DeviceId) -> str:
+    return pin_dir(ident.netns, ident.ifindex, root=bpffs_root())
+
+
+def _drop_old(device: TunTapDevice, old: Record | None, *, keep_ebpf: bool) -> None:
+    """Take what ``old`` says pytun_hash put in force off the device before another backend's
+    config goes on (native: the disabled config; eBPF: detach and unpin, unless ``keep_ebpf``)."""
+    if old is None:
+        return
+    if old.backend == "native":
+        HashControl(device, revision=old.revision).disable()
+    elif not keep_ebpf:
+        if old.config.rss:
+            device.detach_steering_program()
+        unpin_record(old)
+
+
+def _apply_ebpf(
+    device: TunTapDevice, ident: DeviceId, config: VnetHashConfig, old: Record | None, out: Output
+) -> EbpfPins | None:
+    """Put ``config`` in force with eBPF; return the pins to record (None: nothing pinned)."""
+    reuse = (
+        old is not None
+        and old.backend == "ebpf"
+        and old.ebpf is not None
+        and old.config.rss
+        and config.rss
+        and verify_pins_exist(old.ebpf)
+    )
+    if reuse:
+        assert old is not None and old.ebpf is not None
+        return reconfigure_pinned(old.ebpf, config)  # the attached program switches in place
+    _drop_old(device, old, keep_ebpf=False)
+    if not config.rss:
+        return None  # report-only needs no program: automatic queue selection steers
+    directory: str | None = _pin_dir_for(ident)
+    try:
+        ensure_bpffs(bpffs_root())
+    except (KernelError, ValidationError) as exc:
+        out.warn(
+            f"no bpf filesystem at {bpffs_root()} ({exc}); the program is recorded but not pinned, so "
+            "`show` cannot verify it"
+        )
+        directory = None
+    rss = EbpfRss.load(config, device.mode)
+    try:
+        paths: dict[str, str] | None = None
+        if directory is not None:
+            remove_pin_dir(directory)  # leftovers of a record that is gone
+            make_pin_dir(ident.netns, ident.ifindex, root=bpffs_root())
+            paths = rss.pin(directory)
+        try:
+            rss.attach(device)
+        except BaseException:
+            if directory is not None:
+                remove_pin_dir(directory)
+            raise
+        program_id = rss.program.id
+    except BaseException:
+        rss.close()
+        raise
+    rss.release()  # the device (and the pins) keep the program
+    if paths is None or directory is None:
+        return None
+    return EbpfPins(directory, paths["prog"], {"outer": paths["outer"], "config": paths["config"]}, program_id)
+
+
+def verify_pins_exist(pins: EbpfPins) -> bool:
+    """Whether the program and both maps of ``pins`` are still pinned."""
+    try:
+        return all(os.path.exists(p) for p in (pins.program, pins.map_path("outer"), pins.map_path("config")))
+    except ValidationError:
+        return False
+
+
+def _in_force_text(record: Record | None, device: str) -> str:
+    if record is None:
+        return (
+            f"in force on {device}: nothing recorded (the kernel default, automatic queue selection, "
+            "unless a program someone else attached steers)"
+        )
+    what = record.backend + (f" (revision {record.revision.value})" if record.revision else "")
+    pinned = f", program id {record.ebpf.program_id} pinned at {record.ebpf.program}" if record.ebpf else ""
+    return f"in force on {device}: {what}, {config_summary(record.config)}{pinned}"
+
+
 def run_apply(args: argparse.Namespace, out: Output) -> int:
     """Run ``apply``; see the module documentation."""
     if args.arch and not args.dry_run:
@@ -195,43 +304,58 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
     foreign = _device_queue_count(args.dev)
     queues = args.queues if args.queues is not None else (foreign or None)
     config = config_from_args(args, queues=queues, key_required=False)
+    store = record_store()
     with open_device(args.dev) as device:
         if args.vnet_hdr_size is not None:
             device.set_vnet_hdr_size(args.vnet_hdr_size)
         if args.vnet_le:
             device.set_vnet_le(True)
-        choice = choose_backend(device, args.backend, revision=args.revision)
-        if choice.backend is Backend.EBPF:
-            _release_own_queue(device, foreign or 0)
-            if not config.rss:
-                out.warn("the eBPF backend only steers (RSS); with rss off there is nothing to put in force")
-        if config.report and choice.backend is Backend.EBPF:
-            out.warn(
-                "with eBPF steering the kernel writes no hash reports: whoever reads the queues must "
-                "fill them in user space (pytun_hash.bpf.HashReporter)"
-            )
-        attached = foreign if foreign is not None else 1
-        if config.rss and attached and config.max_queue >= attached:
-            out.warn(
-                f"the config steers to queue {config.max_queue} but {device.name} has {attached} attached "
-                "queue(s); the kernel folds queue numbers modulo the number of attached queues"
-            )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                hashing = Hashing.enable(device, config, backend=choice.backend, revision=choice.revision)
-            except ValidationError as exc:
-                if exc.field != "report":
-                    raise
-                raise CliError(
-                    f"invalid report: {exc.rule}",
-                    f"add --vnet-hdr-size 20 --vnet-le (or create the device with them: "
-                    f"`pytun-hash create {args.dev} --vnet-hdr-size 20 --vnet-le`)",
-                    field="report",
-                ) from None
-        for warning in caught:
-            out.warn(str(warning.message))
-        hashing.close(keep=True)
+        ident = device_id(args.dev)
+        sweep_recreated(store, ident, out)
+        with store.lock(ident):
+            checked = store.read_checked(ident, link_index_now=link_index(args.dev))
+            if checked.stale is not None:
+                forget_stale(checked.stale, out)
+            old = checked.record
+            choice = choose_backend(device, args.backend, revision=args.revision)
+            if choice.backend is Backend.EBPF:
+                _release_own_queue(device, foreign or 0)
+            if config.report and choice.backend is Backend.EBPF:
+                out.warn(
+                    "with eBPF steering the kernel writes no hash reports: whoever reads the queues must "
+                    "fill them in user space (pytun_hash.bpf.HashReporter)"
+                )
+            attached = foreign if foreign is not None else 1
+            if config.rss and attached and config.max_queue >= attached:
+                out.warn(
+                    f"the config steers to queue {config.max_queue} but {device.name} has {attached} attached "
+                    "queue(s); the kernel folds queue numbers modulo the number of attached queues"
+                )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    if choice.backend is Backend.EBPF:
+                        pins = _apply_ebpf(device, ident, config, old, out)
+                        revision = None
+                    else:
+                        _drop_old(device, old if old is not None and old.backend == "ebpf" else None, keep_ebpf=False)
+                        hashing = Hashing.enable(device, config, backend=choice.backend, revision=choice.revision)
+                        hashing.close(keep=True)
+                        pins, revision = None, choice.revision
+                except ValidationError as exc:
+                    if exc.field != "report":
+                        raise
+                    raise CliError(
+                        f"invalid report: {exc.rule}",
+                        f"add --vnet-hdr-size 20 --vnet-le (or create the device with them: "
+                        f"`pytun-hash create {args.dev} --vnet-hdr-size 20 --vnet-le`)",
+                        field="report",
+                    ) from None
+            for warning in caught:
+                out.warn(str(warning.message))
+            name: BackendName = "ebpf" if choice.backend is Backend.EBPF else "native"
+            record = Record(ident, name, revision, config, Owner.current(), ebpf=pins)
+            store.write(record)
     if args.save:
         dump_config(config, args.save)
     document = {
@@ -242,6 +366,8 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
         "config": config.to_mapping(),
         "reports": _reports(config, choice),
         "saved": args.save,
+        "in_force": in_force(record),
+        "at": record.applied_at,
     }
 
     def text() -> str:
@@ -249,16 +375,22 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
             ("device", args.dev),
             (
                 "backend",
-                f"{choice.backend.value}"
-                + (f" (revision {choice.revision.value})" if choice.revision else ""),
+                f"{choice.backend.value}" + (f" (revision {choice.revision.value})" if choice.revision else ""),
             ),
             ("why", choice.reason),
             ("config", config_summary(config)),
             ("hash reports", document["reports"]),
         ]
+        if not config.rss and choice.backend is Backend.EBPF:
+            rows.append(("steering", "none: report-only, automatic queue selection"))
         if args.save:
             rows.append(("saved to", args.save))
-        return f"applied; stays in force while {args.dev} exists\n" + pairs(rows, indent="  ")
+        return (
+            f"applied; stays in force while {args.dev} exists\n"
+            + pairs(rows, indent="  ")
+            + "\n"
+            + _in_force_text(record, args.dev)
+        )
 
     out.result(document, text)
     return int(ExitCode.OK)
@@ -267,21 +399,57 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
 def run_disable(args: argparse.Namespace, out: Output) -> int:
     """Run ``disable``; see the module documentation."""
     foreign = _device_queue_count(args.dev)
+    store = record_store()
     with open_device(args.dev) as device:
-        choice = choose_backend(device, args.backend, revision=args.revision)
-        if choice.backend is Backend.EBPF:
-            _release_own_queue(device, foreign or 0)
-        if choice.backend is Backend.NATIVE:
-            HashControl(device, revision=choice.revision).disable()
-            action = "hash ioctl: RSS and hash reports off"
-        else:
-            device.detach_steering_program()
-            action = "steering program detached (TUNSETSTEERINGEBPF -1): automatic queue selection"
+        ident = device_id(args.dev)
+        sweep_recreated(store, ident, out)
+        with store.lock(ident):
+            checked = store.read_checked(ident, link_index_now=link_index(args.dev))
+            if checked.stale is not None:
+                forget_stale(checked.stale, out)
+            record = checked.record
+            if record is not None:
+                backend: str | None = record.backend
+                revision = record.revision
+                if record.backend == "ebpf":
+                    _release_own_queue(device, foreign or 0)
+                    if record.config.rss:
+                        device.detach_steering_program()
+                        action = "steering program detached (TUNSETSTEERINGEBPF -1): automatic queue selection"
+                    else:
+                        action = "report-only record removed; no program was attached: automatic queue selection"
+                    unpin_record(record)
+                else:
+                    HashControl(device, revision=record.revision).disable()
+                    action = "hash ioctl: RSS and hash reports off"
+                store.remove(ident)
+            elif args.force:
+                choice = choose_backend(device, args.backend, revision=args.revision)
+                backend, revision = choice.backend.value, choice.revision
+                if choice.backend is Backend.NATIVE:
+                    HashControl(device, revision=choice.revision).disable()
+                    action = "nothing recorded; --force: hash ioctl: RSS and hash reports off"
+                else:
+                    _release_own_queue(device, foreign or 0)
+                    device.detach_steering_program()
+                    action = (
+                        "nothing recorded; --force: whatever steering program was attached is detached "
+                        "(TUNSETSTEERINGEBPF -1): automatic queue selection"
+                    )
+            else:
+                backend, revision = None, None
+                action = (
+                    "nothing recorded: pytun_hash put nothing in force, so nothing was changed; a steering "
+                    "program someone else attached (QEMU, libvirt) is left alone (--force detaches it)"
+                )
+            at = now()
     document = {
         "device": args.dev,
-        "backend": choice.backend.value,
-        "revision": choice.revision.value if choice.revision else None,
+        "backend": backend,
+        "revision": revision.value if revision else None,
         "action": action,
+        "in_force": None,
+        "at": at,
     }
-    out.result(document, f"disabled hashing on {args.dev}: {action}")
+    out.result(document, f"disable {args.dev}: {action}\n" + _in_force_text(None, args.dev))
     return int(ExitCode.OK)

@@ -20,7 +20,7 @@ The record format (version 1; every field required, no other field allowed)::
      "config": {...},                        # VnetHashConfig.to_mapping(): the key included
      "owner": {"pid": 1234, "uid": 0, "command": ["pytun-hash", "apply", ...], "name": null},
      "applied_at": "2026-12-03T17:44:00.123456+00:00",
-     "ebpf": {"pin_dir": "/sys/fs/bpf/pytun_hash/4026531840/7",   # null for native
+     "ebpf": {"pin_dir": "/sys/fs/bpf/pytun_hash/4026531840/7",   # null for native (and unpinned eBPF)
               "program": "/sys/fs/bpf/pytun_hash/4026531840/7/prog",
               "maps": {"config": "/sys/fs/bpf/pytun_hash/4026531840/7/config"},
               "program_id": 42}}
@@ -313,7 +313,8 @@ class Record:
         config: the configuration in force (the key included).
         owner: who applied it.
         applied_at: when, as a UTC ISO 8601 time (default: now).
-        ebpf: the pinned objects for eBPF; None for native.
+        ebpf: the pinned objects for eBPF; None for native, and for eBPF when nothing is pinned
+            (report-only, which needs no program, or no bpf filesystem could be mounted).
         version: the record format, :data:`RECORD_VERSION`.
     """
 
@@ -349,8 +350,8 @@ class Record:
         else:
             if self.revision is not None:
                 raise ValidationError("revision", "an eBPF record has no hash-ioctl revision (null)")
-            if not isinstance(self.ebpf, EbpfPins):
-                raise ValidationError("ebpf", "an eBPF record names its pinned program and maps")
+            if self.ebpf is not None and not isinstance(self.ebpf, EbpfPins):
+                raise ValidationError("ebpf", "an eBPF record names its pinned program and maps, or null")
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -3,6 +3,10 @@
 Tests marked ``bpf`` are skipped with the precise reason where ``bpf(2)`` cannot create a map,
 and fail when a BPF program or map they created is still alive afterwards (the kernel frees
 detached programs after an RCU grace period, so the check polls briefly).
+
+Every CLI test keeps its records and pins in its own temporary directories
+(``PYTUN_HASH_STATE_DIR``, ``PYTUN_HASH_BPFFS``): nothing touches ``/run/pytun_hash`` or
+``/sys/fs/bpf``, and a bpffs a command mounted there is unmounted afterwards.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from typing import Any
 import attrs
 import pytest
 
+from pytun_hash import _sys
 from pytun_hash.bpf.maps import ArrayMap
+from pytun_hash.bpf.pin import is_bpffs
 from pytun_hash.cli import main
+from pytun_hash.cli.state import BPFFS_ENV, STATE_ENV
 from pytun_hash.errors import KernelError
 from tests import tracking
 
@@ -90,3 +97,22 @@ def _bpf_guard(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(
             f"BPF objects still alive: programs {sorted(alive_p)}, maps {sorted(alive_m)}", pytrace=False
         )
+
+
+@pytest.fixture(autouse=True)
+def state_roots(
+    _bpf_guard: None, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, str]]:
+    """``(record root, bpffs root)`` of this test, in the environment the CLI (and its children) read.
+
+    Set up after the BPF guard so that its bpffs is unmounted (freeing what is pinned) before the
+    guard looks for live objects.
+    """
+    base = tmp_path_factory.mktemp("state")
+    os.chmod(base, 0o700)
+    records, bpffs = str(base / "records"), str(base / "bpffs")
+    monkeypatch.setenv(STATE_ENV, records)
+    monkeypatch.setenv(BPFFS_ENV, bpffs)
+    yield records, bpffs
+    while os.path.isdir(bpffs) and is_bpffs(bpffs):
+        _sys.umount2(bpffs, _sys.MNT_DETACH)

@@ -20,7 +20,7 @@ from pytun_hash.model import predict_queue
 from pytun_hash.testing import EmulatorError, KernelEmulator
 from tests import tracking
 
-APPLY_KEYS = {"ok", "device", "backend", "revision", "reason", "config", "reports", "saved"}
+APPLY_KEYS = {"ok", "device", "backend", "revision", "reason", "config", "reports", "saved", "in_force", "at"}
 DRY_KEYS = {"ok", "dry_run", "device", "backend", "revision", "arch", "config", "calls"}
 ROUND_ROBIN = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY)
 

@@ -71,7 +71,16 @@ def store(tmp_path: Path) -> RecordStore:
 # ----------------------------------------------------------------------------- format
 
 
-@pytest.mark.parametrize("make", [_native, _ebpf], ids=["native", "ebpf"])
+def _ebpf_unpinned() -> Record:
+    """An eBPF record with nothing pinned: report-only (no program), or no bpffs to pin in."""
+    return attrs.evolve(_ebpf(), ebpf=None)
+
+
+def test_an_unpinned_ebpf_record_is_never_stale_for_its_pins() -> None:
+    assert staleness(_ebpf_unpinned(), link_index_now=DEV.ifindex, pinned_exists=lambda _: False) is None
+
+
+@pytest.mark.parametrize("make", [_native, _ebpf, _ebpf_unpinned], ids=["native", "ebpf", "ebpf-unpinned"])
 def test_encode_decode_round_trip(make: Callable[[], Record]) -> None:
     record = make()
     text = encode_record(record)
@@ -148,7 +157,6 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str | None]] = [
 ]
 
 BROKEN_EBPF: list[tuple[str, Callable[[dict[str, Any]], None], str | None]] = [
-    ("ebpf null", _set("ebpf", None), "ebpf"),
     ("ebpf with revision", _set("revision", "v12"), "revision"),
     ("program id", _set("ebpf.program_id", 0), "ebpf.program_id"),
     ("relative map path", _set("ebpf.maps", {"config": "config"}), "ebpf.maps.config"),

@@ -1,0 +1,156 @@
+"""``pytun-hash show``: what hashing is in force on a device, as ``ethtool -x`` shows RSS.
+
+``show --dev NAME`` reads the device's record (under its lock) and prints the backend and
+revision, RSS and hash reports on/off, the hash types, the indirection table (rows of 8 entries
+as ``ethtool -x`` prints them, and the entries per queue), the key, the unclassified queue, the
+pinned program's id and path, who applied it and when, and whether the kernel objects back the
+record up (``verified``).
+
+What ``show`` can verify: for eBPF, that the pinned program is the recorded one, that the pinned
+outer map's slot holds the pinned config map, and that its contents are the recorded config.
+Which program a tun device runs cannot be asked of the kernel, so a program attached since by
+someone else is not seen; native hash configurations cannot be read back at all (``verified``
+is false: the record is all there is).
+
+Nothing recorded: ``backend`` is null (exit 0): the kernel default (automatic queue selection)
+is in force, unless a program someone else attached (QEMU, libvirt) steers. A stale record (its
+device deleted, or deleted and created again under the same name) is reported and removed.
+
+JSON keys: ``device``, ``backend``, ``revision``, ``config`` (as ``apply --json`` prints it),
+``owner``, ``applied_at``, ``verified``, ``ebpf`` (``pin_dir``, ``program``, ``maps``,
+``program_id``; or null), ``stale`` (the stale records found and removed: ``reason``, ``detail``),
+``note`` (the sentence when nothing is recorded, else null).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from typing import Any
+
+from pytun_hash._abi import HashType
+from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
+from pytun_hash.cli.state import (
+    device_id,
+    forget_stale,
+    owner_document,
+    pins_document,
+    record_store,
+    sweep_recreated,
+    verify,
+)
+from pytun_hash.config import VnetHashConfig
+from pytun_hash.device import rtnl
+from pytun_hash.device.record import Record, link_index
+from pytun_hash.errors import DeviceNotFoundError
+
+__all__ = ["add_parser", "indirection_rows", "run_show"]
+
+_NOTHING = (
+    "nothing recorded: the kernel default (automatic queue selection) is in force, unless a steering "
+    "program someone else attached (QEMU, libvirt) steers"
+)
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register ``show``."""
+    p = sub.add_parser(
+        "show",
+        parents=parents,
+        help="show the hashing in force on a device (like ethtool -x)",
+        description=help_text(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dev", metavar="NAME", required=True, help="the TUN/TAP device")
+    p.set_defaults(handler=run_show)
+
+
+def indirection_rows(table: tuple[int, ...] | list[int]) -> list[str]:
+    """The table as ``ethtool -x`` prints it: ``"    0:      0     1 ..."``, 8 entries a row."""
+    rows = []
+    for start in range(0, len(table), 8):
+        rows.append(f"{start:5d}: " + "".join(f" {q:5d}" for q in table[start : start + 8]))
+    return rows
+
+
+def _types(config: VnetHashConfig) -> list[str]:
+    return [m.name or "" for m in HashType if m in config.types]
+
+
+def _check_device(name: str) -> None:
+    try:
+        link = rtnl.get_link(name)
+    except DeviceNotFoundError:
+        raise CliError(
+            f"no TUN/TAP device named {name!r} in this network namespace",
+            "check the name with `ip link`",
+            ExitCode.KERNEL,
+        ) from None
+    if link.tun is None:
+        raise CliError(
+            f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device",
+            "name a TUN/TAP device (`ip -d link show type tun`)",
+            ExitCode.KERNEL,
+        )
+
+
+def _text(name: str, record: Record | None, verified: bool, stale: list[str]) -> str:
+    lines = [f"{s}; removed, not in force" for s in stale]
+    if record is None:
+        lines.append(f"{name}: {_NOTHING}")
+        return "\n".join(lines)
+    config = record.config
+    backend = record.backend + (f" (revision {record.revision.value})" if record.revision else "")
+    rows: list[tuple[str, object]] = [
+        ("backend", backend),
+        ("rss", "on" if config.rss else "off"),
+        ("hash reports", "on" if config.report else "off"),
+        ("hash types", ", ".join(_types(config)) or "none"),
+        ("unclassified queue", config.unclassified_queue),
+    ]
+    if record.ebpf is not None:
+        rows.append(("program id", record.ebpf.program_id))
+        rows.append(("pinned at", record.ebpf.program))
+    owner = record.owner
+    rows.append(("owner", f"pid {owner.pid}, uid {owner.uid}: {' '.join(owner.command)}"))
+    rows.append(("applied at", record.applied_at))
+    rows.append(("verified", "yes" if verified else "no (the record is all there is)"))
+    lines.append(f"hashing in force on {name}:")
+    lines.append(pairs(rows, indent="  "))
+    table = config.indirection_table
+    lines.append(f"RX flow hash indirection table for {name} with {len(table)} entries:")
+    lines.extend(indirection_rows(table))
+    counts = Counter(table)
+    lines.append("entries per queue: " + ", ".join(f"{q}: {counts[q]}" for q in sorted(counts)))
+    lines.append("RSS hash key:")
+    lines.append(":".join(f"{b:02x}" for b in config.key))
+    return "\n".join(lines)
+
+
+def run_show(args: argparse.Namespace, out: Output) -> int:
+    """Run ``show``; see the module documentation."""
+    _check_device(args.dev)
+    store = record_store()
+    ident = device_id(args.dev)
+    stale = sweep_recreated(store, ident, out)
+    with store.lock(ident):
+        checked = store.read_checked(ident, link_index_now=link_index(args.dev))
+        if checked.stale is not None:
+            forget_stale(checked.stale, out)
+            stale.append(checked.stale)
+        record = checked.record
+        verified = record is not None and verify(record)
+    document: dict[str, Any] = {
+        "device": args.dev,
+        "backend": record.backend if record else None,
+        "revision": record.revision.value if record and record.revision else None,
+        "config": record.config.to_mapping() if record else None,
+        "owner": owner_document(record) if record else None,
+        "applied_at": record.applied_at if record else None,
+        "verified": verified,
+        "ebpf": pins_document(record.ebpf) if record else None,
+        "stale": [{"reason": s.reason.value, "detail": s.detail} for s in stale],
+        "note": None if record else _NOTHING,
+    }
+    out.result(document, lambda: _text(args.dev, record, verified, [str(s) for s in stale]))
+    return int(ExitCode.OK)
