@@ -29,7 +29,7 @@ from pytun_hash.codec import (
     kernel_write_length,
 )
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashCapability, VnetHashConfig, generate_key
-from pytun_hash.device import DeviceMode, NetworkNamespace, Queue, SteeringState, TunTapDevice
+from pytun_hash.device import DeviceMode, NetworkNamespace, Queue, SteeringPolicy, SteeringState, TunTapDevice
 from pytun_hash.device.hashctl import HashControl, HashControlWarning, ProbeResult, probe_revision
 from pytun_hash.errors import (
     BpfError,
@@ -96,6 +96,7 @@ __all__ = [
     "RssOutput",
     "Semantics",
     "SteeringConflictError",
+    "SteeringPolicy",
     "SteeringState",
     "TunFlag",
     "TunOffload",

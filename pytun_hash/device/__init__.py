@@ -11,7 +11,7 @@ from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.netns import NetworkNamespace, run_in_netns, thread_netns_inode
 from pytun_hash.device.queue import Queue
 from pytun_hash.device.rtnl import LinkInfo, TunLinkData
-from pytun_hash.device.steering import SteeringState
+from pytun_hash.device.steering import SteeringPolicy, SteeringState
 from pytun_hash.device.tap import (
     MAX_TAP_QUEUES,
     TUN_PATH,
@@ -29,6 +29,7 @@ __all__ = [
     "LinkInfo",
     "NetworkNamespace",
     "Queue",
+    "SteeringPolicy",
     "SteeringState",
     "TunLinkData",
     "TunTapBase",

@@ -4,7 +4,15 @@ The kernels carrying the hash series disagree on what happens when both are aske
 silently turns one off for the other, v3-v9 refuse with ``EBUSY``, v10+ let the program take
 precedence. The binding refuses in user space on every revision with ``EBUSY``, as the RFC's review asked
 (Willem de Bruijn on RFC patch 5/7, 8 Oct 2023: "don't let one feature silently disable another"),
-before any ioctl, so that what is in force is always what the caller last asked for.
+before any ioctl, so that what is in force is always what the caller last asked for. That is the
+:attr:`SteeringPolicy.STRICT` policy, the default everywhere.
+
+:attr:`SteeringPolicy.LAYERED` is an explicit opt-in on v10 and later (``Revision.steering_precedence``):
+native RSS stays in force under a steering program that returns ``TUN_STEERINGEBPF_FALLBACK`` for the
+frames it does not steer itself (:mod:`pytun_hash.bpf.layered` builds such a program). Under it,
+enabling native RSS with a program attached and attaching a program with native RSS on are both
+allowed; every other check is unchanged. The RFC and v3-v9 cannot layer (the RFC silently disables one,
+v3-v9 answer ``EBUSY``), so :meth:`SteeringState.set_policy` refuses it for them.
 
 :class:`SteeringState` is the one place that knows the rule: it records what is in force, checks
 every request against it and writes every refusal. One exists per device
@@ -18,14 +26,15 @@ kernel's state.
 
 from __future__ import annotations
 
+import enum
 import errno
 import threading
 from typing import NamedTuple, Protocol
 
 from pytun_hash._abi import Revision, hash_ioctls, require_revision
-from pytun_hash.errors import BusyError, SteeringConflictError
+from pytun_hash.errors import BusyError, SteeringConflictError, ValidationError
 
-__all__ = ["HashRequests", "SteeringState", "hash_requests"]
+__all__ = ["HashRequests", "SteeringPolicy", "SteeringState", "hash_requests"]
 
 # The request that turns RSS on, per revision: v12 split the RFC's one setter into three, and
 # TUNSETVNETRSS is the one that enables RSS (TUNSETVNETREPORTINGRSS only adds reports to it).
@@ -56,6 +65,18 @@ def hash_requests(revision: Revision) -> HashRequests:
     return HashRequests(get=hash_ioctls(revision)[0].name, set_rss=_RSS_SETTER[revision])
 
 
+class SteeringPolicy(enum.Enum):
+    """How native RSS and a steering program may share a device.
+
+    ``STRICT`` (the default): never both; each refuses the other with ``EBUSY``, on every revision.
+    ``LAYERED``: v10 and later only, opt-in: native RSS in force under a steering program, which
+    takes precedence and returns ``TUN_STEERINGEBPF_FALLBACK`` to defer a frame to RSS.
+    """
+
+    STRICT = "strict"
+    LAYERED = "layered"
+
+
 class _Device(Protocol):
     """What the rule needs of its device: a name for messages, and whether the device still exists."""
 
@@ -83,6 +104,8 @@ class SteeringState:
         steering_program: the fd number of the attached steering program, as it was passed; None
             when none is attached. The kernel keeps its own reference, so this fd may be closed since.
         steering_owner: who attached it (``"user"``, ``"ebpf-rss"`` ...), None when none is attached.
+        policy: the :class:`SteeringPolicy` in force (``STRICT`` unless :meth:`set_policy` said otherwise).
+        policy_revision: the revision ``LAYERED`` was granted for; None under ``STRICT``.
     """
 
     def __init__(self, device: _Device | None = None) -> None:
@@ -92,13 +115,63 @@ class SteeringState:
         self.native_revision: Revision | None = None
         self.steering_program: int | None = None
         self.steering_owner: str | None = None
+        self.policy = SteeringPolicy.STRICT
+        self.policy_revision: Revision | None = None
         self._device = device
 
     def __repr__(self) -> str:
         return (
             f"SteeringState(native_rss={self.native_rss}, native_report={self.native_report}, "
-            f"steering_program={self.steering_program}, steering_owner={self.steering_owner!r})"
+            f"steering_program={self.steering_program}, steering_owner={self.steering_owner!r}, "
+            f"policy={self.policy.value})"
         )
+
+    def set_policy(self, policy: SteeringPolicy, revision: Revision | None = None) -> None:
+        """Choose the steering policy; ``LAYERED`` needs the device's revision, v10 or later.
+
+        Switching back to ``STRICT`` while both RSS and a program are in force changes nothing in the
+        kernel: the next request is judged by the strict rule.
+
+        Args:
+            policy: ``STRICT`` or ``LAYERED``.
+            revision: the hash UAPI revision the device's kernel speaks (required for ``LAYERED``).
+
+        Raises:
+            ValidationError: for a value that is not a :class:`SteeringPolicy`, or ``LAYERED`` without
+                a revision or on a revision without steering precedence (the RFC, v3-v9).
+        """
+        if not isinstance(policy, SteeringPolicy):
+            raise ValidationError("policy", f"expected a SteeringPolicy member, got {policy!r}")
+        if policy is SteeringPolicy.STRICT:
+            with self.lock:
+                self.policy, self.policy_revision = policy, None
+            return
+        if revision is None:
+            raise ValidationError(
+                "revision", "the layered steering policy needs the device's revision (v10 or later)"
+            )
+        revision = require_revision(revision)
+        if not revision.steering_precedence:
+            raise ValidationError(
+                "policy",
+                f"the layered steering policy needs revision v10 or later (a steering program that takes "
+                f"precedence over RSS); {revision.title} ({revision.value}) "
+                + (
+                    "silently disables one for the other"
+                    if revision is Revision.RFC
+                    else "refuses RSS and a steering program together with EBUSY"
+                )
+                + ", so only the strict policy applies",
+            )
+        with self.lock:
+            self.policy, self.policy_revision = policy, revision
+
+    def _layered(self, revision: Revision | None) -> bool:
+        """Whether the layered policy lets RSS and a program coexist for a request of ``revision``."""
+        if self.policy is not SteeringPolicy.LAYERED:
+            return False
+        effective = revision or self.policy_revision
+        return effective is not None and effective.steering_precedence
 
     @property
     def steering_attached(self) -> bool:
@@ -122,7 +195,8 @@ class SteeringState:
 
         Raises:
             BusyError: ``EBUSY`` when ``exclusive`` and a program is attached; no ioctl is issued.
-            SteeringConflictError: ``EBUSY`` while native RSS is enabled; no ioctl is issued.
+            SteeringConflictError: ``EBUSY`` while native RSS is enabled, unless the policy is
+                ``LAYERED`` (v10+); no ioctl is issued.
             DeviceGoneError: ``EBADFD`` instead of either when the device was deleted (the record
                 is cleared: the kernel freed that state with the device).
         """
@@ -136,7 +210,7 @@ class SteeringState:
                     f"a steering program (attached by {self.steering_owner or 'unknown'}) is in force on "
                     f"{self._where()}{wanted}; detach it first",
                 )
-            if self.native_rss:
+            if self.native_rss and not self._layered(revision):
                 self._raise_if_deleted()
                 set_rss = hash_requests(self._revision(revision)).set_rss
                 raise SteeringConflictError(
@@ -164,11 +238,12 @@ class SteeringState:
 
         Raises:
             SteeringConflictError: ``EBUSY`` on the revision's RSS setter (``TUNSETVNETHASH``,
-                ``TUNSETVNETRSS`` on v12) when a steering program is attached; no ioctl is issued.
+                ``TUNSETVNETRSS`` on v12) when a steering program is attached, unless the policy is
+                ``LAYERED`` (v10+); no ioctl is issued.
             DeviceGoneError: ``EBADFD`` instead when the device was deleted (the record is cleared).
         """
         with self.lock:
-            if self.steering_program is not None:
+            if self.steering_program is not None and not self._layered(revision):
                 self._raise_if_deleted()
                 raise SteeringConflictError(
                     errno.EBUSY,
