@@ -7,6 +7,8 @@ programs that own their fds, and the RSS steering program generated from a
 * :mod:`~pytun_hash.bpf.maps`: array maps (optionally mmap-able), arrays of maps, map ids.
 * :mod:`~pytun_hash.bpf.prog`: program load with the verifier log, test runs, program ids.
 * :mod:`~pytun_hash.bpf.rss_program`: the generated steering program and its config map value.
+* :mod:`~pytun_hash.bpf.layered`: steering programs for the layered policy (steer a flow set, fall
+  back to native RSS otherwise; v10+).
 * :mod:`~pytun_hash.bpf.rss`: :class:`EbpfRss` (load, attach, atomic reconfigure, detach).
 * :mod:`~pytun_hash.bpf.report`: :class:`HashReporter`, hash reports filled in user space.
 """
@@ -14,6 +16,7 @@ programs that own their fds, and the RSS steering program generated from a
 from __future__ import annotations
 
 from pytun_hash.bpf.insn import Assembler, Helper, Insn, Reg, encode_program
+from pytun_hash.bpf.layered import FALLBACK_RETURN, PortRule, generate_fallback_program, load_fallback_program
 from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps, BpfMap, MapInfo, MappedArray, QueueMap, map_ids
 from pytun_hash.bpf.prog import ProgInfo, Program, TestRunResult, prog_ids
 from pytun_hash.bpf.report import HashReporter
@@ -30,6 +33,7 @@ from pytun_hash.bpf.syscall import BpfCmd, MapFlag, MapType, ProgType, bpf, bpf_
 
 __all__ = [
     "EBPF_RSS_OWNER",
+    "FALLBACK_RETURN",
     "SUPPORTED_HASH_TYPES",
     "ArrayMap",
     "ArrayOfMaps",
@@ -47,6 +51,7 @@ __all__ = [
     "MapType",
     "MappedArray",
     "ProgInfo",
+    "PortRule",
     "ProgType",
     "Program",
     "Reg",
@@ -57,7 +62,9 @@ __all__ = [
     "config_value",
     "enable_ebpf_rss",
     "encode_program",
+    "generate_fallback_program",
     "generate_rss_program",
+    "load_fallback_program",
     "map_ids",
     "prog_ids",
     "toeplitz_tables",
