@@ -58,6 +58,7 @@ from pytun_hash.cli.common import (
     config_summary,
     open_device,
     parse_revision,
+    tun_link,
 )
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
 from pytun_hash.cli.state import (
@@ -74,11 +75,10 @@ from pytun_hash.cli.state import (
 from pytun_hash.codec import ioctl_plan
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.configfile import dump_config
-from pytun_hash.device import rtnl
 from pytun_hash.device.hashctl import HashControl
 from pytun_hash.device.record import BackendName, DeviceId, EbpfPins, Owner, Record, link_index
 from pytun_hash.device.tap import TunTapDevice
-from pytun_hash.errors import DeviceNotFoundError, KernelError, ValidationError
+from pytun_hash.errors import KernelError, ValidationError
 
 __all__ = ["add_parsers", "run_apply", "run_disable"]
 
@@ -128,20 +128,8 @@ def _backend_arguments(p: argparse.ArgumentParser) -> None:
 
 def _device_queue_count(name: str) -> int | None:
     """Attached queues of ``name`` as the kernel counts them (None for a single-queue device)."""
-    try:
-        link = rtnl.get_link(name)
-    except DeviceNotFoundError:
-        raise CliError(
-            f"no TUN/TAP device named {name!r} in this network namespace",
-            f"create it with `pytun-hash create {name}` (or check the name with `ip link`)",
-            ExitCode.KERNEL,
-        ) from None
-    if link.tun is None:
-        raise CliError(
-            f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device",
-            "name a TUN/TAP device (`ip -d link show type tun`)",
-            ExitCode.KERNEL,
-        )
+    link = tun_link(name, f"create it with `pytun-hash create {name}` (or check the name with `ip link`)")
+    assert link.tun is not None  # tun_link refuses other links
     return link.tun.numqueues if link.tun.multi_queue else None
 
 

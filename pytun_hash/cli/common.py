@@ -12,6 +12,7 @@ from pytun_hash.backend import Backend
 from pytun_hash.cli.output import CliError, ExitCode
 from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, VnetHashConfig, parse_hash_types
 from pytun_hash.configfile import config_from_mapping, parse_key, read_config_file
+from pytun_hash.device import rtnl
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import DeviceNotFoundError, ValidationError
 from pytun_hash.model import Framing, Semantics
@@ -263,6 +264,28 @@ def config_summary(config: VnetHashConfig) -> str:
     parts.append(f"unclassified_queue={config.unclassified_queue}")
     parts.append(f"key={config.key.hex()}")
     return " ".join(parts)
+
+
+def tun_link(name: str, hint: str = "check the name with `ip link`") -> rtnl.LinkInfo:
+    """The TUN/TAP link named ``name`` in this network namespace (rtnetlink; nothing is opened).
+
+    Raises:
+        CliError: (exit 3) when there is no such link (``hint`` says what to do), or it is not TUN/TAP.
+        KernelError: when the netlink query fails.
+    """
+    try:
+        link = rtnl.get_link(name)
+    except DeviceNotFoundError:
+        raise CliError(
+            f"no TUN/TAP device named {name!r} in this network namespace", hint, ExitCode.KERNEL
+        ) from None
+    if link.tun is None:
+        raise CliError(
+            f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device",
+            "name a TUN/TAP device (`ip -d link show type tun`)",
+            ExitCode.KERNEL,
+        )
+    return link
 
 
 def open_device(name: str) -> TunTapDevice:

@@ -47,14 +47,15 @@ from pytun_hash.cli.common import (
     parse_revision,
     parse_semantics,
     protocol_number,
+    tun_link,
 )
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import VnetHashConfig, parse_hash_types
 from pytun_hash.configfile import parse_key
-from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
+from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.hashctl import probe_revision
-from pytun_hash.errors import DeviceNotFoundError, PrivilegeError, ValidationError
+from pytun_hash.errors import PrivilegeError, ValidationError
 from pytun_hash.model import FlowHash, Framing, Semantics, classify, queue_for_flow, rfc_input, toeplitz_hash
 from pytun_hash.model.semantics import semantics_for
 from pytun_hash.traffic import Flow
@@ -262,13 +263,9 @@ def _kernel_revision() -> Revision | None:
 
 def _device_queues(name: str) -> int:
     """Queues attached to device ``name`` now (rtnetlink; every holder's queues count)."""
-    try:
-        link = rtnl.get_link(name)
-    except DeviceNotFoundError as exc:
-        raise CliError(f"no device named {name!r}", "check the name with `ip link`", ExitCode.KERNEL) from exc
-    if link.tun is None:
-        raise CliError(f"{name!r} is not a TUN/TAP device", "name a TUN/TAP device")
-    queues = link.tun.numqueues if link.tun.multi_queue else 1
+    tun = tun_link(name).tun
+    assert tun is not None  # tun_link refuses other links
+    queues = tun.numqueues if tun.multi_queue else 1
     if not queues:
         raise CliError(f"{name!r} has no attached queue", "attach a queue (start the VMM) or give --queues N")
     return int(queues)

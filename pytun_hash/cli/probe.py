@@ -28,11 +28,10 @@ import errno
 from typing import Any
 
 from pytun_hash._abi import HashType, TunFlag
-from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
-from pytun_hash.device import rtnl
+from pytun_hash.cli.common import tun_link
+from pytun_hash.cli.output import ExitCode, Output, help_text, pairs
 from pytun_hash.device.hashctl import ProbeResult
 from pytun_hash.device.tap import TUN_PATH, DeviceMode
-from pytun_hash.errors import DeviceNotFoundError
 from pytun_hash.probe import KernelProbe
 from pytun_hash.probe import probe_kernel as probe_kernel_checks
 
@@ -134,21 +133,9 @@ def probe_device(name: str) -> dict[str, Any]:
         CliError: (exit 3) when there is no such link, or it is not a TUN/TAP device.
         KernelError: when the netlink query fails.
     """
-    try:
-        link = rtnl.get_link(name)
-    except DeviceNotFoundError:
-        raise CliError(
-            f"no device named {name!r} in this network namespace",
-            "check the name with `ip link`",
-            ExitCode.KERNEL,
-        ) from None
+    link = tun_link(name)
     tun = link.tun
-    if tun is None:
-        raise CliError(
-            f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device",
-            "name a TUN/TAP device (`ip -d link show type tun`)",
-            ExitCode.KERNEL,
-        )
+    assert tun is not None  # tun_link refuses other links
     return {
         "name": link.name,
         "ifindex": link.index,

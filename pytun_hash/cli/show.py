@@ -29,7 +29,8 @@ from collections import Counter
 from typing import Any
 
 from pytun_hash._abi import HashType
-from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
+from pytun_hash.cli.common import tun_link
+from pytun_hash.cli.output import ExitCode, Output, help_text, pairs
 from pytun_hash.cli.state import (
     device_id,
     forget_stale,
@@ -40,9 +41,7 @@ from pytun_hash.cli.state import (
     verify,
 )
 from pytun_hash.config import VnetHashConfig
-from pytun_hash.device import rtnl
 from pytun_hash.device.record import Record, link_index
-from pytun_hash.errors import DeviceNotFoundError
 
 __all__ = ["add_parser", "indirection_rows", "run_show"]
 
@@ -78,20 +77,7 @@ def _types(config: VnetHashConfig) -> list[str]:
 
 
 def _check_device(name: str) -> None:
-    try:
-        link = rtnl.get_link(name)
-    except DeviceNotFoundError:
-        raise CliError(
-            f"no TUN/TAP device named {name!r} in this network namespace",
-            "check the name with `ip link`",
-            ExitCode.KERNEL,
-        ) from None
-    if link.tun is None:
-        raise CliError(
-            f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device",
-            "name a TUN/TAP device (`ip -d link show type tun`)",
-            ExitCode.KERNEL,
-        )
+    tun_link(name)
 
 
 def _text(name: str, record: Record | None, verified: bool, stale: list[str]) -> str:

@@ -120,7 +120,7 @@ def test_usage_errors_are_refused_before_any_syscall(cli: Any, args: list[str], 
     [
         (["delete", "nosuch0"], "no device named 'nosuch0'"),
         (["delete", "lo"], "not a TUN/TAP device"),
-        (["probe", "--dev", "nosuch0"], "no device named"),
+        (["probe", "--dev", "nosuch0"], "no TUN/TAP device named"),
         (["probe", "--dev", "lo"], "not a TUN/TAP device"),
     ],
 )

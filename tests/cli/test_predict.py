@@ -234,4 +234,4 @@ def test_predict_for_a_live_device(cli: Any, netns: NetworkNamespace) -> None:
         ebpf = cli("predict", "--dev", device.name, "--backend", "ebpf", "--key", "microsoft", flow, "--json")
         assert ebpf.json()["semantics"] == "spec"
     gone = cli("predict", "--dev", device.name, "--key", "microsoft", flow)
-    assert gone.code == 3 and "no device named" in gone.err
+    assert gone.code == 3 and "no TUN/TAP device named" in gone.err
