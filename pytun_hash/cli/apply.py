@@ -63,8 +63,8 @@ from pytun_hash.cli.common import (
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
 from pytun_hash.cli.state import (
     bpffs_root,
+    current_record,
     device_id,
-    forget_stale,
     in_force,
     now,
     reconfigure_pinned,
@@ -76,7 +76,7 @@ from pytun_hash.codec import ioctl_plan
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.configfile import dump_config
 from pytun_hash.device.hashctl import HashControl
-from pytun_hash.device.record import BackendName, DeviceId, EbpfPins, Owner, Record, link_index
+from pytun_hash.device.record import BackendName, DeviceId, EbpfPins, Owner, Record
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import KernelError, ValidationError
 
@@ -301,10 +301,7 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
         ident = device_id(args.dev)
         sweep_recreated(store, ident, out)
         with store.lock(ident):
-            checked = store.read_checked(ident, link_index_now=link_index(args.dev))
-            if checked.stale is not None:
-                forget_stale(checked.stale, out)
-            old = checked.record
+            old = current_record(store, ident, args.dev, out)
             choice = choose_backend(device, args.backend, revision=args.revision)
             if choice.backend is Backend.EBPF:
                 _release_own_queue(device, foreign or 0)
@@ -392,10 +389,7 @@ def run_disable(args: argparse.Namespace, out: Output) -> int:
         ident = device_id(args.dev)
         sweep_recreated(store, ident, out)
         with store.lock(ident):
-            checked = store.read_checked(ident, link_index_now=link_index(args.dev))
-            if checked.stale is not None:
-                forget_stale(checked.stale, out)
-            record = checked.record
+            record = current_record(store, ident, args.dev, out)
             if record is not None:
                 backend: str | None = record.backend
                 revision = record.revision

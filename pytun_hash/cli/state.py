@@ -84,6 +84,14 @@ def forget_stale(stale: StaleRecord, out: Output) -> None:
         unpin_record(stale.record)
 
 
+def current_record(store: RecordStore, ident: DeviceId, name: str, out: Output) -> Record | None:
+    """The trustworthy record of ``ident`` (the caller holds its lock); a stale one is reported and dropped."""
+    checked = store.read_checked(ident, link_index_now=link_index(name))
+    if checked.stale is not None:
+        forget_stale(checked.stale, out)
+    return checked.record
+
+
 def sweep_recreated(store: RecordStore, ident: DeviceId, out: Output) -> list[StaleRecord]:
     """Find, report and remove the records of earlier devices of ``ident``'s name in its namespace.
 

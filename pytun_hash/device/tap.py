@@ -393,24 +393,10 @@ class TunTapDevice(TunTapBase):
     def queue_ioctl(self, name: str, buf: bytearray, *, revision: Revision | None = None) -> int:
         """Issue ioctl ``name`` with a pointer to ``buf`` on an attached queue, under the device lock.
 
-        The way for code above the device (hash control) to reach the kernel through a queue: the
-        first attached queue is chosen and used while no thread can close, detach or attach a
-        queue, and ``EBADFD`` clears :attr:`steering` as the kernel freed it with the device. The
-        device's hash state is per device, so any attached queue reaches it.
-
-        Args:
-            name: the kernel's name of a TUN ioctl, or of a hash ioctl of ``revision``.
-            buf: the argument bytes; the kernel's writes land in place.
-            revision: the hash UAPI revision ``name`` belongs to; None for TUN ioctls.
-
-        Returns:
-            The ioctl's return value.
-
-        Raises:
-            ValidationError: when no queue is attached (field ``device``), or ``name`` is not an
-                ioctl of ``revision`` (field ``name``); no ioctl is issued.
-            DeviceGoneError: ``EBADFD`` when the device was deleted.
-            KernelError: a subclass chosen from the errno for a refused ioctl.
+        The first attached queue is used while no thread can close, detach or attach a queue, and
+        ``EBADFD`` clears :attr:`steering` as the kernel freed it with the device (the hash state is
+        per device, so any attached queue reaches it). Arguments, result and errors: see
+        :meth:`TunTapBase.queue_ioctl <pytun_hash.device.base.TunTapBase.queue_ioctl>`.
         """
         with self._control(attached=True) as fd:
             return ioctl_ptr(fd, name, buf, revision=revision or Revision.RFC)
