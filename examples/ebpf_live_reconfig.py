@@ -4,7 +4,7 @@ A 4-queue TAP in a private network namespace is steered by the eBPF backend (the
 socket-filter program, attached with ``TUNSETSTEERINGEBPF``). A sender thread sends UDP
 datagrams over IPv4 and IPv6 without pause, a reader thread drains every queue, and the main
 thread switches the configuration five times (indirection table, unclassified queue, key) with
-:meth:`Hashing.reconfigure <pytun_hash.backend.Hashing.reconfigure>`, which swaps the program's
+:meth:`Hashing.reconfigure <pytun_hash.hashing.Hashing.reconfigure>`, which swaps the program's
 config map atomically: no detach, no window without steering.
 
 Every datagram carries a sequence number. Around each send the sender records which
@@ -28,7 +28,7 @@ import threading
 import time
 
 from pytun_hash import NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
-from pytun_hash.backend import Backend, Hashing
+from pytun_hash import Backend, Hashing
 from pytun_hash.model import Framing, parse_frame, predict_queue
 
 QUEUES = 4

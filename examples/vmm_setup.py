@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from pytun_hash import NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
-from pytun_hash.backend import Hashing
+from pytun_hash import Hashing
 from pytun_hash.bpf import HashReporter
 from pytun_hash.model import predict_queue, verify_reports
 

@@ -8,6 +8,8 @@ The names below are the public API; submodules hold the layers:
 * :mod:`pytun_hash.configfile` — config files (TOML/JSON) with every error named.
 * :mod:`pytun_hash.model`, :mod:`pytun_hash.device`, :mod:`pytun_hash.bpf`, :mod:`pytun_hash.backend` —
   the software model, devices and hash control, eBPF, backend choice.
+* :mod:`pytun_hash.hashing` — :class:`Hashing`, the one entry: hashing on a device from any process
+  (records, pins, locks, both backends).
 * :mod:`pytun_hash.traffic` — real flows onto a device's queues, collected per queue.
 * :mod:`pytun_hash.testing` — the test kit (the seccomp kernel emulator); nothing else imports it.
 """
@@ -15,6 +17,7 @@ The names below are the public API; submodules hold the layers:
 from __future__ import annotations
 
 from pytun_hash._abi import HashReport, HashType, Revision, TunFlag, TunOffload, ioctl_request
+from pytun_hash.backend import Backend, BackendChoice, choose_backend
 from pytun_hash.bpf import EbpfRss, HashReporter, RssOutput, enable_ebpf_rss
 from pytun_hash.codec import (
     IoctlCall,
@@ -40,6 +43,7 @@ from pytun_hash.errors import (
     DeviceNotFoundError,
     FeatureUnsupportedError,
     KernelError,
+    NotRecordedError,
     PrivilegeError,
     PytunHashError,
     SteeringConflictError,
@@ -47,6 +51,7 @@ from pytun_hash.errors import (
     ValidationError,
     VerifierError,
 )
+from pytun_hash.hashing import Hashing, HashingWarning, StateLocation
 from pytun_hash.model import (
     FlowHash,
     Framing,
@@ -68,6 +73,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MICROSOFT_RSS_KEY",
+    "Backend",
+    "BackendChoice",
+    "Hashing",
+    "HashingWarning",
+    "NotRecordedError",
+    "StateLocation",
+    "choose_backend",
     "BpfError",
     "BusyError",
     "DecodeError",

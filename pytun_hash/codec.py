@@ -125,11 +125,8 @@ def _rfc_set_payload(
     return head + _table_bytes(table, order) + key
 
 
-
 def _v3_flags(config: VnetHashConfig) -> int:
-    return (_V3_FLAGS.TUN_VNET_HASH_REPORT if config.report else 0) | (
-        _V3_FLAGS.TUN_VNET_HASH_RSS if config.rss else 0
-    )
+    return (_V3_FLAGS.TUN_VNET_HASH_REPORT if config.report else 0) | (_V3_FLAGS.TUN_VNET_HASH_RSS if config.rss else 0)
 
 
 def _refuse_short_key(config: VnetHashConfig, revision: Revision) -> None:
@@ -474,9 +471,7 @@ def encode_capability(cap: VnetHashCapability) -> bytes:
             raise ValidationError("max_indirection_table_length", "the RFC capability needs a value in 0..65535")
         return pack(rfc.tun_vnet_hash_cap, _HOST, max_indirection_table_length=limit, types=int(cap.types))
     if cap.revision.abi is Revision.V3:
-        flags = (_V3_FLAGS.TUN_VNET_HASH_REPORT if cap.report else 0) | (
-            _V3_FLAGS.TUN_VNET_HASH_RSS if cap.rss else 0
-        )
+        flags = (_V3_FLAGS.TUN_VNET_HASH_REPORT if cap.report else 0) | (_V3_FLAGS.TUN_VNET_HASH_RSS if cap.rss else 0)
         return pack(v3.tun_vnet_hash, _HOST, flags=flags, types=int(cap.types))
     return struct.pack(f"{e}I", int(cap.types))
 

@@ -34,9 +34,7 @@ MAX_QUEUE = 0xFFFF
 #: The well-known 40-byte Toeplitz key from Microsoft's "Verifying the RSS Hash Calculation"
 #: (also Intel 82599 and DPDK's default). For tests and interop only: a published key lets
 #: anyone craft flows that collide on one queue, so nothing in pytun_hash defaults to it.
-MICROSOFT_RSS_KEY = bytes.fromhex(
-    "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa"
-)
+MICROSOFT_RSS_KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa")
 
 #: Every type bit the kernel series supports (IPv4/IPv6 x IP/TCP/UDP).
 DEFAULT_HASH_TYPES = HashType(0x3F)

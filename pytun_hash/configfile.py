@@ -103,9 +103,7 @@ def read_config_file(path: str, *, section: str | None = None) -> dict[str, Any]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValidationError(
-            "config", f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
+        raise ValidationError("config", f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     is_json = path.endswith(".json") or (not path.endswith(".toml") and text.lstrip().startswith("{"))
     try:
         data: object = json.loads(text) if is_json else tomllib.loads(text)
@@ -122,9 +120,7 @@ def read_config_file(path: str, *, section: str | None = None) -> dict[str, Any]
                 raise ValidationError("config", f"{path} has no table named {section!r}")
             data = data[part]
     if not isinstance(data, dict):
-        raise ValidationError(
-            "config", f"{path} must hold a table (TOML) or an object (JSON) of config fields"
-        )
+        raise ValidationError("config", f"{path} must hold a table (TOML) or an object (JSON) of config fields")
     return data
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "DeviceNotFoundError",
     "FeatureUnsupportedError",
     "KernelError",
+    "NotRecordedError",
     "PrivilegeError",
     "PytunHashError",
     "SteeringConflictError",
@@ -46,6 +47,10 @@ class ValidationError(PytunHashError, ValueError):
         self.field = field
         self.rule = rule
         super().__init__(f"{field}: {rule}" if field else rule)
+
+
+class NotRecordedError(PytunHashError, LookupError):
+    """Nothing is recorded for a device: pytun_hash put no hashing in force there (or the record was stale)."""
 
 
 class DecodeError(ValidationError):
@@ -134,8 +139,7 @@ _GENERIC_HINTS: dict[int, tuple[type[KernelError], str]] = {
     ),
     _errno.EPERM: (
         PrivilegeError,
-        "run as root or grant CAP_NET_ADMIN (CAP_BPF and CAP_NET_ADMIN for eBPF) in the device's "
-        "network namespace",
+        "run as root or grant CAP_NET_ADMIN (CAP_BPF and CAP_NET_ADMIN for eBPF) in the device's network namespace",
     ),
     _errno.EACCES: (
         PrivilegeError,

@@ -113,9 +113,7 @@ class Addressing:
             except ValueError as exc:
                 raise ValidationError(f"ipv{version}", str(exc)) from None
             if net.version != version or peer_ip not in net:
-                raise ValidationError(
-                    f"ipv{version}_peer", f"{peer} must be an IPv{version} address in {net}"
-                )
+                raise ValidationError(f"ipv{version}_peer", f"{peer} must be an IPv{version} address in {net}")
 
     def local(self, version: int) -> str:
         """The local address of IP ``version`` (4 or 6)."""
@@ -171,11 +169,7 @@ class Flow:
     dport: int | None = None
 
     def __attrs_post_init__(self) -> None:
-        if (
-            isinstance(self.protocol, bool)
-            or not isinstance(self.protocol, int)
-            or not 0 <= self.protocol <= 255
-        ):
+        if isinstance(self.protocol, bool) or not isinstance(self.protocol, int) or not 0 <= self.protocol <= 255:
             raise ValidationError("protocol", f"must be an IP protocol number 0..255, got {self.protocol!r}")
         if _ip_version("src", self.src) != _ip_version("dst", self.dst):
             raise ValidationError("dst", f"{self.src} and {self.dst} are of different IP versions")
@@ -183,9 +177,7 @@ class Flow:
         _check_port("sport", self.sport, ported)
         _check_port("dport", self.dport, ported)
         if self.protocol == (IPPROTO_ICMPV6 if self.version == 4 else IPPROTO_ICMP):
-            raise ValidationError(
-                "protocol", f"{protocol_name(self.protocol)} does not exist over IPv{self.version}"
-            )
+            raise ValidationError("protocol", f"{protocol_name(self.protocol)} does not exist over IPv{self.version}")
 
     @property
     def version(self) -> int:
@@ -200,9 +192,7 @@ class Flow:
     @property
     def key(self) -> tuple[bytes, bytes, int, bytes | None]:
         """What a frame of this flow is recognised by: packed addresses, protocol, port bytes (or None)."""
-        ports = (
-            None if self.sport is None or self.dport is None else struct.pack("!HH", self.sport, self.dport)
-        )
+        ports = None if self.sport is None or self.dport is None else struct.pack("!HH", self.sport, self.dport)
         return (
             ipaddress.ip_address(self.src).packed,
             ipaddress.ip_address(self.dst).packed,
@@ -536,9 +526,7 @@ def _framing_of(device: TunTapDevice) -> Framing:
     return Framing.for_device(tap=device.mode is DeviceMode.TAP, packet_info=False)
 
 
-def collect(
-    device: TunTapDevice, *, expected: int | None = None, timeout: float = 1.0, quiet: float = 0.02
-) -> Capture:
+def collect(device: TunTapDevice, *, expected: int | None = None, timeout: float = 1.0, quiet: float = 0.02) -> Capture:
     """Read every attached queue of ``device`` until it has been quiet for ``quiet`` seconds.
 
     With ``expected``, reading goes on (up to ``timeout`` seconds in all) until that many frames

@@ -145,7 +145,7 @@ def session_state_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     ``/run/pytun_hash`` or ``/sys/fs/bpf`` (``tests/cli`` gives each test its own roots)."""
     from pytun_hash import _sys
     from pytun_hash.bpf.pin import is_bpffs
-    from pytun_hash.cli.state import BPFFS_ENV, STATE_ENV
+    from pytun_hash.hashing.state import BPFFS_ENV, STATE_ENV
 
     base = tmp_path_factory.mktemp("session-state")
     os.chmod(base, 0o700)

@@ -39,6 +39,8 @@ RANKS = {
     # The kernel emulator steers and records with eBPF.
     "testing": 5,
     "backend": 5,
+    # Hashing on a device from any process: records, pins, locks, both backends.
+    "hashing": 5,
     "probe": 5,
     "cli": 6,
     "__main__": 6,

@@ -116,9 +116,7 @@ _MACHINES: dict[str, IocLayout] = {
 
 KNOWN_MACHINES: tuple[str, ...] = tuple(sorted(_MACHINES))
 
-_BIG_ENDIAN_MACHINES = frozenset(
-    {"ppc64", "ppc", "mips", "mips64", "sparc", "sparc64", "s390x", "parisc", "parisc64"}
-)
+_BIG_ENDIAN_MACHINES = frozenset({"ppc64", "ppc", "mips", "mips64", "sparc", "sparc64", "s390x", "parisc", "parisc64"})
 
 
 def byteorder_for(machine: str | None = None) -> ByteOrder:

@@ -367,4 +367,3 @@ def remove_pin_dir(path: str) -> list[str]:
             hint = "remove what is left in it by hand"
             raise KernelError(exc.errno or errno.EIO, f"rmdir({directory})", hint) from None
     return names
-

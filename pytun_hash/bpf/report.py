@@ -25,7 +25,6 @@ from pytun_hash.model.vnet import write_hash_fields
 __all__ = ["HashReporter"]
 
 
-
 class HashReporter:
     """Fills the hash fields of buffers read from a tun/tap queue with the software model's values.
 

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Self
 
 from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps
-from pytun_hash.bpf.pin import pin
+from pytun_hash.bpf.pin import get_pinned_map, get_pinned_program, pin, unpin
 from pytun_hash.bpf.prog import ETH_HLEN, Program, TestRunResult
 from pytun_hash.bpf.rss_program import (
     CONFIG_VALUE_SIZE,
@@ -54,13 +54,16 @@ from pytun_hash.bpf.rss_program import (
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.tap import DeviceMode
-from pytun_hash.errors import BpfError, DeviceGoneError, ValidationError
+from pytun_hash.errors import BpfError, DeviceGoneError, KernelError, ValidationError
 from pytun_hash.model.classify import Semantics
 
-__all__ = ["EBPF_RSS_OWNER", "EbpfRss", "enable_ebpf_rss"]
+__all__ = ["EBPF_RSS_OWNER", "PIN_NAMES", "EbpfRss", "enable_ebpf_rss"]
 
 #: The owner name recorded in the device's steering state while eBPF RSS is attached.
 EBPF_RSS_OWNER = "ebpf-rss"
+
+#: The names :meth:`EbpfRss.pin` gives its objects in a pin directory.
+PIN_NAMES = ("prog", "outer", "config")
 
 # Test runs: a dummy Ethernet header for TUN packets (IEEE 802 local experimental ethertype),
 # and the L3 bytes the kernel wants behind an IPv4/IPv6 ethertype.
@@ -192,6 +195,7 @@ class EbpfRss:
         self._device: TunTapBase | None = None
         self._swapper: _SlotSwapper | None = None
         self._lock = threading.Lock()
+        self._pins: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -248,6 +252,97 @@ class EbpfRss:
             tables=tables,
             semantics=semantics,
         )
+
+    @classmethod
+    def from_pinned(
+        cls,
+        directory: str,
+        config: VnetHashConfig,
+        mode: DeviceMode,
+        *,
+        program_id: int | None = None,
+        semantics: Semantics = Semantics.SPEC,
+    ) -> EbpfRss:
+        """Take over the objects another process pinned in ``directory`` with :meth:`pin`.
+
+        The result reconfigures in place (a new config map swapped into the pinned outer map) and
+        keeps the pins current; it is not attached to a device object until :meth:`adopt_attached`.
+
+        Args:
+            directory: the pin directory (``prog``, ``outer``, ``config`` in it).
+            config: the configuration the pinned config map holds (from the device's record); its
+                value is compared with the map's, byte for byte.
+            mode: the device mode the program parses frames for.
+            program_id: the program's id when it was pinned; a different id means someone
+                replaced the pin, and nothing is taken over.
+            semantics: the rules the program was loaded with.
+
+        Raises:
+            BpfError: when a pin is missing, the program or slot is not the recorded one, or the
+                config map's contents differ from ``config`` (field-level detail in the message).
+            ValidationError: for a config the program cannot implement.
+        """
+        check_supported(config)
+        paths = {name: os.path.join(directory, name) for name in PIN_NAMES}
+        tables = toeplitz_tables(config.key, semantics=semantics)
+        value = config_value(config, tables=tables, semantics=semantics)
+        with contextlib.ExitStack() as stack:
+            program = stack.enter_context(get_pinned_program(paths["prog"]))
+            outer = stack.enter_context(get_pinned_map(paths["outer"]))
+            inner = stack.enter_context(get_pinned_map(paths["config"]))
+            if not isinstance(outer, ArrayOfMaps) or not isinstance(inner, ArrayMap):
+                raise BpfError(errno.EINVAL, f"BPF_OBJ_GET({directory})", "these pins are not an RSS program's maps")
+            if program_id is not None and program.id != program_id:
+                raise BpfError(
+                    errno.ESTALE,
+                    f"BPF_OBJ_GET({paths['prog']})",
+                    f"the pinned program is id {program.id}, the record says {program_id}: someone replaced it",
+                )
+            if outer.lookup_id(0) != inner.id:
+                raise BpfError(
+                    errno.ESTALE, f"BPF_OBJ_GET({paths['config']})", "the pinned config map is not the one in force"
+                )
+            if inner.lookup(0) != value:
+                raise BpfError(
+                    errno.ESTALE,
+                    f"BPF_MAP_LOOKUP_ELEM({paths['config']})",
+                    "the pinned config map does not hold the recorded configuration",
+                )
+            stack.pop_all()
+        rss = cls(
+            program=program,
+            outer=outer,
+            inner=inner,
+            config=config,
+            mode=mode,
+            output=RssOutput.QUEUE,
+            tables=tables,
+            semantics=semantics,
+        )
+        rss._pins = paths
+        return rss
+
+    def adopt_attached(self, device: TunTapBase) -> None:
+        """Count this (pinned) program as the one attached to ``device``, as it was by another
+        process: no ioctl is issued (the kernel cannot be asked which program a tun device runs);
+        :meth:`detach` and :meth:`close` then detach it.
+
+        Raises:
+            ValidationError: when this instance is attached to another device already.
+            BpfError: when closed.
+        """
+        with self._lock:
+            self._require_open()
+            if self._device is not None and self._device is not device:
+                raise ValidationError("device", f"already attached to {self._device.name!r}")
+            with device.steering.lock:
+                device.steering.record_steering(self._program.fd, EBPF_RSS_OWNER)
+            self._device = device
+
+    @property
+    def pins(self) -> dict[str, str] | None:
+        """``{"prog", "outer", "config"}`` pin paths kept current across reconfigurations, or None."""
+        return None if self._pins is None else dict(self._pins)
 
     # ------------------------------------------------------------------ state
 
@@ -308,11 +403,12 @@ class EbpfRss:
         """
         with self._lock:
             inner = self._require_open()
-            paths = {name: os.path.join(directory, name) for name in ("prog", "outer", "config")}
+            paths = {name: os.path.join(directory, name) for name in PIN_NAMES}
             pin(self._program, paths["prog"])
             pin(self._outer, paths["outer"])
             pin(inner, paths["config"])
-            return paths
+            self._pins = paths
+            return dict(paths)
 
     def _require_open(self) -> ArrayMap:
         if self._inner is None:
@@ -428,6 +524,15 @@ class EbpfRss:
         self._inner = new
         self._config = config
         self._tables_key, self._tables = config.key, tables
+        if self._pins is not None:
+            # The pinned config map must be the one in force, or another process would verify and
+            # adopt an old configuration. The swap is done already, so a failed pin only loses the
+            # pins (nothing pinned is claimed any more), never the new configuration.
+            try:
+                unpin(self._pins["config"], missing_ok=True)
+                pin(new, self._pins["config"])
+            except KernelError:
+                self._pins = None
         # The slot no longer references the old map, and packets still using it hold it
         # through RCU: our fd is not needed any more.
         old.close()

@@ -52,9 +52,7 @@ def _common_options(*, top: bool) -> argparse.ArgumentParser:
     # command name is not reset by the subcommand's parser.
     parent = _Parser(add_help=False)
     default: object = False if top else argparse.SUPPRESS
-    parent.add_argument(
-        "--json", action="store_true", default=default, help="print a JSON document on stdout"
-    )
+    parent.add_argument("--json", action="store_true", default=default, help="print a JSON document on stdout")
     parent.add_argument("--debug", action="store_true", default=default, help="show tracebacks with errors")
     return parent
 

@@ -42,15 +42,12 @@ nothing was recorded and nothing forced), ``revision``, ``action``, ``in_force``
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import warnings
 from typing import Any
 
 from pytun_hash._abi import Revision, layout_for
-from pytun_hash.backend import Backend, BackendChoice, Hashing, choose_backend
-from pytun_hash.bpf.pin import ensure_bpffs, make_pin_dir, pin_dir, remove_pin_dir
-from pytun_hash.bpf.rss import EbpfRss
+from pytun_hash.backend import Backend, BackendChoice, choose_backend
 from pytun_hash.cli.common import (
     add_backend_argument,
     add_config_arguments,
@@ -61,24 +58,15 @@ from pytun_hash.cli.common import (
     tun_link,
 )
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
-from pytun_hash.cli.state import (
-    bpffs_root,
-    current_record,
-    device_id,
-    in_force,
-    now,
-    reconfigure_pinned,
-    record_store,
-    sweep_recreated,
-    unpin_record,
-)
+from pytun_hash.cli.state import in_force, warn_stale
 from pytun_hash.codec import ioctl_plan
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.configfile import dump_config
-from pytun_hash.device.hashctl import HashControl
-from pytun_hash.device.record import BackendName, DeviceId, EbpfPins, Owner, Record
+from pytun_hash.device.record import Record
 from pytun_hash.device.tap import TunTapDevice
-from pytun_hash.errors import KernelError, ValidationError
+from pytun_hash.errors import ValidationError
+from pytun_hash.hashing import Hashing
+from pytun_hash.hashing.state import now
 
 __all__ = ["add_parsers", "run_apply", "run_disable"]
 
@@ -195,81 +183,6 @@ def _release_own_queue(device: TunTapDevice, foreign_queues: int) -> None:
             device.detach_queue(queue)
 
 
-def _pin_dir_for(ident: DeviceId) -> str:
-    return pin_dir(ident.netns, ident.ifindex, root=bpffs_root())
-
-
-def _drop_old(device: TunTapDevice, old: Record | None, *, keep_ebpf: bool) -> None:
-    """Take what ``old`` says pytun_hash put in force off the device before another backend's
-    config goes on (native: the disabled config; eBPF: detach and unpin, unless ``keep_ebpf``)."""
-    if old is None:
-        return
-    if old.backend == "native":
-        HashControl(device, revision=old.revision).disable()
-    elif not keep_ebpf:
-        if old.config.rss:
-            device.detach_steering_program()
-        unpin_record(old)
-
-
-def _apply_ebpf(
-    device: TunTapDevice, ident: DeviceId, config: VnetHashConfig, old: Record | None, out: Output
-) -> EbpfPins | None:
-    """Put ``config`` in force with eBPF; return the pins to record (None: nothing pinned)."""
-    reuse = (
-        old is not None
-        and old.backend == "ebpf"
-        and old.ebpf is not None
-        and old.config.rss
-        and config.rss
-        and verify_pins_exist(old.ebpf)
-    )
-    if reuse:
-        assert old is not None and old.ebpf is not None
-        return reconfigure_pinned(old.ebpf, config)  # the attached program switches in place
-    _drop_old(device, old, keep_ebpf=False)
-    if not config.rss:
-        return None  # report-only needs no program: automatic queue selection steers
-    directory: str | None = _pin_dir_for(ident)
-    try:
-        ensure_bpffs(bpffs_root())
-    except (KernelError, ValidationError) as exc:
-        out.warn(
-            f"no bpf filesystem at {bpffs_root()} ({exc}); the program is recorded but not pinned, so "
-            "`show` cannot verify it"
-        )
-        directory = None
-    rss = EbpfRss.load(config, device.mode)
-    try:
-        paths: dict[str, str] | None = None
-        if directory is not None:
-            remove_pin_dir(directory)  # leftovers of a record that is gone
-            make_pin_dir(ident.netns, ident.ifindex, root=bpffs_root())
-            paths = rss.pin(directory)
-        try:
-            rss.attach(device)
-        except BaseException:
-            if directory is not None:
-                remove_pin_dir(directory)
-            raise
-        program_id = rss.program.id
-    except BaseException:
-        rss.close()
-        raise
-    rss.release()  # the device (and the pins) keep the program
-    if paths is None or directory is None:
-        return None
-    return EbpfPins(directory, paths["prog"], {"outer": paths["outer"], "config": paths["config"]}, program_id)
-
-
-def verify_pins_exist(pins: EbpfPins) -> bool:
-    """Whether the program and both maps of ``pins`` are still pinned."""
-    try:
-        return all(os.path.exists(p) for p in (pins.program, pins.map_path("outer"), pins.map_path("config")))
-    except ValidationError:
-        return False
-
-
 def _in_force_text(record: Record | None, device: str) -> str:
     if record is None:
         return (
@@ -292,55 +205,38 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
     foreign = _device_queue_count(args.dev)
     queues = args.queues if args.queues is not None else (foreign or None)
     config = config_from_args(args, queues=queues, key_required=False)
-    store = record_store()
     with open_device(args.dev) as device:
         if args.vnet_hdr_size is not None:
             device.set_vnet_hdr_size(args.vnet_hdr_size)
         if args.vnet_le:
             device.set_vnet_le(True)
-        ident = device_id(args.dev)
-        sweep_recreated(store, ident, out)
-        with store.lock(ident):
-            old = current_record(store, ident, args.dev, out)
-            choice = choose_backend(device, args.backend, revision=args.revision)
-            if choice.backend is Backend.EBPF:
-                _release_own_queue(device, foreign or 0)
-            if config.report and choice.backend is Backend.EBPF:
-                out.warn(
-                    "with eBPF steering the kernel writes no hash reports: whoever reads the queues must "
-                    "fill them in user space (pytun_hash.bpf.HashReporter)"
-                )
-            attached = foreign if foreign is not None else 1
-            if config.rss and attached and config.max_queue >= attached:
-                out.warn(
-                    f"the config steers to queue {config.max_queue} but {device.name} has {attached} attached "
-                    "queue(s); the kernel folds queue numbers modulo the number of attached queues"
-                )
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    if choice.backend is Backend.EBPF:
-                        pins = _apply_ebpf(device, ident, config, old, out)
-                        revision = None
-                    else:
-                        _drop_old(device, old if old is not None and old.backend == "ebpf" else None, keep_ebpf=False)
-                        hashing = Hashing.enable(device, config, backend=choice.backend, revision=choice.revision)
-                        hashing.close(keep=True)
-                        pins, revision = None, choice.revision
-                except ValidationError as exc:
-                    if exc.field != "report":
-                        raise
-                    raise CliError(
-                        f"invalid report: {exc.rule}",
-                        f"add --vnet-hdr-size 20 --vnet-le (or create the device with them: "
-                        f"`pytun-hash create {args.dev} --vnet-hdr-size 20 --vnet-le`)",
-                        field="report",
-                    ) from None
-            for warning in caught:
-                out.warn(str(warning.message))
-            name: BackendName = "ebpf" if choice.backend is Backend.EBPF else "native"
-            record = Record(ident, name, revision, config, Owner.current(), ebpf=pins)
-            store.write(record)
+        choice = choose_backend(device, args.backend, revision=args.revision)
+        if choice.backend is Backend.EBPF:
+            _release_own_queue(device, foreign or 0)
+        if config.report and choice.backend is Backend.EBPF:
+            out.warn(
+                "with eBPF steering the kernel writes no hash reports: whoever reads the queues must "
+                "fill them in user space (Hashing.reporter, pytun_hash.bpf.HashReporter)"
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                hashing = Hashing.enable(device, config, backend=choice.backend, revision=choice.revision, replace=True)
+            except ValidationError as exc:
+                if exc.field != "report":
+                    raise
+                raise CliError(
+                    f"invalid report: {exc.rule}",
+                    f"add --vnet-hdr-size 20 --vnet-le (or create the device with them: "
+                    f"`pytun-hash create {args.dev} --vnet-hdr-size 20 --vnet-le`)",
+                    field="report",
+                ) from None
+            hashing.close(keep=True)
+        warn_stale(hashing.stale, out)
+        for warning in caught:
+            out.warn(str(warning.message))
+        record = hashing.record
+        at = record.applied_at if record is not None else now()
     if args.save:
         dump_config(config, args.save)
     document = {
@@ -352,7 +248,7 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
         "reports": _reports(config, choice),
         "saved": args.save,
         "in_force": in_force(record),
-        "at": record.applied_at,
+        "at": at,
     }
 
     def text() -> str:
@@ -384,50 +280,47 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
 def run_disable(args: argparse.Namespace, out: Output) -> int:
     """Run ``disable``; see the module documentation."""
     foreign = _device_queue_count(args.dev)
-    store = record_store()
     with open_device(args.dev) as device:
-        ident = device_id(args.dev)
-        sweep_recreated(store, ident, out)
-        with store.lock(ident):
-            record = current_record(store, ident, args.dev, out)
-            if record is not None:
-                backend: str | None = record.backend
-                revision = record.revision
-                if record.backend == "ebpf":
-                    _release_own_queue(device, foreign or 0)
-                    if record.config.rss:
-                        device.detach_steering_program()
-                        action = "steering program detached (TUNSETSTEERINGEBPF -1): automatic queue selection"
-                    else:
-                        action = "report-only record removed; no program was attached: automatic queue selection"
-                    unpin_record(record)
-                else:
-                    HashControl(device, revision=record.revision).disable()
-                    action = "hash ioctl: RSS and hash reports off"
-                store.remove(ident)
-            elif args.force:
-                choice = choose_backend(device, args.backend, revision=args.revision)
-                backend, revision = choice.backend.value, choice.revision
-                if choice.backend is Backend.NATIVE:
-                    HashControl(device, revision=choice.revision).disable()
-                    action = "nothing recorded; --force: hash ioctl: RSS and hash reports off"
-                else:
-                    _release_own_queue(device, foreign or 0)
-                    device.detach_steering_program()
-                    action = (
-                        "nothing recorded; --force: whatever steering program was attached is detached "
-                        "(TUNSETSTEERINGEBPF -1): automatic queue selection"
-                    )
-            else:
-                backend, revision = None, None
-                action = (
-                    "nothing recorded: pytun_hash put nothing in force, so nothing was changed; a steering "
-                    "program someone else attached (QEMU, libvirt) is left alone (--force detaches it)"
-                )
-            at = now()
+        recorded = Hashing.recorded(device)
+        backend, revision = args.backend, args.revision
+        if recorded is None and args.force:
+            # Chosen while this command's queue is attached: a probe needs one.
+            forced = choose_backend(device, backend, revision=revision)
+            backend, revision = forced.backend, forced.revision
+        steered_by_ebpf = recorded.backend == "ebpf" if recorded is not None else backend is Backend.EBPF
+        if steered_by_ebpf:
+            _release_own_queue(device, foreign or 0)
+        removal = Hashing.remove(device, force=args.force, backend=backend, revision=revision)
+        at = now()
+    warn_stale(removal.stale, out)
+    record = removal.record
+    name: str | None
+    if record is not None:
+        name, revision = record.backend, record.revision
+        if record.backend == "native":
+            action = "hash ioctl: RSS and hash reports off"
+        elif record.config.rss:
+            action = "steering program detached (TUNSETSTEERINGEBPF -1): automatic queue selection"
+        else:
+            action = "report-only record removed; no program was attached: automatic queue selection"
+    elif removal.forced is not None:
+        name, revision = removal.forced.backend.value, removal.forced.revision
+        if removal.forced.backend is Backend.NATIVE:
+            action = "nothing recorded; --force: hash ioctl: RSS and hash reports off"
+        else:
+            action = (
+                "nothing recorded; --force: whatever steering program was attached is detached "
+                "(TUNSETSTEERINGEBPF -1): automatic queue selection"
+            )
+    else:
+        name, revision = None, None
+        action = (
+            "nothing recorded: pytun_hash put nothing in force, so nothing was changed; a steering "
+            "program someone else attached (QEMU, libvirt) is left alone (--force detaches it)"
+        )
     document = {
         "device": args.dev,
-        "backend": backend,
+        "backend": name,
         "revision": revision.value if revision else None,
         "action": action,
         "in_force": None,

@@ -170,22 +170,16 @@ def parse_flow(text: str) -> Flow:
 def add_config_arguments(parser: argparse.ArgumentParser, *, key_help: str) -> None:
     """The flags that describe a hashing configuration (used by apply, predict)."""
     group = parser.add_argument_group("configuration (a file, flags, or a file overridden by flags)")
-    group.add_argument(
-        "--config", metavar="FILE", help="TOML or JSON file with the config fields (see README)"
-    )
+    group.add_argument("--config", metavar="FILE", help="TOML or JSON file with the config fields (see README)")
     group.add_argument("--section", metavar="TABLE", help="read the fields from this table of the file")
-    group.add_argument(
-        "--rss", action=argparse.BooleanOptionalAction, default=None, help="receive side scaling"
-    )
+    group.add_argument("--rss", action=argparse.BooleanOptionalAction, default=None, help="receive side scaling")
     group.add_argument("--report", action=argparse.BooleanOptionalAction, default=None, help="hash reports")
     group.add_argument(
         "--types",
         metavar="TYPES",
         help="hash types, e.g. tcpv4,udpv4,ipv4 or all (default: all six IPv4/IPv6 types)",
     )
-    group.add_argument(
-        "--table", metavar="QUEUES", type=queue_list, help="indirection table, e.g. 0,1,2,3 or 0-3"
-    )
+    group.add_argument("--table", metavar="QUEUES", type=queue_list, help="indirection table, e.g. 0,1,2,3 or 0-3")
     group.add_argument(
         "--table-length",
         metavar="N",
@@ -194,9 +188,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, key_help: str) -> N
         help="entries of the round-robin table built from --queues (power of two, default 128)",
     )
     group.add_argument("--key", metavar="KEY", help=key_help)
-    group.add_argument(
-        "--unclassified-queue", metavar="Q", type=int, help="queue for packets that are not hashed"
-    )
+    group.add_argument("--unclassified-queue", metavar="Q", type=int, help="queue for packets that are not hashed")
 
 
 def config_from_args(args: argparse.Namespace, *, queues: int | None, key_required: bool) -> VnetHashConfig:
@@ -276,9 +268,7 @@ def tun_link(name: str, hint: str = "check the name with `ip link`") -> rtnl.Lin
     try:
         link = rtnl.get_link(name)
     except DeviceNotFoundError:
-        raise CliError(
-            f"no TUN/TAP device named {name!r} in this network namespace", hint, ExitCode.KERNEL
-        ) from None
+        raise CliError(f"no TUN/TAP device named {name!r} in this network namespace", hint, ExitCode.KERNEL) from None
     if link.tun is None:
         raise CliError(
             f"{name!r} is a {link.kind or 'non-tun'} device, not a TUN/TAP device",

@@ -43,13 +43,14 @@ from typing import Any
 
 from pytun_hash import traffic
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
-from pytun_hash.backend import Backend, Hashing
+from pytun_hash.backend import Backend
 from pytun_hash.bpf.report import HashReporter
 from pytun_hash.cli.common import add_backend_argument, config_summary, parse_revision, parse_semantics
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import TUN_PATH
+from pytun_hash.hashing import Hashing
 from pytun_hash.model import FlowHash, Semantics, classify, queue_for_flow
 from pytun_hash.model.vnet import read_hash_fields
 from pytun_hash.traffic import DEFAULT_ADDRESSING, Capture, Flow
@@ -75,9 +76,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--queues", type=int, default=4, metavar="N", help="queues of the TAP (2..16, default 4)")
-    p.add_argument(
-        "--flows", type=int, default=64, metavar="N", help="TCP/UDP flows to send (1..4096, default 64)"
-    )
+    p.add_argument("--flows", type=int, default=64, metavar="N", help="TCP/UDP flows to send (1..4096, default 64)")
     p.add_argument("--seed", type=int, default=1, help="seed for the key and the ports (default 1)")
     add_backend_argument(p)
     p.add_argument(
@@ -253,11 +252,7 @@ def _demo(args: argparse.Namespace, out: Output) -> dict[str, Any]:
                 capture = traffic.collect(device, expected=sent, timeout=2.0)
                 progress.update(3)
                 semantics = args.semantics or hashing.semantics
-                reporter = (
-                    HashReporter.for_device(device, config, semantics=hashing.semantics)
-                    if hashing.reports_in_user_space
-                    else None
-                )
+                reporter = hashing.reporter
                 result = _analyse(capture, flows, config, args.queues, reporter, semantics)
                 choice = hashing.choice
             name = device.name

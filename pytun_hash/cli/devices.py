@@ -52,9 +52,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     kind.add_argument("--tun", dest="mode", action="store_const", const=DeviceMode.TUN, help="raw IP packets")
     p.set_defaults(mode=DeviceMode.TAP)
-    p.add_argument(
-        "--queues", type=int, default=1, metavar="N", help="number of queues (> 1 makes it multi-queue)"
-    )
+    p.add_argument("--queues", type=int, default=1, metavar="N", help="number of queues (> 1 makes it multi-queue)")
     p.add_argument("--multi-queue", action="store_true", help="multi-queue even with one queue")
     p.add_argument(
         "--vnet-hdr",
@@ -65,9 +63,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--vnet-hdr-size", type=int, metavar="BYTES", help="vnet header size: 10, 12, or 20 for hash reports"
     )
-    p.add_argument(
-        "--vnet-le", action="store_true", help="little-endian vnet headers (virtio 1.0; needed for reports)"
-    )
+    p.add_argument("--vnet-le", action="store_true", help="little-endian vnet headers (virtio 1.0; needed for reports)")
     p.add_argument("--packet-info", action="store_true", help="frames carry the 4-byte tun_pi header")
     p.add_argument("--owner", metavar="USER", help="user (name or uid) allowed to open the device")
     p.add_argument("--group", metavar="GROUP", help="group (name or gid) allowed to open the device")
@@ -81,9 +77,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         formatter_class=fmt,
     )
     d.add_argument("name", help="interface name")
-    d.add_argument(
-        "--force", action="store_true", help="delete at once even while other processes hold queues"
-    )
+    d.add_argument("--force", action="store_true", help="delete at once even while other processes hold queues")
     d.set_defaults(handler=run_delete)
 
 
@@ -93,9 +87,7 @@ def _uid(text: str) -> int:
     try:
         return pwd.getpwnam(text).pw_uid
     except KeyError:
-        raise CliError(
-            f"no user named {text!r}", "give a user name from /etc/passwd or a numeric uid"
-        ) from None
+        raise CliError(f"no user named {text!r}", "give a user name from /etc/passwd or a numeric uid") from None
 
 
 def _gid(text: str) -> int:
@@ -104,9 +96,7 @@ def _gid(text: str) -> int:
     try:
         return grp.getgrnam(text).gr_gid
     except KeyError:
-        raise CliError(
-            f"no group named {text!r}", "give a group name from /etc/group or a numeric gid"
-        ) from None
+        raise CliError(f"no group named {text!r}", "give a group name from /etc/group or a numeric gid") from None
 
 
 def run_create(args: argparse.Namespace, out: Output) -> int:
@@ -167,11 +157,7 @@ def run_create(args: argparse.Namespace, out: Output) -> int:
             if device.vnet_hdr
             else "no vnet header"
         )
-        mq = (
-            f"multi-queue (checked {document['queues_checked']} queues)"
-            if document["multi_queue"]
-            else "single-queue"
-        )
+        mq = f"multi-queue (checked {document['queues_checked']} queues)" if document["multi_queue"] else "single-queue"
         who = ""
         if owner is not None or group is not None:
             who = f", owner {owner if owner is not None else '-'} group {group if group is not None else '-'}"

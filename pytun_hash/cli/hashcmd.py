@@ -110,12 +110,8 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--pcap", metavar="FILE", help="classic libpcap file (Ethernet or raw IP link type)")
     p.add_argument("--per-packet", action="store_true", help="with --pcap: list every packet")
-    p.add_argument(
-        "--queues", type=int, metavar="N", help="attached queues (default: highest queue in the table + 1)"
-    )
-    add_config_arguments(
-        p, key_help="Toeplitz key: hex, microsoft or symmetric (required unless in --config)"
-    )
+    p.add_argument("--queues", type=int, metavar="N", help="attached queues (default: highest queue in the table + 1)")
+    add_config_arguments(p, key_help="Toeplitz key: hex, microsoft or symmetric (required unless in --config)")
     p.add_argument(
         "--semantics",
         type=parse_semantics,
@@ -151,9 +147,7 @@ def _hex(text: str, field: str) -> bytes:
 
 def _flow_from_args(args: argparse.Namespace) -> Flow:
     if args.src is None or args.dst is None:
-        raise CliError(
-            "hash needs --src and --dst, or --frame HEX, or --input HEX", "see pytun-hash hash --help"
-        )
+        raise CliError("hash needs --src and --dst, or --frame HEX, or --input HEX", "see pytun-hash hash --help")
     try:
         version = ipaddress.ip_address(args.src).version
     except ValueError:
@@ -162,9 +156,7 @@ def _flow_from_args(args: argparse.Namespace) -> Flow:
     try:
         return Flow(protocol, args.src, args.dst, args.sport, args.dport)
     except ValidationError as exc:
-        name = {"sport": "--sport", "dport": "--dport", "src": "--src", "dst": "--dst"}.get(
-            exc.field or "", "--proto"
-        )
+        name = {"sport": "--sport", "dport": "--dport", "src": "--src", "dst": "--dst"}.get(exc.field or "", "--proto")
         raise ValidationError(name, exc.rule) from None
 
 
@@ -172,9 +164,7 @@ def run_hash(args: argparse.Namespace, out: Output) -> int:
     """Run ``hash``; see the module documentation."""
     given = [x is not None for x in (args.frame, args.input)] + [args.src is not None or args.dst is not None]
     if sum(given) > 1:
-        raise CliError(
-            "give one of --src/--dst, --frame and --input", "they describe the packet in different ways"
-        )
+        raise CliError("give one of --src/--dst, --frame and --input", "they describe the packet in different ways")
     key = parse_key(args.key, "--key")
     types = ALL_TYPES if args.types is None else parse_hash_types(args.types, "--types")
     flow: Flow | None = None
@@ -240,9 +230,7 @@ def _semantics(args: argparse.Namespace) -> tuple[Semantics, str]:
     revision = args.revision or _kernel_revision()
     if revision is None:
         if args.backend is Backend.NATIVE:
-            raise CliError(
-                "--backend native, but this kernel has no hash ioctls", "drop --backend, or name --revision"
-            )
+            raise CliError("--backend native, but this kernel has no hash ioctls", "drop --backend, or name --revision")
         return semantics_for(None), "the eBPF backend (this kernel lacks the hash ioctls)"
     how = "named" if args.revision is not None else "probed"
     return semantics_for(revision), f"native revision {revision.value} ({how})"
@@ -358,9 +346,7 @@ def run_predict(args: argparse.Namespace, out: Output) -> int:
         total = sum(counts.values())
         lines = [f"config: {config_summary(config)}", f"{queues} queue(s), {semantics.value} rules"]
         if args.flows:
-            lines.append(
-                table(("flow", "hash", "report", "queue"), [tuple(r.values()) for r in document["flows"]])
-            )
+            lines.append(table(("flow", "hash", "report", "queue"), [tuple(r.values()) for r in document["flows"]]))
         else:
             pc = document["pcap"]
             lines.append(

@@ -211,9 +211,7 @@ class Output:
         stderr: the diagnostics stream (default ``sys.stderr`` at the time of writing).
     """
 
-    def __init__(
-        self, *, json_mode: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None
-    ):
+    def __init__(self, *, json_mode: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None):
         self.json_mode = json_mode
         self._stdout = stdout
         self._stderr = stderr

@@ -105,9 +105,7 @@ class PcapReader:
         _major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack(f"{order}HHiIII", rest)
         linktype = network & 0x0FFFFFFF  # the upper bits carry FCS information
         if linktype not in LINKTYPE_FRAMING:
-            raise self._fail(
-                f"link type {linktype} is not supported (only 1 = Ethernet, 101/228/229 = raw IP)"
-            )
+            raise self._fail(f"link type {linktype} is not supported (only 1 = Ethernet, 101/228/229 = raw IP)")
         return order, nanosecond, linktype
 
     def __iter__(self) -> Iterator[PcapPacket]:

@@ -31,17 +31,10 @@ from typing import Any
 from pytun_hash._abi import HashType
 from pytun_hash.cli.common import tun_link
 from pytun_hash.cli.output import ExitCode, Output, help_text, pairs
-from pytun_hash.cli.state import (
-    device_id,
-    forget_stale,
-    owner_document,
-    pins_document,
-    record_store,
-    sweep_recreated,
-    verify,
-)
+from pytun_hash.cli.state import owner_document, pins_document, warn_stale
 from pytun_hash.config import VnetHashConfig
-from pytun_hash.device.record import Record, link_index
+from pytun_hash.device.record import DeviceId, Record, link_index
+from pytun_hash.hashing.state import StateLocation, checked_record, sweep_recreated, verify
 
 __all__ = ["add_parser", "indirection_rows", "run_show"]
 
@@ -116,16 +109,16 @@ def _text(name: str, record: Record | None, verified: bool, stale: list[str]) ->
 def run_show(args: argparse.Namespace, out: Output) -> int:
     """Run ``show``; see the module documentation."""
     _check_device(args.dev)
-    store = record_store()
-    ident = device_id(args.dev)
-    stale = sweep_recreated(store, ident, out)
+    store = StateLocation.from_environment().store()
+    ident = DeviceId.of_link(args.dev)
+    stale = sweep_recreated(store, ident)
     with store.lock(ident):
-        checked = store.read_checked(ident, link_index_now=link_index(args.dev))
+        checked = checked_record(store, ident, link_index_now=link_index(args.dev))
         if checked.stale is not None:
-            forget_stale(checked.stale, out)
             stale.append(checked.stale)
         record = checked.record
         verified = record is not None and verify(record)
+    warn_stale(stale, out)
     document: dict[str, Any] = {
         "device": args.dev,
         "backend": record.backend if record else None,

@@ -14,14 +14,19 @@ the ioctls themselves (:meth:`~TunTapBase._get_int`, :meth:`~TunTapBase._set_int
 from __future__ import annotations
 
 import abc
+import sys
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from pytun_hash._abi.revision import Revision
 from pytun_hash._abi.tun import TunFlag
+from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE
 from pytun_hash.device.primitives import DeviceMode
 from pytun_hash.device.steering import SteeringState
-from pytun_hash.errors import ValidationError
+from pytun_hash.errors import UnsupportedError, ValidationError
+
+if TYPE_CHECKING:
+    from pytun_hash.device.record import DeviceId
 
 __all__ = ["TunTapBase"]
 
@@ -91,6 +96,16 @@ class TunTapBase(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close every queue this object owns. Idempotent."""
+
+    def device_id(self) -> DeviceId | None:
+        """The device as records know it (namespace inode, ifindex, name), or None for a device the
+        kernel does not have (a fake), which therefore has no record.
+
+        Raises:
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+            KernelError: when the kernel cannot be asked.
+        """
+        return None
 
     @abc.abstractmethod
     def _get_int(self, name: str) -> int:
@@ -163,6 +178,40 @@ class TunTapBase(abc.ABC):
             UnsupportedError: ``EINVAL`` on kernels without ``CONFIG_TUN_VNET_CROSS_LE``.
         """
         self._set_int("TUNSETVNETBE", int(bool(big_endian)))
+
+    def check_report_header(self) -> None:
+        """Return when the kernel (or a user-space filler) can write hash reports into this device's
+        vnet headers: ``IFF_VNET_HDR``, at least 20 bytes (``virtio_net_hdr_v1_hash``), little-endian.
+        Both backends check this one rule before turning reports on.
+
+        Raises:
+            ValidationError: (field ``report``) naming what is missing and the call that fixes it.
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+        """
+        if not self.flags & TunFlag.IFF_VNET_HDR:
+            raise ValidationError(
+                "report", f"{self.name} has no vnet header (IFF_VNET_HDR); create it with vnet_hdr=True"
+            )
+        size = self.get_vnet_hdr_size()
+        if size < VIRTIO_NET_HDR_V1_HASH_SIZE:
+            raise ValidationError(
+                "report",
+                f"hash reports need a vnet header of at least {VIRTIO_NET_HDR_V1_HASH_SIZE} bytes, the device "
+                f"has {size}; call device.set_vnet_hdr_size({VIRTIO_NET_HDR_V1_HASH_SIZE}) first",
+            )
+        if not self._little_endian_header():
+            raise ValidationError(
+                "report", "hash reports need a little-endian vnet header; call device.set_vnet_le(True) first"
+            )
+
+    def _little_endian_header(self) -> bool:
+        if self.get_vnet_le():
+            return True
+        try:
+            big = self.get_vnet_be()
+        except UnsupportedError:
+            big = False  # no CONFIG_TUN_VNET_CROSS_LE: legacy headers use the host's order
+        return not big and sys.byteorder == "little"
 
     # ----------------------------------------------------------------- steering program
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
 import attrs
 
-from pytun_hash._abi import Revision, TunFlag, ioctl_def, require_revision
-from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE
+from pytun_hash._abi import Revision, ioctl_def, require_revision
 from pytun_hash.codec import (
     IoctlCall,
     decode_capability,
@@ -48,13 +46,13 @@ from pytun_hash.errors import (
     FeatureUnsupportedError,
     KernelError,
     PytunHashError,
-    UnsupportedError,
     ValidationError,
     kernel_error,
 )
 
 __all__ = [
     "PROBE_ORDER",
+    "queue_fold_warning",
     "HashControl",
     "HashControlWarning",
     "ProbeResult",
@@ -70,6 +68,20 @@ _FALLBACK_HINT = (
     "(pytun_hash.bpf, or `pytun-hash apply --backend ebpf`) for RSS, and compute hash reports in user "
     "space with pytun_hash.model"
 )
+
+
+def queue_fold_warning(config: VnetHashConfig, queues: int, name: str) -> str | None:
+    """The warning for a config that steers to a queue the device does not have (yet), or None.
+
+    The kernel (and the eBPF program) fold such entries modulo the attached queue count, so it is
+    allowed, but rarely meant; queues may still be attached later.
+    """
+    if config.rss and config.max_queue >= queues:
+        return (
+            f"the config steers to queue {config.max_queue} but {name} has {queues} attached queue(s); "
+            "the kernel folds such entries modulo the queue count"
+        )
+    return None
 
 
 class HashControlWarning(UserWarning):
@@ -204,9 +216,7 @@ class HashControl:
                 )
             capability = capability or result.capability
         elif capability is None:
-            capability = (
-                self._read_capability(revision) if read_capability else default_capability(revision)
-            )
+            capability = self._read_capability(revision) if read_capability else default_capability(revision)
         self.revision: Revision = revision
         self._capability: VnetHashCapability = capability
         self._config: VnetHashConfig | None = None
@@ -262,36 +272,12 @@ class HashControl:
             self._check(config)
         return ioctl_plan(config, self.revision)
 
-    def _little_endian_header(self) -> bool:
-        if self.device.get_vnet_le():
-            return True
-        try:
-            big = self.device.get_vnet_be()
-        except UnsupportedError:
-            big = False  # no CONFIG_TUN_VNET_CROSS_LE: legacy headers use the host's order
-        return not big and sys.byteorder == "little"
-
     def _check(self, config: VnetHashConfig) -> None:
         problems = self._capability.violations(config)
         if problems:
             raise ValidationError("config", "; ".join(problems))
         if config.report:
-            if not self.device.flags & TunFlag.IFF_VNET_HDR:
-                raise ValidationError(
-                    "report", f"{self.device.name} has no vnet header (IFF_VNET_HDR); create it with vnet_hdr=True"
-                )
-            size = self.device.get_vnet_hdr_size()
-            if size < VIRTIO_NET_HDR_V1_HASH_SIZE:
-                raise ValidationError(
-                    "report",
-                    f"hash reports need a vnet header of at least {VIRTIO_NET_HDR_V1_HASH_SIZE} bytes, the device "
-                    f"has {size}; call device.set_vnet_hdr_size({VIRTIO_NET_HDR_V1_HASH_SIZE}) first",
-                )
-            if not self._little_endian_header():
-                raise ValidationError(
-                    "report",
-                    "hash reports need a little-endian vnet header; call device.set_vnet_le(True) first",
-                )
+            self.device.check_report_header()
         # Count queues held by other processes too (a VMM's): the kernel folds by all of them.
         queues = self.device.numqueues
         if config.enabled and self.revision is Revision.RFC and queues < 2:
@@ -308,13 +294,9 @@ class HashControl:
                 HashControlWarning,
                 stacklevel=4,
             )
-        if config.rss and config.max_queue >= queues:
-            warnings.warn(
-                f"the config steers to queue {config.max_queue} but {self.device.name} has {queues} attached "
-                f"queue(s); the kernel folds such entries modulo the queue count",
-                HashControlWarning,
-                stacklevel=4,
-            )
+        folded = queue_fold_warning(config, queues, self.device.name)
+        if folded is not None:
+            warnings.warn(folded, HashControlWarning, stacklevel=4)
 
     def apply(self, config: VnetHashConfig) -> None:
         """Put ``config`` in force with the kernel's hash ioctls.
@@ -345,6 +327,20 @@ class HashControl:
                 steering.ensure_can_enable_native_rss(revision=self.revision)
             calls = self.plan(config)
             self._issue(calls)
+            steering.record_native(rss=config.rss, report=config.report, revision=self.revision)
+            self._config = config
+
+    def assume(self, config: VnetHashConfig) -> None:
+        """Take ``config`` as what the kernel holds (from a device's record), without an ioctl: the
+        kernel cannot be asked. The steering state records it, so the exclusion holds.
+
+        Raises:
+            ValidationError: for a value that is not a :class:`VnetHashConfig`.
+        """
+        if not isinstance(config, VnetHashConfig):
+            raise ValidationError("config", f"expected a VnetHashConfig, got {type(config).__name__}")
+        steering = self.device.steering
+        with steering.lock:
             steering.record_native(rss=config.rss, report=config.report, revision=self.revision)
             self._config = config
 

@@ -147,9 +147,7 @@ class SteeringState:
                 self.policy, self.policy_revision = policy, None
             return
         if revision is None:
-            raise ValidationError(
-                "revision", "the layered steering policy needs the device's revision (v10 or later)"
-            )
+            raise ValidationError("revision", "the layered steering policy needs the device's revision (v10 or later)")
         revision = require_revision(revision)
         if not revision.steering_precedence:
             raise ValidationError(

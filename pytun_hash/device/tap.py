@@ -55,7 +55,8 @@ from pytun_hash.device.primitives import (
     set_queue,
 )
 from pytun_hash.device.queue import Queue
-from pytun_hash.device.rtnl import tun_flags_of
+from pytun_hash.device.record import DeviceId
+from pytun_hash.device.rtnl import thread_netns_inode, tun_flags_of
 from pytun_hash.device.steering import SteeringState
 from pytun_hash.errors import (
     DeviceGoneError,
@@ -448,6 +449,28 @@ class TunTapDevice(TunTapBase):
             self.name, _flags = get_iff(fd)
             ns_fd = device_netns_fd(fd)
         return link_in_netns(self.name, ns_fd)  # rtnetlink outside the lock: the fd is no longer used
+
+    def device_id(self) -> DeviceId:
+        """The device as records know it: its own namespace's inode, its ifindex there, its name.
+
+        Asked of the kernel now (``TUNGETIFF``, ``TUNGETDEVNETNS``, rtnetlink in that namespace), so
+        it is right after a rename or a move; without CAP_NET_ADMIN the calling thread's namespace
+        is taken as the device's.
+
+        Raises:
+            DeviceGoneError: ``EBADFD`` when the device was deleted.
+            KernelError: when a query fails.
+        """
+        with self._control() as fd:
+            self.name, _flags = get_iff(fd)
+            ns_fd = device_netns_fd(fd)
+        try:
+            netns = os.fstat(ns_fd).st_ino if ns_fd is not None else thread_netns_inode()
+            link = link_in_netns(self.name, None if ns_fd is None else os.dup(ns_fd))
+        finally:
+            if ns_fd is not None:
+                os.close(ns_fd)
+        return DeviceId(netns, link.index, link.name)
 
     def kernel_queue_counts(self) -> tuple[int, int]:
         """``(numqueues, numdisabled)`` as the kernel reports them (multi-queue devices).

@@ -924,7 +924,6 @@ class KernelEmulator:
         self._kernel.changed = None
         _seccomp.notif_send(listener, notif.id, val=val if not err else 0, error=err, flags=flags)
 
-
     # -- data path ----------------------------------------------------------------------------
 
     def _data_path_before(self, call: _TrappedCall) -> DeviceDataPath | None:

@@ -2,7 +2,7 @@
 
 :class:`FakeTunTap` is a :class:`~pytun_hash.device.base.TunTapBase`, like
 :class:`~pytun_hash.device.tap.TunTapDevice`: :class:`~pytun_hash.device.hashctl.HashControl`,
-:func:`~pytun_hash.device.hashctl.probe_revision` and :class:`~pytun_hash.backend.Hashing` (native
+:func:`~pytun_hash.device.hashctl.probe_revision` and :class:`~pytun_hash.hashing.Hashing` (native
 backend) take it unmodified. Its hash ioctls are answered in-process by the emulator's kernel logic
 (:class:`~pytun_hash.testing.kernel.EmulatedKernel`: the same handlers
 :class:`~pytun_hash.testing.KernelEmulator` runs behind seccomp), so it needs no root, no

@@ -20,7 +20,8 @@ from pytun_hash import (
     ValidationError,
     VnetHashConfig,
 )
-from pytun_hash.backend import Backend, Hashing, choose_backend
+from pytun_hash.backend import Backend, choose_backend
+from pytun_hash.hashing import Hashing
 from pytun_hash.bpf import EBPF_RSS_OWNER, prog_ids
 from pytun_hash.device import TunTapDevice
 from pytun_hash.device.hashctl import HashControl
@@ -120,10 +121,14 @@ def test_keep_leaves_the_program_attached(tap: TunTapDevice) -> None:
     assert hashing.ebpf is not None
     program_id = hashing.ebpf.object_ids()[0]
     hashing.close(keep=True)
-    # The kernel's own reference keeps the program alive while the device holds it.
+    # The device (and the pins) keep the program alive; the record says so to any process.
     assert program_id in prog_ids()
     assert tap.steering.steering_attached
-    tap.detach_steering_program()
+    recorded = Hashing.recorded(tap)
+    assert recorded is not None and recorded.ebpf is not None and recorded.ebpf.program_id == program_id
+    removal = Hashing.remove(tap)
+    assert removal.record == recorded and Hashing.recorded(tap) is None
+    assert not tap.steering.steering_attached
     assert program_id not in _settled_prog_ids(program_id)
 
 
@@ -137,8 +142,8 @@ def test_exclusion_between_backends(tap: TunTapDevice) -> None:
         assert emu.calls == []
         with pytest.raises(SteeringConflictError):
             emu.run(Hashing.enable, tap, CONFIG, backend=Backend.NATIVE, revision=Revision.RFC)
-        # Only the capability was read; no set-ioctl was issued.
-        assert [c.name for c in emu.calls] == ["TUNGETVNETHASHCAP"]
+        # Refused on the device's record, before any hash ioctl.
+        assert emu.calls == []
     with KernelEmulator(Revision.RFC) as emu:
         native = emu.run(Hashing.enable, tap, CONFIG)
         assert native.backend is Backend.NATIVE

@@ -25,7 +25,7 @@ from pytun_hash import _sys
 from pytun_hash.bpf.maps import ArrayMap
 from pytun_hash.bpf.pin import is_bpffs
 from pytun_hash.cli import main
-from pytun_hash.cli.state import BPFFS_ENV, STATE_ENV
+from pytun_hash.hashing.state import BPFFS_ENV, STATE_ENV
 from pytun_hash.errors import KernelError
 from tests import tracking
 
