@@ -291,7 +291,6 @@ def run_disable(args: argparse.Namespace, out: Output) -> int:
         if steered_by_ebpf:
             _release_own_queue(device, foreign or 0)
         removal = Hashing.remove(device, force=args.force, backend=backend, revision=revision)
-        at = now()
     warn_stale(removal.stale, out)
     record = removal.record
     name: str | None
@@ -324,7 +323,7 @@ def run_disable(args: argparse.Namespace, out: Output) -> int:
         "revision": revision.value if revision else None,
         "action": action,
         "in_force": None,
-        "at": at,
+        "at": removal.at,
     }
     out.result(document, f"disable {args.dev}: {action}\n" + _in_force_text(None, args.dev))
     return int(ExitCode.OK)

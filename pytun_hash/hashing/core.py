@@ -34,7 +34,7 @@ from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.record import BackendName, DeviceId, Owner, Record, RecordStore, StaleRecord
 from pytun_hash.errors import BpfError, BusyError, NotRecordedError, SteeringConflictError, ValidationError
 from pytun_hash.hashing.backends import EbpfBackend, HashingBackend, NativeBackend, take_off
-from pytun_hash.hashing.state import StateLocation, checked_record, sweep_recreated
+from pytun_hash.hashing.state import StateLocation, checked_record, now, sweep_recreated
 from pytun_hash.model.classify import Semantics
 from pytun_hash.model.semantics import semantics_for
 
@@ -94,11 +94,13 @@ class Removal:
         record: the record whose hashing was taken off (None: nothing was recorded).
         forced: without a record and with ``force``: the backend whose off switch was used.
         stale: stale records found and removed on the way.
+        at: when, taken under the device's lock (UTC ISO 8601, as records write times).
     """
 
     record: Record | None
     forced: BackendChoice | None
     stale: list[StaleRecord]
+    at: str
 
 
 class Hashing:
@@ -300,16 +302,16 @@ class Hashing:
                     take_off(device, record)
                 finally:
                     place.remove()
-                return Removal(record, None, list(place.stale))
+                return Removal(record, None, list(place.stale), now())
             if not force:
-                return Removal(None, None, list(place.stale))
+                return Removal(None, None, list(place.stale), now())
             choice = choose_backend(device, backend, revision=revision)
             if choice.backend is Backend.NATIVE:
                 assert choice.revision is not None
                 NativeBackend(device, choice.revision).disable()
             else:
                 device.detach_steering_program()
-            return Removal(None, choice, list(place.stale))
+            return Removal(None, choice, list(place.stale), now())
 
     # ------------------------------------------------------------------ what is in force
 
