@@ -37,6 +37,7 @@ from pytun_hash.probe import probe_kernel as probe_kernel_checks
 
 __all__ = ["add_parser", "probe_device", "probe_kernel", "run"]
 
+
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Register ``probe``."""
     p = sub.add_parser(
@@ -163,14 +164,10 @@ def _render(report: dict[str, Any]) -> str:
     rows: list[tuple[str, str]] = []
     tun = report["tun"]
     rows.append(("kernel", f"{report['kernel']} ({report['machine']}), euid {report['euid']}"))
-    state = (
-        "accessible" if tun["accessible"] else ("present, not accessible" if tun["present"] else "missing")
-    )
+    state = "accessible" if tun["accessible"] else ("present, not accessible" if tun["present"] else "missing")
     rows.append(("tun", f"{tun['path']}: {state}" + (f" ({tun['error']})" if tun["error"] else "")))
     if report["features"]:
-        rows.append(
-            ("TUNGETFEATURES", f"{report['features']['value']} = {'|'.join(report['features']['flags'])}")
-        )
+        rows.append(("TUNGETFEATURES", f"{report['features']['value']} = {'|'.join(report['features']['flags'])}"))
     scratch = report.get("scratch") or {}
     if scratch.get("error"):
         rows.append(("scratch device", f"not created: {scratch['error']}"))
@@ -195,9 +192,7 @@ def _render(report: dict[str, Any]) -> str:
         rows.append(("bpf(2)", "usable" if bpf["usable"] else f"not usable: {bpf['error']}"))
     steer = report.get("steering_ebpf")
     if steer:
-        rows.append(
-            ("steering eBPF", "attachable" if steer["attachable"] else f"not attachable: {steer['error']}")
-        )
+        rows.append(("steering eBPF", "attachable" if steer["attachable"] else f"not attachable: {steer['error']}"))
     hio = report.get("hash_ioctls")
     if hio:
         tried = ", ".join(f"{r}: {e}" for r, e in hio["tried"].items())
@@ -215,11 +210,7 @@ def _render(report: dict[str, Any]) -> str:
     rows.append(("apply would use", f"{backend['auto'] or 'nothing'}: {backend['reason']}"))
     dev = report.get("device")
     if dev:
-        counts = (
-            f"{dev['numqueues']} attached, {dev['numdisabled']} detached"
-            if dev["multi_queue"]
-            else "single-queue"
-        )
+        counts = f"{dev['numqueues']} attached, {dev['numdisabled']} detached" if dev["multi_queue"] else "single-queue"
         flags = "|".join(dev["flags"])
         described = (
             f"{dev['mode']}, flags {flags}, queues: {counts}, persist {_yes(dev['persist'])}, "

@@ -29,19 +29,13 @@ def test_probe_reports_this_kernel(cli: Any) -> None:
     assert {"IFF_TAP", "IFF_MULTI_QUEUE", "IFF_VNET_HDR", "IFF_NO_PI"} <= set(doc["features"]["flags"])
     assert doc["scratch"] == {"namespace": "private", "error": None}
     vnet = doc["vnet_hdr"]
-    assert (
-        vnet["default_size"] == 10
-        and {10, 12, 20} <= set(vnet["sizes_accepted"])
-        and 8 in vnet["sizes_rejected"]
-    )
+    assert vnet["default_size"] == 10 and {10, 12, 20} <= set(vnet["sizes_accepted"]) and 8 in vnet["sizes_rejected"]
     assert vnet["little_endian"] is True
     assert doc["multi_queue"] == {"supported": True, "detach_attach": True}
     assert doc["bpf"]["usable"] is True and doc["steering_ebpf"]["attachable"] is True
     hio = doc["hash_ioctls"]
     if hio["revision"] is None:  # mainline (the kernel this suite is developed on)
-        assert (
-            hio["tried"] == {"v12": "EINVAL", "v3": "EINVAL", "rfc": "EINVAL"} and hio["capability"] is None
-        )
+        assert hio["tried"] == {"v12": "EINVAL", "v3": "EINVAL", "rfc": "EINVAL"} and hio["capability"] is None
         assert doc["backend"]["auto"] == "ebpf"
     else:
         assert doc["backend"] == {
