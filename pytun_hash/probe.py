@@ -6,25 +6,34 @@ answers it without raising for a missing feature. :func:`probe_kernel` runs them
 made), which disappears afterwards, and returns one frozen :class:`KernelProbe`.
 :meth:`KernelProbe.auto_backend` is the decision ``Backend.AUTO`` makes, stated once:
 :func:`pytun_hash.backend.choose_backend` and ``pytun-hash probe`` both take it from here.
+
+v3-v9 and v10/v11 share their ioctl numbers and structures, so the probe by get-ioctl
+(:func:`tap_probe_hash`) answers ``V3`` on both; :func:`tap_probe_steering_precedence` asks the one
+question they answer differently, and :func:`refine_revision` turns its answer into ``V10`` where the
+steering program took precedence. :func:`probe_kernel` reports the refined revision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import platform
+import struct
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import attrs
 
-from pytun_hash._abi import Revision, TunFlag
+from pytun_hash._abi import Revision, TunFlag, require_revision
 from pytun_hash.bpf.insn import Assembler, Reg
 from pytun_hash.bpf.maps import ArrayMap
 from pytun_hash.bpf.prog import Program
-from pytun_hash.device import NetworkNamespace, TunTapDevice, kernel_features
+from pytun_hash.codec import ioctl_plan
+from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
+from pytun_hash.device import NetworkNamespace, TunTapBase, TunTapDevice, kernel_features
 from pytun_hash.device.hashctl import ProbeResult, probe_revision
 from pytun_hash.device.tap import TUN_PATH
 from pytun_hash.errors import KernelError, PrivilegeError, PytunHashError
@@ -36,17 +45,24 @@ __all__ = [
     "VnetHeaderProbe",
     "auto_decision",
     "probe_kernel",
+    "refine_revision",
     "tap_probe_bpf",
     "tap_probe_detach_attach",
     "tap_probe_hash",
     "tap_probe_steering_ebpf",
+    "tap_probe_steering_precedence",
     "tap_probe_vnet_be",
     "tap_probe_vnet_hdr_sizes",
     "tap_probe_vnet_le",
 ]
 
+T = TypeVar("T")
+
 #: The vnet header sizes probed, bytes (8 must be refused: the minimum is 10).
 VNET_SIZES = (8, 10, 12, 20, 24)
+
+# Any RSS at all asks the precedence question; a fixed key keeps the probe's calls the same on every run.
+_PRECEDENCE_RSS = VnetHashConfig.round_robin(2, key=MICROSOFT_RSS_KEY, table_length=2)
 
 
 def _fails(fn: Callable[[], object]) -> str | None:
@@ -143,15 +159,84 @@ def tap_probe_bpf() -> BpfProbe:
     return BpfProbe(True)
 
 
+def _trivial_program() -> Program:
+    """A steering program that sends every frame to queue 0 (what it steers is never looked at)."""
+    return Program.load(Assembler().mov64_imm(Reg.R0, 0).exit().assemble(), name="pth_probe")
+
+
 def tap_probe_steering_ebpf(device: TunTapDevice) -> str | None:
     """None when a steering program attaches to ``device`` (and detaches again); else why not."""
 
     def attach() -> None:
-        with Program.load(Assembler().mov64_imm(Reg.R0, 0).exit().assemble(), name="pth_probe") as prog:
+        with _trivial_program() as prog:
             device.attach_steering_program(prog.fd, owner="probe")
             device.detach_steering_program()
 
     return _fails(attach)
+
+
+def _set_v3_hash(device: TunTapBase, config: VnetHashConfig) -> None:
+    for call in ioctl_plan(config, Revision.V3):
+        device.queue_ioctl(call.name, bytearray(call.payload), revision=Revision.V3)
+
+
+def _set_steering(device: TunTapBase, prog_fd: int) -> None:
+    device.queue_ioctl("TUNSETSTEERINGEBPF", bytearray(struct.pack("=i", prog_fd)))
+
+
+def tap_probe_steering_precedence(device: TunTapBase, *, program: int | None = None) -> bool | None:
+    """Whether a steering program takes precedence over native RSS on V3's ioctl numbers.
+
+    v3-v9 and v10/v11 speak the same numbers and structures (:func:`tap_probe_hash` finds ``V3`` on
+    both); they differ here only (:attr:`Revision.steering_precedence`). The probe turns native RSS
+    on with V3's ``TUNSETVNETHASH`` and attaches a steering program with ``TUNSETSTEERINGEBPF``, both
+    issued raw through :meth:`~pytun_hash.device.base.TunTapBase.queue_ioctl`: the binding's own
+    exclusion (:class:`~pytun_hash.device.steering.SteeringState`) would refuse the very question
+    before the kernel is asked. Whatever happened, it then detaches the program and disables hashing
+    (the disabled configuration), and closes the program it loaded; the device's steering state is
+    never touched, so it still records nothing.
+
+    Meant for a scratch device (:func:`probe_kernel`'s, :func:`refine_revision`'s): a multi-queue
+    TAP with at least 2 attached queues whose probe found V3's numbers, with no hashing and no
+    steering program of its own. A device whose binding records either is left alone (None): the
+    undo would overwrite them.
+
+    Args:
+        device: the device.
+        program: the fd of a loaded socket-filter program to attach; None loads a trivial one
+            (needs ``bpf(2)``).
+
+    Returns:
+        True when the program attached while RSS was on (v10/v11: the program takes precedence);
+        False when the attach answered ``EBUSY`` (v3-v9); None when it cannot tell: ``bpf(2)`` is
+        unusable, V3's set-ioctl is absent (an RFC, v12 or mainline kernel answers ``EINVAL``), the
+        device was deleted, records hashing or a program, or any call failed otherwise. A failure of
+        the undo itself changes no answer (the kernel's state is then unknown; a scratch device is
+        deleted next).
+
+    Never raises for a missing feature or privilege; only a programming error (an exception that is
+    not a :class:`~pytun_hash.errors.PytunHashError`) escapes.
+    """
+    steering = device.steering
+    with steering.lock:
+        if steering.steering_attached or steering.native_rss or steering.native_report:
+            return None
+        try:
+            with contextlib.ExitStack() as stack:
+                if program is None:
+                    program = stack.enter_context(_trivial_program()).fd
+                _set_v3_hash(device, _PRECEDENCE_RSS)
+                try:
+                    _set_steering(device, program)
+                except KernelError as exc:
+                    return False if exc.errno == errno.EBUSY else None
+                finally:
+                    # Each undo step on its own: a failed detach must not keep hashing on.
+                    _fails(lambda: _set_steering(device, -1))
+                    _fails(lambda: _set_v3_hash(device, VnetHashConfig.disabled()))
+                return True
+        except PytunHashError:
+            return None
 
 
 def tap_probe_hash(device: TunTapDevice) -> ProbeResult:
@@ -161,6 +246,21 @@ def tap_probe_hash(device: TunTapDevice) -> ProbeResult:
         PytunHashError: as :func:`~pytun_hash.device.hashctl.probe_revision` (device deleted ...).
     """
     return probe_revision(device)
+
+
+def _refined(result: ProbeResult, precedence: bool | None) -> ProbeResult:
+    """``result`` with V3's answer named ``V10`` when a steering program took precedence over RSS.
+
+    Without a clear ``True`` the answer stays ``V3``, whose strict exclusion holds on v10/v11 too;
+    ``V10`` on a v3-v9 kernel would allow what it refuses with ``EBUSY``.
+    """
+    if result.revision is not Revision.V3 or precedence is not True:
+        return result
+    cap = result.capability
+    # The capability is tagged with the revision it belongs to (HashControl checks the pair).
+    return attrs.evolve(
+        result, revision=Revision.V10, capability=None if cap is None else attrs.evolve(cap, revision=Revision.V10)
+    )
 
 
 def auto_decision(revision: Revision | None, ebpf_usable: bool, probed: str = "") -> AutoDecision:
@@ -195,7 +295,13 @@ class KernelProbe:
         scratch_namespace: ``"private"``, ``"current"`` (no private namespace could be made) or None.
         scratch_error: why the scratch device could not be made.
         vnet_hdr, detach_attach, bpf, steering_error, hash, hash_error: the probes' answers
-            (``steering_error`` None means a steering program attached).
+            (``steering_error`` None means a steering program attached). ``hash.revision`` is the
+            refined revision: ``V10`` where V3's numbers answered and ``precedence`` is True;
+            ``hash.tried`` still lists the numbers probed (``V3``'s for v3-v11).
+        precedence: how v10/v11 was told from v3-v9 where V3's numbers answered
+            (:func:`tap_probe_steering_precedence`): True, a steering program took precedence over
+            native RSS (``V10``); False, ``EBUSY`` (``V3``); None, not asked (another revision or
+            none answered) or it could not tell (``hash.revision`` stays ``V3``).
     """
 
     kernel: str
@@ -213,6 +319,12 @@ class KernelProbe:
     steering_error: str | None = None
     hash: ProbeResult | None = None
     hash_error: str | None = None
+    precedence: bool | None = None
+
+    @property
+    def precedence_asked(self) -> bool:
+        """V3's numbers answered, so whether a steering program takes precedence over RSS was asked."""
+        return self.hash is not None and self.hash.revision in (Revision.V3, Revision.V10)
 
     @property
     def steering_attachable(self) -> bool:
@@ -220,40 +332,123 @@ class KernelProbe:
         return self.bpf is not None and self.bpf.usable and self.steering_error is None
 
     def auto_backend(self) -> AutoDecision:
-        """What ``Backend.AUTO`` would pick on this kernel (:func:`auto_decision`)."""
+        """What ``Backend.AUTO`` would pick on this kernel (:func:`auto_decision`), with the refined revision."""
         revision = self.hash.revision if self.hash is not None else None
         probed = ", ".join(r.value for r, _ in self.hash.tried) if self.hash is not None else ""
-        return auto_decision(revision, self.steering_attachable, probed)
+        decision = auto_decision(revision, self.steering_attachable, probed)
+        if decision.backend == "native" and self.precedence_asked:
+            told = {
+                True: "a steering program took precedence over native RSS: v10 or later",
+                False: "a steering program was refused with EBUSY while native RSS was on: v3-v9",
+                None: "whether a steering program takes precedence over native RSS could not be told: read as v3-v9",
+            }[self.precedence]
+            decision = attrs.evolve(decision, reason=f"{decision.reason} ({told})")
+        return decision
+
+
+@contextlib.contextmanager
+def _scratch_namespace() -> Iterator[str]:
+    """Move the calling thread into a private network namespace for the block (``"private"``).
+
+    Without CAP_SYS_ADMIN it stays where it is (``"current"``).
+
+    Raises:
+        KernelError: when making the namespace fails for another reason than privilege.
+    """
+    ns = NetworkNamespace(ipv6=False)
+    try:
+        ns.enter()
+    except PrivilegeError:
+        # CAP_NET_ADMIN without CAP_SYS_ADMIN: the scratch device lives briefly next to the others.
+        where = "current"
+    else:
+        where = "private"
+    try:
+        yield where
+    finally:
+        ns.close()
+
+
+def _on_own_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` on a thread of its own, so that no namespace change leaks out; its exception is re-raised here."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=body, name="pytun-hash-probe")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _scratch_device() -> TunTapDevice:
+    return TunTapDevice.create("pthprobe%d", queues=2, vnet_hdr=True)
 
 
 def _scratch(found: dict[str, Any]) -> None:
-    ns: NetworkNamespace | None = None
-    try:
-        private = NetworkNamespace(ipv6=False)
-        private.enter()
-        ns = private
-        found["scratch_namespace"] = "private"
-    except PrivilegeError:
-        # CAP_NET_ADMIN without CAP_SYS_ADMIN: the scratch device lives briefly next to the others.
-        found["scratch_namespace"] = "current"
-    try:
-        with TunTapDevice.create("pthprobe%d", queues=2, vnet_hdr=True) as device:
-            accepted, rejected = tap_probe_vnet_hdr_sizes(device)
-            found["vnet_hdr"] = VnetHeaderProbe(
-                device.get_vnet_hdr_size(), accepted, rejected, tap_probe_vnet_le(device), tap_probe_vnet_be(device)
-            )
-            found["detach_attach"] = tap_probe_detach_attach(device)
-            bpf = found["bpf"] = tap_probe_bpf()
-            found["steering_error"] = tap_probe_steering_ebpf(device) if bpf.usable else "bpf(2) is not usable"
-            try:
-                found["hash"] = tap_probe_hash(device)
-            except PytunHashError as exc:
-                found["hash_error"] = str(exc)
-    except PytunHashError as exc:
-        found["scratch_error"] = str(exc)
-    finally:
-        if ns is not None:
-            ns.close()
+    with _scratch_namespace() as where:
+        found["scratch_namespace"] = where
+        try:
+            with _scratch_device() as device:
+                accepted, rejected = tap_probe_vnet_hdr_sizes(device)
+                found["vnet_hdr"] = VnetHeaderProbe(
+                    device.get_vnet_hdr_size(), accepted, rejected, tap_probe_vnet_le(device), tap_probe_vnet_be(device)
+                )
+                found["detach_attach"] = tap_probe_detach_attach(device)
+                bpf = found["bpf"] = tap_probe_bpf()
+                found["steering_error"] = tap_probe_steering_ebpf(device) if bpf.usable else "bpf(2) is not usable"
+                try:
+                    result = tap_probe_hash(device)
+                except PytunHashError as exc:
+                    found["hash_error"] = str(exc)
+                    return
+                if result.revision is Revision.V3:
+                    found["precedence"] = tap_probe_steering_precedence(device)
+                found["hash"] = _refined(result, found.get("precedence"))
+        except PytunHashError as exc:
+            found["scratch_error"] = str(exc)
+
+
+def refine_revision(revision: Revision | None) -> Revision | None:
+    """Tell v10/v11 from v3-v9 where the probe by get-ioctl found V3's numbers; other answers pass unchanged.
+
+    For ``V3``, :func:`tap_probe_steering_precedence` runs on a scratch 2-queue TAP in a private
+    network namespace (in the current one when no private namespace can be made), on a thread of
+    its own; the device disappears afterwards.
+
+    Args:
+        revision: what :func:`~pytun_hash.device.hashctl.probe_revision` answered, or None.
+
+    Returns:
+        ``V10`` when a steering program took precedence over native RSS; ``V3`` when it was refused
+        with ``EBUSY`` or nothing could be told (no scratch device or namespace, no ``bpf(2)``):
+        v3-v9's strict exclusion holds on v10/v11 too. Any other ``revision``, and None, unchanged,
+        without a probe.
+
+    Raises:
+        ValidationError: when ``revision`` is neither a :class:`Revision` nor None.
+    """
+    if revision is None:
+        return None
+    revision = require_revision(revision)
+    if revision is not Revision.V3:
+        return revision
+
+    def ask() -> bool | None:
+        try:
+            with _scratch_namespace(), _scratch_device() as device:
+                return tap_probe_steering_precedence(device)
+        except PytunHashError:
+            return None
+
+    return Revision.V10 if _on_own_thread(ask) is True else Revision.V3
 
 
 def probe_kernel() -> KernelProbe:
@@ -274,19 +469,7 @@ def probe_kernel() -> KernelProbe:
     except PytunHashError as exc:
         found["tun_error"] = str(exc)
     if found["tun_accessible"]:
-        failure: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                _scratch(found)
-            except BaseException as exc:  # re-raised in the caller's thread
-                failure.append(exc)
-
-        worker = threading.Thread(target=body, name="pytun-hash-probe")
-        worker.start()
-        worker.join()
-        if failure:
-            raise failure[0]
+        _on_own_thread(functools.partial(_scratch, found))
     else:
         found["scratch_error"] = f"{TUN_PATH} is not accessible"
     return KernelProbe(**found)

@@ -19,7 +19,8 @@ class Revision(enum.Enum):
     steering precedence as ``V10``.
 
     ``V3`` and ``V10`` use the same request numbers and structures: a probe by get-ioctl cannot tell
-    them apart and reports ``V3``; name ``V10`` where the kernel is known to be v10 or v11.
+    them apart and reports ``V3``; name ``V10`` where the kernel is known to be v10 or v11, or ask
+    ``pytun_hash.probe.refine_revision``, which tries :attr:`steering_precedence` on a scratch device.
     """
 
     RFC = "rfc"

@@ -10,10 +10,18 @@ JSON keys: ``kernel`` (release), ``machine``, ``euid``, ``tun`` {``path``, ``pre
 ``sizes_rejected``, ``little_endian``, ``big_endian``}, ``multi_queue`` {``supported``,
 ``detach_attach``}, ``bpf`` {``usable``, ``error``, ``errno``}, ``steering_ebpf`` {``attachable``,
 ``error``}, ``hash_ioctls`` {``revision``, ``tried`` (revision -> errno name or ``ok``),
-``capability``}, ``backend`` {``auto``: ``native``/``ebpf``/null, ``revision``, ``reason``},
+``capability``, ``steering_precedence``}, ``backend`` {``auto``: ``native``/``ebpf``/null, ``revision``,
+``reason``},
 and with ``--dev`` ``device`` {``name``, ``ifindex``, ``kind``, ``mode``, ``flags``,
 ``vnet_hdr``, ``packet_info``, ``persist``, ``multi_queue``, ``owner``, ``group``,
 ``numqueues``, ``numdisabled``, ``up``, ``mtu``}.
+
+v3-v9 and v10/v11 answer the same request numbers (``tried`` shows ``v3: ok`` for both); where they
+do, the probe asks whether a steering program takes precedence over native RSS
+(:func:`pytun_hash.probe.tap_probe_steering_precedence`), and ``hash_ioctls.revision`` and
+``backend.revision`` are the refined answer: ``v10`` when it did (``steering_precedence`` true),
+``v3`` when it was refused with ``EBUSY`` (false) or could not be told (null, also where it was not
+asked: another revision or none answered).
 
 Exit status: 0 when a backend is usable; 3 when ``/dev/net/tun`` cannot be opened (permission)
 or ``--dev`` names no TUN/TAP device, or no backend is usable because ``bpf(2)`` is denied
@@ -107,9 +115,16 @@ def _document(found: KernelProbe) -> dict[str, Any]:
             "revision": result.revision.value if result.revision else None,
             "tried": {r.value: _errno_name(e) for r, e in result.tried},
             "capability": _capability(result),
+            "steering_precedence": found.precedence,
         }
     elif found.hash_error is not None:
-        report["hash_ioctls"] = {"revision": None, "tried": {}, "capability": None, "error": found.hash_error}
+        report["hash_ioctls"] = {
+            "revision": None,
+            "tried": {},
+            "capability": None,
+            "steering_precedence": None,
+            "error": found.hash_error,
+        }
     decision = found.auto_backend()
     report["backend"] = {
         "auto": decision.backend,
@@ -156,6 +171,14 @@ def probe_device(name: str) -> dict[str, Any]:
     }
 
 
+# Only asked where v3's numbers answered: there it tells v10/v11 from v3-v9.
+_PRECEDENCE = {
+    True: "yes: a steering program attached while native RSS was on (v10 or later)",
+    False: "no: EBUSY attaching a steering program while native RSS was on (v3-v9)",
+    None: "could not be told (read as v3-v9)",
+}
+
+
 def _yes(value: object) -> str:
     return "yes" if value else "no"
 
@@ -198,6 +221,8 @@ def _render(report: dict[str, Any]) -> str:
         tried = ", ".join(f"{r}: {e}" for r, e in hio["tried"].items())
         what = f"revision {hio['revision']}" if hio["revision"] else "none"
         rows.append(("hash ioctls", f"{what} (probed {tried})" if tried else what))
+        if "v3" in hio["tried"] and hio["tried"]["v3"] == "ok":
+            rows.append(("steering precedence", _PRECEDENCE[hio["steering_precedence"]]))
         if hio.get("capability"):
             cap = hio["capability"]
             rows.append(

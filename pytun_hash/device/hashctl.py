@@ -60,7 +60,9 @@ __all__ = [
 ]
 
 #: Revisions tried by :func:`probe_revision`, newest first: their get-ioctl numbers all differ.
-#: ``V10`` shares ``V3``'s numbers, so a probe finds ``V3`` on a v10/v11 kernel too.
+#: ``V10`` shares ``V3``'s numbers, so a probe finds ``V3`` on a v10/v11 kernel too; only behaviour
+#: tells them apart, which :func:`pytun_hash.probe.refine_revision` asks on a scratch device (and
+#: :func:`pytun_hash.probe.probe_kernel` reports): whether a steering program takes precedence over RSS.
 PROBE_ORDER: tuple[Revision, ...] = (Revision.V12, Revision.V3, Revision.RFC)
 
 _FALLBACK_HINT = (
