@@ -23,8 +23,9 @@ import attrs
 from pytun_hash._abi import Revision
 from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.hashctl import ProbeResult, probe_revision
+from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import FeatureUnsupportedError
-from pytun_hash.probe import auto_decision
+from pytun_hash.probe import auto_decision, refine_revision
 
 __all__ = ["Backend", "BackendChoice", "choose_backend"]
 
@@ -63,7 +64,9 @@ def choose_backend(
         device: the device (with at least one attached queue when probing).
         requested: ``AUTO`` probes; ``NATIVE`` needs a revision (given or probed); ``EBPF`` always works
             where ``bpf(2)`` does.
-        revision: the native revision to use instead of probing.
+        revision: the native revision to use instead of probing. A probe that finds V3's numbers
+            on a real device tells v10/v11 (``V10``) from v3-v9 on a scratch device
+            (:func:`~pytun_hash.probe.refine_revision`).
 
     Raises:
         FeatureUnsupportedError: ``NATIVE`` was requested and no revision answered.
@@ -82,7 +85,12 @@ def choose_backend(
             f"the native backend was requested but this kernel lacks the hash ioctls (probed {probed}); "
             "use the eBPF backend",
         )
+    found = result.revision
+    if found is Revision.V3 and isinstance(device, TunTapDevice):
+        # v10/v11 answer V3's numbers; a scratch device of the same kernel tells them apart (a fake
+        # device's kernel is not the running one, so it keeps V3's stricter rules).
+        found = refine_revision(found)
     # The AUTO rule has one owner; bpf(2) itself is not probed here (enabling will say so).
-    decision = auto_decision(result.revision, True, probed)
+    decision = auto_decision(found, True, probed)
     backend = Backend.NATIVE if decision.backend == "native" else Backend.EBPF
     return BackendChoice(backend, decision.revision, decision.reason, result)

@@ -220,7 +220,7 @@ def test_native_apply_and_disable_through_the_emulator(
                       "--vnet-le", "--json")  # fmt: skip
         assert run.code == 0, run.err
         doc = run.json()
-        assert doc["backend"] == "native" and doc["revision"] == revision.abi.value and doc["reports"] == "kernel"
+        assert doc["backend"] == "native" and doc["revision"] == revision.value and doc["reports"] == "kernel"
         expected = VnetHashConfig.from_mapping(doc["config"])
         assert expected == ROUND_ROBIN.replace(report=True)
         assert emu.device_state(name).as_config() == expected
