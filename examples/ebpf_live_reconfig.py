@@ -27,8 +27,7 @@ import sys
 import threading
 import time
 
-from pytun_hash import NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
-from pytun_hash import Backend, Hashing
+from pytun_hash import Backend, Hashing, NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
 from pytun_hash.model import Framing, parse_frame, predict_queue
 
 QUEUES = 4

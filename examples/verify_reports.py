@@ -20,8 +20,7 @@ import os
 import socket
 import sys
 
-from pytun_hash import HashReport, NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
-from pytun_hash import Hashing
+from pytun_hash import Hashing, HashReport, NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
 from pytun_hash.bpf import HashReporter
 from pytun_hash.model import split_frame, verify_reports
 from pytun_hash.traffic import DEFAULT_ADDRESSING as ADDR

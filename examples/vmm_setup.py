@@ -25,8 +25,7 @@ import subprocess
 import sys
 from typing import Any
 
-from pytun_hash import NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
-from pytun_hash import Hashing
+from pytun_hash import Hashing, NetworkNamespace, TunTapDevice, VnetHashConfig, traffic
 from pytun_hash.bpf import HashReporter
 from pytun_hash.model import predict_queue, verify_reports
 

@@ -21,10 +21,10 @@ from pytun_hash import (
     VnetHashConfig,
 )
 from pytun_hash.backend import Backend, choose_backend
-from pytun_hash.hashing import Hashing
 from pytun_hash.bpf import EBPF_RSS_OWNER, prog_ids
 from pytun_hash.device import TunTapDevice
 from pytun_hash.device.hashctl import HashControl
+from pytun_hash.hashing import Hashing
 from pytun_hash.testing import FakeTunTap, KernelEmulator
 from tests.hardening.conftest import no_syscalls
 from tests.harness import BOTH, MakeHarness

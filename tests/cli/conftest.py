@@ -25,8 +25,8 @@ from pytun_hash import _sys
 from pytun_hash.bpf.maps import ArrayMap
 from pytun_hash.bpf.pin import is_bpffs
 from pytun_hash.cli import main
-from pytun_hash.hashing.state import BPFFS_ENV, STATE_ENV
 from pytun_hash.errors import KernelError
+from pytun_hash.hashing.state import BPFFS_ENV, STATE_ENV
 from tests import tracking
 
 _BPF_SKIP = pytest.StashKey[str | None]()

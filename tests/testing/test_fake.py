@@ -32,9 +32,9 @@ from pytun_hash import (
 )
 from pytun_hash._abi import TunFlag, hash_ioctls
 from pytun_hash.backend import Backend, choose_backend
-from pytun_hash.hashing import Hashing
 from pytun_hash.device import DeviceMode, TunTapBase, TunTapDevice
 from pytun_hash.device.primitives import decode_ifreq
+from pytun_hash.hashing import Hashing
 from pytun_hash.testing import BufferCall, EmulatedHashState, EmulatorError, FakeTunTap
 from pytun_hash.testing.kernel import DeviceInfo, DeviceKey, KernelErrno
 from tests.hardening.conftest import no_syscalls
