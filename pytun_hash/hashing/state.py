@@ -88,8 +88,9 @@ class StateLocation:
         return cls(env.get(STATE_ENV) or DEFAULT_RECORD_ROOT, env.get(BPFFS_ENV) or BPFFS_ROOT)
 
     def store(self) -> RecordStore:
-        """The record store at :attr:`records`."""
-        return RecordStore(self.records)
+        """The record store at :attr:`records`, whose directories must belong to this process's
+        effective user (root in production: records hold keys)."""
+        return RecordStore(self.records, owner_uid=os.geteuid())
 
     def pin_dir(self, device: DeviceId) -> str:
         """The device's pin directory below :attr:`bpffs` (pure)."""

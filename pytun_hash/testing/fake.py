@@ -69,6 +69,7 @@ from pytun_hash.device.primitives import (
     request_flags,
 )
 from pytun_hash.device.queue import QueueBase
+from pytun_hash.device.record import DeviceId
 from pytun_hash.device.steering import SteeringState
 from pytun_hash.errors import DeviceGoneError, KernelError, ValidationError
 from pytun_hash.testing._errors import EmulatorError
@@ -229,6 +230,7 @@ class FakeTunTap(TunTapBase):
         packet_info: frames would carry ``struct tun_pi`` (no ``IFF_NO_PI``).
         multi_queue: ``IFF_MULTI_QUEUE``; default: ``queues > 1``.
         capability: what the capability ioctl reports (None: what that revision's kernel reports).
+        netns: a namespace number to record the fake under (see :meth:`device_id`); None keeps no record.
 
     Attributes:
         name, mode, steering: as :class:`~pytun_hash.device.base.TunTapBase`.
@@ -253,6 +255,7 @@ class FakeTunTap(TunTapBase):
         packet_info: bool = False,
         multi_queue: bool | None = None,
         capability: VnetHashCapability | None = None,
+        netns: int | None = None,
     ) -> None:
         check_name(name)
         if "%" in name:
@@ -279,6 +282,9 @@ class FakeTunTap(TunTapBase):
             & DEVICE_FLAGS
         )
         self._info = DeviceInfo(DeviceKey.of(0, next(_IFINDEXES), name), name, int(self._flags))
+        ifindex = self._info.key.ifindex
+        assert ifindex is not None  # the fake numbers its devices itself
+        self._record_id = None if netns is None else DeviceId(netns, ifindex, name)
         self._vnet_hdr_sz = _VNET_HDR_MIN
         self._vnet_le = False
         self._program: int | None = None
@@ -290,6 +296,15 @@ class FakeTunTap(TunTapBase):
             self._queues.attach(FakeQueue(self, next(self._fds)))
         self.calls: list[EmulatedCall] = []
         self.states: list[tuple[int, EmulatedHashState]] = []
+
+    def device_id(self) -> DeviceId | None:
+        """The identity records use, when the fake was made with ``netns`` (else None: no record).
+
+        With it, :class:`~pytun_hash.hashing.Hashing` keeps this fake's record like a real device's
+        (under the :class:`~pytun_hash.hashing.StateLocation` it is given), so the record lifecycle
+        can be tested without privileges.
+        """
+        return self._record_id
 
     def __repr__(self) -> str:
         if self._closed:
