@@ -241,9 +241,12 @@ def _demo(args: argparse.Namespace, out: Output) -> dict[str, Any]:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 if args.emulate is not None:
-                    hashing = Hashing.enable(device, config, backend=Backend.NATIVE, revision=args.emulate)
+                    hashing = Hashing.enable(
+                        device, config, backend=Backend.NATIVE, revision=args.emulate, record=False
+                    )
                 else:
-                    hashing = Hashing.enable(device, config, backend=args.backend)
+                    # The scratch device dies with the demo's namespace: nothing to keep for others.
+                    hashing = Hashing.enable(device, config, backend=args.backend, record=False)
             for warning in caught:
                 out.warn(str(warning.message))
             with hashing:

@@ -51,8 +51,10 @@ def _describe(record: Record) -> str:
 class _Place:
     """Where one device's record lives, and how its lock is taken (nothing for a fake device)."""
 
-    def __init__(self, device: TunTapBase, state: StateLocation | None, lock_timeout: float | None) -> None:
-        self.ident: DeviceId | None = device.device_id()
+    def __init__(
+        self, device: TunTapBase, state: StateLocation | None, lock_timeout: float | None, *, record: bool = True
+    ) -> None:
+        self.ident: DeviceId | None = device.device_id() if record else None
         self.state = state if state is not None else StateLocation.from_environment()
         self.store: RecordStore | None = self.state.store() if self.ident is not None else None
         self.lock_timeout = lock_timeout
@@ -151,6 +153,7 @@ class Hashing:
         state: StateLocation | None = None,
         owner: str | None = None,
         lock_timeout: float | None = None,
+        record: bool = True,
     ) -> Hashing:
         """Put ``config`` in force on ``device`` with the chosen backend, and record it.
 
@@ -167,6 +170,10 @@ class Hashing:
             state: where records and pins live (default: :meth:`StateLocation.from_environment`).
             owner: a name for the record's owner (``"vmm vm0"``).
             lock_timeout: seconds to wait for the device's lock at most (None: as long as it takes).
+            record: False keeps nothing outside this process (no record, no pins, no lock), for a
+                device that lives no longer than the process (a scratch device in a private
+                namespace, as ``pytun-hash demo`` uses): a process killed mid-way then leaves no pin
+                holding its program alive.
 
         Raises:
             SteeringConflictError: (``EBUSY``) hashing is recorded on the device and ``replace`` is
@@ -180,7 +187,7 @@ class Hashing:
         """
         if not isinstance(config, VnetHashConfig):
             raise ValidationError("config", f"expected a VnetHashConfig, got {type(config).__name__}")
-        place = _Place(device, state, lock_timeout)
+        place = _Place(device, state, lock_timeout, record=record)
         who = Owner.current(owner)
         with place.locked() as old:
             if old is not None and not replace:
@@ -195,8 +202,8 @@ class Hashing:
                 device.check_report_header()
             impl = cls._backend_for(device, choice, old, place)
             impl.apply(config)
-            record = place.write(impl, config, who)
-        return cls(device, choice, impl, config, place=place, record=record, owner=who)
+            written = place.write(impl, config, who)
+        return cls(device, choice, impl, config, place=place, record=written, owner=who)
 
     @staticmethod
     def _backend_for(device: TunTapBase, choice: BackendChoice, old: Record | None, place: _Place) -> HashingBackend:

@@ -254,3 +254,17 @@ def test_state_location_from_the_environment() -> None:
     assert StateLocation.from_environment(env) == StateLocation("/tmp/r", "/tmp/b")
     with pytest.raises(ValidationError):
         StateLocation("relative")
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_record_false_keeps_nothing_outside_the_process(tap: TunTapDevice, state_roots: tuple[str, str]) -> None:
+    with Hashing.enable(tap, CONFIG, backend=Backend.EBPF, record=False) as hashing:
+        assert hashing.record is None and hashing.ebpf is not None and hashing.ebpf.pins is None
+        assert Hashing.recorded(tap) is None
+        _steers_as(hashing, CONFIG)
+        hashing.reconfigure(OTHER)
+        _steers_as(hashing, OTHER)
+    assert not tap.steering.steering_attached
+    for root in state_roots:
+        assert not os.path.exists(root) or not any(files for _, _, files in os.walk(root))
