@@ -1,12 +1,12 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   set up a virtual environment and run the main job (pytun-hash demo, needs root)
-#   make test   set up a virtual environment, run ruff, mypy --strict and the test suite
+#   make test   set up a virtual environment, run ruff, mypy --strict, build the API reference (make docs) and the tests
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck pytest demo bench fuzz clean
+.PHONY: setup test lint typecheck docs pytest demo bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+# The API reference from the docstrings (docs/api/index.html); an undocumented public name or a
+# docstring pdoc cannot render fails it.
+docs: $(STAMP)
+	$(PY) docs/build.py
+
+test: lint typecheck docs pytest
 
 demo: $(STAMP)
 	$(VENV)/bin/pytun-hash demo
