@@ -52,6 +52,7 @@ from pytun_hash.errors import (
 
 __all__ = [
     "PROBE_ORDER",
+    "QueueFoldWarning",
     "queue_fold_warning",
     "HashControl",
     "HashControlWarning",
@@ -88,6 +89,11 @@ def queue_fold_warning(config: VnetHashConfig, queues: int, name: str) -> str | 
 
 class HashControlWarning(UserWarning):
     """A configuration the kernel accepts but that will not do what it seems to (see the message)."""
+
+
+class QueueFoldWarning(HashControlWarning):
+    """The configuration steers to a queue number at or beyond the attached queue count (either
+    backend): the kernel folds it modulo the count, which is rarely what was meant."""
 
 
 @attrs.frozen
@@ -298,7 +304,7 @@ class HashControl:
             )
         folded = queue_fold_warning(config, queues, self.device.name)
         if folded is not None:
-            warnings.warn(folded, HashControlWarning, stacklevel=4)
+            warnings.warn(folded, QueueFoldWarning, stacklevel=4)
 
     def apply(self, config: VnetHashConfig) -> None:
         """Put ``config`` in force with the kernel's hash ioctls.

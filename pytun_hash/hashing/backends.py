@@ -23,7 +23,7 @@ from pytun_hash.bpf.pin import ensure_bpffs, make_pin_dir, remove_pin_dir
 from pytun_hash.bpf.rss import EbpfRss
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.base import TunTapBase
-from pytun_hash.device.hashctl import HashControl, queue_fold_warning
+from pytun_hash.device.hashctl import HashControl, QueueFoldWarning, queue_fold_warning
 from pytun_hash.device.record import DeviceId, EbpfPins, Record
 from pytun_hash.errors import BpfError, KernelError, ValidationError
 from pytun_hash.hashing.state import StateLocation, unpin_record
@@ -160,7 +160,7 @@ class EbpfBackend:
             return
         folded = queue_fold_warning(config, self.device.numqueues, self.device.name)
         if folded is not None:
-            warnings.warn(folded, HashingWarning, stacklevel=4)
+            warnings.warn(folded, QueueFoldWarning, stacklevel=4)
         if self.rss is not None:
             self.rss.reconfigure(config)
             return
