@@ -69,16 +69,35 @@ def _types(config: VnetHashConfig) -> list[str]:
     return [m.name or "" for m in HashType if m in config.types]
 
 
-def _check_device(name: str) -> None:
-    tun_link(name)
+def _rings(name: str) -> int | None:
+    """Queues attached now (as ``ethtool -x`` counts RX rings); None when the kernel does not say."""
+    link = tun_link(name)
+    if link.tun is None:
+        return None
+    return link.tun.numqueues if link.tun.multi_queue else 1
 
 
-def _text(name: str, record: Record | None, verified: bool, stale: list[str]) -> str:
+def _text(name: str, record: Record | None, verified: bool, stale: list[str], rings: int | None) -> str:
     lines = [f"{s}; removed, not in force" for s in stale]
     if record is None:
         lines.append(f"{name}: {_NOTHING}")
         return "\n".join(lines)
     config = record.config
+    table = config.indirection_table
+    # ethtool -x's own block first, in its words, so its readers find what they know.
+    ring_text = "no queue attached now" if rings == 0 else f"{rings} RX ring(s)" if rings else "RX rings unknown"
+    if config.rss:
+        lines.append(f"RX flow hash indirection table for {name} with {ring_text}:")
+        lines.extend(indirection_rows(table))
+    else:
+        lines.append(f"RX flow hash indirection table for {name}: none (RSS off: automatic queue selection)")
+    lines.append("RSS hash key:")
+    lines.append(":".join(f"{b:02x}" for b in config.key))
+    lines.append("RSS hash function:")
+    lines.append(f"    toeplitz: {'on' if config.rss or config.report else 'off'}")
+    lines.append("    xor: off")
+    lines.append("    crc32: off")
+    counts = Counter(table)
     backend = record.backend + (f" (revision {record.revision.value})" if record.revision else "")
     rows: list[tuple[str, object]] = [
         ("backend", backend),
@@ -87,28 +106,23 @@ def _text(name: str, record: Record | None, verified: bool, stale: list[str]) ->
         ("hash types", ", ".join(_types(config)) or "none"),
         ("unclassified queue", config.unclassified_queue),
     ]
+    if config.rss:
+        rows.append(("entries per queue", ", ".join(f"{q}: {counts[q]}" for q in sorted(counts))))
     if record.ebpf is not None:
         rows.append(("program id", record.ebpf.program_id))
         rows.append(("pinned at", record.ebpf.program))
     owner = record.owner
     rows.append(("owner", f"pid {owner.pid}, uid {owner.uid}: {' '.join(owner.command)}"))
     rows.append(("applied at", record.applied_at))
-    rows.append(("verified", "yes" if verified else "no (the record is all there is)"))
-    lines.append(f"hashing in force on {name}:")
+    rows.append(("verified", "yes: the pinned objects hold this" if verified else "no (the record is all there is)"))
+    lines.append(f"pytun_hash on {name}:")
     lines.append(pairs(rows, indent="  "))
-    table = config.indirection_table
-    lines.append(f"RX flow hash indirection table for {name} with {len(table)} entries:")
-    lines.extend(indirection_rows(table))
-    counts = Counter(table)
-    lines.append("entries per queue: " + ", ".join(f"{q}: {counts[q]}" for q in sorted(counts)))
-    lines.append("RSS hash key:")
-    lines.append(":".join(f"{b:02x}" for b in config.key))
     return "\n".join(lines)
 
 
 def run_show(args: argparse.Namespace, out: Output) -> int:
     """Run ``show``; see the module documentation."""
-    _check_device(args.dev)
+    rings = _rings(args.dev)
     store = StateLocation.from_environment().store()
     ident = DeviceId.of_link(args.dev)
     stale = sweep_recreated(store, ident)
@@ -131,5 +145,5 @@ def run_show(args: argparse.Namespace, out: Output) -> int:
         "stale": [{"reason": s.reason.value, "detail": s.detail} for s in stale],
         "note": None if record else _NOTHING,
     }
-    out.result(document, lambda: _text(args.dev, record, verified, [str(s) for s in stale]))
+    out.result(document, lambda: _text(args.dev, record, verified, [str(s) for s in stale], rings))
     return int(ExitCode.OK)
