@@ -1,9 +1,10 @@
 """The one place pytun_hash calls libc directly: the libc handle, ``syscall(2)``, ``setns``, ``unshare``,
-``prctl``, ``mount``/``umount2`` and ``statfs``.
+``prctl``, ``mount``/``umount2``, ``statfs``/``fstatfs`` and ``renameat2``.
 
 Everything that the standard library does not wrap goes through here: ``bpf(2)``, ``seccomp(2)``
 and ``pidfd_getfd(2)`` through :func:`syscall`, network namespaces through :func:`setns` and
-:func:`unshare`, the bpf filesystem through :func:`mount` and :func:`statfs_type`. Failures are
+:func:`unshare`, the bpf filesystem through :func:`mount` and :func:`statfs_type`, the file system
+of an open file through :func:`fstatfs_type`, a rename that never replaces through :func:`renameat2`. Failures are
 plain :class:`OSError` with the errno (``PermissionError`` for ``EPERM`` ...); the callers turn
 them into their own typed errors. ctypes releases the GIL during each call.
 
@@ -14,6 +15,8 @@ new object every time), so setting ``argtypes`` for one use never changes anothe
 from __future__ import annotations
 
 import ctypes
+import errno
+import functools
 import os
 
 __all__ = [
@@ -26,10 +29,13 @@ __all__ = [
     "MS_PRIVATE",
     "MS_REC",
     "PR_SET_NO_NEW_PRIVS",
+    "RENAME_NOREPLACE",
+    "fstatfs_type",
     "function",
     "libc",
     "mount",
     "prctl",
+    "renameat2",
     "setns",
     "statfs_type",
     "syscall",
@@ -51,6 +57,8 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 #: ``linux/prctl.h``: set ``no_new_privs`` (needed to install a seccomp filter without CAP_SYS_ADMIN).
 PR_SET_NO_NEW_PRIVS = 38
+#: ``linux/fs.h``: ``renameat2(2)`` flag: fail with ``EEXIST`` instead of replacing the target.
+RENAME_NOREPLACE = 0x1
 
 #: The C library of this process, with ctypes' per-thread copy of ``errno`` (``ctypes.get_errno``).
 libc = ctypes.CDLL(None, use_errno=True)
@@ -81,6 +89,7 @@ _MOUNT = function(
 )
 _UMOUNT2 = function("umount2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
 _STATFS = function("statfs", ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_FSTATFS = function("fstatfs", ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 # ``struct statfs`` starts with ``f_type`` on every Linux ABI: a ``long`` (``__fsword_t``), except
 # s390x's ``unsigned int``. 256 bytes hold the whole structure everywhere (120 on x86-64).
 _STATFS_SIZE = 256
@@ -198,3 +207,50 @@ def statfs_type(path: str) -> int:
     if _STATFS(_path(path, "path"), buf) != 0:
         raise _failed()
     return int(_F_TYPE.from_buffer(buf).value) & 0xFFFFFFFF
+
+
+def fstatfs_type(fd: int) -> int:
+    """The magic number of the file system the open file ``fd`` is on (``fstatfs(2)``'s ``f_type``).
+
+    Works on ``O_PATH`` descriptors too, so a file can be judged before it is really opened.
+
+    Raises:
+        OSError: ``EBADF`` when ``fd`` is not open, ``ENOSYS`` ...
+    """
+    buf = ctypes.create_string_buffer(_STATFS_SIZE)
+    if _FSTATFS(fd, buf) != 0:
+        raise _failed()
+    return int(_F_TYPE.from_buffer(buf).value) & 0xFFFFFFFF
+
+
+def renameat2(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str, flags: int) -> None:
+    """``renameat2(2)``: rename ``src`` (relative to ``src_dir_fd``) to ``dst`` (relative to ``dst_dir_fd``).
+
+    Looked up at the first call: a C library older than glibc 2.28 lacks the wrapper, and only
+    callers that need ``RENAME_NOREPLACE`` should fail for it.
+
+    Args:
+        src_dir_fd: the directory fd ``src`` is relative to.
+        src: the name to rename.
+        dst_dir_fd: the directory fd ``dst`` is relative to.
+        dst: the new name.
+        flags: ``RENAME_NOREPLACE`` or 0.
+
+    Raises:
+        ValueError: for a NUL byte in a name.
+        OSError: ``EEXIST`` when ``RENAME_NOREPLACE`` finds ``dst``, ``EINVAL`` when the file system
+            does not support the flag, ``ENOSYS`` when the C library or kernel lacks the call, ...
+    """
+    try:
+        call = _renameat2()
+    except AttributeError:
+        raise OSError(errno.ENOSYS, "the C library has no renameat2") from None
+    if call(src_dir_fd, _path(src, "src"), dst_dir_fd, _path(dst, "dst"), flags) != 0:
+        raise _failed()
+
+
+@functools.cache
+def _renameat2() -> ctypes._NamedFuncPointer:
+    return function(
+        "renameat2", ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
+    )

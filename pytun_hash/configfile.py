@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from pytun_hash._files import open_regular_file
+from pytun_hash._files import PendingFile, open_regular_file, stage_file
 from pytun_hash.config import MAX_KEY_SIZE, MICROSOFT_RSS_KEY, VnetHashConfig, generate_key, parse_hash_types
 from pytun_hash.errors import ValidationError
 
@@ -40,6 +40,7 @@ __all__ = [
     "load_config",
     "parse_key",
     "read_config_file",
+    "stage_config",
 ]
 
 #: Config files larger than this (bytes) are refused before parsing.
@@ -223,19 +224,41 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
-def dump_config(config: VnetHashConfig, path: str) -> None:
-    """Write ``config`` to ``path`` as TOML (``.toml``) or JSON (otherwise), readable by :func:`load_config`.
-
-    Raises:
-        ValidationError: (field ``save``) when the file cannot be written.
-    """
+def _config_text(config: VnetHashConfig, path: str) -> str:
     mapping = config.to_mapping()
     if path.endswith(".toml"):
-        text = "".join(f"{k} = {_toml_value(v)}\n" for k, v in mapping.items())
-    else:
-        text = json.dumps(mapping, indent=2) + "\n"
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise ValidationError("save", f"cannot write {path}: {exc.strerror}") from None
+        return "".join(f"{k} = {_toml_value(v)}\n" for k, v in mapping.items())
+    return json.dumps(mapping, indent=2) + "\n"
+
+
+def stage_config(config: VnetHashConfig, path: str, *, overwrite: bool = False) -> PendingFile:
+    """Validate ``path`` and write ``config`` beside it (as :func:`dump_config` would); visible at
+    ``path`` only after :meth:`~pytun_hash._files.PendingFile.commit`.
+
+    For callers that must know the file can be written before they act on the config (``apply
+    --save``): stage, apply, then commit, or discard when applying failed.
+
+    Args:
+        config: the configuration (with its key: the file is created mode 0600).
+        path: the target; ``.toml`` is written as TOML, anything else as JSON.
+        overwrite: replace an existing regular file (never a symlink or a non-regular file).
+
+    Raises:
+        ValidationError: (field ``save``) for a target that is a symlink, not a regular file, or
+            exists without ``overwrite``; a missing or unwritable directory; I/O errors.
+    """
+    return stage_file(path, _config_text(config, path).encode("utf-8"), "save", overwrite=overwrite)
+
+
+def dump_config(config: VnetHashConfig, path: str, *, overwrite: bool = False) -> None:
+    """Write ``config`` to ``path`` as TOML (``.toml``) or JSON (otherwise), readable by :func:`load_config`.
+
+    The file is written atomically (a reader sees no file, the old one or the whole new one),
+    mode 0600 whatever the umask (it holds the key), never through a symlink or onto a FIFO,
+    device or directory, and an existing file is replaced only with ``overwrite``.
+
+    Raises:
+        ValidationError: (field ``save``) when the file cannot or may not be written (see :func:`stage_config`).
+    """
+    with stage_config(config, path, overwrite=overwrite) as pending:
+        pending.commit()

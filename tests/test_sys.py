@@ -95,6 +95,40 @@ def test_statfs_type_names_the_file_system(tmp_path: Path) -> None:
         _sys.statfs_type("/proc\0/x")
 
 
+def test_fstatfs_type_names_the_file_system_of_an_fd(tmp_path: Path) -> None:
+    fd = os.open("/proc/self/status", os.O_PATH | os.O_CLOEXEC)  # O_PATH: nothing is opened for I/O
+    try:
+        assert _sys.fstatfs_type(fd) == 0x9FA0 == _sys.statfs_type("/proc")
+    finally:
+        os.close(fd)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        assert _sys.fstatfs_type(fd) == _sys.statfs_type(str(tmp_path))
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as info:
+        _sys.fstatfs_type(-1)
+    assert info.value.errno == errno.EBADF
+
+
+def test_renameat2_noreplace(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(OSError) as info:
+            _sys.renameat2(fd, "a", fd, "b", _sys.RENAME_NOREPLACE)
+        assert info.value.errno == errno.EEXIST and (tmp_path / "b").read_bytes() == b"b"
+        _sys.renameat2(fd, "a", fd, "c", _sys.RENAME_NOREPLACE)
+        assert sorted(os.listdir(tmp_path)) == ["b", "c"] and (tmp_path / "c").read_bytes() == b"a"
+        _sys.renameat2(fd, "c", fd, "b", 0)
+        assert os.listdir(tmp_path) == ["b"] and (tmp_path / "b").read_bytes() == b"a"
+        with pytest.raises(ValueError, match="NUL"):
+            _sys.renameat2(fd, "b\0", fd, "d", 0)
+    finally:
+        os.close(fd)
+
+
 def test_mount_and_umount2(tmp_path: Path) -> None:
     target = str(tmp_path)
     with pytest.raises(ValueError, match="NUL"):

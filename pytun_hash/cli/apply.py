@@ -6,6 +6,15 @@ program) and leaves the configuration in force after the command exits, for as l
 device lives. Without ``--key`` (and no key in the file) a random key is generated; the output
 shows it, and ``--save FILE`` stores the whole config for ``predict --config FILE``.
 
+``--save FILE`` is checked and written in full (to a temporary file beside FILE) before anything is
+applied, and put at FILE only once the config is in force: a FILE that may not or cannot be written
+fails the command (exit 2) with the device unchanged. FILE is created mode 0600 whatever the umask
+(it holds the key) and appears atomically (a reader sees the old file or the whole new one). An
+existing FILE is refused unless ``--force``, which replaces a regular file only; a symlink (never
+followed), FIFO, device or directory at FILE, and directories on /proc, /sys or another
+pseudo-filesystem, are always refused. ``--config FILE`` is read only when it is a regular file on a
+real file system (not /proc, /sys, debugfs ...), and a read never waits.
+
 To talk to the device the command opens one queue of its own for a few milliseconds. On a
 multi-queue device whose queues other processes hold, frames may land on that queue during
 the revision probe; with the eBPF backend the queue is detached again before the program
@@ -42,11 +51,14 @@ nothing was recorded and nothing forced), ``revision``, ``action``, ``in_force``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import warnings
+from contextlib import AbstractContextManager
 from typing import Any
 
 from pytun_hash._abi import Revision, layout_for
+from pytun_hash._files import PendingFile
 from pytun_hash.backend import Backend, BackendChoice, choose_backend
 from pytun_hash.cli.common import (
     add_backend_argument,
@@ -61,7 +73,7 @@ from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
 from pytun_hash.cli.state import in_force, warn_stale
 from pytun_hash.codec import ioctl_plan
 from pytun_hash.config import VnetHashConfig
-from pytun_hash.configfile import dump_config
+from pytun_hash.configfile import stage_config
 from pytun_hash.device.hashctl import QueueFoldWarning
 from pytun_hash.device.record import Record
 from pytun_hash.device.tap import TunTapDevice
@@ -88,7 +100,17 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     add_config_arguments(p, key_help="Toeplitz key: hex, microsoft, symmetric or random (default: random)")
     p.add_argument("--vnet-hdr-size", type=int, metavar="BYTES", help="set the device's vnet header size first")
     p.add_argument("--vnet-le", action="store_true", help="make the device's vnet headers little-endian first")
-    p.add_argument("--save", metavar="FILE", help="write the applied config to FILE (.toml or .json)")
+    p.add_argument(
+        "--save",
+        metavar="FILE",
+        help="write the applied config to FILE (.toml or .json): mode 0600, atomically, checked before applying; "
+        "never an existing file (see --force), a symlink, a FIFO or a device",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --save: replace FILE if it is an existing regular file (never a symlink, FIFO or device)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the ioctl plan of --revision; touch nothing")
     p.add_argument("--arch", metavar="MACHINE", help="with --dry-run: request numbers and byte order of MACHINE")
     p.set_defaults(handler=run_apply)
@@ -195,17 +217,41 @@ def _in_force_text(record: Record | None, device: str) -> str:
     return f"in force on {device}: {what}, {config_summary(record.config)}{pinned}"
 
 
-def run_apply(args: argparse.Namespace, out: Output) -> int:
-    """Run ``apply``; see the module documentation."""
-    if args.arch and not args.dry_run:
-        raise CliError("--arch only works with --dry-run", "drop --arch, or add --dry-run")
-    if args.dry_run:
-        return _dry_run(args, out)
-    if not args.dev:
-        raise CliError("apply needs --dev NAME (or --dry-run)", "name the device, e.g. --dev tap0")
-    foreign = _device_queue_count(args.dev)
-    queues = args.queues if args.queues is not None else (foreign or None)
-    config = config_from_args(args, queues=queues, key_required=False)
+def _stage_save(args: argparse.Namespace, config: VnetHashConfig) -> AbstractContextManager[PendingFile | None]:
+    """The ``--save`` file, written beside its target before anything is applied (or nothing without ``--save``).
+
+    Raises:
+        CliError: (field ``save``) when the target may not or cannot be written; nothing was applied.
+    """
+    if not args.save:
+        return contextlib.nullcontext(None)
+    try:
+        return stage_config(config, args.save, overwrite=args.force)
+    except ValidationError as exc:
+        raise CliError(
+            f"--save: {exc.rule}; nothing was applied",
+            "name a new file in a writable directory (--force replaces an existing regular file; "
+            "symlinks, FIFOs, devices and files under /proc or /sys are never written)",
+            field="save",
+        ) from None
+
+
+def _commit_save(pending: PendingFile, device: str) -> None:
+    try:
+        pending.commit()
+    except ValidationError as exc:
+        # Staging checked the target, so only a change made meanwhile (or an I/O error) gets here.
+        raise CliError(
+            f"--save: {exc.rule}; the configuration IS in force on {device} but was not saved",
+            f"`pytun-hash show --dev {device} --json` prints the config in force with its key",
+            field="save",
+        ) from None
+
+
+def _apply(
+    args: argparse.Namespace, config: VnetHashConfig, foreign: int | None, out: Output
+) -> tuple[BackendChoice, Record | None, str]:
+    """Put ``config`` in force on ``args.dev``: the backend chosen, the record written and when."""
     with open_device(args.dev) as device:
         if args.vnet_hdr_size is not None:
             device.set_vnet_hdr_size(args.vnet_hdr_size)
@@ -242,8 +288,28 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
             out.warn(str(warning.message))
         record = hashing.record
         at = record.applied_at if record is not None else now()
-    if args.save:
-        dump_config(config, args.save)
+    return choice, record, at
+
+
+def run_apply(args: argparse.Namespace, out: Output) -> int:
+    """Run ``apply``; see the module documentation."""
+    if args.arch and not args.dry_run:
+        raise CliError("--arch only works with --dry-run", "drop --arch, or add --dry-run")
+    if args.force and not args.save:
+        raise CliError("--force only works with --save", "drop --force, or add --save FILE")
+    if args.dry_run:
+        return _dry_run(args, out)
+    if not args.dev:
+        raise CliError("apply needs --dev NAME (or --dry-run)", "name the device, e.g. --dev tap0")
+    foreign = _device_queue_count(args.dev)
+    queues = args.queues if args.queues is not None else (foreign or None)
+    config = config_from_args(args, queues=queues, key_required=False)
+    # Staged first, so a target that cannot be written fails the command before the device changes;
+    # leaving the block unsuccessfully removes the staged file and leaves the target as it was.
+    with _stage_save(args, config) as pending:
+        choice, record, at = _apply(args, config, foreign, out)
+        if pending is not None:
+            _commit_save(pending, args.dev)
     document = {
         "device": args.dev,
         "backend": choice.backend.value,

@@ -4,8 +4,9 @@
 unless ``--examples`` says otherwise) in a separate process, so one target's failure or hang cannot
 stop the others and each gets its own statistics. The report (Markdown, one row per target: examples
 that passed, invalid examples, failures, wall time) goes to standard output and, with ``--report``,
-to a file; each target's full pytest output is kept under ``--logs``. Exit status 1 when a target
-failed.
+to a file (replaced on each run, never through a symlink, mode 0600: pytun_hash._files); each
+target's full pytest output is kept under ``--logs``. Exit status 1 when a target failed, 2 when
+the report cannot be written there (checked before the campaign starts).
 
     python tests/fuzz/campaign.py --jobs 2 --report fuzz-report.md
     python tests/fuzz/campaign.py -k decode --examples 10000
@@ -23,6 +24,9 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from pytun_hash._files import check_target, write_file
+from pytun_hash.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_DIR = Path(__file__).resolve().parent
@@ -64,7 +68,8 @@ def run_target(node_id: str, examples: int, logs: Path) -> TargetResult:
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - start
     log = logs / (node_id.rsplit("::", 1)[-1] + ".log")
-    log.write_text(proc.stdout + proc.stderr)
+    # Each run replaces its log; written like every file the project names (never through a symlink).
+    write_file(str(log), (proc.stdout + proc.stderr).encode(), "logs", overwrite=True)
     counts = [tuple(int(g) for g in m.groups()) for m in _PASSING.finditer(proc.stdout)]
     # The statistics list the generate phase (and shrink phase, after a failure) separately.
     passing = sum(c[0] for c in counts)
@@ -105,6 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
 
+    if args.report:
+        # Checked before the hours of fuzzing, not only when the report is written at the end.
+        try:
+            check_target(str(args.report), "report", overwrite=True)
+        except ValidationError as exc:
+            print(f"campaign: {exc}", file=sys.stderr)
+            return 2
     targets = args.targets or collect(args.keyword)
     if not targets:
         print("no fuzz targets selected", file=sys.stderr)
@@ -125,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(results, args.examples, time.monotonic() - start, args.jobs)
     print(text)
     if args.report:
-        args.report.write_text(text)
+        write_file(str(args.report), text.encode(), "report", overwrite=True)
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -3,10 +3,14 @@
 Random bytes alone rarely get past a decoder's first length or magic check, so each strategy
 builds a well-formed input from its parts (plans, frames, config mappings, pcap files) and then,
 most of the time, damages it: truncation, extension, byte flips, or splicing in random bytes.
+:func:`special_file` makes the files that are not data at rest (FIFOs, symlinks, sockets, /proc and
+/sys files, devices, directories) for the readers and the writer.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
 from typing import Any
 
@@ -200,3 +204,56 @@ def config_mappings(draw: st.DrawFn) -> dict[Any, Any]:
     if draw(st.integers(0, 9)) == 0:
         data[draw(st.one_of(st.text(max_size=8), st.integers()))] = draw(json_values)
     return data
+
+
+# ----------------------------------------------------------------------------- special files
+
+#: Kinds of file a user may name where a config or pcap file is read or a config written: what
+#: :func:`special_file` makes (or finds) for each. Only ``regular`` and ``symlink-to-regular`` are
+#: files a reader may accept; a writer may replace only ``regular`` (with overwrite) and create ``missing``.
+SPECIAL_FILE_KINDS = (
+    "regular",
+    "symlink-to-regular",
+    "missing",
+    "fifo",
+    "symlink-to-fifo",
+    "dangling-symlink",
+    "symlink-to-proc",
+    "directory",
+    "socket",
+    "/proc/kmsg",
+    "/proc/self/status",
+    "/proc/self/ns/net",
+    "/proc/self/fd/0",
+    "/sys/kernel/uevent_seqnum",
+    "/sys/power/state",
+    "/dev/null",
+    "/dev/zero",
+    "/proc/self/new.toml",
+    "/sys/kernel/new.toml",
+)
+
+special_file_kinds = st.sampled_from(SPECIAL_FILE_KINDS)
+
+
+def special_file(kind: str, directory: str, contents: bytes, suffix: str = ".toml") -> str:
+    """A path of ``kind`` (see :data:`SPECIAL_FILE_KINDS`): made in ``directory`` (``regular`` files hold
+    ``contents``; symlinks point to files made beside them) or, for absolute kinds, the system's own."""
+    if kind.startswith("/"):
+        return kind
+    path = os.path.join(directory, kind + suffix)
+    beside = os.path.join(directory, "aim-" + kind)
+    if kind in ("regular", "symlink-to-regular"):
+        target = path if kind == "regular" else beside
+        with open(target, "wb") as f:
+            f.write(contents)
+    if kind in ("fifo", "symlink-to-fifo"):
+        os.mkfifo(path if kind == "fifo" else beside)
+    if kind.startswith("symlink-to-") or kind == "dangling-symlink":
+        os.symlink("/proc/self/status" if kind == "symlink-to-proc" else beside, path)
+    if kind == "directory":
+        os.mkdir(path)
+    if kind == "socket":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(path)
+    return path

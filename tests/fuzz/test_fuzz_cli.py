@@ -30,7 +30,7 @@ from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.configfile import dump_config
 from pytun_hash.device import NetworkNamespace, rtnl
 from tests.fuzz.harness import call, watchdog
-from tests.fuzz.strategies import damaged, frames, ip_packets
+from tests.fuzz.strategies import damaged, frames, ip_packets, special_file
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4}
 PURE_COMMANDS = ["hash", "predict", "apply"]  # apply only with --dry-run here
@@ -45,7 +45,8 @@ def _pcap(linktype: int, packets: list[bytes], *, order: str = "<", magic: int =
 
 @pytest.fixture(scope="module")
 def files() -> Iterator[dict[str, str]]:
-    """Files the fuzzed commands may name: valid, broken, huge, special, missing."""
+    """Files the fuzzed commands may name: valid, broken, huge, special (FIFOs, symlinks, a socket, /proc and
+    /sys files, devices, a directory), missing."""
     with tempfile.TemporaryDirectory(prefix="pytun-hash-cli-fuzz-") as tmp:
         config = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, table_length=8)
         paths: dict[str, str] = {}
@@ -70,8 +71,14 @@ def files() -> Iterator[dict[str, str]]:
             paths[name] = os.path.join(tmp, name)
             with open(paths[name], "wb") as f:
                 f.write(data)
+        # Not data at rest: readers refuse them and --save never writes through or onto them.
+        specials = ("fifo", "symlink-to-regular", "symlink-to-fifo", "dangling-symlink", "symlink-to-proc", "socket")
+        for kind in specials:
+            paths[kind] = special_file(kind, tmp, b'rss = true\ntypes = "all"\nkey = "microsoft"\n')
         paths.update(
             {
+                "kmsg": "/proc/kmsg",
+                "sysfs": "/sys/kernel/uevent_seqnum",
                 "dir": tmp,
                 "missing": os.path.join(tmp, "missing.toml"),
                 "devnull": "/dev/null",

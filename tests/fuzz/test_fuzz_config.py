@@ -2,7 +2,9 @@
 bytes), hash type expressions and revision names.
 
 Properties: only pytun_hash's own errors escape, nothing hangs, a refusal names a field, and what is
-accepted survives a round trip through ``to_mapping``/``dump_config``.
+accepted survives a round trip through ``to_mapping``/``dump_config``. Special files (FIFOs, symlinks,
+sockets, directories, devices, /proc and /sys files) are refused by the readers, and the writer never
+writes through a symlink, onto a non-regular file or over a file without ``overwrite``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -19,10 +22,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytun_hash import Revision, ValidationError, VnetHashConfig
+from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import parse_hash_types
 from pytun_hash.configfile import config_errors, config_from_mapping, dump_config, load_config
 from tests.fuzz.harness import call
-from tests.fuzz.strategies import config_mappings, configs, damaged, json_values
+from tests.fuzz.strategies import (
+    config_mappings,
+    configs,
+    damaged,
+    json_values,
+    special_file,
+    special_file_kinds,
+)
 
 
 @given(data=config_mappings())
@@ -95,10 +106,71 @@ def test_load_config_from_any_file(scratch: str, file: tuple[str, bytes], sectio
     loaded = call(load_config, path, section=section)
     if loaded.ok:
         saved = os.path.join(scratch, "saved" + suffix if suffix in (".toml", ".json") else "saved.json")
-        dump_config(loaded.get(), saved)
+        dump_config(loaded.get(), saved, overwrite=True)
         assert load_config(saved) == loaded.get()
     else:
         assert isinstance(loaded.error, ValidationError) and loaded.error.field is not None
+
+
+def _read_pcap(path: str) -> int:
+    with PcapReader(path) as reader:
+        return sum(1 for _ in reader)
+
+
+def _snapshot(directory: str) -> dict[str, tuple[int, bytes | str | None]]:
+    """Every entry of ``directory``: its type bits and its contents (file), target (symlink) or None."""
+    seen: dict[str, tuple[int, bytes | str | None]] = {}
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            seen[name] = (stat.S_IFMT(mode), os.readlink(path))
+        elif stat.S_ISREG(mode):
+            with open(path, "rb") as f:
+                seen[name] = (stat.S_IFMT(mode), f.read(1 << 20))
+        else:
+            seen[name] = (stat.S_IFMT(mode), None)
+    return seen
+
+
+@given(
+    kind=special_file_kinds,
+    config=configs(),
+    suffix=st.sampled_from([".toml", ".json"]),
+    overwrite=st.booleans(),
+    umask=st.sampled_from([0o000, 0o022, 0o077]),
+)
+def test_special_files(kind: str, config: VnetHashConfig, suffix: str, overwrite: bool, umask: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="pytun-hash-special-") as tmp:
+        saved = os.path.join(tmp, "saved" + suffix)
+        dump_config(config, saved)
+        with open(saved, "rb") as f:
+            contents = f.read(1 << 20)
+        path = special_file(kind, tmp, contents, suffix)
+        if kind.startswith("/") and not os.path.lexists(path) and not kind.endswith("/new.toml"):
+            return  # not on this system
+        for reader in (load_config, _read_pcap):
+            read = call(reader, path)
+            if kind in ("regular", "symlink-to-regular") and reader is load_config:
+                assert read.get() == config
+            elif not read.ok:
+                assert isinstance(read.error, ValidationError) and read.error.field in ("config", "pcap"), read.error
+            else:
+                raise AssertionError(f"{reader.__name__} accepted {kind} {path}")
+        before = _snapshot(tmp)
+        previous = os.umask(umask)
+        try:
+            written = call(dump_config, config, path, overwrite=overwrite)
+        finally:
+            os.umask(previous)
+        after = _snapshot(tmp)
+        if kind == "missing" or (kind == "regular" and overwrite):
+            assert written.ok and stat.S_IMODE(os.lstat(path).st_mode) == 0o600, written.error
+            assert load_config(path) == config
+            assert set(after) == set(before) | {os.path.basename(path)}
+        else:
+            assert isinstance(written.error, ValidationError) and written.error.field == "save", written.error
+            assert after == before, f"a refused write changed {tmp}"
 
 
 REVISION_NAMES = ["rfc", "V7", " v12 ", "v3", "v1", "v13", "v03", "v٣", "v²"]
