@@ -20,6 +20,7 @@ from pytun_hash.errors import ValidationError
 __all__ = [
     "MAX_INDIRECTION_TABLE_LENGTH",
     "MAX_KEY_SIZE",
+    "ETHTOOL_FLOW_TYPES",
     "MICROSOFT_RSS_KEY",
     "VnetHashCapability",
     "VnetHashConfig",
@@ -28,6 +29,17 @@ __all__ = [
 ]
 
 MAX_INDIRECTION_TABLE_LENGTH = 128
+
+#: ethtool's flow-type names (``ethtool -n/-N ... rx-flow-hash tcp4``) accepted as aliases of the hash
+#: types they hash by; the _EX types have none.
+ETHTOOL_FLOW_TYPES: dict[str, HashType] = {
+    "ip4": HashType.IPV4,
+    "tcp4": HashType.TCPV4,
+    "udp4": HashType.UDPV4,
+    "ip6": HashType.IPV6,
+    "tcp6": HashType.TCPV6,
+    "udp6": HashType.UDPV6,
+}
 MAX_KEY_SIZE = 40
 MAX_QUEUE = 0xFFFF
 
@@ -52,7 +64,8 @@ def generate_key(length: int = MAX_KEY_SIZE) -> bytes:
 
 
 def parse_hash_types(value: object, field: str = "types") -> HashType:
-    """Turn an int, a :class:`HashType`, a name (``"TCPV4"``, ``"tcpv4|udpv4"``) or a list of names into a HashType.
+    """Turn an int, a :class:`HashType`, a name (``"TCPV4"``, ``"tcpv4|udpv4"``, ethtool's ``"tcp4"``) or a
+    list of names into a HashType.
 
     A list holds names or integers, not further lists; bytes and mappings are refused rather than
     iterated (their elements are not hash types).
@@ -77,10 +90,14 @@ def parse_hash_types(value: object, field: str = "types") -> HashType:
                 if key == "ALL":
                     result |= int(DEFAULT_HASH_TYPES)
                     continue
+                alias = ETHTOOL_FLOW_TYPES.get(key.lower())
+                if alias is not None:
+                    result |= int(alias)
+                    continue
                 try:
                     result |= int(HashType[key])
                 except KeyError:
-                    known = ", ".join(m.name or "" for m in HashType)
+                    known = ", ".join(m.name or "" for m in HashType) + "; ethtool's " + ", ".join(ETHTOOL_FLOW_TYPES)
                     raise ValidationError(f"{field}[{i}]", f"unknown hash type {item!r}; known: {known}") from None
             elif isinstance(item, int) and not isinstance(item, bool):
                 result |= int(parse_hash_types(item, f"{field}[{i}]"))

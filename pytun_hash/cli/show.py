@@ -32,7 +32,7 @@ from pytun_hash._abi import HashType
 from pytun_hash.cli.common import tun_link
 from pytun_hash.cli.output import ExitCode, Output, help_text, pairs
 from pytun_hash.cli.state import owner_document, pins_document, warn_stale
-from pytun_hash.config import VnetHashConfig
+from pytun_hash.config import ETHTOOL_FLOW_TYPES, VnetHashConfig
 from pytun_hash.device.record import DeviceId, Record, link_index
 from pytun_hash.hashing.state import StateLocation, checked_record, sweep_recreated, verify
 
@@ -65,8 +65,15 @@ def indirection_rows(table: tuple[int, ...] | list[int]) -> list[str]:
     return rows
 
 
-def _types(config: VnetHashConfig) -> list[str]:
-    return [m.name or "" for m in HashType if m in config.types]
+_ETHTOOL_NAME = {member: name for name, member in ETHTOOL_FLOW_TYPES.items()}
+
+
+def _types_text(config: VnetHashConfig) -> str:
+    """Hash types by name, with ethtool's flow-type name where it has one: ``TCPV4 (tcp4)``."""
+    named = [
+        f"{m.name} ({_ETHTOOL_NAME[m]})" if m in _ETHTOOL_NAME else m.name or "" for m in HashType if m in config.types
+    ]
+    return ", ".join(named) or "none"
 
 
 def _rings(name: str) -> int | None:
@@ -103,7 +110,7 @@ def _text(name: str, record: Record | None, verified: bool, stale: list[str], ri
         ("backend", backend),
         ("rss", "on" if config.rss else "off"),
         ("hash reports", "on" if config.report else "off"),
-        ("hash types", ", ".join(_types(config)) or "none"),
+        ("hash types", _types_text(config)),
         ("unclassified queue", config.unclassified_queue),
     ]
     if config.rss:

@@ -128,3 +128,14 @@ def test_default_capabilities() -> None:
     assert default_capability(Revision.RFC).max_indirection_table_length == 128
     assert default_capability(Revision.V3).max_indirection_table_length is None
     assert all(default_capability(r).types == 0x3F for r in Revision)
+
+
+def test_ethtool_flow_type_names_are_aliases() -> None:
+    from pytun_hash.config import ETHTOOL_FLOW_TYPES, parse_hash_types
+
+    assert parse_hash_types("tcp4,udp6") == HashType.TCPV4 | HashType.UDPV6
+    assert parse_hash_types(["ip4", "TCP6", "tcpv4"]) == HashType.IPV4 | HashType.TCPV6 | HashType.TCPV4
+    assert set(ETHTOOL_FLOW_TYPES.values()) == set(HashType(0x3F))  # the _EX types have no ethtool name
+    with pytest.raises(ValidationError) as info:
+        parse_hash_types("tcp9")
+    assert "ethtool's ip4" in info.value.rule
