@@ -42,6 +42,7 @@ from pytun_hash.cli.common import (
     add_config_arguments,
     config_from_args,
     config_summary,
+    int_arg,
     parse_flow,
     parse_framing,
     parse_revision,
@@ -51,11 +52,11 @@ from pytun_hash.cli.common import (
 )
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.cli.pcap import PcapReader
-from pytun_hash.config import VnetHashConfig, parse_hash_types
+from pytun_hash.config import MAX_QUEUE, VnetHashConfig, parse_hash_types
 from pytun_hash.configfile import parse_key
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.hashctl import probe_revision
-from pytun_hash.errors import PrivilegeError, ValidationError
+from pytun_hash.errors import PrivilegeError, ValidationError, shorten
 from pytun_hash.model import FlowHash, Framing, Semantics, classify, queue_for_flow, rfc_input, toeplitz_hash
 from pytun_hash.model.semantics import semantics_for
 from pytun_hash.traffic import Flow
@@ -77,8 +78,8 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     what = h.add_argument_group("the packet (addresses and ports, a whole frame, or raw hash input)")
     what.add_argument("--src", metavar="ADDR", help="source IPv4/IPv6 address")
     what.add_argument("--dst", metavar="ADDR", help="destination address")
-    what.add_argument("--sport", type=int, metavar="PORT", help="source port (tcp/udp)")
-    what.add_argument("--dport", type=int, metavar="PORT", help="destination port (tcp/udp)")
+    what.add_argument("--sport", type=int_arg, metavar="PORT", help="source port (tcp/udp)")
+    what.add_argument("--dport", type=int_arg, metavar="PORT", help="destination port (tcp/udp)")
     what.add_argument("--proto", default="tcp", metavar="PROTO", help="tcp (default), udp, icmp or a number")
     what.add_argument("--frame", metavar="HEX", help="a whole frame to classify")
     what.add_argument(
@@ -110,7 +111,12 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--pcap", metavar="FILE", help="classic libpcap file (Ethernet or raw IP link type)")
     p.add_argument("--per-packet", action="store_true", help="with --pcap: list every packet")
-    p.add_argument("--queues", type=int, metavar="N", help="attached queues (default: highest queue in the table + 1)")
+    p.add_argument(
+        "--queues",
+        type=int_arg,
+        metavar="N",
+        help="attached queues, 1..65536 (default: highest queue in the table + 1)",
+    )
     add_config_arguments(p, key_help="Toeplitz key: hex, microsoft or symmetric (required unless in --config)")
     p.add_argument(
         "--semantics",
@@ -142,7 +148,7 @@ def _hex(text: str, field: str) -> bytes:
     try:
         return bytes.fromhex(text.replace(":", "").replace(" ", "").removeprefix("0x"))
     except ValueError:
-        raise ValidationError(field, f"expected hexadecimal bytes, got {text!r}") from None
+        raise ValidationError(field, f"expected hexadecimal bytes, got {shorten(text)}") from None
 
 
 def _flow_from_args(args: argparse.Namespace) -> Flow:
@@ -151,7 +157,7 @@ def _flow_from_args(args: argparse.Namespace) -> Flow:
     try:
         version = ipaddress.ip_address(args.src).version
     except ValueError:
-        raise ValidationError("--src", f"not an IP address: {args.src!r}") from None
+        raise ValidationError("--src", f"not an IP address: {shorten(args.src)}") from None
     protocol = protocol_number(args.proto, version)
     try:
         return Flow(protocol, args.src, args.dst, args.sport, args.dport)
@@ -208,8 +214,9 @@ def run_hash(args: argparse.Namespace, out: Output) -> int:
 def _queue_count(args: argparse.Namespace, config: VnetHashConfig) -> int:
     if args.queues is None:
         return config.max_queue + 1
-    if args.queues < 1:
-        raise ValidationError("--queues", f"must be >= 1, got {args.queues}")
+    # The histogram has a row per queue: bounded by the queues a config can name, not by the user.
+    if not 1 <= args.queues <= MAX_QUEUE + 1:
+        raise ValidationError("--queues", f"must be 1..{MAX_QUEUE + 1}, got {args.queues}")
     return int(args.queues)
 
 

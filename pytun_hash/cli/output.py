@@ -15,8 +15,9 @@ Exit codes (the same table is in ``pytun-hash --help``):
 130 interrupted (Ctrl-C)
 ==  ===========================================================================================
 
-Errors are one line on stderr, ``pytun-hash: error: <message> (hint: <what to do>)``; with
-``--json`` stdout also gets ``{"ok": false, "error": {...}}`` (see :func:`error_document`).
+Errors are one line on stderr, ``pytun-hash: error: <message> (hint: <what to do>)``, at most
+:data:`MAX_ERROR_LINE_CHARS` characters however long the input it quotes; with ``--json`` stdout
+also gets ``{"ok": false, "error": {...}}`` (see :func:`error_document`).
 Every successful JSON document starts with ``"ok": true`` (``demo`` sets it to its verdict) and
 carries ``"warnings"`` (a list of sentences, also printed on stderr) when there were any.
 """
@@ -37,10 +38,14 @@ from pytun_hash.errors import (
     PytunHashError,
     UnsupportedError,
     ValidationError,
+    clip,
 )
 
 __all__ = [
     "EXIT_CODES_HELP",
+    "MAX_ERROR_LINE_CHARS",
+    "MAX_HINT_CHARS",
+    "MAX_MESSAGE_CHARS",
     "CliError",
     "ExitCode",
     "Output",
@@ -53,6 +58,13 @@ __all__ = [
 ]
 
 PROG = "pytun-hash"
+
+#: Characters of an error's message, hint and field, and of the whole error line, that the CLI prints:
+#: messages quote what the user gave, and the user may give megabytes.
+MAX_MESSAGE_CHARS = 1024
+MAX_HINT_CHARS = 512
+MAX_FIELD_CHARS = 128
+MAX_ERROR_LINE_CHARS = 2048
 
 
 class ExitCode(enum.IntEnum):
@@ -98,7 +110,16 @@ class CliError(PytunHashError):
 
 
 def describe_error(exc: BaseException) -> tuple[ExitCode, str, str]:
-    """Map an exception to ``(exit code, message, hint)`` for the one-line error report."""
+    """Map an exception to ``(exit code, message, hint)`` for the one-line error report.
+
+    The message has at most :data:`MAX_MESSAGE_CHARS` characters and the hint at most
+    :data:`MAX_HINT_CHARS`; longer ones are cut and say how long they were.
+    """
+    code, message, hint = _describe(exc)
+    return code, clip(message, MAX_MESSAGE_CHARS), clip(hint, MAX_HINT_CHARS)
+
+
+def _describe(exc: BaseException) -> tuple[ExitCode, str, str]:
     if isinstance(exc, CliError):
         return exc.code, exc.message, exc.hint
     if isinstance(exc, ValidationError):
@@ -167,7 +188,7 @@ def error_document(exc: BaseException) -> dict[str, Any]:
         error["errno"] = _errno_name(exc.errno)
         error["request"] = exc.request
     if isinstance(exc, (ValidationError, CliError)) and exc.field is not None:
-        error["field"] = exc.field
+        error["field"] = clip(exc.field, MAX_FIELD_CHARS)
     return {"ok": False, "error": error}
 
 
@@ -243,7 +264,9 @@ class Output:
         self.stdout.flush()
 
     def warn(self, message: str) -> None:
-        """A warning: on stderr now, and in the JSON document's ``warnings`` list."""
+        """A warning: on stderr now, and in the JSON document's ``warnings`` list (at most
+        :data:`MAX_MESSAGE_CHARS` characters)."""
+        message = clip(message, MAX_MESSAGE_CHARS)
         self.warnings.append(message)
         self.stderr.write(printable(f"{PROG}: warning: {message}\n"))
         self.stderr.flush()
@@ -258,7 +281,8 @@ class Output:
         line = f"{PROG}: error: {message}"
         if hint:
             line = f"{line} (hint: {hint})"
-        self.stderr.write(printable(line.replace("\n", " ")) + "\n")
+        # Last, as escaping can lengthen the line: the one cap that holds whatever came before.
+        self.stderr.write(clip(printable(line.replace("\n", " ")), MAX_ERROR_LINE_CHARS) + "\n")
         self.stderr.flush()
         if self.json_mode:
             json.dump(error_document(exc), self.stdout, indent=2)
