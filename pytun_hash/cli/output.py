@@ -19,7 +19,10 @@ Errors are one line on stderr, ``pytun-hash: error: <message> (hint: <what to do
 :data:`MAX_ERROR_LINE_CHARS` characters however long the input it quotes; with ``--json`` stdout
 also gets ``{"ok": false, "error": {...}}`` (see :func:`error_document`).
 Every successful JSON document starts with ``"ok": true`` (``demo`` sets it to its verdict) and
-carries ``"warnings"`` (a list of sentences, also printed on stderr) when there were any.
+carries ``"warnings"`` (a list of sentences, also printed on stderr) when there were any. A
+streamed document (see :meth:`Output.stream`) is the exception: its entries are written before the
+outcome is known, so ``"ok"`` is its last key, and an error after the stream began ends the same
+document with ``"error"`` and ``"ok": false``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "MAX_HINT_CHARS",
     "MAX_MESSAGE_CHARS",
     "CliError",
+    "EntryStream",
     "ExitCode",
     "Output",
     "Progress",
@@ -237,6 +241,7 @@ class Output:
         self._stdout = stdout
         self._stderr = stderr
         self.warnings: list[str] = []
+        self._stream: EntryStream | None = None
 
     @property
     def stdout(self) -> TextIO:
@@ -263,6 +268,19 @@ class Output:
             self.stdout.write(printable(rendered).rstrip("\n") + "\n")
         self.stdout.flush()
 
+    def stream(self, head: Mapping[str, Any], key: str, text_head: str) -> EntryStream:
+        """Start a result whose list ``key`` is written entry by entry (see :class:`EntryStream`).
+
+        Memory stays constant however many entries follow: nothing of an entry is kept once written.
+
+        Args:
+            head: the members of the JSON document that come before ``key``.
+            key: the name of the streamed list.
+            text_head: what human output prints before the first entry.
+        """
+        self._stream = EntryStream(self, head, key, text_head)
+        return self._stream
+
     def warn(self, message: str) -> None:
         """A warning: on stderr now, and in the JSON document's ``warnings`` list (at most
         :data:`MAX_MESSAGE_CHARS` characters)."""
@@ -284,7 +302,10 @@ class Output:
         # Last, as escaping can lengthen the line: the one cap that holds whatever came before.
         self.stderr.write(clip(printable(line.replace("\n", " ")), MAX_ERROR_LINE_CHARS) + "\n")
         self.stderr.flush()
-        if self.json_mode:
+        stream, self._stream = self._stream, None
+        if stream is not None and stream.open:
+            stream.fail(exc)
+        elif self.json_mode:
             json.dump(error_document(exc), self.stdout, indent=2)
             self.stdout.write("\n")
             self.stdout.flush()
@@ -293,6 +314,80 @@ class Output:
     def progress(self, what: str, total: int | None = None, *, after: float = 1.0) -> Progress:
         """A progress reporter for a long step (see :class:`Progress`)."""
         return Progress(self.stderr, what, total, after=after)
+
+
+def _member(name: str, value: Any) -> str:
+    """``"name": value`` as a member of a top-level object printed with ``indent=2``."""
+    return f"  {json.dumps(name)}: " + json.dumps(value, indent=2).replace("\n", "\n  ")
+
+
+class EntryStream:
+    """A command's result whose list of entries is written while it is produced (from :meth:`Output.stream`).
+
+    JSON: the document's head members are written at once, then each entry (one line each) into the
+    list named ``key``, then :meth:`finish` writes the tail members, ``"warnings"`` and ``"ok": true``:
+    one valid JSON document. When an error ends the command after the stream began,
+    :meth:`Output.error` closes the same document with ``"error"`` and ``"ok": false``.
+
+    Text: ``text_head`` at once, a line per entry, and the tail text at the end.
+    """
+
+    def __init__(self, out: Output, head: Mapping[str, Any], key: str, text_head: str) -> None:
+        self._out = out
+        self._count = 0
+        self.open = True
+        if out.json_mode:
+            members = [_member(name, value) for name, value in head.items()]
+            out.stdout.write("{\n" + "".join(m + ",\n" for m in members) + f"  {json.dumps(key)}: [")
+        elif text_head:
+            out.stdout.write(printable(text_head).rstrip("\n") + "\n")
+
+    def entry(self, item: Mapping[str, Any], text: str) -> None:
+        """Write one entry: ``item`` in JSON mode, the line ``text`` otherwise (buffered; nothing is kept)."""
+        stdout = self._out.stdout
+        if self._out.json_mode:
+            stdout.write(("," if self._count else "") + "\n    " + json.dumps(item))
+        else:
+            stdout.write(printable(text) + "\n")
+        self._count += 1
+
+    def _close(self, tail: Mapping[str, Any]) -> None:
+        self.open = False
+        stdout = self._out.stdout
+        stdout.write("\n  ]" if self._count else "]")
+        for name, value in tail.items():
+            stdout.write(",\n" + _member(name, value))
+        stdout.write("\n}\n")
+        stdout.flush()
+
+    def finish(self, tail: Mapping[str, Any], text: str | Callable[[], str]) -> None:
+        """End the result: ``tail`` members (then warnings and ``"ok": true``) in JSON mode, ``text`` otherwise."""
+        out = self._out
+        if out.json_mode:
+            members = dict(tail)
+            if out.warnings:
+                members["warnings"] = list(out.warnings)
+            members["ok"] = True
+            self._close(members)
+        else:
+            self.open = False
+            rendered = text() if callable(text) else text
+            out.stdout.write(printable(rendered).rstrip("\n") + "\n")
+            out.stdout.flush()
+        out._stream = None
+
+    def fail(self, exc: BaseException) -> None:
+        """End the JSON document with ``exc`` as :func:`error_document` gives it (nothing more in text mode)."""
+        if not self._out.json_mode:
+            self.open = False
+            self._out.stdout.flush()
+            return
+        members: dict[str, Any] = {}
+        if self._out.warnings:
+            members["warnings"] = list(self._out.warnings)
+        members.update(error_document(exc))
+        members["ok"] = members.pop("ok")
+        self._close(members)
 
 
 class Progress:
