@@ -15,7 +15,7 @@ import attrs
 
 from pytun_hash._abi.revision import Revision, require_revision
 from pytun_hash._abi.virtio_net import HashType
-from pytun_hash.errors import ValidationError
+from pytun_hash.errors import ValidationError, shorten
 
 __all__ = [
     "MAX_INDIRECTION_TABLE_LENGTH",
@@ -24,6 +24,7 @@ __all__ = [
     "MICROSOFT_RSS_KEY",
     "VnetHashCapability",
     "VnetHashConfig",
+    "check_table_length",
     "generate_key",
     "parse_hash_types",
 ]
@@ -59,7 +60,7 @@ def generate_key(length: int = MAX_KEY_SIZE) -> bytes:
         ValidationError: when ``length`` is not an integer in 1..40.
     """
     if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_KEY_SIZE:
-        raise ValidationError("key", f"length must be 1..{MAX_KEY_SIZE} bytes, got {length}")
+        raise ValidationError("key", f"length must be 1..{MAX_KEY_SIZE} bytes, got {shorten(length)}")
     return os.urandom(length)
 
 
@@ -76,7 +77,7 @@ def parse_hash_types(value: object, field: str = "types") -> HashType:
     if isinstance(value, HashType):
         result = int(value)
     elif isinstance(value, bool):
-        raise ValidationError(field, f"expected hash type names or an integer, got {value!r}")
+        raise ValidationError(field, f"expected hash type names or an integer, got {shorten(value)}")
     elif isinstance(value, int):
         result = value
     elif isinstance(value, str):
@@ -98,16 +99,33 @@ def parse_hash_types(value: object, field: str = "types") -> HashType:
                     result |= int(HashType[key])
                 except KeyError:
                     known = ", ".join(m.name or "" for m in HashType) + "; ethtool's " + ", ".join(ETHTOOL_FLOW_TYPES)
-                    raise ValidationError(f"{field}[{i}]", f"unknown hash type {item!r}; known: {known}") from None
+                    rule = f"unknown hash type {shorten(item)}; known: {known}"
+                    raise ValidationError(f"{field}[{i}]", rule) from None
             elif isinstance(item, int) and not isinstance(item, bool):
                 result |= int(parse_hash_types(item, f"{field}[{i}]"))
             else:
-                raise ValidationError(f"{field}[{i}]", f"expected a hash type name or an integer, got {item!r}")
+                raise ValidationError(f"{field}[{i}]", f"expected a hash type name or an integer, got {shorten(item)}")
     else:
         raise ValidationError(field, f"expected hash type names or an integer, got {type(value).__name__}")
     if result < 0 or result & ~int(HashType.all_known()):
-        raise ValidationError(field, f"unknown hash type bits {result & ~0x1FF:#x} (known bits: 0x1ff)")
+        extra = result & ~0x1FF
+        shown = f"{extra:#x}" if extra.bit_length() <= 64 else shorten(extra)
+        raise ValidationError(field, f"unknown hash type bits {shown} (known bits: 0x1ff)")
     return HashType(result)
+
+
+def check_table_length(length: int, field: str = "indirection_table") -> None:
+    """Refuse an indirection table length that is not a power of two from 1 to :data:`MAX_INDIRECTION_TABLE_LENGTH`.
+
+    The one owner of the rule: callers that build a table from a user's length check it here first.
+
+    Raises:
+        ValidationError: naming ``field``.
+    """
+    if not 1 <= length <= MAX_INDIRECTION_TABLE_LENGTH or length & (length - 1):
+        raise ValidationError(
+            field, f"length must be a power of two from 1 to {MAX_INDIRECTION_TABLE_LENGTH}, got {shorten(length)}"
+        )
 
 
 def _types_converter(value: object) -> HashType:
@@ -151,14 +169,14 @@ def _key_converter(value: object) -> bytes:
 
 def _check_queue(field: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(field, f"expected an integer queue number, got {value!r}")
+        raise ValidationError(field, f"expected an integer queue number, got {shorten(value)}")
     if not 0 <= value <= MAX_QUEUE:
-        raise ValidationError(field, f"queue number must be in 0..{MAX_QUEUE}, got {value}")
+        raise ValidationError(field, f"queue number must be in 0..{MAX_QUEUE}, got {shorten(value)}")
 
 
 def _check_bool(field: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise ValidationError(field, f"expected true or false, got {value!r}")
+        raise ValidationError(field, f"expected true or false, got {shorten(value)}")
 
 
 @attrs.frozen
@@ -187,12 +205,7 @@ class VnetHashConfig:
     def __attrs_post_init__(self) -> None:
         _check_bool("rss", self.rss)
         _check_bool("report", self.report)
-        n = len(self.indirection_table)
-        if not 1 <= n <= MAX_INDIRECTION_TABLE_LENGTH or n & (n - 1):
-            raise ValidationError(
-                "indirection_table",
-                f"length must be a power of two from 1 to {MAX_INDIRECTION_TABLE_LENGTH}, got {n}",
-            )
+        check_table_length(len(self.indirection_table))
         for i, q in enumerate(self.indirection_table):
             _check_queue(f"indirection_table[{i}]", q)
         _check_queue("unclassified_queue", self.unclassified_queue)
@@ -244,14 +257,16 @@ class VnetHashConfig:
             ValidationError: for out-of-range arguments.
         """
         if isinstance(num_queues, bool) or not isinstance(num_queues, int) or not 1 <= num_queues <= MAX_QUEUE + 1:
-            raise ValidationError("num_queues", f"must be in 1..{MAX_QUEUE + 1}, got {num_queues!r}")
+            raise ValidationError("num_queues", f"must be in 1..{MAX_QUEUE + 1}, got {shorten(num_queues)}")
         if isinstance(table_length, bool) or not isinstance(table_length, int):
-            raise ValidationError("indirection_table", f"table_length must be an integer, got {table_length!r}")
+            raise ValidationError("indirection_table", f"table_length must be an integer, got {shorten(table_length)}")
+        # Before the table is built: a huge table_length would be allocated first otherwise.
+        check_table_length(table_length)
         return cls(
             rss=True,
             report=report,
             types=types,
-            indirection_table=tuple(i % num_queues for i in range(max(table_length, 0))),
+            indirection_table=tuple(i % num_queues for i in range(table_length)),
             key=generate_key() if key is None else key,
             unclassified_queue=unclassified_queue,
         )
@@ -266,7 +281,7 @@ class VnetHashConfig:
         unknown = sorted(k for k in changes if k not in fields)
         if unknown:
             raise ValidationError(
-                unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(fields))}"
+                unknown[0], f"unknown field {shorten(unknown[0])}; known fields: {', '.join(sorted(fields))}"
             )
         return attrs.evolve(self, **changes)
 
@@ -294,10 +309,11 @@ class VnetHashConfig:
         if not isinstance(data, Mapping):
             raise ValidationError(None, f"expected a mapping (table/object), got {type(data).__name__}")
         fields = {f.name for f in attrs.fields(cls)}
-        unknown = sorted(str(k) for k in data if k not in fields)
+        # str() of a huge integer key raises ValueError; shorten() describes it instead.
+        unknown = sorted(k if isinstance(k, str) else shorten(k) for k in data if k not in fields)
         if unknown:
             raise ValidationError(
-                unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(fields))}"
+                unknown[0], f"unknown field {shorten(unknown[0])}; known fields: {', '.join(sorted(fields))}"
             )
         kwargs = dict(data)
         if "key" in kwargs and not isinstance(kwargs["key"], (str, bytes, bytearray)):
@@ -331,7 +347,9 @@ class VnetHashCapability:
     def __attrs_post_init__(self) -> None:
         limit = self.max_indirection_table_length
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise ValidationError("max_indirection_table_length", f"expected None or an integer >= 0, got {limit!r}")
+            raise ValidationError(
+                "max_indirection_table_length", f"expected None or an integer >= 0, got {shorten(limit)}"
+            )
         _check_bool("rss", self.rss)
         _check_bool("report", self.report)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,12 +29,22 @@ from typing import Any
 import attrs
 
 from pytun_hash._files import PendingFile, open_regular_file, stage_file
-from pytun_hash.config import MAX_KEY_SIZE, MICROSOFT_RSS_KEY, VnetHashConfig, generate_key, parse_hash_types
-from pytun_hash.errors import ValidationError
+from pytun_hash.config import (
+    MAX_INDIRECTION_TABLE_LENGTH,
+    MAX_KEY_SIZE,
+    MICROSOFT_RSS_KEY,
+    VnetHashConfig,
+    check_table_length,
+    generate_key,
+    parse_hash_types,
+)
+from pytun_hash.errors import MAX_ECHO_CHARS, ValidationError, clip, shorten
 
 __all__ = [
     "KNOWN_KEYS",
     "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_LISTED_PROBLEMS",
     "config_errors",
     "config_from_mapping",
     "dump_config",
@@ -45,6 +56,12 @@ __all__ = [
 
 #: Config files larger than this (bytes) are refused before parsing.
 MAX_CONFIG_BYTES = 1 << 20
+#: Levels of nesting allowed in the table of config fields (the table itself is level 1, a list
+#: value level 2); a deeper table is refused before any field is judged.
+MAX_CONFIG_DEPTH = 8
+#: Problems that :func:`config_from_mapping` lists in its message (the rest are counted), and
+#: entries of one list field (or unknown fields) that :func:`config_errors` reports one by one.
+MAX_LISTED_PROBLEMS = 10
 
 #: Keys that may be given by name. Both are public: anyone can craft flows that collide under
 #: them, so use them for tests and interoperability only.
@@ -61,8 +78,14 @@ def parse_key(text: str, field: str = "key") -> bytes:
     """A key given as hex (``6d5a56...``, colons and spaces allowed), a name in :data:`KNOWN_KEYS`,
     or ``random`` (40 fresh bytes from ``os.urandom``).
 
+    The one parser of keys a user writes: ``--key`` and the ``key`` of a config file both come here.
+
+    Returns:
+        1 to 40 bytes.
+
     Raises:
-        ValidationError: naming ``field``, for bad hex or more than 40 bytes.
+        ValidationError: naming ``field``, for bad hex, no bytes at all (an empty key would be all
+            zero: every flow on one queue) or more than 40 bytes.
     """
     name = text.strip().lower()
     if name in KNOWN_KEYS:
@@ -73,8 +96,13 @@ def parse_key(text: str, field: str = "key") -> bytes:
         raw = bytes.fromhex(name.replace(":", "").replace(" ", "").removeprefix("0x"))
     except ValueError:
         known = ", ".join([*KNOWN_KEYS, "random"])
-        raise ValidationError(field, f"expected hexadecimal bytes or one of {known}, got {text!r}") from None
-    if not raw or len(raw) > MAX_KEY_SIZE:
+        raise ValidationError(field, f"expected hexadecimal bytes or one of {known}, got {shorten(text)}") from None
+    if not raw:
+        # Padded to 40 zero bytes, an empty key hashes every flow to 0: all of them on one queue.
+        raise ValidationError(
+            field, f"a key has 1..{MAX_KEY_SIZE} bytes, got none (an empty key puts every flow on one queue)"
+        )
+    if len(raw) > MAX_KEY_SIZE:
         raise ValidationError(field, f"a key has 1..{MAX_KEY_SIZE} bytes, got {len(raw)}")
     return raw
 
@@ -115,39 +143,93 @@ def read_config_file(path: str, *, section: str | None = None) -> dict[str, Any]
         raise ValidationError("config", f"{path}: invalid TOML: {exc}") from None
     except RecursionError:
         raise ValidationError("config", f"{path}: nested too deeply to be a config") from None
+    except ValueError as exc:
+        # Both parsers convert decimal integers with int(), which refuses more digits than
+        # sys.get_int_max_str_digits() with a plain ValueError (no position is known).
+        if "integer string conversion" in str(exc):
+            limit = sys.get_int_max_str_digits()
+            raise ValidationError("config", f"{path}: a number has more than {limit} digits") from None
+        raise ValidationError("config", f"{path}: cannot be parsed: {clip(str(exc), 200)}") from None
     if section is not None:
         for part in section.split("."):
             if not isinstance(data, dict) or part not in data:
-                raise ValidationError("config", f"{path} has no table named {section!r}")
+                raise ValidationError("config", f"{path} has no table named {shorten(section)}")
             data = data[part]
     if not isinstance(data, dict):
         raise ValidationError("config", f"{path} must hold a table (TOML) or an object (JSON) of config fields")
+    if _deeper_than(data, MAX_CONFIG_DEPTH):
+        raise ValidationError(
+            "config", f"{path}: the config table is nested more than {MAX_CONFIG_DEPTH} levels deep"
+        )
     return data
 
 
-def _resolve_key(data: dict[str, Any]) -> None:
+def _deeper_than(data: object, limit: int) -> bool:
+    """Whether lists and tables in ``data`` nest more than ``limit`` levels (iteratively: no recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _name(key: object) -> str:
+    """A field name as a message shows it: text as it is (clipped), anything else as a short repr."""
+    return clip(key, MAX_ECHO_CHARS) if isinstance(key, str) else shorten(key)
+
+
+def _key_errors(data: dict[Any, Any]) -> list[ValidationError]:
+    """Parse a key given as text with :func:`parse_key` (as ``--key`` is), in place; its error, if any.
+
+    Bytes (from Python callers) take the same path as their hex, so an empty key is refused however it comes.
+    """
     key = data.get("key")
-    if isinstance(key, str) and key.strip().lower() in KNOWN_KEYS:
-        data["key"] = KNOWN_KEYS[key.strip().lower()].hex()
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        key = bytes(key).hex()
+    if not isinstance(key, str):
+        return []
+    try:
+        data["key"] = parse_key(key, "key").hex()
+    except ValidationError as exc:
+        # Judged here, so the field checks must not judge it again.
+        del data["key"]
+        return [exc]
+    return []
 
 
-def _entry_errors(name: str, values: Sequence[object], probe: Any) -> list[ValidationError]:
-    errors = []
-    for i, value in enumerate(values):
+def _entry_errors(name: str, values: Sequence[object], probe: Any, *, limit: int) -> list[ValidationError]:
+    """The errors of the first ``limit`` entries of ``values``; probing stops after
+    :data:`MAX_LISTED_PROBLEMS` of them, so a huge list of bad entries costs no more than a short one."""
+    errors: list[ValidationError] = []
+    for i, value in enumerate(values[:limit]):
         try:
             probe(value)
         except ValidationError as exc:
+            if len(errors) == MAX_LISTED_PROBLEMS:
+                errors.append(ValidationError(name, f"{name}[{i}] is invalid too; later entries were not checked"))
+                break
             errors.append(ValidationError(f"{name}[{i}]", exc.rule))
     return errors
 
 
 def _field_errors(name: str, value: object) -> list[ValidationError]:
     if name == "types" and isinstance(value, list):
-        return _entry_errors("types", value, lambda v: parse_hash_types([v]))
+        return _entry_errors("types", value, lambda v: parse_hash_types([v]), limit=len(value))
     if name == "indirection_table" and isinstance(value, list):
-        errors = _entry_errors("indirection_table", value, lambda v: VnetHashConfig(indirection_table=(v,)))
+        # Only entries that a valid table can have are probed: a list of a million is judged by its length.
+        errors = _entry_errors(
+            "indirection_table",
+            value,
+            lambda v: VnetHashConfig(indirection_table=(v,)),
+            limit=MAX_INDIRECTION_TABLE_LENGTH,
+        )
         try:
-            VnetHashConfig(indirection_table=(0,) * len(value))
+            check_table_length(len(value))
         except ValidationError as exc:
             errors.append(exc)
         return errors
@@ -163,18 +245,24 @@ def _field_errors(name: str, value: object) -> list[ValidationError]:
 def config_errors(data: object) -> list[ValidationError]:
     """Every problem of a config mapping, each as a :class:`ValidationError` naming its field.
 
-    Unknown fields, each field's own rules (every bad table entry and type name separately),
-    and, when those pass, the rules that tie fields together. Empty when the mapping is valid.
+    Unknown fields, each field's own rules (every bad table entry and type name separately, up to
+    :data:`MAX_LISTED_PROBLEMS` a field, then one error saying that more were not checked), and,
+    when those pass, the rules that tie fields together. A key given as text is read by
+    :func:`parse_key`, as ``--key`` is. Empty when the mapping is valid.
     """
     if not isinstance(data, Mapping):
         return [ValidationError(None, f"expected a table of config fields, got {type(data).__name__}")]
     work = dict(data)
-    _resolve_key(work)
+    key_errors = _key_errors(work)
     errors: list[ValidationError] = []
-    for name in work:
-        if name not in _FIELDS:
-            errors.append(ValidationError(str(name), f"unknown field; known fields: {', '.join(_FIELDS)}"))
+    unknown = [name for name in work if name not in _FIELDS]
+    for name in unknown[:MAX_LISTED_PROBLEMS]:
+        errors.append(ValidationError(_name(name), f"unknown field; known fields: {', '.join(_FIELDS)}"))
+    if len(unknown) > MAX_LISTED_PROBLEMS:
+        errors.append(ValidationError(None, f"{len(unknown) - MAX_LISTED_PROBLEMS} more unknown fields"))
     for name in _FIELDS:
+        if name == "key":
+            errors.extend(key_errors)
         if name in work:
             errors.extend(_field_errors(name, work[name]))
     if not errors:
@@ -189,17 +277,20 @@ def config_from_mapping(data: object) -> VnetHashConfig:
     """Validate ``data`` with :func:`config_errors` and build the config.
 
     Raises:
-        ValidationError: listing every problem (``field`` is the first problem's field).
+        ValidationError: listing the problems (``field`` is the first problem's field); past
+            :data:`MAX_LISTED_PROBLEMS` the rest are only counted, so the message stays short.
     """
     errors = config_errors(data)
     if errors:
         if len(errors) == 1:
             raise errors[0]
-        listed = "; ".join(str(e) for e in errors)
+        listed = "; ".join(str(e) for e in errors[:MAX_LISTED_PROBLEMS])
+        if len(errors) > MAX_LISTED_PROBLEMS:
+            listed += f"; and {len(errors) - MAX_LISTED_PROBLEMS} more"
         raise ValidationError(errors[0].field, f"{len(errors)} problems: {listed}")
     assert isinstance(data, Mapping)
     work = dict(data)
-    _resolve_key(work)
+    _key_errors(work)
     return VnetHashConfig.from_mapping(work)
 
 

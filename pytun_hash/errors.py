@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import reprlib
 
 __all__ = [
     "BpfError",
@@ -27,8 +28,67 @@ __all__ = [
     "UnsupportedError",
     "ValidationError",
     "VerifierError",
+    "clip",
     "kernel_error",
+    "shorten",
 ]
+
+#: Characters of a caller's value that an error message repeats (see :func:`shorten`).
+MAX_ECHO_CHARS = 64
+#: Characters of a :class:`ValidationError`'s rule and field beyond which they are clipped: a
+#: message repeats values and lists problems, and must never grow with the input it judges.
+MAX_RULE_CHARS = 4096
+MAX_FIELD_CHARS = 256
+# Integers wider than this are described, not printed: str() of an int is quadratic in its digits
+# and refuses more than sys.get_int_max_str_digits() (4,300) digits with a plain ValueError.
+_MAX_ECHO_BITS = 256
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and how long it was, in ``limit`` characters.
+
+    Raises:
+        ValueError: when ``limit`` is negative.
+    """
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    if len(text) <= limit:
+        return text
+    note = f"... ({len(text)} characters in all)"
+    if len(note) >= limit:
+        return text[:limit]
+    return text[: limit - len(note)] + note
+
+
+class _BoundedRepr(reprlib.Repr):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = limit
+        self.maxlong = limit
+        self.maxother = limit
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > _MAX_ECHO_BITS:
+            digits = int(x.bit_length() * 0.30103) + 1
+            return f"<{'a negative' if x < 0 else 'an'} integer of about {digits} digits>"
+        return super().repr_int(x, level)
+
+
+def shorten(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """A ``repr`` of ``value`` of at most ``limit`` characters, for repeating a caller's value in a message.
+
+    Safe for any value: long text and containers are cut, nesting is shown to three levels, and an
+    integer of more than 256 bits is described by its number of digits (``str`` of a huge integer
+    is slow and raises ``ValueError`` past 4,300 digits).
+
+    Raises:
+        ValueError: when ``limit`` is below 8 (too short to show anything).
+    """
+    if limit < 8:
+        raise ValueError(f"limit must be >= 8, got {limit}")
+    text = _BoundedRepr(limit).repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class PytunHashError(Exception):
@@ -39,14 +99,15 @@ class ValidationError(PytunHashError, ValueError):
     """A value breaks a rule; raised before any syscall.
 
     Attributes:
-        field: dotted name of the offending field (``"indirection_table[3]"``), or None.
-        rule: the rule that was broken, as a sentence.
+        field: dotted name of the offending field (``"indirection_table[3]"``), or None; at most
+            :data:`MAX_FIELD_CHARS` characters (a longer one is clipped).
+        rule: the rule that was broken, as a sentence; at most :data:`MAX_RULE_CHARS` characters.
     """
 
     def __init__(self, field: str | None, rule: str) -> None:
-        self.field = field
-        self.rule = rule
-        super().__init__(f"{field}: {rule}" if field else rule)
+        self.field = None if field is None else clip(field, MAX_FIELD_CHARS)
+        self.rule = clip(rule, MAX_RULE_CHARS)
+        super().__init__(f"{self.field}: {self.rule}" if self.field else self.rule)
 
 
 class NotRecordedError(PytunHashError, LookupError):

@@ -38,7 +38,7 @@ import attrs
 from pytun_hash.device import rtnl
 from pytun_hash.device.netns import NetworkNamespace
 from pytun_hash.device.tap import DeviceMode, TunTapDevice
-from pytun_hash.errors import ValidationError, kernel_error
+from pytun_hash.errors import ValidationError, kernel_error, shorten
 from pytun_hash.model import Framing, ParsedFrame, parse_frame
 
 __all__ = [
@@ -133,14 +133,14 @@ def _check_port(name: str, value: int | None, needed: bool) -> None:
             raise ValidationError(name, "only TCP and UDP flows have ports")
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-        raise ValidationError(name, f"TCP and UDP flows need a port in 0..65535, got {value!r}")
+        raise ValidationError(name, f"TCP and UDP flows need a port in 0..65535, got {shorten(value)}")
 
 
 def _ip_version(field: str, text: str) -> int:
     try:
         return ipaddress.ip_address(text).version
     except ValueError:
-        raise ValidationError(field, f"not an IPv4 or IPv6 address: {text!r}") from None
+        raise ValidationError(field, f"not an IPv4 or IPv6 address: {shorten(text)}") from None
 
 
 @attrs.frozen

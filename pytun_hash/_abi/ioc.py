@@ -16,7 +16,7 @@ import sys
 import attrs
 
 from pytun_hash._abi.layout import ByteOrder
-from pytun_hash.errors import ValidationError
+from pytun_hash.errors import ValidationError, shorten
 
 
 class IocDir(enum.Flag):
@@ -144,4 +144,4 @@ def layout_for(machine: str | None = None) -> IocLayout:
     try:
         return _MACHINES[name]
     except (KeyError, TypeError):
-        raise ValidationError("arch", f"unknown machine {name!r}; known: {', '.join(KNOWN_MACHINES)}") from None
+        raise ValidationError("arch", f"unknown machine {shorten(name)}; known: {', '.join(KNOWN_MACHINES)}") from None

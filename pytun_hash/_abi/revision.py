@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from pytun_hash.errors import ValidationError
+from pytun_hash.errors import ValidationError, shorten
 
 
 class Revision(enum.Enum):
@@ -56,17 +56,19 @@ class Revision(enum.Enum):
             ValidationError: (a ValueError) for an unknown name or a value that is not text.
         """
         if not isinstance(text, str):
-            raise ValidationError("revision", f"expected a revision name (rfc, v3 ... v12), got {text!r}")
+            raise ValidationError("revision", f"expected a revision name (rfc, v3 ... v12), got {shorten(text)}")
         t = text.strip().lower()
         if t in ("rfc", "v1", "rfc-v1"):
             return cls.RFC
-        # ASCII decimal digits only: str.isdigit() also accepts "²", which int() refuses.
+        # ASCII decimal digits only: str.isdigit() also accepts "²", which int() refuses; and few of
+        # them, as int() refuses more than 4,300 digits.
         number = t[1:]
-        if t.startswith("v") and number.isascii() and number.isdecimal() and 3 <= int(number) <= 11:
+        plain = number.isascii() and number.isdecimal() and len(number) <= 2
+        if t.startswith("v") and plain and 3 <= int(number) <= 11:
             return cls.V3 if int(number) <= 9 else cls.V10
         if t == "v12":
             return cls.V12
-        raise ValidationError("revision", f"unknown revision {text!r}: use rfc, v3 ... v9, v10, v11 or v12")
+        raise ValidationError("revision", f"unknown revision {shorten(text)}: use rfc, v3 ... v9, v10, v11 or v12")
 
 
 def require_revision(value: object, field: str = "revision") -> Revision:
@@ -81,4 +83,4 @@ def require_revision(value: object, field: str = "revision") -> Revision:
     if isinstance(value, Revision):
         return value
     hint = " (convert it with Revision.parse())" if isinstance(value, str) else ""
-    raise ValidationError(field, f"expected a Revision member, got {value!r}{hint}")
+    raise ValidationError(field, f"expected a Revision member, got {shorten(value)}{hint}")

@@ -65,6 +65,7 @@ from pytun_hash.cli.common import (
     add_config_arguments,
     config_from_args,
     config_summary,
+    int_arg,
     open_device,
     parse_revision,
     tun_link,
@@ -96,9 +97,11 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--dev", metavar="NAME", help="the TUN/TAP device (not needed with --dry-run)")
     _backend_arguments(p)
-    p.add_argument("--queues", type=int, metavar="N", help="round-robin table over N queues (default: the device's)")
+    p.add_argument(
+        "--queues", type=int_arg, metavar="N", help="round-robin table over N queues (default: the device's)"
+    )
     add_config_arguments(p, key_help="Toeplitz key: hex, microsoft, symmetric or random (default: random)")
-    p.add_argument("--vnet-hdr-size", type=int, metavar="BYTES", help="set the device's vnet header size first")
+    p.add_argument("--vnet-hdr-size", type=int_arg, metavar="BYTES", help="set the device's vnet header size first")
     p.add_argument("--vnet-le", action="store_true", help="make the device's vnet headers little-endian first")
     p.add_argument(
         "--save",

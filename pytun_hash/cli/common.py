@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import re
 import socket
 from typing import Any
 
 from pytun_hash._abi import HashType, Revision
 from pytun_hash.backend import Backend
 from pytun_hash.cli.output import CliError, ExitCode
-from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, VnetHashConfig, parse_hash_types
+from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, VnetHashConfig, check_table_length, parse_hash_types
 from pytun_hash.configfile import config_from_mapping, parse_key, read_config_file
 from pytun_hash.device import rtnl
 from pytun_hash.device.tap import TunTapDevice
-from pytun_hash.errors import DeviceNotFoundError, ValidationError
+from pytun_hash.errors import DeviceNotFoundError, ValidationError, shorten
 from pytun_hash.model import Framing, Semantics
 from pytun_hash.traffic import Flow
 
 __all__ = [
+    "MAX_INT_DIGITS",
     "add_config_arguments",
     "config_from_args",
+    "int_arg",
     "config_summary",
     "open_device",
     "parse_backend",
     "parse_flow",
     "parse_framing",
+    "parse_int",
     "parse_revision",
     "parse_semantics",
     "protocol_number",
@@ -82,21 +86,76 @@ def parse_framing(text: str) -> Framing:
     raise argparse.ArgumentTypeError(f"unknown framing {text!r}: use ethernet or ip")
 
 
+#: Digits (and a sign) an integer argument may have; every number the CLI takes (ports, queues,
+#: uids, table lengths, seeds) fits in 64 bits, which is 20 digits.
+MAX_INT_DIGITS = 20
+_DECIMAL = re.compile(r"-?[0-9]+")
+_PREFIXED = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|[0-9]+)")
+
+
+def parse_int(text: str, field: str, *, prefixed: bool = False) -> int:
+    """An integer a user typed: ASCII decimal digits with an optional leading ``-`` (with ``prefixed``
+    also ``0x``/``0o``/``0b`` forms), at most :data:`MAX_INT_DIGITS` digits.
+
+    The one parser of numbers on the command line: ``int()`` alone takes digits of any script
+    (Arabic-Indic ``"\\u0661\\u0660\\u0660\\u0660"`` is 1000, a fullwidth ``"\\uff10"`` is 0),
+    surrounding whitespace, ``_`` and ``+``, so an identifier would not be what it looks like;
+    and it spends quadratic time on thousands of digits.
+
+    Raises:
+        ValidationError: naming ``field``.
+    """
+    if len(text) > MAX_INT_DIGITS + 3:
+        raise ValidationError(
+            field, f"expected a number of at most {MAX_INT_DIGITS} digits, got {len(text)} characters"
+        )
+    if not (_PREFIXED if prefixed else _DECIMAL).fullmatch(text):
+        raise ValidationError(field, f"expected a number in ASCII digits, got {shorten(text)}")
+    try:
+        return int(text, 0 if prefixed else 10)
+    except ValueError:  # "010" with prefixed: int() refuses leading zeros in base 0
+        raise ValidationError(field, f"not a number: {shorten(text)}") from None
+
+
+def int_arg(text: str) -> int:
+    """:func:`parse_int` as an argparse type: its refusal becomes the usage error of the option.
+
+    Raises:
+        argparse.ArgumentTypeError: with the rule :func:`parse_int` broke.
+    """
+    try:
+        return parse_int(text, "argument")
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.rule) from None
+
+
 def queue_list(text: str) -> list[int]:
-    """Queue numbers and ranges, comma-separated: ``0,1,2,3``, ``0-3``, ``3-0`` (argparse type)."""
+    """Queue numbers and ranges, comma-separated: ``0,1,2,3``, ``0-3``, ``3-0`` (argparse type).
+
+    At most :data:`~pytun_hash.config.MAX_INDIRECTION_TABLE_LENGTH` entries: each range's size is
+    checked before it is expanded, so ``0-100000000`` costs nothing.
+
+    Raises:
+        argparse.ArgumentTypeError: for a piece that is not a number or range, an empty list, or too many entries.
+    """
     out: list[int] = []
-    for piece in text.replace(" ", "").split(","):
-        if not piece:
-            continue
+    # Piece by piece, not split(): a refusal after 129 entries must not first list a million pieces.
+    for match in re.finditer(r"[^,]+", text.replace(" ", "")):
+        piece = match.group()
+        first_text, dash, last_text = piece.partition("-")
         try:
-            if "-" in piece:
-                first, last = (int(p) for p in piece.split("-", 1))
-                step = 1 if last >= first else -1
-                out.extend(range(first, last + step, step))
-            else:
-                out.append(int(piece))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a queue number or range: {piece!r}") from None
+            first = parse_int(first_text, "--table")
+            last = parse_int(last_text, "--table") if dash else first
+        except ValidationError:
+            raise argparse.ArgumentTypeError(
+                f"not a queue number or range (ASCII digits, e.g. 0-3): {shorten(piece)}"
+            ) from None
+        if len(out) + abs(last - first) + 1 > MAX_INDIRECTION_TABLE_LENGTH:
+            raise argparse.ArgumentTypeError(
+                f"an indirection table has at most {MAX_INDIRECTION_TABLE_LENGTH} entries; {shorten(text)} has more"
+            )
+        step = 1 if last >= first else -1
+        out.extend(range(first, last + step, step))
     if not out:
         raise argparse.ArgumentTypeError("the table is empty")
     return out
@@ -114,9 +173,9 @@ def protocol_number(text: str, version: int) -> int:
     if name in _PROTOCOLS:
         return _PROTOCOLS[name]
     try:
-        number = int(name, 0)
-    except ValueError:
-        raise ValidationError("protocol", f"use tcp, udp, icmp or a protocol number, got {text!r}") from None
+        number = parse_int(name, "protocol", prefixed=True)
+    except ValidationError:
+        raise ValidationError("protocol", f"use tcp, udp, icmp or a protocol number, got {shorten(text)}") from None
     if not 0 <= number <= 255:
         raise ValidationError("protocol", f"protocol numbers are 0..255, got {number}")
     return number
@@ -128,7 +187,7 @@ def _endpoint(text: str, field: str) -> tuple[str, int | None]:
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValidationError(field, f"expected [IPv6]:port, got {text!r}")
+            raise ValidationError(field, f"expected [IPv6]:port, got {shorten(text)}")
         port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, port_text = text.split(":")
@@ -137,12 +196,12 @@ def _endpoint(text: str, field: str) -> tuple[str, int | None]:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ValidationError(field, f"not an IP address: {host!r}") from None
+        raise ValidationError(field, f"not an IP address: {shorten(host)}") from None
     if port_text is not None:
         try:
-            port = int(port_text)
-        except ValueError:
-            raise ValidationError(field, f"not a port number: {port_text!r}") from None
+            port = parse_int(port_text, field)
+        except ValidationError:
+            raise ValidationError(field, f"not a port number (ASCII digits): {shorten(port_text)}") from None
     return host, port
 
 
@@ -157,14 +216,14 @@ def parse_flow(text: str) -> Flow:
     """
     parts = text.replace(",", " ").split()
     if len(parts) != 3:
-        raise ValidationError("flow", f"expected PROTO,SRC[:PORT],DST[:PORT], got {text!r}")
+        raise ValidationError("flow", f"expected PROTO,SRC[:PORT],DST[:PORT], got {shorten(text)}")
     src, sport = _endpoint(parts[1], "flow.src")
     dst, dport = _endpoint(parts[2], "flow.dst")
     protocol = protocol_number(parts[0], ipaddress.ip_address(src).version)
     try:
         return Flow(protocol, src, dst, sport, dport)
     except ValidationError as exc:
-        raise ValidationError(f"flow.{exc.field}", f"{exc.rule} (in {text!r})") from None
+        raise ValidationError(f"flow.{exc.field}", f"{exc.rule} (in {shorten(text)})") from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, key_help: str) -> None:
@@ -183,12 +242,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, key_help: str) -> N
     group.add_argument(
         "--table-length",
         metavar="N",
-        type=int,
+        type=int_arg,
         default=MAX_INDIRECTION_TABLE_LENGTH,
         help="entries of the round-robin table built from --queues (power of two, default 128)",
     )
     group.add_argument("--key", metavar="KEY", help=key_help)
-    group.add_argument("--unclassified-queue", metavar="Q", type=int, help="queue for packets that are not hashed")
+    group.add_argument("--unclassified-queue", metavar="Q", type=int_arg, help="queue for packets that are not hashed")
 
 
 def config_from_args(args: argparse.Namespace, *, queues: int | None, key_required: bool) -> VnetHashConfig:
@@ -231,8 +290,7 @@ def config_from_args(args: argparse.Namespace, *, queues: int | None, key_requir
         if queues < 1:
             raise ValidationError("--queues", f"must be >= 1, got {queues}")
         length = args.table_length
-        if length < 1 or length > MAX_INDIRECTION_TABLE_LENGTH or length & (length - 1):
-            raise ValidationError("--table-length", f"must be a power of two from 1 to 128, got {length}")
+        check_table_length(length, "--table-length")
         data["indirection_table"] = [i % queues for i in range(length)]
     if args.key is not None:
         data["key"] = parse_key(args.key, "--key").hex()

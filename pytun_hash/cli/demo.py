@@ -45,7 +45,7 @@ from pytun_hash import traffic
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
 from pytun_hash.backend import Backend
 from pytun_hash.bpf.report import HashReporter
-from pytun_hash.cli.common import add_backend_argument, config_summary, parse_revision, parse_semantics
+from pytun_hash.cli.common import add_backend_argument, config_summary, int_arg, parse_revision, parse_semantics
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
@@ -75,9 +75,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--queues", type=int, default=4, metavar="N", help="queues of the TAP (2..16, default 4)")
-    p.add_argument("--flows", type=int, default=64, metavar="N", help="TCP/UDP flows to send (1..4096, default 64)")
-    p.add_argument("--seed", type=int, default=1, help="seed for the key and the ports (default 1)")
+    p.add_argument("--queues", type=int_arg, default=4, metavar="N", help="queues of the TAP (2..16, default 4)")
+    p.add_argument("--flows", type=int_arg, default=64, metavar="N", help="TCP/UDP flows to send (1..4096, default 64)")
+    p.add_argument("--seed", type=int_arg, default=1, help="seed for the key and the ports (default 1)")
     add_backend_argument(p)
     p.add_argument(
         "--emulate",

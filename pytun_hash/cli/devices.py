@@ -27,10 +27,11 @@ import pwd
 from typing import Any
 
 from pytun_hash._abi import TunFlag
+from pytun_hash.cli.common import int_arg, parse_int
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text
 from pytun_hash.device import TunTapDevice, rtnl
 from pytun_hash.device.tap import DeviceMode
-from pytun_hash.errors import BusyError, DeviceNotFoundError
+from pytun_hash.errors import BusyError, DeviceNotFoundError, shorten
 
 __all__ = ["add_parsers", "run_create", "run_delete"]
 
@@ -52,7 +53,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     kind.add_argument("--tun", dest="mode", action="store_const", const=DeviceMode.TUN, help="raw IP packets")
     p.set_defaults(mode=DeviceMode.TAP)
-    p.add_argument("--queues", type=int, default=1, metavar="N", help="number of queues (> 1 makes it multi-queue)")
+    p.add_argument("--queues", type=int_arg, default=1, metavar="N", help="number of queues (> 1 makes it multi-queue)")
     p.add_argument("--multi-queue", action="store_true", help="multi-queue even with one queue")
     p.add_argument(
         "--vnet-hdr",
@@ -61,7 +62,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="frames carry a virtio-net header",
     )
     p.add_argument(
-        "--vnet-hdr-size", type=int, metavar="BYTES", help="vnet header size: 10, 12, or 20 for hash reports"
+        "--vnet-hdr-size", type=int_arg, metavar="BYTES", help="vnet header size: 10, 12, or 20 for hash reports"
     )
     p.add_argument("--vnet-le", action="store_true", help="little-endian vnet headers (virtio 1.0; needed for reports)")
     p.add_argument("--packet-info", action="store_true", help="frames carry the 4-byte tun_pi header")
@@ -82,21 +83,27 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _uid(text: str) -> int:
-    if text.isdigit():
-        return int(text)
+    # isdecimal() is true for digits of any script: parse_int refuses those that are not ASCII
+    # rather than taking Arabic-Indic one-zero-zero-zero as uid 1000 or a fullwidth zero as root.
+    if text.isdecimal():
+        return parse_int(text, "--owner")
     try:
         return pwd.getpwnam(text).pw_uid
-    except KeyError:
-        raise CliError(f"no user named {text!r}", "give a user name from /etc/passwd or a numeric uid") from None
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
+        raise CliError(
+            f"no user named {shorten(text)}", "give a user name from /etc/passwd or a numeric uid", field="--owner"
+        ) from None
 
 
 def _gid(text: str) -> int:
-    if text.isdigit():
-        return int(text)
+    if text.isdecimal():
+        return parse_int(text, "--group")
     try:
         return grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise CliError(f"no group named {text!r}", "give a group name from /etc/group or a numeric gid") from None
+    except (KeyError, ValueError):
+        raise CliError(
+            f"no group named {shorten(text)}", "give a group name from /etc/group or a numeric gid", field="--group"
+        ) from None
 
 
 def run_create(args: argparse.Namespace, out: Output) -> int:

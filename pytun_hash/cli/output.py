@@ -15,10 +15,14 @@ Exit codes (the same table is in ``pytun-hash --help``):
 130 interrupted (Ctrl-C)
 ==  ===========================================================================================
 
-Errors are one line on stderr, ``pytun-hash: error: <message> (hint: <what to do>)``; with
-``--json`` stdout also gets ``{"ok": false, "error": {...}}`` (see :func:`error_document`).
+Errors are one line on stderr, ``pytun-hash: error: <message> (hint: <what to do>)``, at most
+:data:`MAX_ERROR_LINE_CHARS` characters however long the input it quotes; with ``--json`` stdout
+also gets ``{"ok": false, "error": {...}}`` (see :func:`error_document`).
 Every successful JSON document starts with ``"ok": true`` (``demo`` sets it to its verdict) and
-carries ``"warnings"`` (a list of sentences, also printed on stderr) when there were any.
+carries ``"warnings"`` (a list of sentences, also printed on stderr) when there were any. A
+streamed document (see :meth:`Output.stream`) is the exception: its entries are written before the
+outcome is known, so ``"ok"`` is its last key, and an error after the stream began ends the same
+document with ``"error"`` and ``"ok": false``.
 """
 
 from __future__ import annotations
@@ -37,11 +41,16 @@ from pytun_hash.errors import (
     PytunHashError,
     UnsupportedError,
     ValidationError,
+    clip,
 )
 
 __all__ = [
     "EXIT_CODES_HELP",
+    "MAX_ERROR_LINE_CHARS",
+    "MAX_HINT_CHARS",
+    "MAX_MESSAGE_CHARS",
     "CliError",
+    "EntryStream",
     "ExitCode",
     "Output",
     "Progress",
@@ -53,6 +62,13 @@ __all__ = [
 ]
 
 PROG = "pytun-hash"
+
+#: Characters of an error's message, hint and field, and of the whole error line, that the CLI prints:
+#: messages quote what the user gave, and the user may give megabytes.
+MAX_MESSAGE_CHARS = 1024
+MAX_HINT_CHARS = 512
+MAX_FIELD_CHARS = 128
+MAX_ERROR_LINE_CHARS = 2048
 
 
 class ExitCode(enum.IntEnum):
@@ -98,7 +114,16 @@ class CliError(PytunHashError):
 
 
 def describe_error(exc: BaseException) -> tuple[ExitCode, str, str]:
-    """Map an exception to ``(exit code, message, hint)`` for the one-line error report."""
+    """Map an exception to ``(exit code, message, hint)`` for the one-line error report.
+
+    The message has at most :data:`MAX_MESSAGE_CHARS` characters and the hint at most
+    :data:`MAX_HINT_CHARS`; longer ones are cut and say how long they were.
+    """
+    code, message, hint = _describe(exc)
+    return code, clip(message, MAX_MESSAGE_CHARS), clip(hint, MAX_HINT_CHARS)
+
+
+def _describe(exc: BaseException) -> tuple[ExitCode, str, str]:
     if isinstance(exc, CliError):
         return exc.code, exc.message, exc.hint
     if isinstance(exc, ValidationError):
@@ -167,7 +192,7 @@ def error_document(exc: BaseException) -> dict[str, Any]:
         error["errno"] = _errno_name(exc.errno)
         error["request"] = exc.request
     if isinstance(exc, (ValidationError, CliError)) and exc.field is not None:
-        error["field"] = exc.field
+        error["field"] = clip(exc.field, MAX_FIELD_CHARS)
     return {"ok": False, "error": error}
 
 
@@ -216,6 +241,7 @@ class Output:
         self._stdout = stdout
         self._stderr = stderr
         self.warnings: list[str] = []
+        self._stream: EntryStream | None = None
 
     @property
     def stdout(self) -> TextIO:
@@ -242,8 +268,23 @@ class Output:
             self.stdout.write(printable(rendered).rstrip("\n") + "\n")
         self.stdout.flush()
 
+    def stream(self, head: Mapping[str, Any], key: str, text_head: str) -> EntryStream:
+        """Start a result whose list ``key`` is written entry by entry (see :class:`EntryStream`).
+
+        Memory stays constant however many entries follow: nothing of an entry is kept once written.
+
+        Args:
+            head: the members of the JSON document that come before ``key``.
+            key: the name of the streamed list.
+            text_head: what human output prints before the first entry.
+        """
+        self._stream = EntryStream(self, head, key, text_head)
+        return self._stream
+
     def warn(self, message: str) -> None:
-        """A warning: on stderr now, and in the JSON document's ``warnings`` list."""
+        """A warning: on stderr now, and in the JSON document's ``warnings`` list (at most
+        :data:`MAX_MESSAGE_CHARS` characters)."""
+        message = clip(message, MAX_MESSAGE_CHARS)
         self.warnings.append(message)
         self.stderr.write(printable(f"{PROG}: warning: {message}\n"))
         self.stderr.flush()
@@ -258,9 +299,13 @@ class Output:
         line = f"{PROG}: error: {message}"
         if hint:
             line = f"{line} (hint: {hint})"
-        self.stderr.write(printable(line.replace("\n", " ")) + "\n")
+        # Last, as escaping can lengthen the line: the one cap that holds whatever came before.
+        self.stderr.write(clip(printable(line.replace("\n", " ")), MAX_ERROR_LINE_CHARS) + "\n")
         self.stderr.flush()
-        if self.json_mode:
+        stream, self._stream = self._stream, None
+        if stream is not None and stream.open:
+            stream.fail(exc)
+        elif self.json_mode:
             json.dump(error_document(exc), self.stdout, indent=2)
             self.stdout.write("\n")
             self.stdout.flush()
@@ -269,6 +314,80 @@ class Output:
     def progress(self, what: str, total: int | None = None, *, after: float = 1.0) -> Progress:
         """A progress reporter for a long step (see :class:`Progress`)."""
         return Progress(self.stderr, what, total, after=after)
+
+
+def _member(name: str, value: Any) -> str:
+    """``"name": value`` as a member of a top-level object printed with ``indent=2``."""
+    return f"  {json.dumps(name)}: " + json.dumps(value, indent=2).replace("\n", "\n  ")
+
+
+class EntryStream:
+    """A command's result whose list of entries is written while it is produced (from :meth:`Output.stream`).
+
+    JSON: the document's head members are written at once, then each entry (one line each) into the
+    list named ``key``, then :meth:`finish` writes the tail members, ``"warnings"`` and ``"ok": true``:
+    one valid JSON document. When an error ends the command after the stream began,
+    :meth:`Output.error` closes the same document with ``"error"`` and ``"ok": false``.
+
+    Text: ``text_head`` at once, a line per entry, and the tail text at the end.
+    """
+
+    def __init__(self, out: Output, head: Mapping[str, Any], key: str, text_head: str) -> None:
+        self._out = out
+        self._count = 0
+        self.open = True
+        if out.json_mode:
+            members = [_member(name, value) for name, value in head.items()]
+            out.stdout.write("{\n" + "".join(m + ",\n" for m in members) + f"  {json.dumps(key)}: [")
+        elif text_head:
+            out.stdout.write(printable(text_head).rstrip("\n") + "\n")
+
+    def entry(self, item: Mapping[str, Any], text: str) -> None:
+        """Write one entry: ``item`` in JSON mode, the line ``text`` otherwise (buffered; nothing is kept)."""
+        stdout = self._out.stdout
+        if self._out.json_mode:
+            stdout.write(("," if self._count else "") + "\n    " + json.dumps(item))
+        else:
+            stdout.write(printable(text) + "\n")
+        self._count += 1
+
+    def _close(self, tail: Mapping[str, Any]) -> None:
+        self.open = False
+        stdout = self._out.stdout
+        stdout.write("\n  ]" if self._count else "]")
+        for name, value in tail.items():
+            stdout.write(",\n" + _member(name, value))
+        stdout.write("\n}\n")
+        stdout.flush()
+
+    def finish(self, tail: Mapping[str, Any], text: str | Callable[[], str]) -> None:
+        """End the result: ``tail`` members (then warnings and ``"ok": true``) in JSON mode, ``text`` otherwise."""
+        out = self._out
+        if out.json_mode:
+            members = dict(tail)
+            if out.warnings:
+                members["warnings"] = list(out.warnings)
+            members["ok"] = True
+            self._close(members)
+        else:
+            self.open = False
+            rendered = text() if callable(text) else text
+            out.stdout.write(printable(rendered).rstrip("\n") + "\n")
+            out.stdout.flush()
+        out._stream = None
+
+    def fail(self, exc: BaseException) -> None:
+        """End the JSON document with ``exc`` as :func:`error_document` gives it (nothing more in text mode)."""
+        if not self._out.json_mode:
+            self.open = False
+            self._out.stdout.flush()
+            return
+        members: dict[str, Any] = {}
+        if self._out.warnings:
+            members["warnings"] = list(self._out.warnings)
+        members.update(error_document(exc))
+        members["ok"] = members.pop("ok")
+        self._close(members)
 
 
 class Progress:

@@ -89,6 +89,19 @@ def test_apply_usage_errors(cli: Any, args: list[str], needle: str) -> None:
     assert run.code == 2 and needle in run.err and run.err.count("\n") == 1
 
 
+@pytest.mark.parametrize("text", ['key = ""\n', 'key = "0x"\n', 'key = " "\n'])
+def test_an_empty_key_in_a_config_file_is_refused_like_the_flag(cli: Any, tmp_path: Path, text: str) -> None:
+    # Once applied with exit 0 as an all-zero key: every flow on queue 0.
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    from_file = cli("apply", "--dry-run", "--queues", "4", "--config", str(path), "--json")
+    from_flag = cli("apply", "--dry-run", "--queues", "4", "--key", "", "--json")
+    assert from_file.code == from_flag.code == 2
+    file_error, flag_error = from_file.json()["error"], from_flag.json()["error"]
+    assert (file_error["field"], flag_error["field"]) == ("key", "--key")
+    assert file_error["message"].split(": ", 1)[1] == flag_error["message"].split(": ", 1)[1]
+
+
 def test_dry_run_refuses_what_a_revision_cannot_express(cli: Any) -> None:
     run = cli(
         "apply", "--dry-run", "--revision", "v12", "--queues", "2", "--types", "ipv6", "--key", "microsoft"

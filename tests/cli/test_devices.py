@@ -106,6 +106,12 @@ def test_delete_single_queue_busy_and_force(cli: Any, netns: NetworkNamespace) -
         (["create", "x0", "--no-vnet-hdr", "--vnet-hdr-size", "20"], "needs a vnet header"),
         (["create", "bad/name"], "invalid name"),
         (["create", "x0", "--queues", "300"], "invalid queues"),
+        # Digits of other scripts are not uids: int() would take Arabic-Indic 1000 as 1000, fullwidth 0 as root.
+        (["create", "x0", "--owner", "\u0661\u0660\u0660\u0660"], "invalid --owner: expected a number in ASCII digits"),
+        (["create", "x0", "--owner", "\uff10"], "invalid --owner: expected a number in ASCII digits"),
+        (["create", "x0", "--group", "\u0660"], "invalid --group: expected a number in ASCII digits"),
+        (["create", "x0", "--queues", "\u0664"], "argument --queues: expected a number in ASCII digits"),
+        (["create", "x0", "--owner", "u" * 100_000], "no user named 'uuuu"),
     ],
 )
 def test_usage_errors_are_refused_before_any_syscall(cli: Any, args: list[str], needle: str) -> None:

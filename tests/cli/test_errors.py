@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import time
 from typing import Any
 
@@ -11,6 +12,9 @@ import pytest
 
 from pytun_hash.cli import build_parser, main
 from pytun_hash.cli.output import (
+    MAX_ERROR_LINE_CHARS,
+    MAX_HINT_CHARS,
+    MAX_MESSAGE_CHARS,
     CliError,
     ExitCode,
     Output,
@@ -172,6 +176,44 @@ def test_output_warnings_go_to_stderr_and_json() -> None:
     out.result({"value": 1}, "unused")
     assert stderr.getvalue() == "pytun-hash: warning: careful\n"
     assert '"warnings": [\n    "careful"\n  ]' in stdout.getvalue() and '"ok": true' in stdout.getvalue()
+
+
+def test_a_streamed_result_is_one_json_document_with_ok_last() -> None:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    out = Output(json_mode=True, stdout=stdout, stderr=stderr)
+    stream = out.stream({"head": {"a": [1, 2]}}, "items", "unused")
+    stream.entry({"n": 0}, "unused")
+    out.warn("careful")
+    stream.entry({"n": 1}, "unused")
+    stream.finish({"tail": 2}, "unused")
+    document = json.loads(stdout.getvalue())
+    assert list(document) == ["head", "items", "tail", "warnings", "ok"]
+    items = [{"n": 0}, {"n": 1}]
+    assert document == {"head": {"a": [1, 2]}, "items": items, "tail": 2, "warnings": ["careful"], "ok": True}
+
+
+def test_an_error_ends_a_streamed_document_and_text_stops() -> None:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    out = Output(json_mode=True, stdout=stdout, stderr=stderr)
+    out.stream({}, "items", "unused")
+    assert out.error(ValidationError("pcap", "cut short")) == ExitCode.USAGE
+    expected = error_document(ValidationError("pcap", "cut short"))
+    assert json.loads(stdout.getvalue()) == {"items": [], "error": expected["error"], "ok": False}
+    assert stderr.getvalue().startswith("pytun-hash: error: invalid pcap: cut short")
+    text_out = io.StringIO()
+    out = Output(stdout=text_out, stderr=io.StringIO())
+    stream = out.stream({}, "items", "head line")
+    stream.entry({}, "row 0")
+    out.error(ValidationError("pcap", "cut short"))
+    assert text_out.getvalue() == "head line\nrow 0\n"
+
+
+def test_error_texts_are_capped() -> None:
+    code, message, hint = describe_error(CliError("m" * 10**6, "h" * 10**6))
+    assert code == ExitCode.USAGE and len(message) == MAX_MESSAGE_CHARS and len(hint) == MAX_HINT_CHARS
+    stderr = io.StringIO()
+    Output(stderr=stderr).error(ValidationError("f" * 10**5, "\udcff" * 10**6))
+    assert stderr.getvalue().count("\n") == 1 and len(stderr.getvalue()) <= MAX_ERROR_LINE_CHARS + 1
 
 
 def test_progress_only_after_a_second() -> None:

@@ -200,6 +200,10 @@ def test_missing_pcap(cli: Any, config_file: Path, tmp_path: Path) -> None:
         ),
         (["--key", "microsoft", "--queues", "4", "--per-packet", "tcp,1.2.3.4:1,1.2.3.5:2"], "--per-packet"),
         (["--key", "microsoft", "--queues", "4", "--section", "x", "tcp,1.2.3.4:1,1.2.3.5:2"], "--section"),
+        # Sizes are checked before anything is allocated: a histogram row per queue, a table entry per range step.
+        (["--key", "microsoft", "--queues", "65537", "tcp,1.2.3.4:1,1.2.3.5:2"], "--queues: must be 1..65536"),
+        (["--key", "microsoft", "--table", "0-100000000", "tcp,1.2.3.4:1,1.2.3.5:2"], "at most 128 entries"),
+        (["--key", "microsoft", "--queues", "\uff14", "tcp,1.2.3.4:1,1.2.3.5:2"], "ASCII digits"),
     ],
 )
 def test_usage_errors(cli: Any, args: list[str], needle: str) -> None:
@@ -235,3 +239,48 @@ def test_predict_for_a_live_device(cli: Any, netns: NetworkNamespace) -> None:
         assert ebpf.json()["semantics"] == "spec"
     gone = cli("predict", "--dev", device.name, "--key", "microsoft", flow)
     assert gone.code == 3 and "no TUN/TAP device named" in gone.err
+
+
+def test_per_packet_output_is_streamed_as_one_json_document(cli: Any, config_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "capture.pcap"
+    packets = [ether(p) for p in sample_packets()]
+    write_pcap(path, packets, linktype=1)
+    run = cli("predict", "--config", str(config_file), "--pcap", str(path), "--per-packet", "--json")
+    assert run.code == 0, run.err
+    doc = run.json()
+    # Entries are written before the outcome is known, so "ok" comes last.
+    assert list(doc) == [
+        "queues", "config", "semantics", "semantics_source", "packets", "pcap", "histogram", "reports", "ok"
+    ]  # fmt: skip
+    assert doc["ok"] is True and [p["index"] for p in doc["packets"]] == list(range(len(packets)))
+    # One line per entry, so a consumer can follow the stream line by line.
+    lines = [line.strip().rstrip(",") for line in run.out.splitlines() if line.strip().startswith('{"index"')]
+    assert [json.loads(line) for line in lines] == doc["packets"]
+    unstreamed = cli("predict", "--config", str(config_file), "--pcap", str(path), "--json").json()
+    assert {k: v for k, v in doc.items() if k != "packets"} == unstreamed
+
+
+def test_per_packet_text_is_a_line_per_packet(cli: Any, config_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "capture.pcap"
+    write_pcap(path, [ether(p) for p in sample_packets()], linktype=1)
+    run = cli("predict", "--config", str(config_file), "--pcap", str(path), "--per-packet")
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("packet ")))
+    rows = [line.split() for line in lines[start + 2 : start + 2 + 60]]
+    assert [int(r[0]) for r in rows] == list(range(60)) and all(r[1].startswith("0x") for r in rows)
+    assert lines[start + 2 + 60].startswith(f"{path}: link type 1, 60 packets")
+
+
+def test_a_capture_cut_short_ends_the_streamed_document_with_the_error(
+    cli: Any, config_file: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "cut.pcap"
+    write_pcap(path, [ether(p) for p in sample_packets()], linktype=1)
+    path.write_bytes(path.read_bytes()[:-5])
+    run = cli("predict", "--config", str(config_file), "--pcap", str(path), "--per-packet", "--json")
+    assert run.code == 2 and "record 59 is cut short" in run.err and run.err.count("\n") == 1
+    doc = run.json()
+    assert doc["ok"] is False and doc["error"]["field"] == "pcap" and len(doc["packets"]) == 59
+    text = cli("predict", "--config", str(config_file), "--pcap", str(path), "--per-packet")
+    assert text.code == 2 and text.out.count("\n") == 4 + 59  # head, table header, the packets read; no summary

@@ -5,10 +5,14 @@ builds a well-formed input from its parts (plans, frames, config mappings, pcap 
 most of the time, damages it: truncation, extension, byte flips, or splicing in random bytes.
 :func:`special_file` makes the files that are not data at rest (FIFOs, symlinks, sockets, /proc and
 /sys files, devices, directories) for the readers and the writer.
+
+Hostile sizes (the last section) are what plausible strategies never make: integers past Python's
+int-string limit, nesting near and past the recursion limit, megabyte strings and lists.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
@@ -180,8 +184,8 @@ _FIELDS = ["rss", "report", "types", "indirection_table", "key", "unclassified_q
 
 
 @st.composite
-def field_values(draw: st.DrawFn, name: str) -> Any:
-    """A value for config field ``name``: plausible most of the time, anything otherwise."""
+def field_values(draw: st.DrawFn, name: str, *, hostile: bool = True) -> Any:
+    """A value for config field ``name``: plausible, anything, or (with ``hostile``) of a hostile size."""
     plausible: dict[str, st.SearchStrategy[Any]] = {
         "rss": st.booleans(),
         "report": st.booleans(),
@@ -193,16 +197,24 @@ def field_values(draw: st.DrawFn, name: str) -> Any:
         "key": st.one_of(st.binary(max_size=44).map(bytes.hex), st.sampled_from(["microsoft", "symmetric", "zz"])),
         "unclassified_queue": st.integers(-1, 0x10000),
     }
+    if hostile and draw(st.integers(0, 5)) == 0:
+        return draw(hostile_values)
     return draw(st.one_of(plausible[name], json_values))
 
 
 @st.composite
-def config_mappings(draw: st.DrawFn) -> dict[Any, Any]:
-    """A mapping of config fields (known fields with plausible or arbitrary values, some unknown keys)."""
+def config_mappings(draw: st.DrawFn, *, hostile: bool = True) -> dict[Any, Any]:
+    """A mapping of config fields (known fields with plausible or arbitrary values, some unknown keys);
+    with ``hostile``, values and unknown keys of hostile sizes too (Python values: they may not
+    survive ``json.dumps``, so text formats draw ``hostile=False`` and use :func:`hostile_config_texts`)."""
     names = draw(st.lists(st.sampled_from(_FIELDS), unique=True))
-    data: dict[Any, Any] = {name: draw(field_values(name)) for name in names}
+    data: dict[Any, Any] = {name: draw(field_values(name, hostile=hostile)) for name in names}
     if draw(st.integers(0, 9)) == 0:
-        data[draw(st.one_of(st.text(max_size=8), st.integers()))] = draw(json_values)
+        keys = st.one_of(st.text(max_size=8), st.integers(), *([huge_ints(), long_texts()] if hostile else []))
+        data[draw(keys)] = draw(json_values)
+    if hostile and draw(st.integers(0, 19)) == 0:
+        # Many unknown fields at once.
+        data.update({f"unknown{i}": i for i in range(draw(st.integers(0, 50_000)))})
     return data
 
 
@@ -257,3 +269,94 @@ def special_file(kind: str, directory: str, contents: bytes, suffix: str = ".tom
         with socket.socket(socket.AF_UNIX) as sock:
             sock.bind(path)
     return path
+
+
+# ----------------------------------------------------------------------------- hostile sizes
+# An outside harness broke the config loaders in 310 of 10,077 examples with these while the
+# strategies above, which stay plausible, never did. Sizes are drawn as numbers and built by
+# repetition, so a 3 MB string costs one draw (and hypothesis shrinks the number).
+
+#: Digit counts around Python's int-string limit (sys.get_int_max_str_digits(), 4,300) and past it.
+digit_counts = st.one_of(st.sampled_from([4300, 4301, 5000]), st.integers(1, 8000))
+#: Nesting depths around the recursion limit (1,000 frames) and far past it.
+depths = st.one_of(st.sampled_from([990, 995, 1000, 5000]), st.integers(1, 5000))
+#: Lengths around execve's limit for one argument (128 KiB) and the config file limit (1 MiB), and past.
+lengths = st.one_of(
+    st.sampled_from([1 << 17, 900_000, (1 << 20) - 64, (1 << 20) + 1, 3 << 20]),
+    st.integers(0, 1 << 20),
+    st.integers(0, 3 << 20),
+)
+#: Entries of a long list: up to what a 1 MiB config file can hold.
+counts = st.one_of(st.sampled_from([129, 250_000]), st.integers(0, 100_000))
+
+
+@st.composite
+def huge_ints(draw: st.DrawFn) -> int:
+    """An integer of thousands of digits (built by arithmetic: ``str()`` of it may itself be refused)."""
+    value: int = draw(st.sampled_from([10, 16, 2])) ** draw(digit_counts) - draw(st.integers(0, 9))
+    return -value if draw(st.booleans()) else value
+
+
+@st.composite
+def deep_values(draw: st.DrawFn) -> Any:
+    """Lists or single-key tables nested up to 5,000 levels (built in a loop, not recursively)."""
+    value: Any = draw(st.sampled_from([0, "x", True, None, 10**5000]))
+    as_table = draw(st.booleans())
+    for _ in range(draw(depths)):
+        value = {"a": value} if as_table else [value]
+    return value
+
+
+#: Characters for long text: ASCII, non-ASCII digits, other non-ASCII letters.
+_LONG_CHARS = ["z", "0", "9", ",", " ", "\u0663", "\uff10", "\u00e9"]
+
+
+def long_texts(chars: list[str] | None = None) -> st.SearchStrategy[str]:
+    """One character repeated up to 3 MB."""
+    return st.builds(lambda ch, n: ch * n, st.sampled_from(chars or _LONG_CHARS), lengths)
+
+
+hostile_values: st.SearchStrategy[Any] = st.one_of(
+    huge_ints(),
+    deep_values(),
+    long_texts([*_LONG_CHARS, "\udcff"]),
+    st.builds(lambda v, n: [v] * n, st.sampled_from([-1, 0x10000, "x", "TCPV4", None, [0]]), counts),
+)
+
+
+@st.composite
+def hostile_config_texts(draw: st.DrawFn) -> tuple[str, bytes]:
+    """``(suffix, contents)`` of a JSON or TOML config with one value (or field name) of a hostile size."""
+    is_json = draw(st.booleans())
+    field = draw(st.sampled_from([*_FIELDS, "x"]))
+    kind = draw(st.sampled_from(["digits", "based", "deep-list", "deep-table", "long-string", "long-name", "many"]))
+    value = "1"
+    if kind == "digits":
+        value = draw(st.sampled_from(["", "-"])) + "9" * draw(digit_counts)
+    elif kind == "based":  # TOML's 0x/0o/0b integers parse at any length; JSON refuses them
+        prefix, digit = draw(st.sampled_from([("0x", "f"), ("0o", "7"), ("0b", "1")]))
+        value = prefix + digit * draw(digit_counts)
+    elif kind == "deep-list":
+        depth = draw(depths)
+        value = "[" * depth + "]" * depth
+    elif kind == "deep-table":
+        depth = draw(depths)
+        value = ('{"a": ' if is_json else "{a = ") * depth + "1" + "}" * depth
+    elif kind == "long-string":
+        value = '"' + draw(long_texts()) + '"'
+    elif kind == "long-name":
+        field = draw(long_texts())
+    else:
+        value = "[" + "-1, " * draw(counts) + "-1]"
+    key = json.dumps(field)  # a quoted key is valid in both formats
+    text = f"{{{key}: {value}}}" if is_json else f"{key} = {value}\n"
+    return (".json" if is_json else ".toml"), text.encode("utf-8")
+
+
+#: Command-line arguments of hostile sizes and digits that int() takes but an identifier must not have.
+hostile_arguments: st.SearchStrategy[str] = st.one_of(
+    st.builds(lambda n: "9" * n, digit_counts),
+    st.builds(lambda p, n: p + "9" * n, st.sampled_from(["0x", "v", "0-", "-", "1,"]), digit_counts),
+    long_texts([*_LONG_CHARS, "0-127,", "\udcff", "tcp,", "[::1]:"]),
+    st.sampled_from(["\u0661\u0660\u0660\u0660", "\uff10", "\u0664", "0-100000000", "4294967296", "1_000", " 1"]),
+)

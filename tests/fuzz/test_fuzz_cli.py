@@ -1,9 +1,14 @@
 """Fuzzing the ``pytun-hash`` command line: argument vectors built from the parser's own options,
 with plausible and hostile values, including files of every kind (configs, pcaps, /dev/zero, ...).
 
+Values include hostile sizes (:data:`~tests.fuzz.strategies.hostile_arguments`: thousands of digits,
+megabyte arguments, huge ranges, digits of other scripts) and config files of hostile sizes (huge
+integers, deep nesting, megabyte strings and lists, an empty key).
+
 Properties: ``main`` returns one of the documented exit codes and never 5 (an internal error: an
 exception that is not one of the package's own reached the top), ``--json`` output is one JSON
-document, there is no traceback without ``--debug``, and nothing hangs. Commands that touch
+document, no line on stderr is longer than the error line's cap, there is no traceback without
+``--debug``, and nothing hangs. Commands that touch
 devices run inside the test's anonymous network namespace; ``demo`` is left out (it has its own
 tests and takes seconds).
 """
@@ -25,12 +30,13 @@ from hypothesis import strategies as st
 
 from pytun_hash import VnetHashConfig
 from pytun_hash.cli import build_parser, main
+from pytun_hash.cli.output import MAX_ERROR_LINE_CHARS
 from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.configfile import dump_config
 from pytun_hash.device import NetworkNamespace, rtnl
 from tests.fuzz.harness import call, watchdog
-from tests.fuzz.strategies import damaged, frames, ip_packets, special_file
+from tests.fuzz.strategies import damaged, frames, hostile_arguments, ip_packets, special_file
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4}
 PURE_COMMANDS = ["hash", "predict", "apply"]  # apply only with --dry-run here
@@ -66,6 +72,14 @@ def files() -> Iterator[dict[str, str]]:
             "corrupt.pcap": _pcap(1, [bytes(40)])[:-7],
             "absurd.pcap": _pcap(1, [])[:24] + struct.pack("<IIII", 0, 0, 1 << 30, 1 << 30),
             "pcapng.pcap": b"\x0a\x0d\x0d\x0a" + bytes(60),
+            # Hostile sizes inside the 1 MiB limit (see tests/hardening/test_inputs.py).
+            "bigint.json": b'{"unclassified_queue": ' + b"9" * 5000 + b"}",
+            "bighex.toml": b"types = 0x" + b"f" * 5000 + b"\n",
+            "deep990.json": b'{"rss": ' + b"[" * 990 + b"]" * 990 + b"}",
+            "deep5000.toml": b"types = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+            "longstring.json": b'{"key": "' + b"z" * 900_000 + b'"}',
+            "manybad.json": b'{"indirection_table": [' + b"-1," * 250_000 + b"-1]}",
+            "emptykey.toml": b'key = ""\nindirection_table = [0, 1]\n',
         }
         for name, data in contents.items():
             paths[name] = os.path.join(tmp, name)
@@ -107,6 +121,7 @@ _OPTIONS = {c: _options(c) for c in {*PURE_COMMANDS, *DEVICE_COMMANDS}}
 anything = st.one_of(
     st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=12),
     st.binary(max_size=12).map(lambda b: os.fsdecode(b.replace(b"\0", b""))),
+    hostile_arguments,
 )
 
 
@@ -122,7 +137,7 @@ def values(draw: st.DrawFn, action: argparse.Action, paths: dict[str, str]) -> s
             st.sampled_from(["10.0.0.1", "::1", "1.2.3", "fe80::1%lo", "2001:db8::1"]),
             st.ip_addresses().map(str),
         ),
-        "PORT": st.one_of(st.integers(0, 65535), st.integers(-2, 70000)).map(str),
+        "PORT": st.one_of(st.integers(0, 65535).map(str), st.integers(-2, 70000).map(str), st.just("\u0668\u0660")),
         "PROTO": st.sampled_from(["tcp", "udp", "tcp", "udp", "icmp", "6", "17", "300", "-1", "gre"]),
         "KEY": st.one_of(
             st.sampled_from(["microsoft", "symmetric", "random"]),
@@ -131,15 +146,19 @@ def values(draw: st.DrawFn, action: argparse.Action, paths: dict[str, str]) -> s
         ),
         "HEX": st.one_of(frames().map(lambda f: f[1].hex()), ip_packets().map(bytes.hex), st.text("0123456789abcdefg")),
         "TYPES": st.sampled_from(["all", "tcpv4,udpv4,ipv4", "ipv6", "ip_ex", "TCPV4|UDPV6", "none", "63", "0x1ff"]),
-        "QUEUES": st.sampled_from(["0,1,2,3", "0-3", "3-0", "0-200", "0,,1", "70000", "-1", "0-127"]),
+        "QUEUES": st.sampled_from(
+            ["0,1,2,3", "0-3", "3-0", "0-200", "0,,1", "70000", "-1", "0-127", "0-100000000", "0-127,0-1"]
+        ),
         "N": st.integers(-1, 300).map(str),
         "Q": st.integers(-1, 70000).map(str),
         "BYTES": st.integers(-1, 70000).map(str),
         "REV": st.sampled_from(["rfc", "v3", "v7", "v11", "v12", "v13", "V12", "latest"]),
         "MACHINE": st.sampled_from(["x86_64", "ppc64", "ppc64le", "mips", "parisc", "s390x", "vax"]),
         "NAME": st.sampled_from(DEVICE_NAMES),
-        "USER": st.sampled_from(["0", "root", "nobody", "65534", "-1", "no-such-user", "4294967296"]),
-        "GROUP": st.sampled_from(["0", "root", "nogroup", "-1", "no-such-group"]),
+        "USER": st.sampled_from(
+            ["0", "root", "nobody", "65534", "-1", "no-such-user", "4294967296", "\u0661\u0660\u0660\u0660", "\uff10"]
+        ),
+        "GROUP": st.sampled_from(["0", "root", "nogroup", "-1", "no-such-group", "\u0660", "\uff10"]),
         "TABLE": st.sampled_from(["net", "vm.net", "", "rss"]),
         "FILE": st.sampled_from(sorted(paths.values())),
         "SEED": st.integers(-1, 2**40).map(str),
@@ -220,6 +239,8 @@ def check_main(argv: list[str]) -> None:
     assert code in DOCUMENTED_EXIT_CODES, f"exit code {code} for {argv!r}: {errors}"
     if "--debug" not in options:
         assert "Traceback" not in errors, errors
+        # Error lines repeat what was given; capped, they never grow with it.
+        assert all(len(line) <= MAX_ERROR_LINE_CHARS for line in errors.splitlines()), len(errors)
     if "--json" in options and printed.strip() and "--help" not in options and "-h" not in options:
         document = json.loads(printed)
         assert isinstance(document, dict) and document.get("ok") is (code == 0), document

@@ -1,10 +1,14 @@
 """Fuzzing the configuration loaders: mappings (as JSON/TOML give them), config files (TOML, JSON, any
 bytes), hash type expressions and revision names.
 
-Properties: only pytun_hash's own errors escape, nothing hangs, a refusal names a field, and what is
-accepted survives a round trip through ``to_mapping``/``dump_config``. Special files (FIFOs, symlinks,
-sockets, directories, devices, /proc and /sys files) are refused by the readers, and the writer never
-writes through a symlink, onto a non-regular file or over a file without ``overwrite``.
+Inputs include hostile sizes (:data:`~tests.fuzz.strategies.hostile_values`, :func:`hostile_config_texts`):
+integers of thousands of digits, nesting up to 5,000 levels, megabyte strings and lists.
+
+Properties: only pytun_hash's own errors escape, nothing hangs, a refusal names a field and stays short
+(:data:`MAX_MESSAGE`) whatever the input's size, and what is accepted survives a round trip through
+``to_mapping``/``dump_config``. Special files (FIFOs, symlinks, sockets, directories, devices, /proc and
+/sys files) are refused by the readers, and the writer never writes through a symlink, onto a
+non-regular file or over a file without ``overwrite``.
 """
 
 from __future__ import annotations
@@ -24,16 +28,20 @@ from hypothesis import strategies as st
 from pytun_hash import Revision, ValidationError, VnetHashConfig
 from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import parse_hash_types
-from pytun_hash.configfile import config_errors, config_from_mapping, dump_config, load_config
+from pytun_hash.configfile import MAX_LISTED_PROBLEMS, config_errors, config_from_mapping, dump_config, load_config
 from tests.fuzz.harness import call
 from tests.fuzz.strategies import (
     config_mappings,
     configs,
     damaged,
+    hostile_config_texts,
     json_values,
     special_file,
     special_file_kinds,
 )
+
+#: The longest refusal a target accepts: ten listed problems of a few hundred characters each.
+MAX_MESSAGE = 4000
 
 
 @given(data=config_mappings())
@@ -41,6 +49,7 @@ def test_from_mapping(data: dict[Any, Any]) -> None:
     built = call(VnetHashConfig.from_mapping, data)
     if not built.ok:
         assert isinstance(built.error, ValidationError) and built.error.field is not None, built.error
+        assert len(str(built.error)) <= MAX_MESSAGE
         return
     config = built.get()
     assert VnetHashConfig.from_mapping(config.to_mapping()) == config
@@ -51,8 +60,9 @@ def test_config_errors_agree_with_config_from_mapping(data: Any) -> None:
     errors = call(config_errors, data).get()
     built = call(config_from_mapping, data)
     # Every problem is reported with its field, and a mapping with none builds.
-    assert built.ok == (not errors), f"config_errors {errors} but config_from_mapping {built.error!r}"
-    assert all(e.rule for e in errors)
+    assert built.ok == (not errors), f"config_errors {len(errors)} but config_from_mapping {built.error!r}"
+    assert all(e.rule for e in errors) and len(errors) <= 7 * (MAX_LISTED_PROBLEMS + 2)
+    assert built.ok or len(str(built.error)) <= MAX_MESSAGE
 
 
 def _toml(value: Any) -> str:
@@ -72,7 +82,9 @@ def _toml(value: Any) -> str:
 @st.composite
 def config_files(draw: st.DrawFn) -> tuple[str, bytes]:
     """``(suffix, contents)`` of a TOML or JSON config file, or of anything at all."""
-    kind = draw(st.sampled_from(["toml", "json", "valid", "bytes"]))
+    kind = draw(st.sampled_from(["toml", "json", "valid", "bytes", "hostile"]))
+    if kind == "hostile":
+        return draw(hostile_config_texts())
     if kind == "bytes":
         return draw(st.sampled_from([".toml", ".json", ".conf", ""])), draw(st.binary(max_size=300))
     if kind == "valid":
@@ -83,7 +95,7 @@ def config_files(draw: st.DrawFn) -> tuple[str, bytes]:
             dump_config(config, path)
             with open(path, "rb") as f:
                 return suffix, draw(damaged(f.read()))
-    data = {str(k): v for k, v in draw(config_mappings()).items()}
+    data = {str(k): v for k, v in draw(config_mappings(hostile=False)).items()}
     if kind == "json":
         text = json.dumps(data, default=str)
         return draw(st.sampled_from([".json", ".conf"])), draw(damaged(text.encode()))
@@ -110,6 +122,8 @@ def test_load_config_from_any_file(scratch: str, file: tuple[str, bytes], sectio
         assert load_config(saved) == loaded.get()
     else:
         assert isinstance(loaded.error, ValidationError) and loaded.error.field is not None
+        # However large the file, the message is short: values are shortened and problems counted.
+        assert len(str(loaded.error)) <= MAX_MESSAGE, len(str(loaded.error))
 
 
 def _read_pcap(path: str) -> int:
