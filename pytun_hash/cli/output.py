@@ -65,6 +65,7 @@ class ExitCode(enum.IntEnum):
     UNSUPPORTED = 4
     INTERNAL = 5
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 EXIT_CODES_HELP = """exit codes:
@@ -74,7 +75,8 @@ EXIT_CODES_HELP = """exit codes:
   3    kernel or permission error (not root, no such device, device busy ...)
   4    feature unsupported by this kernel (e.g. --backend native without the hash ioctls)
   5    internal error (a bug): rerun with --debug
-  130  interrupted"""
+  130  interrupted (SIGINT, Ctrl-C)
+  143  terminated (SIGTERM)"""
 
 
 class CliError(PytunHashError):
