@@ -26,6 +26,7 @@ __all__ = [
     "MS_PRIVATE",
     "MS_REC",
     "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_PDEATHSIG",
     "function",
     "libc",
     "mount",
@@ -51,6 +52,8 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 #: ``linux/prctl.h``: set ``no_new_privs`` (needed to install a seccomp filter without CAP_SYS_ADMIN).
 PR_SET_NO_NEW_PRIVS = 38
+#: ``linux/prctl.h``: the signal the calling process gets when the thread that created it exits.
+PR_SET_PDEATHSIG = 1
 
 #: The C library of this process, with ctypes' per-thread copy of ``errno`` (``ctypes.get_errno``).
 libc = ctypes.CDLL(None, use_errno=True)
