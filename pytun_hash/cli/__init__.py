@@ -46,12 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout with ``--json``) and mapped to the documented exit codes; ``--help`` and
     ``--version`` return 0. SIGINT and SIGTERM raise an interruption that unwinds the command and
     end it with 130 and 143 (one line on stderr); a signal that comes at any time before the end
-    sets that status (:mod:`pytun_hash.cli.interrupts`). Without ``argv`` (the console script,
-    ``python -m pytun_hash``) the handlers stay until the process ends, and a signal after this
-    returns ends the process at once; with ``argv`` the previous handlers are back when it returns.
+    sets that status (:mod:`pytun_hash.cli.interrupts`). When it is the program's own ``main`` (the
+    console script, ``python -m pytun_hash``: the ``__main__`` module's ``main`` is this function, and
+    ``argv`` is None), it owns the process: an interrupted run ends the process instead of returning,
+    and the handlers stay until the process ends; otherwise the previous handlers are back when it
+    returns.
     """
     # First thing: until the handlers are in, SIGINT raises anywhere and SIGTERM kills outright.
-    interrupts = Interrupts(owns_process=argv is None)
+    program = sys.modules.get("__main__")
+    interrupts = Interrupts(owns_process=argv is None and getattr(program, "main", None) is main)
     interrupts.install()
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Known before parsing, so that even usage errors honour them.

@@ -18,6 +18,11 @@ Three rules keep that unwinding whole:
   number. Once ``main`` has returned, the handler flushes stdout and stderr and ends the process at once
   with that status: nothing is left to unwind.
 
+A signal can land where Python lets no exception out: in a weakref callback or a ``__del__``, which the
+import system and the garbage collector run at any point. Python drops what is raised there, with an
+"Exception ignored" traceback; while the handlers are installed, that interruption is taken from
+``sys.unraisablehook`` instead, and the signal delivered again a moment later, where it can raise.
+
 Python runs signal handlers in the main thread only, so all of this is about the main thread;
 :class:`deferred` and :class:`guarded` hold nothing back in other threads (none is interrupted there).
 """
@@ -91,9 +96,10 @@ class Interrupts:
     """SIGINT and SIGTERM handling for one run of the command line (see the module documentation).
 
     Args:
-        owns_process: the process ends when the run ends (the console script, ``python -m``): after
-            :meth:`finish` a signal ends the process at once. Otherwise (``main(argv)`` called by a
-            program or a test) :meth:`finish` puts the previous handlers back.
+        owns_process: the process ends when the run ends (the console script, ``python -m``): an
+            interrupted run ends the process in :meth:`finish`, and after it a signal ends the process
+            at once. Otherwise (``main`` called by a program or a test) :meth:`finish` puts the
+            previous handlers back.
 
     Attributes:
         received: the first signal received since :meth:`install`, or None.
@@ -110,6 +116,9 @@ class Interrupts:
         self.thread = _thread.get_ident()
         self.deciding = False
         self._previous: dict[int, _Handler] = {}
+        self._previous_unraisable = sys.unraisablehook
+        self._in_hook = False
+        self._resend_lock = _thread.allocate_lock()
         self._final: int | None = None
         self._report: Callable[[int], None] = lambda signum: None
 
@@ -126,6 +135,8 @@ class Interrupts:
         except ValueError:  # not the main thread: Python delivers signals to the main thread only
             return False
         self._previous = previous
+        self._previous_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         self.thread = _thread.get_ident()
         _STATE.active = self
         _STATE.depth = 0
@@ -136,7 +147,12 @@ class Interrupts:
         """End the run: the exit status, ``code`` unless a signal came (then 128 + its number, and
         ``report(signum)`` says so on stderr unless :attr:`reported`).
 
-        Afterwards a signal ends the process at once (``owns_process``), or the previous handlers are back.
+        With ``owns_process``, an interrupted run ends the process here (stdout and stderr flushed):
+        everything it made has unwound, and Python's own shutdown could only change the status (on
+        3.11 a ``KeyboardInterrupt`` that once left an ``eval`` of a string, as ``namedtuple`` runs
+        while a module imports, makes the interpreter kill itself with SIGINT at exit). After an
+        uninterrupted run a signal ends the process at once (``owns_process``), or the previous
+        handlers are back (otherwise).
         """
         self.deciding = True
         self._report = report
@@ -146,6 +162,8 @@ class Interrupts:
             if seen is not None:
                 code = exit_status(seen)
                 self._say(seen)
+                if self.owns_process:
+                    self._end_now()
             if self.owns_process:
                 # From here the handler ends the process itself, with this status.
                 self._final = code
@@ -163,9 +181,12 @@ class Interrupts:
                 self._report(signum)
 
     def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        _STATE.active = None
+        with self._resend_lock:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+            if sys.unraisablehook == self._unraisable:
+                sys.unraisablehook = self._previous_unraisable
+            _STATE.active = None
         _STATE.depth = 0
         _STATE.pending = None
 
@@ -176,6 +197,9 @@ class Interrupts:
             self._end_now()
         if self.deciding:
             return
+        if self._in_hook:
+            self._redeliver(signum)
+            return
         if _STATE.depth:
             if not unwinding() and _STATE.pending is None:
                 _STATE.pending = signum
@@ -183,6 +207,35 @@ class Interrupts:
         if unwinding():
             return
         raise interruption(signum)
+
+    def _unraisable(self, unraisable: sys.UnraisableHookArgs) -> None:
+        """``sys.unraisablehook`` while installed: an interruption raised where Python cannot let an
+        exception out (a weakref callback, a ``__del__``: the import system and the garbage collector run
+        them at any point) was dropped there; instead of its traceback, it is delivered again."""
+        exc = unraisable.exc_value
+        if _STATE.active is not self or not isinstance(exc, KeyboardInterrupt):
+            self._previous_unraisable(unraisable)
+            return
+        self._in_hook = True
+        try:
+            self._redeliver(exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+        finally:
+            self._in_hook = False
+
+    def _redeliver(self, signum: int) -> None:
+        """Send ``signum`` to the main thread again, from a helper thread, once it has left this place."""
+        import threading
+
+        def send() -> None:
+            # Not once the outcome is being reported (the signal is noted already), nor after the
+            # previous handlers are back (they would get it): _restore takes the same lock.
+            with self._resend_lock, contextlib.suppress(OSError, ValueError):
+                if _STATE.active is self and not self.deciding:
+                    signal.pthread_kill(self.thread, signum)
+
+        timer = threading.Timer(0.001, send)
+        timer.daemon = True
+        timer.start()
 
     def _end_now(self) -> None:
         """``main`` has returned: say so if nothing did, flush what was written, and end the process."""

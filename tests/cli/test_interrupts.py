@@ -13,15 +13,17 @@ import json
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
 import pytest
 
-from pytun_hash.cli import interrupts
+from pytun_hash.cli import interrupts, main
 from pytun_hash.cli.interrupts import Interrupts, deferred, guarded
 from pytun_hash.cli.output import ExitCode, Output
 from pytun_hash.device.netns import call_on_thread
@@ -72,11 +74,16 @@ def test_a_signal_ends_the_command(cli: Any, command: Any, signum: int, code: in
     assert doc["error"]["type"] == ("KeyboardInterrupt" if signum == signal.SIGINT else "Terminated")
 
 
-def test_main_puts_the_previous_handlers_back(cli: Any, command: Any) -> None:
+def test_main_puts_the_previous_handlers_back(cli: Any, command: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the program's own main (the console script, python -m) keeps its handlers to the end."""
     before = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    hook = sys.unraisablehook
     command(lambda args, out: 0)
     assert cli(*HASH).code == 0
-    assert {s: signal.getsignal(s) for s in interrupts.SIGNALS} == before
+    monkeypatch.setattr(sys, "argv", ["pytun-hash", *HASH])
+    assert main() == 0  # no argv, but this test run's __main__ is not pytun-hash's
+    assert {s: signal.getsignal(s) for s in interrupts.SIGNALS} == before and sys.unraisablehook == hook
+    assert interrupts._STATE.active is None
 
 
 def test_an_error_raised_by_a_cleanup_instead_still_exits_130(cli: Any, command: Any) -> None:
@@ -123,6 +130,33 @@ def test_a_swallowed_interruption_still_sets_the_status_and_the_next_one_raises(
     command(run)
     done = cli(*HASH)
     assert done.code == 130 and done.err == "pytun-hash: error: interrupted\n"
+
+
+def test_an_interruption_dropped_in_a_weakref_callback_comes_again(cli: Any, command: Any) -> None:
+    """Python drops (and prints as "Exception ignored") what a weakref callback or a ``__del__`` raises;
+    the import system and the garbage collector run those at any point, so a signal can land there."""
+    caught: list[str] = []
+
+    class Thing:
+        pass
+
+    def run(args: Any, out: Output) -> int:
+        thing = Thing()
+        ref = weakref.ref(thing, lambda _: signal_self(signal.SIGTERM))
+        try:
+            del thing  # the callback runs here: the Terminated it raises goes nowhere
+            for _ in range(10_000):
+                time.sleep(0.001)  # ... and comes again here
+        except Terminated:
+            caught.append("delivered again")
+            raise
+        assert ref() is None
+        return 0
+
+    command(run)
+    done = cli(*HASH)
+    assert caught == ["delivered again"]
+    assert done.code == 143 and done.err == "pytun-hash: error: terminated (SIGTERM)\n"
 
 
 def test_a_signal_after_an_error_was_reported_adds_no_line(cli: Any, command: Any, monkeypatch: Any) -> None:
