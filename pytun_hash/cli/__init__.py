@@ -55,12 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First thing: until the handlers are in, SIGINT raises anywhere and SIGTERM kills outright.
     program = sys.modules.get("__main__")
     interrupts = Interrupts(owns_process=argv is None and getattr(program, "main", None) is main)
-    interrupts.install()
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    # Known before parsing, so that even usage errors honour them.
-    json_mode, debug = _wants(args_list, "--json"), _wants(args_list, "--debug")
+    json_mode = debug = False
     out: Output | None = None
     try:
+        interrupts.install()
+        args_list = list(sys.argv[1:] if argv is None else argv)
+        # Known before parsing, so that even usage errors honour them.
+        json_mode, debug = _wants(args_list, "--json"), _wants(args_list, "--debug")
         # Everything is imported here, where an interruption ends as one line and an exit code.
         from pytun_hash.cli.output import ExitCode
         from pytun_hash.cli.parser import build_parser as build

@@ -254,6 +254,10 @@ class deferred:  # noqa: N801 - used like a function: `with deferred():`
     A signal that comes meanwhile is raised as its interruption when the outermost block ends, unless an
     interruption is unwinding already. Only the handlers :class:`Interrupts` installed hold back; without
     them (a program using the library, another thread), nothing changes.
+
+    Raises:
+        KeyboardInterrupt: (:class:`~pytun_hash.errors.Terminated` for SIGTERM) when the outermost block
+            ends after a signal came during it.
     """
 
     def __init__(self) -> None:
@@ -289,6 +293,11 @@ class guarded(Generic[T]):  # noqa: N801 - used like a function: `with guarded(f
 
     Args:
         factory: builds the context manager (``lambda: TunTapDevice.create("tap%d")``).
+
+    Raises:
+        KeyboardInterrupt: (:class:`~pytun_hash.errors.Terminated` for SIGTERM) on entry, after leaving
+            the context manager again, or on exit, after leaving it, when a signal came meanwhile; and
+            whatever ``factory``, its ``__enter__`` or its ``__exit__`` raise.
     """
 
     def __init__(self, factory: Callable[[], AbstractContextManager[T]]) -> None:
