@@ -31,6 +31,7 @@ __all__ = [
     "PR_SET_NO_NEW_PRIVS",
     "RENAME_NOREPLACE",
     "fstatfs_type",
+    "PR_SET_PDEATHSIG",
     "function",
     "libc",
     "mount",
@@ -59,6 +60,8 @@ MNT_DETACH = 0x2
 PR_SET_NO_NEW_PRIVS = 38
 #: ``linux/fs.h``: ``renameat2(2)`` flag: fail with ``EEXIST`` instead of replacing the target.
 RENAME_NOREPLACE = 0x1
+#: ``linux/prctl.h``: the signal the calling process gets when the thread that created it exits.
+PR_SET_PDEATHSIG = 1
 
 #: The C library of this process, with ctypes' per-thread copy of ``errno`` (``ctypes.get_errno``).
 libc = ctypes.CDLL(None, use_errno=True)

@@ -1,9 +1,13 @@
 """The one error hierarchy of pytun_hash.
 
-Every exception the package raises on purpose derives from :class:`PytunHashError`.
-Errors that come from the kernel (or from the binding refusing a call the kernel
-would mishandle) are :class:`KernelError` and carry the errno, the ioctl request
-name and a sentence that says what to do.
+Every exception the package raises on purpose derives from :class:`PytunHashError`, except
+:class:`Terminated`: the command line raises it for SIGTERM, and like the ``KeyboardInterrupt`` of
+SIGINT (its base class) it is no error, so ``except Exception`` and ``except PytunHashError`` let it
+through and it unwinds every ``with`` and ``finally`` on its way out.
+
+Errors that come from the kernel (or from the binding refusing a call the kernel would mishandle)
+are :class:`KernelError` and carry the errno, the ioctl request name and a sentence that says what
+to do.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = [
     "PrivilegeError",
     "PytunHashError",
     "SteeringConflictError",
+    "Terminated",
     "UnsupportedError",
     "ValidationError",
     "VerifierError",
@@ -93,6 +98,23 @@ def shorten(value: object, limit: int = MAX_ECHO_CHARS) -> str:
 
 class PytunHashError(Exception):
     """Base class of every error pytun_hash raises."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM: ``pytun-hash`` raises this from its handler and exits 143.
+
+    A :class:`KeyboardInterrupt`, so code that unwinds or stops on Ctrl-C (SIGINT) does the same for SIGTERM.
+
+    Attributes:
+        signum: the signal that was received (``signal.SIGTERM``).
+    """
+
+    def __init__(self, signum: int = 15) -> None:
+        self.signum = signum
+        super().__init__(f"terminated by signal {signum}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.signum,))
 
 
 class ValidationError(PytunHashError, ValueError):

@@ -21,7 +21,6 @@ import functools
 import os
 import platform
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -35,6 +34,7 @@ from pytun_hash.codec import ioctl_plan
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapBase, TunTapDevice, kernel_features
 from pytun_hash.device.hashctl import ProbeResult, probe_revision
+from pytun_hash.device.netns import call_on_thread
 from pytun_hash.device.tap import TUN_PATH
 from pytun_hash.errors import KernelError, PrivilegeError, PytunHashError
 
@@ -370,22 +370,11 @@ def _scratch_namespace() -> Iterator[str]:
 
 
 def _on_own_thread(fn: Callable[[], T]) -> T:
-    """``fn()`` on a thread of its own, so that no namespace change leaks out; its exception is re-raised here."""
-    result: list[T] = []
-    failure: list[BaseException] = []
+    """``fn()`` on a thread of its own, so that no namespace change leaks out; its exception is re-raised here.
 
-    def body() -> None:
-        try:
-            result.append(fn())
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=body, name="pytun-hash-probe")
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return result[0]
+    Interrupted, the probe still ends first: its scratch namespace and device go before this returns.
+    """
+    return call_on_thread(fn, name="pytun-hash-probe", daemon=False)
 
 
 def _scratch_device() -> TunTapDevice:

@@ -4,85 +4,35 @@ Commands: ``probe``, ``create``, ``delete``, ``apply``, ``disable``, ``show``, `
 ``demo``; each module of this package documents its command's JSON keys. Every command takes
 ``--json`` (a JSON document on stdout instead of text) and ``--debug`` (a traceback with
 errors). Errors are one line on stderr with a hint; exit codes are listed in
-:mod:`pytun_hash.cli.output` and in ``pytun-hash --help``.
+:mod:`pytun_hash.cli.output` and in ``pytun-hash --help``. SIGINT and SIGTERM end any command with
+130 and 143 after unwinding what it made (:mod:`pytun_hash.cli.interrupts`).
+
+Importing this package is cheap on purpose: the console script imports it before :func:`main` can
+install the signal handlers, so everything else is imported by :func:`main`, under the handlers.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.metadata
 import sys
-import traceback
 from collections.abc import Sequence
-from typing import NoReturn
 
-from pytun_hash.cli import apply, demo, devices, hashcmd, probe, show
-from pytun_hash.cli.output import EXIT_CODES_HELP, PROG, CliError, ExitCode, Output
+from pytun_hash.cli.interrupts import Interrupts, exit_status
+
+# typing.TYPE_CHECKING without importing typing (mypy takes any constant of this name as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+    from pytun_hash.cli.output import Output
 
 __all__ = ["build_parser", "main"]
-
-_DESCRIPTION = """\
-virtio-net hashing (RSS and hash reports) for Linux TUN/TAP devices.
-
-Start with `pytun-hash probe` (what this kernel offers) and `sudo pytun-hash demo`
-(RSS end to end on a private TAP, checked against the software model)."""
-
-_EXAMPLES = """\
-examples:
-  pytun-hash probe
-  sudo pytun-hash demo
-  pytun-hash hash --key microsoft --src 66.9.149.187 --sport 2794 --dst 161.142.100.80 --dport 1766
-  sudo pytun-hash create tap0 --queues 4 --vnet-hdr-size 20 --vnet-le --owner $USER
-  sudo pytun-hash apply --dev tap0 --key random --save tap0-rss.toml
-  sudo pytun-hash show --dev tap0
-  pytun-hash predict --config tap0-rss.toml --queues 4 udp,10.0.0.1:5000,10.0.0.2:53
-  pytun-hash apply --dry-run --revision v12 --queues 4 --key microsoft --json
-"""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors raise :class:`CliError` (one line, exit 2) instead of exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise CliError(message, f"see `{self.prog} --help`", ExitCode.USAGE)
-
-
-def _common_options(*, top: bool) -> argparse.ArgumentParser:
-    # Subcommands repeat the options with SUPPRESS defaults, so a value given before the
-    # command name is not reset by the subcommand's parser.
-    parent = _Parser(add_help=False)
-    default: object = False if top else argparse.SUPPRESS
-    parent.add_argument("--json", action="store_true", default=default, help="print a JSON document on stdout")
-    parent.add_argument("--debug", action="store_true", default=default, help="show tracebacks with errors")
-    return parent
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("pytun_hash")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The complete argument parser (for documentation tools and tests)."""
-    parser = _Parser(
-        prog=PROG,
-        description=_DESCRIPTION,
-        epilog=f"{EXIT_CODES_HELP}\n\n{_EXAMPLES}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[_common_options(top=True)],
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    parents = [_common_options(top=False)]
-    probe.add_parser(sub, parents)
-    devices.add_parsers(sub, parents)
-    apply.add_parsers(sub, parents)
-    show.add_parser(sub, parents)
-    hashcmd.add_parsers(sub, parents)
-    demo.add_parser(sub, parents)
-    return parser
+    from pytun_hash.cli.parser import build_parser as build
+
+    return build()
 
 
 def _wants(argv: Sequence[str], flag: str) -> bool:
@@ -94,24 +44,91 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Never raises: errors are reported on stderr as one line (plus a JSON error document on
     stdout with ``--json``) and mapped to the documented exit codes; ``--help`` and
-    ``--version`` return 0.
+    ``--version`` return 0. SIGINT and SIGTERM raise an interruption that unwinds the command and
+    end it with 130 and 143 (one line on stderr); a signal that comes at any time before the end
+    sets that status (:mod:`pytun_hash.cli.interrupts`). When it is the program's own ``main`` (the
+    console script, ``python -m pytun_hash``: the ``__main__`` module's ``main`` is this function, and
+    ``argv`` is None), it owns the process: an interrupted run ends the process instead of returning,
+    and the handlers stay until the process ends; otherwise the previous handlers are back when it
+    returns.
     """
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    # Known before parsing, so that even usage errors honour them.
-    out = Output(json_mode=_wants(args_list, "--json"))
-    debug = _wants(args_list, "--debug")
+    # First thing: until the handlers are in, SIGINT raises anywhere and SIGTERM kills outright.
+    program = sys.modules.get("__main__")
+    interrupts = Interrupts(owns_process=argv is None and getattr(program, "main", None) is main)
+    json_mode = debug = False
+    out: Output | None = None
     try:
-        parser = build_parser()
+        interrupts.install()
+        args_list = list(sys.argv[1:] if argv is None else argv)
+        # Known before parsing, so that even usage errors honour them.
+        json_mode, debug = _wants(args_list, "--json"), _wants(args_list, "--debug")
+        # Everything is imported here, where an interruption ends as one line and an exit code.
+        from pytun_hash.cli.output import ExitCode
+        from pytun_hash.cli.parser import build_parser as build
+
+        out = _make_output(json_mode)
+        parser = build()
         args = parser.parse_args(args_list)
-        out.json_mode = bool(args.json)
+        out.json_mode = json_mode = bool(args.json)
         debug = bool(args.debug)
         if args.command is None:
             parser.print_help(out.stderr)
-            return int(ExitCode.USAGE)
-        return int(args.handler(args, out))
+            code = int(ExitCode.USAGE)
+        else:
+            code = int(args.handler(args, out))
+        # From here a signal only sets the exit status. Set as an attribute, in this block and first thing
+        # in the handlers below: a call would give the signal a point to raise outside this try.
+        interrupts.deciding = True
     except SystemExit as exc:  # --help, --version
-        return exc.code if isinstance(exc.code, int) else int(ExitCode.OK)
+        interrupts.deciding = True
+        code = exc.code if isinstance(exc.code, int) else 0
     except BaseException as exc:  # every error ends as one line and an exit code
-        if debug:
-            traceback.print_exc(file=out.stderr)
-        return int(out.error(exc))
+        interrupts.deciding = True
+        code = _failed(exc, out or _make_output(json_mode), debug, interrupts)
+    return interrupts.finish(code, lambda signum: _say_interrupted(out or _make_output(json_mode), signum))
+
+
+def _failed(exc: BaseException, out: Output, debug: bool, interrupts: Interrupts) -> int:
+    """Report what ended the command (signals are only noted now); return the exit status."""
+    import signal
+
+    from pytun_hash.errors import Terminated
+
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=out.stderr)
+    if isinstance(exc, KeyboardInterrupt) and interrupts.received is None:
+        # Not from our handlers (none could be installed here, or the code raised it itself).
+        interrupts.received = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+    if interrupts.received is not None:
+        return exit_status(interrupts.received)
+    code = int(out.error(exc))
+    interrupts.reported = True
+    return code
+
+
+def _make_output(json_mode: bool) -> Output:
+    """An :class:`~pytun_hash.cli.output.Output` whose result is printed whole or not at all."""
+    from pytun_hash.cli._output import GuardedOutput
+
+    return GuardedOutput(json_mode=json_mode)
+
+
+def _say_interrupted(out: Output, signum: int) -> None:
+    """The one line (and with ``--json``, unless a document was printed, the error document) for a signal."""
+    import json
+    import signal
+
+    from pytun_hash.cli.interrupts import interruption
+    from pytun_hash.cli.output import PROG, error_document
+
+    message = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+    out.stderr.write(f"{PROG}: error: {message}\n")
+    out.stderr.flush()
+    if out.json_mode and not getattr(out, "printed", False):
+        document = error_document(interruption(signum))
+        document["error"].update(message=message, exit_code=exit_status(signum))
+        json.dump(document, out.stdout, indent=2)
+        out.stdout.write("\n")
+        out.stdout.flush()

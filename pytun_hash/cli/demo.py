@@ -46,6 +46,7 @@ from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
 from pytun_hash.backend import Backend
 from pytun_hash.bpf.report import HashReporter
 from pytun_hash.cli.common import add_backend_argument, config_summary, int_arg, parse_revision, parse_semantics
+from pytun_hash.cli.interrupts import guarded
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
@@ -214,7 +215,7 @@ def _emulated(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     from pytun_hash.testing import EmulatorError, KernelEmulator
 
     try:
-        with KernelEmulator(args.emulate, timeout=120.0) as emu:
+        with guarded(lambda: KernelEmulator(args.emulate, timeout=120.0)) as emu:
             document = emu.run(_demo, args, out)
             stats = emu.data_path_stats()
     except EmulatorError as exc:
@@ -232,24 +233,15 @@ def _demo(args: argparse.Namespace, out: Output) -> dict[str, Any]:
         Flow(socket.IPPROTO_ICMP, addressing.ipv4_local, addressing.ipv4_peer),
         Flow(socket.IPPROTO_ICMPV6, addressing.ipv6_local, addressing.ipv6_peer),
     ]
-    with out.progress("demo steps", total=4) as progress, NetworkNamespace(ipv6=False) as ns:
-        with TunTapDevice.create("pthdemo%d", queues=args.queues, vnet_hdr=True) as device:
+    # Each resource is made and entered, and later left, as one step SIGINT/SIGTERM cannot cut in two:
+    # an interrupted demo leaves no device, namespace or program behind (see cli.interrupts.guarded).
+    with out.progress("demo steps", total=4) as progress, guarded(lambda: NetworkNamespace(ipv6=False)) as ns:
+        with guarded(lambda: TunTapDevice.create("pthdemo%d", queues=args.queues, vnet_hdr=True)) as device:
             device.set_vnet_hdr_size(VIRTIO_NET_HDR_V1_HASH_SIZE)
             device.set_vnet_le(True)
             traffic.wire(ns, device, addressing)
             progress.update(1)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                if args.emulate is not None:
-                    hashing = Hashing.enable(
-                        device, config, backend=Backend.NATIVE, revision=args.emulate, record=False
-                    )
-                else:
-                    # The scratch device dies with the demo's namespace: nothing to keep for others.
-                    hashing = Hashing.enable(device, config, backend=args.backend, record=False)
-            for warning in caught:
-                out.warn(str(warning.message))
-            with hashing:
+            with guarded(lambda: _enable(device, config, args, out)) as hashing:
                 progress.update(2)
                 sent = traffic.send(ns, flows)
                 capture = traffic.collect(device, expected=sent, timeout=2.0)
@@ -282,6 +274,20 @@ def _demo(args: argparse.Namespace, out: Output) -> dict[str, Any]:
         "emulated": None,
     }
     return document
+
+
+def _enable(device: TunTapDevice, config: VnetHashConfig, args: argparse.Namespace, out: Output) -> Hashing:
+    """Put ``config`` in force on the demo's device, and say what warnings that gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.emulate is not None:
+            hashing = Hashing.enable(device, config, backend=Backend.NATIVE, revision=args.emulate, record=False)
+        else:
+            # The scratch device dies with the demo's namespace: nothing to keep for others.
+            hashing = Hashing.enable(device, config, backend=args.backend, record=False)
+    for warning in caught:
+        out.warn(str(warning.message))
+    return hashing
 
 
 def _render(doc: dict[str, Any]) -> str:

@@ -12,7 +12,8 @@ Exit codes (the same table is in ``pytun-hash --help``):
 4   feature unsupported: the kernel lacks what was asked for (``--backend native`` without the
     hash ioctls, no tun driver, no usable backend at all)
 5   internal error (a bug): rerun with ``--debug`` for the traceback
-130 interrupted (Ctrl-C)
+130 interrupted (SIGINT, Ctrl-C)
+143 terminated (SIGTERM)
 ==  ===========================================================================================
 
 Errors are one line on stderr, ``pytun-hash: error: <message> (hint: <what to do>)``, at most
@@ -39,6 +40,7 @@ from pytun_hash.errors import (
     FeatureUnsupportedError,
     KernelError,
     PytunHashError,
+    Terminated,
     UnsupportedError,
     ValidationError,
     clip,
@@ -81,6 +83,7 @@ class ExitCode(enum.IntEnum):
     UNSUPPORTED = 4
     INTERNAL = 5
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 EXIT_CODES_HELP = """exit codes:
@@ -90,7 +93,8 @@ EXIT_CODES_HELP = """exit codes:
   3    kernel or permission error (not root, no such device, device busy ...)
   4    feature unsupported by this kernel (e.g. --backend native without the hash ioctls)
   5    internal error (a bug): rerun with --debug
-  130  interrupted"""
+  130  interrupted (SIGINT, Ctrl-C)
+  143  terminated (SIGTERM)"""
 
 
 class CliError(PytunHashError):
@@ -144,6 +148,8 @@ def _describe(exc: BaseException) -> tuple[ExitCode, str, str]:
             f"kernel emulator: {exc}",
             "see the emulator's requirements (seccomp user notification)",
         )
+    if isinstance(exc, Terminated):
+        return ExitCode.TERMINATED, "terminated", ""
     if isinstance(exc, KeyboardInterrupt):
         return ExitCode.INTERRUPTED, "interrupted", ""
     if isinstance(exc, PytunHashError):

@@ -17,6 +17,7 @@ it goes with it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -33,6 +34,7 @@ __all__ = [
     "CLONE_NEWNET",
     "NetworkNamespace",
     "enter_netns",
+    "call_on_thread",
     "open_thread_netns",
     "read_sysctl",
     "run_in_netns",
@@ -109,26 +111,57 @@ def run_in_netns(ns_fd: int, fn: Callable[..., T], /, *args: Any, **kwargs: Any)
 
     When the calling thread is already there, ``fn`` runs directly. Otherwise a short-lived
     thread enters the namespace, runs ``fn`` and ends; the caller's thread never moves. Whatever
-    ``fn`` raises is re-raised here.
+    ``fn`` raises is re-raised here. An interruption (Ctrl-C) of the caller is raised once the helper
+    has ended (:func:`call_on_thread`), so nothing ``fn`` makes appears after it; what ``fn`` returned
+    then is dropped: to release it, ``fn`` must leave it where the caller finds it.
 
     Raises:
         PrivilegeError, KernelError: when the helper thread cannot enter the namespace.
     """
     if os.fstat(ns_fd).st_ino == thread_netns_inode():
         return fn(*args, **kwargs)
+
+    def inside() -> T:
+        enter_netns(ns_fd)
+        return fn(*args, **kwargs)
+
+    return call_on_thread(inside, name="pytun-hash-netns")
+
+
+def call_on_thread(fn: Callable[[], T], *, name: str, daemon: bool = True) -> T:
+    """Call ``fn()`` on a new thread and return its result; whatever it raises is re-raised here.
+
+    When the wait is interrupted (Ctrl-C, SIGTERM), the thread is still waited for, and the
+    interruption raised once it has ended: it may be making something for its caller (a device, a
+    socket in a namespace), and the caller's cleanup must not run first and leave that behind.
+    Further interruptions during that wait are dropped. (Not ``Thread.join``: on Python 3.11 an
+    interrupted ``join`` marks a thread that is still running as stopped.)
+
+    Raises:
+        KeyboardInterrupt: (or :class:`~pytun_hash.errors.Terminated`) once the thread has ended.
+    """
     outcome: list[T] = []
     failure: list[BaseException] = []
+    finished = threading.Event()
 
     def body() -> None:
         try:
-            enter_netns(ns_fd)
-            outcome.append(fn(*args, **kwargs))
+            outcome.append(fn())
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=body, name="pytun-hash-netns", daemon=True)
+    worker = threading.Thread(target=body, name=name, daemon=daemon)
     worker.start()
-    worker.join()
+    try:
+        finished.wait()
+    except BaseException:
+        while not finished.is_set():
+            with contextlib.suppress(KeyboardInterrupt):
+                finished.wait()
+        raise
+    worker.join()  # its work is done: only its exit is left
     if failure:
         raise failure[0]
     return outcome[0]

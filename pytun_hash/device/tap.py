@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -577,9 +576,19 @@ class TunTapDevice(TunTapBase):
                     "it; create the device again",
                 )
             ns_fd = device_netns_fd(self._control_fd()) if self.queues else None  # else: persistent, none open
+            opened: list[int] = []
+
+            def opener() -> int:
+                opened.append(bind_existing_queue(self.name, self._flags, nonblocking=self._nonblocking))
+                return opened[-1]
+
             try:
-                opener = functools.partial(bind_existing_queue, self.name, self._flags, nonblocking=self._nonblocking)
                 fd = opener() if ns_fd is None else run_in_netns(ns_fd, opener)
+            except BaseException:
+                # Interrupted while the helper thread opened it: nobody else will close it.
+                for orphan in opened:
+                    os.close(orphan)
+                raise
             finally:
                 if ns_fd is not None:
                     os.close(ns_fd)

@@ -22,7 +22,16 @@ Mechanics and their limits:
   hands the listener back over a unix socket; the result travels back pickled. fds are
   duplicated from the child with ``pidfd_getfd``. Objects the function creates stay in the
   child (devices it creates vanish when it exits). Forking a multi-threaded process is only
-  as safe as the locks the child touches; the child runs only the function and pickling.
+  as safe as the locks the child touches; the child runs only the function and pickling. The
+  child dies with its supervisor (``PR_SET_PDEATHSIG``, ``SIGKILL``): killed, the supervisor
+  leaves no child running behind, unanswered.
+* fd ownership: each trapped call is handled on the supervisor's own duplicate of the target's
+  fd (``F_DUPFD_CLOEXEC`` in thread mode, ``pidfd_getfd`` in process mode), closed when the call
+  is answered. The target closing its fd mid-call changes nothing for the call (a syscall holds
+  its file in the kernel too); a fd the target no longer has when the supervisor takes the call
+  up goes to the kernel, which answers ``EBADF``. A call passed on to the kernel acts on whatever
+  the number names by then (the race ``SECCOMP_USER_NOTIF_FLAG_CONTINUE`` documents). The
+  listeners, the eventfd and the namespace fds have one owner each and are closed exactly once.
 * What the emulator knows: device state changes only through trapped calls. A steering
   program attached from outside :meth:`~KernelEmulator.run` (an unfiltered thread) is
   invisible to it, so the RFC/v3 interplay with steering holds only when every
@@ -274,21 +283,37 @@ def _prog_id(fd: int) -> int | None:
 
 
 class _Target:
-    """How the supervisor reaches the target's fds (same table in thread mode, pidfd_getfd otherwise)."""
+    """How the supervisor reaches the target's fds: through a duplicate of its own, in both modes.
+
+    The duplicate is the supervisor's reference to the target's file for one call (``F_DUPFD_CLOEXEC``
+    in thread mode, ``pidfd_getfd`` in process mode): the target may close its fd, or the number may
+    be reused, while the call is handled, and the call goes on with the file it was made on, as a
+    syscall holds its file in the kernel. The supervisor closes only its duplicate, exactly once.
+    """
 
     def __init__(self, pidfd: int | None = None) -> None:
         self.pidfd = pidfd
 
     @contextlib.contextmanager
     def local_fd(self, fd: int) -> Iterator[int]:
-        """A fd of this process for the target's ``fd``; ``KernelErrno(EBADF)`` when it has none."""
-        if self.pidfd is None:
-            yield fd
-            return
+        """This process's own fd for the target's ``fd``, closed when the block ends.
+
+        Raises:
+            _PassThrough: when the target has no such fd (any more): the kernel answers ``EBADF`` itself.
+            KernelErrno: ``ESRCH`` (process mode) when the target is gone.
+            OSError: when this process cannot hold another fd (``EMFILE``): the emulator's own failure.
+        """
         try:
-            local = _seccomp.pidfd_getfd(self.pidfd, fd)
+            if self.pidfd is None:
+                local = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+            else:
+                local = _seccomp.pidfd_getfd(self.pidfd, fd)
         except OSError as exc:
-            raise KernelErrno(exc.errno or errno.EBADF) from None
+            if exc.errno == errno.EBADF:
+                raise _PassThrough from None
+            if exc.errno == errno.ESRCH:
+                raise KernelErrno(errno.ESRCH) from None
+            raise
         try:
             yield local
         finally:
@@ -317,7 +342,7 @@ class _TrappedCall:
 
     @property
     def local_fd(self) -> int:
-        """The queue fd as this process sees it (the target's own number in thread mode)."""
+        """The queue fd as this process holds it for the call (the supervisor's duplicate)."""
         return self._fd
 
     @property
@@ -380,9 +405,12 @@ class _TrappedCall:
         if prog_fd == -1:
             self._set_int("TUNSETSTEERINGEBPF", -1)
             return None
-        with self._target.local_fd(prog_fd) as local:
-            self._set_int("TUNSETSTEERINGEBPF", local)
-            return _prog_id(local)
+        try:
+            with self._target.local_fd(prog_fd) as local:
+                self._set_int("TUNSETSTEERINGEBPF", local)
+                return _prog_id(local)
+        except _PassThrough:
+            raise KernelErrno(errno.EBADF) from None  # no such program fd, as the kernel's fdget finds
 
     def set_vnet_hdr_sz(self, size: int) -> None:
         self._set_int("TUNSETVNETHDRSZ", size)
@@ -595,7 +623,11 @@ class KernelEmulator:
     # -- thread mode --------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
-        self._done_fd = os.eventfd(0, os.EFD_CLOEXEC)
+        try:
+            self._done_fd = os.eventfd(0, os.EFD_CLOEXEC)
+        except OSError as exc:
+            self._closed = True
+            raise EmulatorError(f"no eventfd for the worker: {exc.strerror}") from None
         started = threading.Event()
         setup_error: list[BaseException] = []
 
@@ -616,7 +648,16 @@ class KernelEmulator:
 
         self._worker = threading.Thread(target=main, name=f"pytun-hash-emulator-{self.revision.value}", daemon=True)
         self._worker.start()
-        started.wait()
+        try:
+            started.wait()
+        except BaseException:
+            # Interrupted (Ctrl-C) while the worker set up: nobody will close this emulator, so stop
+            # the worker and close its listener here before passing the interruption on.
+            while not started.is_set():
+                with contextlib.suppress(KeyboardInterrupt):
+                    started.wait()
+            self.close()
+            raise
         if setup_error:
             self._worker.join()
             self._worker = None
@@ -656,7 +697,10 @@ class KernelEmulator:
                     os.eventfd_write(self._done_fd, 1)
 
     def _run_thread(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise EmulatorError(f"cannot open the caller's network namespace: {exc.strerror}") from None
         job = _Job(fn, args, kwargs, netns_fd)
         failures_before = len(self._failures)
         self._busy = job
@@ -703,18 +747,24 @@ class KernelEmulator:
     # -- process mode -------------------------------------------------------------------------
 
     def _run_process(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise EmulatorError(f"no socket pair for the child: {exc.strerror}") from None
         failures_before = len(self._failures)
         deadline = time.monotonic() + self.timeout
+        supervisor = os.getpid()
         try:
             pid = os.fork()
-        except BaseException:
+        except BaseException as exc:
             parent.close()
             child.close()
+            if isinstance(exc, OSError):
+                raise EmulatorError(f"fork() failed: {exc.strerror}") from None
             raise
         if pid == 0:  # pragma: no cover - runs in the child, reported through the socket
             parent.close()
-            self._child_main(child, fn, args, kwargs)
+            self._child_main(child, supervisor, fn, args, kwargs)
         child.close()
         pidfd = -1
         listener = -1
@@ -736,10 +786,12 @@ class KernelEmulator:
                 raise
             raise EmulatorError(f"the emulator's supervisor failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            os.waitpid(pid, 0)
-            if pidfd >= 0:
-                os.close(pidfd)
-            parent.close()
+            try:
+                _reap(pid)
+            finally:
+                if pidfd >= 0:
+                    os.close(pidfd)
+                parent.close()
         self._forget_listener(listener)
         try:
             status, value = pickle.loads(payload)
@@ -752,11 +804,22 @@ class KernelEmulator:
         raise EmulatorError(f"the function's {status} could not be pickled: {value}")
 
     def _child_main(
-        self, sock: socket.socket, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        sock: socket.socket,
+        supervisor: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:  # pragma: no cover - runs in the child
         code = 0
         try:
             try:
+                # The child must not outlive its supervisor: nobody would answer its trapped calls or
+                # reap it. PR_SET_PDEATHSIG covers a supervisor that dies from now on; getppid() one
+                # that died before (the child was then reparented and the signal will never come).
+                _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != supervisor:
+                    os._exit(1)
                 listener = _seccomp.install_listener(self._arch, self._program)
             except BaseException as exc:
                 sock.sendall(b"E" + f"{exc}".encode())
@@ -830,13 +893,18 @@ class KernelEmulator:
         self._close_listener()
 
     def _close_listener(self) -> None:
-        if self._listener >= 0:
-            self._forget_listener(self._listener)
-            self._listener = -1
+        with self._listener_lock:
+            listener, self._listener = self._listener, -1
+        if listener >= 0:
+            self._forget_listener(listener)
 
     def _forget_listener(self, listener: int) -> None:
-        # Parked reads answer from their own threads: they check the set under the same lock.
+        """Close ``listener`` if the emulator still owns it (idempotent: :attr:`_live_listeners` is the
+        ownership record, so racing closers close it once, and never a number reused since)."""
+        # Parked reads answer from their own threads: they use a listener only under the same lock.
         with self._listener_lock:
+            if listener not in self._live_listeners:
+                return
             self._live_listeners.discard(listener)
             os.close(listener)
 
@@ -922,7 +990,7 @@ class KernelEmulator:
         if changed is not None:
             self.states.append((index, self._kernel.snapshot(changed)))
         self._kernel.changed = None
-        _seccomp.notif_send(listener, notif.id, val=val if not err else 0, error=err, flags=flags)
+        self._answer(listener, notif.id, val=val if not err else 0, error=err, flags=flags)
 
     # -- data path ----------------------------------------------------------------------------
 
@@ -1086,9 +1154,19 @@ class KernelEmulator:
         return True
 
     def _answer(self, listener: int, notif_id: int, *, val: int = 0, error: int = 0, flags: int = 0) -> None:
+        """Answer a notification on ``listener`` unless it was closed meanwhile (then nobody waits for it).
+
+        Raises:
+            OSError: when ``SECCOMP_IOCTL_NOTIF_SEND`` fails for another reason than a target gone.
+        """
         with self._listener_lock:
             if listener in self._live_listeners:
                 _seccomp.notif_send(listener, notif_id, val=val, error=error, flags=flags)
+
+    def _pending(self, listener: int, notif_id: int) -> bool:
+        """True while the notification waits for an answer on ``listener``, which the emulator still owns."""
+        with self._listener_lock:
+            return listener in self._live_listeners and _seccomp.notif_id_valid(listener, notif_id)
 
     def _park(self, read: _Read) -> None:
         """A blocking read with nothing queued: wait for a frame in a helper thread, then answer.
@@ -1100,11 +1178,8 @@ class KernelEmulator:
         def wait() -> None:
             try:
                 while not self._closed:
-                    with self._listener_lock:
-                        if listener not in self._live_listeners:
-                            return
-                    if not _seccomp.notif_id_valid(listener, notif.id):
-                        return  # a signal interrupted the read, or the target is gone
+                    if not self._pending(listener, notif.id):
+                        return  # a signal interrupted the read, the target is gone, or the listener closed
                     if _readable(local, 0.05):
                         with self._read_lock:
                             ready = _readable(local)
@@ -1162,6 +1237,29 @@ class KernelEmulator:
             "reads": self.reads,
             "passed_reads": self.passed_reads,
         }
+
+
+def _reap(pid: int) -> None:
+    """Wait for child ``pid`` to end, even when the wait is interrupted (Ctrl-C, SIGTERM): the child is
+    then killed, reaped, and the interruption passed on. A child reaped elsewhere counts as reaped.
+
+    Raises:
+        KeyboardInterrupt: (or :class:`~pytun_hash.errors.Terminated`) once the child is reaped.
+    """
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        except KeyboardInterrupt as exc:
+            interrupted = interrupted or exc
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            continue
+        break
+    if interrupted is not None:
+        raise interrupted
 
 
 def _merged(writes: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:

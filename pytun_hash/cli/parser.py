@@ -1,0 +1,92 @@
+"""The argument parser of ``pytun-hash``: every command, its options, the exit codes and examples in ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from pytun_hash.cli import apply, demo, devices, hashcmd, probe, show
+from pytun_hash.cli.output import EXIT_CODES_HELP, PROG, CliError, ExitCode
+
+__all__ = ["build_parser"]
+
+_DESCRIPTION = """\
+virtio-net hashing (RSS and hash reports) for Linux TUN/TAP devices.
+
+Start with `pytun-hash probe` (what this kernel offers) and `sudo pytun-hash demo`
+(RSS end to end on a private TAP, checked against the software model)."""
+
+_EXAMPLES = """\
+examples:
+  pytun-hash probe
+  sudo pytun-hash demo
+  pytun-hash hash --key microsoft --src 66.9.149.187 --sport 2794 --dst 161.142.100.80 --dport 1766
+  sudo pytun-hash create tap0 --queues 4 --vnet-hdr-size 20 --vnet-le --owner $USER
+  sudo pytun-hash apply --dev tap0 --key random --save tap0-rss.toml
+  sudo pytun-hash show --dev tap0
+  pytun-hash predict --config tap0-rss.toml --queues 4 udp,10.0.0.1:5000,10.0.0.2:53
+  pytun-hash apply --dry-run --revision v12 --queues 4 --key microsoft --json
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors raise :class:`CliError` (one line, exit 2) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message, f"see `{self.prog} --help`", ExitCode.USAGE)
+
+
+class _Version(argparse.Action):
+    """``--version``: looked up only when asked for (``importlib.metadata`` is slow to import)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(f"{parser.prog} {_version()}\n")
+        parser.exit()
+
+
+def _common_options(*, top: bool) -> argparse.ArgumentParser:
+    # Subcommands repeat the options with SUPPRESS defaults, so a value given before the
+    # command name is not reset by the subcommand's parser.
+    parent = _Parser(add_help=False)
+    default: object = False if top else argparse.SUPPRESS
+    parent.add_argument("--json", action="store_true", default=default, help="print a JSON document on stdout")
+    parent.add_argument("--debug", action="store_true", default=default, help="show tracebacks with errors")
+    return parent
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("pytun_hash")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The complete argument parser (for documentation tools and tests)."""
+    parser = _Parser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        epilog=f"{EXIT_CODES_HELP}\n\n{_EXAMPLES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(top=True)],
+    )
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parents = [_common_options(top=False)]
+    probe.add_parser(sub, parents)
+    devices.add_parsers(sub, parents)
+    apply.add_parsers(sub, parents)
+    show.add_parser(sub, parents)
+    hashcmd.add_parsers(sub, parents)
+    demo.add_parser(sub, parents)
+    return parser
