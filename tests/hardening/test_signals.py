@@ -231,7 +231,10 @@ class Child:
             progs = {int(i) for kind, i in made if kind == "prog"}
             maps = {int(i) for kind, i in made if kind == "map"}
             deadline = time.monotonic() + RELEASE_TIMEOUT
-            while True:
+            alive_progs: set[int] = set()
+            alive_maps: set[int] = set()
+            # Nothing made, nothing to look for (and listing ids needs the privileges the child had).
+            while progs or maps:
                 alive_progs, alive_maps = tracking.alive_bpf(progs, maps)
                 if not (alive_progs or alive_maps) or time.monotonic() > deadline:
                     break
