@@ -27,6 +27,7 @@ __all__ = [
     "check_table_length",
     "generate_key",
     "parse_hash_types",
+    "weighted_table",
 ]
 
 MAX_INDIRECTION_TABLE_LENGTH = 128
@@ -62,6 +63,41 @@ def generate_key(length: int = MAX_KEY_SIZE) -> bytes:
     if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_KEY_SIZE:
         raise ValidationError("key", f"length must be 1..{MAX_KEY_SIZE} bytes, got {shorten(length)}")
     return os.urandom(length)
+
+
+def weighted_table(weights: Sequence[int], length: int = MAX_INDIRECTION_TABLE_LENGTH) -> tuple[int, ...]:
+    """An indirection table spreading ``length`` entries over queues in proportion to ``weights``, as
+    ``ethtool -X DEV weight W0 W1 ...`` fills a device's table (queue ``j`` gets about
+    ``length * W[j] / sum(W)`` consecutive entries; a weight of 0 gives a queue none).
+
+    Args:
+        weights: one non-negative weight per queue, from queue 0; their sum at most ``length``.
+        length: table entries, a power of two from 1 to 128.
+
+    Raises:
+        ValidationError: for a bad length, a negative or non-integer weight, all weights 0, more than
+            65536 weights, or a sum above ``length`` (ethtool's own rules).
+    """
+    check_table_length(length, "indirection_table")
+    if isinstance(weights, str | bytes) or len(weights) > MAX_QUEUE + 1:
+        raise ValidationError("weights", f"expected at most {MAX_QUEUE + 1} weights, got {shorten(weights)}")
+    for j, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ValidationError(f"weights[{j}]", f"expected an integer >= 0, got {shorten(w)}")
+    total = sum(weights)
+    if total == 0:
+        raise ValidationError("weights", "at least one weight must be non-zero")
+    if total > length:
+        raise ValidationError("weights", f"the weights add up to {total}, more than the table's {length} entries")
+    table: list[int] = []
+    queue, partial = -1, 0
+    for i in range(length):
+        # ethtool's fill: the next queue starts once i reaches its share of the table so far.
+        while i >= length * partial // total:
+            queue += 1
+            partial += weights[queue]
+        table.append(queue)
+    return tuple(table)
 
 
 def parse_hash_types(value: object, field: str = "types") -> HashType:

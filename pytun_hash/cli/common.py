@@ -11,7 +11,13 @@ from typing import Any
 from pytun_hash._abi import HashType, Revision
 from pytun_hash.backend import Backend
 from pytun_hash.cli.output import CliError, ExitCode
-from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, VnetHashConfig, check_table_length, parse_hash_types
+from pytun_hash.config import (
+    MAX_INDIRECTION_TABLE_LENGTH,
+    VnetHashConfig,
+    check_table_length,
+    parse_hash_types,
+    weighted_table,
+)
 from pytun_hash.configfile import config_from_mapping, parse_key, read_config_file
 from pytun_hash.device import rtnl
 from pytun_hash.device.tap import TunTapDevice
@@ -115,6 +121,18 @@ def parse_int(text: str, field: str, *, prefixed: bool = False) -> int:
         return int(text, 0 if prefixed else 10)
     except ValueError:  # "010" with prefixed: int() refuses leading zeros in base 0
         raise ValidationError(field, f"not a number: {shorten(text)}") from None
+
+
+def weight_list(text: str) -> list[int]:
+    """``--weight 6,2``: comma-separated queue weights (one argument, so flows after it stay flows).
+
+    Raises:
+        argparse.ArgumentTypeError: for an empty list, more than 65536 weights or a bad number.
+    """
+    parts = text.split(",")
+    if not text or len(parts) > 65536:
+        raise argparse.ArgumentTypeError(f"expected 1 to 65536 comma-separated weights, got {shorten(text)}")
+    return [int_arg(part) for part in parts]
 
 
 def int_arg(text: str) -> int:
@@ -238,7 +256,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, key_help: str) -> N
         metavar="TYPES",
         help="hash types, e.g. tcpv4,udpv4,ipv4 or all (default: all six IPv4/IPv6 types)",
     )
-    group.add_argument("--table", metavar="QUEUES", type=queue_list, help="indirection table, e.g. 0,1,2,3 or 0-3")
+    table = group.add_mutually_exclusive_group()
+    table.add_argument("--table", metavar="QUEUES", type=queue_list, help="indirection table, e.g. 0,1,2,3 or 0-3")
+    table.add_argument(
+        "--equal", metavar="N", type=int_arg, help="as ethtool -X equal N: spread the table evenly over queues 0..N-1"
+    )
+    table.add_argument(
+        "--weight",
+        metavar="W0,W1,...",
+        type=weight_list,
+        help="as ethtool -X weight W0 W1 ...: queue i gets a share of the table proportional to Wi",
+    )
     group.add_argument(
         "--table-length",
         metavar="N",
@@ -281,14 +309,19 @@ def config_from_args(args: argparse.Namespace, *, queues: int | None, key_requir
         data["unclassified_queue"] = args.unclassified_queue
     if args.table is not None:
         data["indirection_table"] = args.table
-    elif "indirection_table" not in data:
+    elif args.weight is not None:
+        data["indirection_table"] = list(weighted_table(args.weight, args.table_length))
+    elif args.equal is not None or "indirection_table" not in data:
+        if args.equal is not None:
+            queues = args.equal
         if queues is None:
             raise CliError(
                 "no indirection table: the config file has none and neither --table nor --queues was given",
-                "give --queues N (a round-robin table over N queues) or --table 0,1,...",
+                "give --queues N or --equal N (a round-robin table over N queues), --weight W0,W1,... or "
+                "--table 0,1,...",
             )
         if queues < 1:
-            raise ValidationError("--queues", f"must be >= 1, got {queues}")
+            raise ValidationError("--equal" if args.equal is not None else "--queues", f"must be >= 1, got {queues}")
         length = args.table_length
         check_table_length(length, "--table-length")
         data["indirection_table"] = [i % queues for i in range(length)]

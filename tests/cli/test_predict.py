@@ -284,3 +284,15 @@ def test_a_capture_cut_short_ends_the_streamed_document_with_the_error(
     assert doc["ok"] is False and doc["error"]["field"] == "pcap" and len(doc["packets"]) == 59
     text = cli("predict", "--config", str(config_file), "--pcap", str(path), "--per-packet")
     assert text.code == 2 and text.out.count("\n") == 4 + 59  # head, table header, the packets read; no summary
+
+
+def test_ethtool_equal_and_weight_build_the_table(cli: Any) -> None:
+    weighted = cli("predict", "--key", "microsoft", "--weight", "6,2", "--table-length", "8", *FLOWS[:1], "--json")
+    assert weighted.json()["config"]["indirection_table"] == [0, 0, 0, 0, 0, 0, 1, 1]  # as ethtool -X weight 6 2
+    equal = cli("predict", "--key", "microsoft", "--equal", "3", "--table-length", "8", *FLOWS[:1], "--json")
+    assert equal.json()["config"]["indirection_table"] == [0, 1, 2, 0, 1, 2, 0, 1]
+    both = cli("predict", "--key", "microsoft", "--equal", "3", "--table", "0-3", *FLOWS[:1])
+    assert both.code == 2 and "not allowed with argument" in both.err
+    over = cli("predict", "--key", "microsoft", "--weight", "100,29", *FLOWS[:1], "--json")
+    assert over.code == 2 and "more than the table's 128 entries" in over.json()["error"]["message"]
+    assert cli("predict", "--key", "microsoft", "--weight", "0,0", *FLOWS[:1]).code == 2

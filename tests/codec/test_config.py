@@ -139,3 +139,15 @@ def test_ethtool_flow_type_names_are_aliases() -> None:
     with pytest.raises(ValidationError) as info:
         parse_hash_types("tcp9")
     assert "ethtool's ip4" in info.value.rule
+
+
+def test_weighted_table_fills_as_ethtool_does() -> None:
+    from pytun_hash.config import weighted_table
+
+    assert weighted_table([1, 1, 1, 1], 8) == (0, 0, 1, 1, 2, 2, 3, 3)
+    assert weighted_table([0, 1], 4) == (1, 1, 1, 1)  # a weight of 0 gives a queue no entry
+    table = weighted_table([1, 2, 1], 128)
+    assert [table.count(q) for q in range(3)] == [32, 64, 32]
+    for bad in ([], [0, 0], [-1, 2], [129], [True]):
+        with pytest.raises(ValidationError):
+            weighted_table(bad, 128)
