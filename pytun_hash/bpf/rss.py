@@ -57,7 +57,7 @@ from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BpfError, DeviceGoneError, KernelError, ValidationError
 from pytun_hash.model.classify import Semantics
 
-__all__ = ["EBPF_RSS_OWNER", "PIN_NAMES", "EbpfRss", "enable_ebpf_rss"]
+__all__ = ["EBPF_RSS_OWNER", "PIN_NAMES", "EbpfRss", "enable_ebpf_rss", "open_pinned"]
 
 #: The owner name recorded in the device's steering state while eBPF RSS is attached.
 EBPF_RSS_OWNER = "ebpf-rss"
@@ -283,32 +283,11 @@ class EbpfRss:
             ValidationError: for a config the program cannot implement.
         """
         check_supported(config)
-        paths = {name: os.path.join(directory, name) for name in PIN_NAMES}
         tables = toeplitz_tables(config.key, semantics=semantics)
-        value = config_value(config, tables=tables, semantics=semantics)
-        with contextlib.ExitStack() as stack:
-            program = stack.enter_context(get_pinned_program(paths["prog"]))
-            outer = stack.enter_context(get_pinned_map(paths["outer"]))
-            inner = stack.enter_context(get_pinned_map(paths["config"]))
-            if not isinstance(outer, ArrayOfMaps) or not isinstance(inner, ArrayMap):
-                raise BpfError(errno.EINVAL, f"BPF_OBJ_GET({directory})", "these pins are not an RSS program's maps")
-            if program_id is not None and program.id != program_id:
-                raise BpfError(
-                    errno.ESTALE,
-                    f"BPF_OBJ_GET({paths['prog']})",
-                    f"the pinned program is id {program.id}, the record says {program_id}: someone replaced it",
-                )
-            if outer.lookup_id(0) != inner.id:
-                raise BpfError(
-                    errno.ESTALE, f"BPF_OBJ_GET({paths['config']})", "the pinned config map is not the one in force"
-                )
-            if inner.lookup(0) != value:
-                raise BpfError(
-                    errno.ESTALE,
-                    f"BPF_MAP_LOOKUP_ELEM({paths['config']})",
-                    "the pinned config map does not hold the recorded configuration",
-                )
-            stack.pop_all()
+        program, outer, inner = open_pinned(
+            directory, config_value(config, tables=tables, semantics=semantics), program_id=program_id
+        )
+        paths = {name: os.path.join(directory, name) for name in PIN_NAMES}
         rss = cls(
             program=program,
             outer=outer,
@@ -638,6 +617,44 @@ class EbpfRss:
         where = f"attached to {self._device.name!r}" if self._device is not None else "not attached"
         state = "closed" if self._inner is None else where
         return f"EbpfRss({self._mode.value}, {self._output.value}, {state})"
+
+
+def open_pinned(
+    directory: str, value: bytes, *, program_id: int | None = None
+) -> tuple[Program, ArrayOfMaps, ArrayMap]:
+    """Open what :meth:`EbpfRss.pin` left in ``directory`` and check that it is one consistent whole:
+    the program (of id ``program_id`` when given), the outer map, and the config map, which must be
+    the one in the outer map's slot and hold ``value`` byte for byte. The caller owns the three.
+
+    Raises:
+        BpfError: when a pin is missing, is not what it should be, or differs from the expected
+            state (``ESTALE``: replaced program, another config map in force, other contents).
+    """
+    paths = {name: os.path.join(directory, name) for name in PIN_NAMES}
+    with contextlib.ExitStack() as stack:
+        program = stack.enter_context(get_pinned_program(paths["prog"]))
+        outer = stack.enter_context(get_pinned_map(paths["outer"]))
+        inner = stack.enter_context(get_pinned_map(paths["config"]))
+        if not isinstance(outer, ArrayOfMaps) or not isinstance(inner, ArrayMap):
+            raise BpfError(errno.EINVAL, f"BPF_OBJ_GET({directory})", "these pins are not an RSS program's maps")
+        if program_id is not None and program.id != program_id:
+            raise BpfError(
+                errno.ESTALE,
+                f"BPF_OBJ_GET({paths['prog']})",
+                f"the pinned program is id {program.id}, the record says {program_id}: someone replaced it",
+            )
+        if outer.lookup_id(0) != inner.id:
+            raise BpfError(
+                errno.ESTALE, f"BPF_OBJ_GET({paths['config']})", "the pinned config map is not the one in force"
+            )
+        if inner.lookup(0) != value:
+            raise BpfError(
+                errno.ESTALE,
+                f"BPF_MAP_LOOKUP_ELEM({paths['config']})",
+                "the pinned config map does not hold the recorded configuration",
+            )
+        stack.pop_all()
+    return program, outer, inner
 
 
 def enable_ebpf_rss(device: TunTapBase, config: VnetHashConfig) -> EbpfRss:

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps
-from pytun_hash.bpf.pin import BPFFS_ROOT, get_pinned_map, get_pinned_program, pin_dir, remove_pin_dir
+from pytun_hash.bpf.pin import BPFFS_ROOT, pin_dir, remove_pin_dir
+from pytun_hash.bpf.rss import open_pinned
 from pytun_hash.bpf.rss_program import config_value
 from pytun_hash.device.record import (
     DEFAULT_RECORD_ROOT,
@@ -182,14 +182,9 @@ def verify(record: Record) -> bool:
     if record.backend != "ebpf" or pins is None or not record.config.rss:
         return False
     try:
-        with get_pinned_program(pins.program) as program:
-            if program.id != pins.program_id:
-                return False
-        with get_pinned_map(pins.map_path("outer")) as outer, get_pinned_map(pins.map_path("config")) as inner:
-            if not isinstance(outer, ArrayOfMaps) or not isinstance(inner, ArrayMap):
-                return False
-            if outer.lookup_id(0) != inner.id:
-                return False
-            return inner.lookup(0) == config_value(record.config)
+        objects = open_pinned(pins.pin_dir, config_value(record.config), program_id=pins.program_id)
     except (KernelError, ValidationError):
         return False
+    for obj in objects:
+        obj.close()
+    return True
