@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,17 @@ def bpf_since(mark: int) -> tuple[set[int], set[int]]:
     """``(program ids, map ids)`` this process created after ``mark``."""
     made = _BPF[mark:]
     return {i for k, i in made if k == "prog"}, {i for k, i in made if k == "map"}
+
+
+def program_freed(program_id: int, within: float = 2.0) -> bool:
+    """Whether the kernel frees program ``program_id`` within ``within`` seconds (it frees a detached,
+    unpinned program after an RCU grace period, so this polls)."""
+    deadline = time.monotonic() + within
+    while program_id in prog_ids():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def alive_bpf(progs: set[int], maps: set[int]) -> tuple[set[int], set[int]]:

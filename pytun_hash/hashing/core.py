@@ -385,8 +385,6 @@ class Hashing:
                 packet_info=self.device.packet_info,
                 semantics=self.semantics,
             )
-        else:
-            self._reporter.config = self._config
         return self._reporter
 
     @property
@@ -431,6 +429,8 @@ class Hashing:
                 self.device.check_report_header()
             self._backend.apply(config)
             self._config = config
+            if self._reporter is not None and config.report:
+                self._reporter.config = config  # a filler handed out keeps filling with what is in force
             self._record = self._place.write(self._backend, config, self._owner)
 
     def disable(self) -> None:

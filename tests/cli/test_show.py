@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 
 from pytun_hash import traffic
 from pytun_hash.bpf.insn import Assembler, Reg
-from pytun_hash.bpf.prog import Program, prog_ids
+from pytun_hash.bpf.prog import Program
 from pytun_hash.cli.show import indirection_rows
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
@@ -46,16 +45,6 @@ def _pytun(*args: str) -> subprocess.CompletedProcess[str]:
 def _doc(run: subprocess.CompletedProcess[str]) -> Any:
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
-
-
-def _gone(program_id: int, within: float = 2.0) -> bool:
-    """Whether the kernel freed program ``program_id`` (within ``within`` seconds)."""
-    deadline = time.monotonic() + within
-    while program_id in prog_ids():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def _queues(ns: NetworkNamespace, device: TunTapDevice, *, seed: int) -> set[int]:
@@ -108,7 +97,7 @@ def test_apply_show_disable_in_separate_processes(cli: Any, vmm: TunTapDevice, s
     off = _doc(_pytun("disable", "--dev", vmm.name, "--json"))
     assert off["backend"] == "ebpf" and off["action"].startswith("steering program detached")
     assert off["in_force"] is None and not os.path.exists(pins["pin_dir"])
-    assert _gone(pins["program_id"])  # detached and unpinned: nothing holds it
+    assert tracking.program_freed(pins["program_id"])  # detached and unpinned: nothing holds it
     after = _doc(_pytun("show", "--dev", vmm.name, "--json"))
     assert after["backend"] is None and after["config"] is None and after["verified"] is False
 
@@ -162,7 +151,7 @@ def test_apply_no_rss_detaches_the_program(cli: Any, netns: NetworkNamespace, vm
     doc = off.json()
     assert doc["in_force"]["backend"] == "ebpf" and doc["in_force"]["ebpf"] is None
     assert doc["in_force"]["config"]["rss"] is False
-    assert _gone(program_id)  # the device held the only reference: it was detached
+    assert tracking.program_freed(program_id)  # the device held the only reference: it was detached
     assert len(_queues(netns, vmm, seed=2)) > 1  # automatic queue selection spreads the flows again
     shown = cli("show", "--dev", vmm.name, "--json").json()
     assert shown["config"]["rss"] is False and shown["ebpf"] is None and shown["verified"] is False
@@ -180,11 +169,11 @@ def test_disable_leaves_a_foreign_program_unless_forced(cli: Any, vmm: TunTapDev
         foreign = program.id
     left = cli("disable", "--dev", vmm.name, "--json")
     assert left.code == 0 and left.json()["backend"] is None and "left alone" in left.json()["action"]
-    assert not _gone(foreign, within=0.2)  # still attached: the device holds it
+    assert not tracking.program_freed(foreign, within=0.2)  # still attached: the device holds it
     assert "--force" in cli("disable", "--dev", vmm.name).out
     forced = cli("disable", "--dev", vmm.name, "--force", "--json")
     assert forced.code == 0 and "--force" in forced.json()["action"]
-    assert _gone(foreign)
+    assert tracking.program_freed(foreign)
 
 
 @pytest.mark.kernel
@@ -210,7 +199,7 @@ def test_a_stale_record_is_reported_and_not_used(
         assert doc["backend"] is None and doc["config"] is None and doc["verified"] is False
         assert [s["reason"] for s in doc["stale"]] == ["device-recreated"] and "stale record" in shown.err
         assert store.read(old) is None and not os.path.exists(pins["pin_dir"])  # removed, pins too
-        assert _gone(pins["program_id"])
+        assert tracking.program_freed(pins["program_id"])
         again = cli("show", "--dev", "stale0", "--json").json()
         assert again["stale"] == [] and again["backend"] is None
         assert "left alone" in cli("disable", "--dev", "stale0", "--json").json()["action"]
@@ -234,9 +223,9 @@ def test_without_a_bpffs_apply_warns_and_records_no_pins(
     shown = cli("show", "--dev", vmm.name, "--json").json()
     assert shown["backend"] == "ebpf" and shown["verified"] is False and shown["config"] == doc["config"]
     (program_id,) = tracking.bpf_since(mark)[0]
-    assert not _gone(program_id, within=0.1)  # attached, held by the device only
+    assert not tracking.program_freed(program_id, within=0.1)  # attached, held by the device only
     off = cli("disable", "--dev", vmm.name, "--json").json()
-    assert off["action"].startswith("steering program detached") and _gone(program_id)
+    assert off["action"].startswith("steering program detached") and tracking.program_freed(program_id)
 
 
 @pytest.mark.kernel

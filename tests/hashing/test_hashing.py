@@ -27,10 +27,10 @@ from pytun_hash import (
     VnetHashConfig,
     predict_queue,
 )
-from pytun_hash.bpf.prog import prog_ids
 from pytun_hash.device import TunTapDevice
 from pytun_hash.hashing import StateLocation, verify
 from pytun_hash.testing import FakeTunTap, KernelEmulator
+from tests import tracking
 from tests.bpf.frames import random_ethernet_frame
 
 CONFIG = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, table_length=8)
@@ -168,21 +168,10 @@ def test_report_only_needs_no_program_and_is_recorded(tap: TunTapDevice) -> None
         program_id = program.program.id
         hashing.reconfigure(CONFIG.replace(rss=False, report=True))
         assert hashing.ebpf is None and not tap.steering.steering_attached
-        assert program_id not in prog_ids() or _freed(program_id)
+        assert tracking.program_freed(program_id)
         record = hashing.record
         assert record is not None and record.backend == "ebpf" and record.ebpf is None
         assert not record.config.rss and record.config.report
-
-
-def _freed(program_id: int) -> bool:
-    import time
-
-    deadline = time.monotonic() + 2.0
-    while program_id in prog_ids():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 @pytest.mark.kernel
