@@ -231,13 +231,13 @@ def test_without_a_bpffs_apply_warns_and_records_no_pins(
 @pytest.mark.kernel
 @pytest.mark.bpf
 def test_apply_warns_of_folded_queues_only_when_queues_are_held(cli: Any, vmm: TunTapDevice) -> None:
-    held = cli("apply", "--dev", vmm.name, "--key", "random", "--table", "0-5,0,1", "--json")
+    held = cli("apply", "--dev", vmm.name, "--backend", "ebpf", "--key", "random", "--table", "0-5,0,1", "--json")
     assert held.code == 0 and any("queue 5" in w and "4 attached" in w for w in held.json()["warnings"])
     assert cli("disable", "--dev", vmm.name).code == 0
     with TunTapDevice.create("pst%d", queues=4, vnet_hdr=True, persist=True) as persistent:
         name = persistent.name
     try:  # a persistent device nobody holds: this command's own queue is no count to fold by
-        idle = cli("apply", "--dev", name, "--key", "random", "--table", "0-5,0,1", "--json")
+        idle = cli("apply", "--dev", name, "--backend", "ebpf", "--key", "random", "--table", "0-5,0,1", "--json")
         assert idle.code == 0 and "warnings" not in idle.json()
         assert cli("disable", "--dev", name).code == 0
     finally:
