@@ -773,6 +773,16 @@ class RecordStore:
                 raise
             os.close(fd)  # a removed lock file: take the current one
 
+    @staticmethod
+    def _drop_dead_temps(dir_fd: int, name: str) -> None:
+        """Remove temporary files of ``name`` left by a writer that was killed mid-write. Writers hold
+        the device's lock, which the caller holds now, so no such file belongs to a live writer."""
+        prefix = f".{name}."
+        for entry in os.listdir(dir_fd):
+            if entry.startswith(prefix) and entry.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry, dir_fd=dir_fd)
+
     def _require_lock(self, dir_fd: int, device: DeviceId, what: str) -> None:
         if self._key(dir_fd, device) not in _held():
             raise ValidationError("lock", f"{what} needs the device's lock: run it inside `with store.lock(device):`")
@@ -847,6 +857,7 @@ class RecordStore:
                     raise self._unsafe(path, "is a symlink")
             except FileNotFoundError:
                 pass
+            self._drop_dead_temps(dir_fd, name)
             temp = f".{name}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}.tmp"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
@@ -883,6 +894,7 @@ class RecordStore:
             if dir_fd is None:
                 return False
             self._require_lock(dir_fd, device, "remove()")
+            self._drop_dead_temps(dir_fd, device.filename + ".json")
             try:
                 os.unlink(device.filename + ".json", dir_fd=dir_fd)
             except FileNotFoundError:

@@ -514,3 +514,26 @@ def test_decoded_copies_are_independent() -> None:
     clone = copy.deepcopy(doc)
     clone["ebpf"]["maps"]["extra"] = "/sys/fs/bpf/x"
     assert decode_record(json.dumps(doc)) != decode_record(json.dumps(clone))
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(store: RecordStore) -> None:
+    """A writer killed between creating its temporary file and the rename leaves it behind; the next
+    holder of the lock (no live writer can own it then) removes it on write and on remove."""
+    directory = store.directory(DEV.netns)
+    for action in ("write", "remove"):
+        with store.lock(DEV):
+            store.write(_native())
+        dead = os.path.join(directory, ".7-vm0.json.12345.678.deadbeef.tmp")
+        with open(dead, "w") as f:
+            f.write("{")
+        other = os.path.join(directory, ".8-vm1.json.1.2.aa.tmp")  # another device's: not ours to judge
+        with open(other, "w") as f:
+            f.write("{")
+        with store.lock(DEV):
+            if action == "write":
+                store.write(_native())
+            else:
+                store.remove(DEV)
+        assert not os.path.exists(dead) and os.path.exists(other)
+        os.unlink(other)
+    assert not any(e.endswith(".tmp") for e in os.listdir(directory))
