@@ -9,6 +9,7 @@ Where records live (:class:`RecordStore`, root ``/run/pytun_hash`` by default)::
     /run/pytun_hash/                          0700 root
         <netns inode>/                        0700 root, one per network namespace
             <ifindex>-<name>.json             0600 root, the record (JSON, below)
+            <ifindex>-<name>.intent           0600 root, what the device was made for (below)
             <ifindex>-<name>.lock             0600 root, the device's lock (flock)
 
 The record format (version 1; every field required, no other field allowed)::
@@ -25,6 +26,16 @@ The record format (version 1; every field required, no other field allowed)::
               "maps": {"config": "/sys/fs/bpf/pytun_hash/4026531840/7/config"},
               "program_id": 42}}
 
+The intent file (:class:`DeviceIntent`, version 1) says what a device was created for, so that a
+later process can configure it before any queue is attached (a fresh persistent device has none,
+and the kernel keeps no queue count)::
+
+    {"version": 1,
+     "device": {"netns": 4026531840, "ifindex": 7, "name": "vm0"},
+     "queues": 4,                            # the queues a VMM will attach (1..256)
+     "owner": {...},                         # who created it, as in a record
+     "created_at": "2026-12-03T17:40:00.000000+00:00"}
+
 Rules:
 
 * Root-only: the key is a secret. Directories are created 0700 and files 0600; a record file
@@ -34,11 +45,13 @@ Rules:
   rename over the record, fsync of the directory.
 * One lock per device: :meth:`RecordStore.lock` takes an exclusive ``flock`` on the device's
   lock file and holds it for a whole read-modify-write; it excludes other processes and other
-  threads alike. :meth:`RecordStore.write` and :meth:`RecordStore.remove` require it. The lock
-  file is removed with the record (when the lock is released and no record is left).
+  threads alike. :meth:`RecordStore.write` and :meth:`RecordStore.remove` (and their intent
+  counterparts) require it. The lock file is removed with the last of record and intent (when the
+  lock is released and neither is left).
 * Staleness: a record is trusted only while its device exists with the same ifindex and, for
   eBPF, its pinned program is still there. :func:`staleness` says why a record is stale;
-  :meth:`RecordStore.check` also removes it.
+  :meth:`RecordStore.check` also removes it. An intent is trusted only while its device exists
+  with the same ifindex (:meth:`RecordStore.read_intent_checked`).
 """
 
 from __future__ import annotations
@@ -62,7 +75,7 @@ import attrs
 from pytun_hash._abi.revision import Revision
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import rtnl
-from pytun_hash.device.primitives import check_name
+from pytun_hash.device.primitives import MAX_TAP_QUEUES, check_name
 from pytun_hash.errors import (
     BusyError,
     DecodeError,
@@ -71,6 +84,7 @@ from pytun_hash.errors import (
     PrivilegeError,
     ValidationError,
     kernel_error,
+    shorten,
 )
 
 __all__ = [
@@ -80,6 +94,7 @@ __all__ = [
     "BackendName",
     "Checked",
     "DeviceId",
+    "DeviceIntent",
     "EbpfPins",
     "Owner",
     "Record",
@@ -88,7 +103,9 @@ __all__ = [
     "StaleReason",
     "StaleRecord",
     "UnsafeRecordError",
+    "decode_intent",
     "decode_record",
+    "encode_intent",
     "encode_record",
     "link_index",
     "staleness",
@@ -100,6 +117,10 @@ RECORD_VERSION = 1
 DEFAULT_RECORD_ROOT = "/run/pytun_hash"
 #: Records larger than this are refused unread (a record is about 1 KiB).
 MAX_RECORD_BYTES = 64 * 1024
+#: The intent format this module writes and reads.
+INTENT_VERSION = 1
+_RECORD_SUFFIX = ".json"
+_INTENT_SUFFIX = ".intent"
 
 BackendName = Literal["native", "ebpf"]
 _BACKENDS = ("native", "ebpf")
@@ -354,6 +375,38 @@ class Record:
                 raise ValidationError("ebpf", "an eBPF record names its pinned program and maps, or null")
 
 
+@attrs.frozen
+class DeviceIntent:
+    """What a device was created for, kept for the processes that configure it later.
+
+    A persistent multi-queue device holds no queue until a VMM attaches them, and the kernel keeps
+    no count of the queues it is meant to have; the intent does.
+
+    Attributes:
+        device: the device.
+        queues: the number of queues it is made for (1..256, the kernel's ``MAX_TAP_QUEUES``).
+        owner: who created it.
+        created_at: when, as a UTC ISO 8601 time (default: now).
+        version: the intent format, :data:`INTENT_VERSION`.
+    """
+
+    device: DeviceId
+    queues: int
+    owner: Owner
+    created_at: str = attrs.field(factory=_utc_now)
+    version: int = INTENT_VERSION
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.device, DeviceId):
+            raise ValidationError("device", f"expected a DeviceId, got {type(self.device).__name__}")
+        _int(self.queues, "queues", minimum=1, maximum=MAX_TAP_QUEUES)
+        if not isinstance(self.owner, Owner):
+            raise ValidationError("owner", f"expected an Owner, got {type(self.owner).__name__}")
+        _check_time(self.created_at, "created_at")
+        if self.version != INTENT_VERSION:
+            raise ValidationError("version", f"this binding writes and reads version {INTENT_VERSION}")
+
+
 # ----------------------------------------------------------------------------- JSON
 
 
@@ -385,12 +438,7 @@ def encode_record(record: Record) -> str:
         "backend": record.backend,
         "revision": None if record.revision is None else record.revision.value,
         "config": record.config.to_mapping(),
-        "owner": {
-            "pid": record.owner.pid,
-            "uid": record.owner.uid,
-            "command": list(record.owner.command),
-            "name": record.owner.name,
-        },
+        "owner": _owner_document(record.owner),
         "applied_at": record.applied_at,
         "ebpf": None
         if record.ebpf is None
@@ -432,18 +480,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _decode(text: str | bytes) -> Record:
-    if isinstance(text, bytes | bytearray) and len(text) > MAX_RECORD_BYTES:
-        raise ValidationError(None, f"a record is at most {MAX_RECORD_BYTES} bytes, got {len(text)}")
-    try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError) as exc:
-        raise ValidationError(None, f"not JSON: {exc}") from None
-    top = _object(doc, "", _TOP)
+    top = _object(_load(text), "", _TOP)
     version = top["version"]
     if type(version) is not int or version != RECORD_VERSION:
-        raise ValidationError("version", f"expected record format {RECORD_VERSION}, got {version!r}")
-    dev = _object(top["device"], "device", ("netns", "ifindex", "name"))
-    device = _nested("device", lambda: DeviceId(dev["netns"], dev["ifindex"], dev["name"]))
+        raise ValidationError("version", f"expected record format {RECORD_VERSION}, got {shorten(version)}")
+    device = _decode_device(top["device"])
     backend = top["backend"]
     if backend not in _BACKENDS:
         raise ValidationError("backend", f"expected 'native' or 'ebpf', got {backend!r}")
@@ -459,10 +500,7 @@ def _decode(text: str | bytes) -> Record:
     if not isinstance(raw_config, dict):
         raise ValidationError("config", f"expected an object, got {type(raw_config).__name__}")
     config = _nested("config", lambda: VnetHashConfig.from_mapping(raw_config))
-    own = _object(top["owner"], "owner", ("pid", "uid", "command", "name"))
-    if not isinstance(own["command"], list):
-        raise ValidationError("owner.command", "expected a list of text")
-    owner = _nested("owner", lambda: Owner(own["pid"], own["uid"], tuple(own["command"]), own["name"]))
+    owner = _decode_owner(top["owner"])
     ebpf: EbpfPins | None = None
     if top["ebpf"] is not None:
         pins = _object(top["ebpf"], "ebpf", ("pin_dir", "program", "maps", "program_id"))
@@ -480,6 +518,73 @@ def _decode(text: str | bytes) -> Record:
         applied_at=_nested("", lambda: _check_time(top["applied_at"])),
         ebpf=ebpf,
     )
+
+
+def _owner_document(owner: Owner) -> dict[str, Any]:
+    return {"pid": owner.pid, "uid": owner.uid, "command": list(owner.command), "name": owner.name}
+
+
+def _decode_owner(value: object) -> Owner:
+    own = _object(value, "owner", ("pid", "uid", "command", "name"))
+    if not isinstance(own["command"], list):
+        raise ValidationError("owner.command", "expected a list of text")
+    return cast(Owner, _nested("owner", lambda: Owner(own["pid"], own["uid"], tuple(own["command"]), own["name"])))
+
+
+def _decode_device(value: object) -> DeviceId:
+    dev = _object(value, "device", ("netns", "ifindex", "name"))
+    return cast(DeviceId, _nested("device", lambda: DeviceId(dev["netns"], dev["ifindex"], dev["name"])))
+
+
+def _load(text: str | bytes) -> Any:
+    if isinstance(text, bytes | bytearray) and len(text) > MAX_RECORD_BYTES:
+        raise ValidationError(None, f"a record is at most {MAX_RECORD_BYTES} bytes, got {len(text)}")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(None, f"not JSON: {exc}") from None
+
+
+def encode_intent(intent: DeviceIntent) -> str:
+    """The intent as JSON text (ASCII, sorted keys, one line and a newline)."""
+    doc = {
+        "version": intent.version,
+        "device": {"netns": intent.device.netns, "ifindex": intent.device.ifindex, "name": intent.device.name},
+        "queues": intent.queues,
+        "owner": _owner_document(intent.owner),
+        "created_at": intent.created_at,
+    }
+    return json.dumps(doc, sort_keys=True, ensure_ascii=True) + "\n"
+
+
+_INTENT_TOP = ("version", "device", "queues", "owner", "created_at")
+
+
+def decode_intent(text: str | bytes, *, path: str | None = None) -> DeviceIntent:
+    """Parse and validate an intent.
+
+    Raises:
+        RecordFormatError: naming the offending field, for malformed JSON, a missing, unknown or
+            ill-typed field, or another format version.
+    """
+    try:
+        top = _object(_load(text), "", _INTENT_TOP)
+        version = top["version"]
+        if type(version) is not int or version != INTENT_VERSION:
+            raise ValidationError("version", f"expected intent format {INTENT_VERSION}, got {shorten(version)}")
+        queues = top["queues"]
+        if type(queues) is not int:
+            raise ValidationError("queues", f"expected a number, got {type(queues).__name__}")
+        return DeviceIntent(
+            device=_decode_device(top["device"]),
+            queues=queues,
+            owner=_decode_owner(top["owner"]),
+            created_at=_nested("", lambda: _check_time(top["created_at"], "created_at")),
+        )
+    except RecordFormatError:
+        raise
+    except ValidationError as exc:
+        raise RecordFormatError(exc.field, exc.rule, path=path) from None
 
 
 # ----------------------------------------------------------------------------- staleness
@@ -605,6 +710,10 @@ class RecordStore:
         """``<root>/<netns>/<ifindex>-<name>.json``: the device's record file."""
         return os.path.join(self.directory(device.netns), device.filename + ".json")
 
+    def intent_path(self, device: DeviceId) -> str:
+        """``<root>/<netns>/<ifindex>-<name>.intent``: the device's intent file."""
+        return os.path.join(self.directory(device.netns), device.filename + _INTENT_SUFFIX)
+
     def lock_path(self, device: DeviceId) -> str:
         """``<root>/<netns>/<ifindex>-<name>.lock``: the device's lock file."""
         return os.path.join(self.directory(device.netns), device.filename + ".lock")
@@ -716,11 +825,11 @@ class RecordStore:
             finally:
                 _held().discard(key)
                 try:
-                    # No record left: remove the lock file while still holding it; a waiter on the
-                    # removed inode notices (_acquire) and locks the next file instead.
-                    try:
-                        os.stat(device.filename + ".json", dir_fd=dir_fd, follow_symlinks=False)
-                    except FileNotFoundError:
+                    # Neither record nor intent left: remove the lock file while still holding it; a
+                    # waiter on the removed inode notices (_acquire) and locks the next file instead.
+                    if not any(
+                        self._exists(dir_fd, device.filename + suffix) for suffix in (_RECORD_SUFFIX, _INTENT_SUFFIX)
+                    ):
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(name, dir_fd=dir_fd)
                 finally:
@@ -789,25 +898,23 @@ class RecordStore:
 
     # -- records
 
-    def read(self, device: DeviceId) -> Record | None:
-        """The device's record, or None when there is none. Not checked for staleness (see
-        :meth:`read_checked`); take :meth:`lock` around a read-modify-write.
+    @staticmethod
+    def _exists(dir_fd: int, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
-        Raises:
-            UnsafeRecordError: for a symlink, a file not owned by the store's owner, or a file
-                with group/other permission bits (the message says which).
-            RecordFormatError: naming the field, when the file is not a valid record of this
-                device (a record naming another device is refused too).
-            PrivilegeError: when the caller may not read the store (not root).
-        """
-        path = self.path(device)
+    def _read_file(self, device: DeviceId, suffix: str) -> bytes | None:
+        """The bytes of one of the device's files (at most ``MAX_RECORD_BYTES + 1``), None when missing."""
+        name = device.filename + suffix
+        path = os.path.join(self.directory(device.netns), name)
         with self._netns_dir(device.netns, create=False) as dir_fd:
             if dir_fd is None:
                 return None
             try:
-                fd = os.open(
-                    device.filename + ".json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
-                )
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
             except FileNotFoundError:
                 return None
             except OSError as exc:
@@ -824,34 +931,17 @@ class RecordStore:
                     raise self._unsafe(
                         path, f"has mode {stat.S_IMODE(st.st_mode):04o}: group/other may read the key or change it"
                     )
-                data = os.read(fd, MAX_RECORD_BYTES + 1)
+                return os.read(fd, MAX_RECORD_BYTES + 1)
             finally:
                 os.close(fd)
-        record = decode_record(data, path=path)
-        if record.device != device:
-            raise RecordFormatError("device", f"the record names {record.device}, not {device}", path=path)
-        return record
 
-    def write(self, record: Record) -> str:
-        """Write ``record`` atomically (0600 temporary file, fsync, rename, fsync of the directory).
-
-        Needs the device's lock (:meth:`lock`) held by the calling thread.
-
-        Returns:
-            The record's path.
-
-        Raises:
-            ValidationError: without the lock.
-            UnsafeRecordError: when the record path is a symlink or a directory is unsafe.
-            PrivilegeError, KernelError: when the file cannot be written.
-        """
-        device = record.device
-        path = self.path(device)
-        data = encode_record(record).encode("ascii")
-        name = device.filename + ".json"
+    def _write_file(self, device: DeviceId, suffix: str, data: bytes, what: str) -> str:
+        """Replace one of the device's files atomically (under its lock); return its path."""
+        name = device.filename + suffix
+        path = os.path.join(self.directory(device.netns), name)
         with self._netns_dir(device.netns, create=True) as dir_fd:
             assert dir_fd is not None
-            self._require_lock(dir_fd, device, "write()")
+            self._require_lock(dir_fd, device, what)
             try:
                 if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
                     raise self._unsafe(path, "is a symlink")
@@ -883,6 +973,58 @@ class RecordStore:
             os.fsync(dir_fd)
         return path
 
+    def _remove_file(self, device: DeviceId, suffix: str, what: str) -> bool:
+        """Remove one of the device's files (under its lock); True when there was one."""
+        name = device.filename + suffix
+        with self._netns_dir(device.netns, create=False) as dir_fd:
+            if dir_fd is None:
+                return False
+            self._require_lock(dir_fd, device, what)
+            self._drop_dead_temps(dir_fd, name)
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise self._os_error(exc, f"unlink({os.path.join(self.directory(device.netns), name)})") from None
+            os.fsync(dir_fd)
+            return True
+
+    def read(self, device: DeviceId) -> Record | None:
+        """The device's record, or None when there is none. Not checked for staleness (see
+        :meth:`read_checked`); take :meth:`lock` around a read-modify-write.
+
+        Raises:
+            UnsafeRecordError: for a symlink, a file not owned by the store's owner, or a file
+                with group/other permission bits (the message says which).
+            RecordFormatError: naming the field, when the file is not a valid record of this
+                device (a record naming another device is refused too).
+            PrivilegeError: when the caller may not read the store (not root).
+        """
+        data = self._read_file(device, _RECORD_SUFFIX)
+        if data is None:
+            return None
+        path = self.path(device)
+        record = decode_record(data, path=path)
+        if record.device != device:
+            raise RecordFormatError("device", f"the record names {record.device}, not {device}", path=path)
+        return record
+
+    def write(self, record: Record) -> str:
+        """Write ``record`` atomically (0600 temporary file, fsync, rename, fsync of the directory).
+
+        Needs the device's lock (:meth:`lock`) held by the calling thread.
+
+        Returns:
+            The record's path.
+
+        Raises:
+            ValidationError: without the lock.
+            UnsafeRecordError: when the record path is a symlink or a directory is unsafe.
+            PrivilegeError, KernelError: when the file cannot be written.
+        """
+        return self._write_file(record.device, _RECORD_SUFFIX, encode_record(record).encode("ascii"), "write()")
+
     def remove(self, device: DeviceId) -> bool:
         """Remove the device's record (needs its lock); True when there was one.
 
@@ -890,19 +1032,59 @@ class RecordStore:
             ValidationError: without the lock.
             PrivilegeError, KernelError: when it cannot be removed.
         """
-        with self._netns_dir(device.netns, create=False) as dir_fd:
-            if dir_fd is None:
-                return False
-            self._require_lock(dir_fd, device, "remove()")
-            self._drop_dead_temps(dir_fd, device.filename + ".json")
-            try:
-                os.unlink(device.filename + ".json", dir_fd=dir_fd)
-            except FileNotFoundError:
-                return False
-            except OSError as exc:
-                raise self._os_error(exc, f"unlink({self.path(device)})") from None
-            os.fsync(dir_fd)
-            return True
+        return self._remove_file(device, _RECORD_SUFFIX, "remove()")
+
+    def read_intent(self, device: DeviceId) -> DeviceIntent | None:
+        """The device's intent, or None when there is none (not checked; see :meth:`read_intent_checked`).
+
+        Raises:
+            UnsafeRecordError, RecordFormatError, PrivilegeError: as :meth:`read`.
+        """
+        data = self._read_file(device, _INTENT_SUFFIX)
+        if data is None:
+            return None
+        path = self.intent_path(device)
+        intent = decode_intent(data, path=path)
+        if intent.device != device:
+            raise RecordFormatError("device", f"the intent names {intent.device}, not {device}", path=path)
+        return intent
+
+    def write_intent(self, intent: DeviceIntent) -> str:
+        """Write ``intent`` atomically, as :meth:`write` does a record (needs the device's lock).
+
+        Returns:
+            The intent's path.
+
+        Raises:
+            ValidationError, UnsafeRecordError, PrivilegeError, KernelError: as :meth:`write`.
+        """
+        return self._write_file(intent.device, _INTENT_SUFFIX, encode_intent(intent).encode("ascii"), "write_intent()")
+
+    def remove_intent(self, device: DeviceId) -> bool:
+        """Remove the device's intent (needs its lock); True when there was one.
+
+        Raises:
+            ValidationError, PrivilegeError, KernelError: as :meth:`remove`.
+        """
+        return self._remove_file(device, _INTENT_SUFFIX, "remove_intent()")
+
+    def read_intent_checked(self, device: DeviceId, *, link_index_now: int | None) -> DeviceIntent | None:
+        """The device's intent when its device is still the one it names, else None (a stale
+        intent, of a device deleted or created again, is removed). Needs the device's lock.
+
+        Args:
+            device: the device.
+            link_index_now: the ifindex its name has now in its namespace (None: no such link).
+
+        Raises:
+            UnsafeRecordError, RecordFormatError, PrivilegeError: as :meth:`read`.
+            ValidationError: without the lock (only when the intent is stale).
+        """
+        intent = self.read_intent(device)
+        if intent is not None and link_index_now != device.ifindex:
+            self.remove_intent(device)
+            return None
+        return intent
 
     def check(
         self, record: Record, *, link_index_now: int | None, pinned_exists: Callable[[str], bool] = os.path.exists
@@ -933,7 +1115,7 @@ class RecordStore:
         return Checked(stale=stale) if stale is not None else Checked(record=record)
 
     def devices(self, netns: int | None = None) -> list[DeviceId]:
-        """The devices with a record file (of one namespace, or of all), from the file names.
+        """The devices with a record or an intent file (of one namespace, or of all), from the file names.
 
         Raises:
             UnsafeRecordError, PrivilegeError: for unsafe or unreadable directories.
@@ -951,10 +1133,14 @@ class RecordStore:
                 if fd is None:
                     continue
                 try:
-                    for entry in sorted(os.listdir(fd)):
-                        stem = entry.removesuffix(".json")
+                    stems = set()
+                    for entry in os.listdir(fd):
+                        for suffix in (_RECORD_SUFFIX, _INTENT_SUFFIX):
+                            if entry.endswith(suffix) and not entry.startswith("."):
+                                stems.add(entry.removesuffix(suffix))
+                    for stem in stems:
                         index, dash, name = stem.partition("-")
-                        if entry.startswith(".") or stem == entry or not dash or not index.isdecimal():
+                        if not dash or not index.isdecimal():
                             continue
                         with contextlib.suppress(ValidationError):
                             found.append(DeviceId(int(space), int(index), name))

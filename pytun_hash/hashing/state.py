@@ -8,6 +8,10 @@ what it put there:
   configuration with its key, owner, time, pins) under ``<records>/<netns inode>/<ifindex>-<name>.json``,
   root-only (0600 in 0700 directories), written atomically, with a per-device ``flock`` lock
   file next to it (:meth:`~pytun_hash.device.record.RecordStore.lock`);
+* an **intent** per device made through pytun_hash (:class:`~pytun_hash.device.record.DeviceIntent`:
+  the queue count it is made for), next to the record as ``<ifindex>-<name>.intent``: a fresh
+  persistent device has no queue attached and the kernel keeps no count (:func:`record_intent`,
+  :func:`queue_count`);
 * for eBPF, the program and its maps **pinned** under ``<bpffs>/pytun_hash/<netns inode>/<ifindex>/``
   (``prog``, ``outer``, ``config``), so any process can verify, reconfigure in place or detach.
 
@@ -24,30 +28,39 @@ import contextlib
 import datetime as _dt
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 import attrs
 
 from pytun_hash.bpf.pin import BPFFS_ROOT, pin_dir, remove_pin_dir
 from pytun_hash.bpf.rss import open_pinned
 from pytun_hash.bpf.rss_program import config_value
+from pytun_hash.device import rtnl
 from pytun_hash.device.record import (
     DEFAULT_RECORD_ROOT,
     Checked,
     DeviceId,
+    DeviceIntent,
+    Owner,
     Record,
     RecordStore,
     StaleRecord,
+    link_index,
 )
-from pytun_hash.errors import KernelError, ValidationError
+from pytun_hash.errors import KernelError, PrivilegeError, ValidationError
 
 __all__ = [
     "BPFFS_ENV",
     "STATE_ENV",
     "Checked",
+    "QueueCount",
     "StateLocation",
     "checked_record",
     "drop_stale",
+    "forget_device",
     "now",
+    "queue_count",
+    "record_intent",
     "sweep_recreated",
     "unpin_record",
     "verify",
@@ -147,14 +160,15 @@ def checked_record(store: RecordStore, device: DeviceId, *, link_index_now: int 
 
 
 def sweep_recreated(store: RecordStore, device: DeviceId) -> list[StaleRecord]:
-    """Remove the records (and pins) of earlier devices with ``device``'s name in its namespace.
+    """Remove the records (and pins) and intents of earlier devices with ``device``'s name in its namespace.
 
     Records are kept per ifindex; a device deleted and created again under the same name gets a
     new (empty) record while the old one lies next to it. Two links of one namespace cannot share
     a name, so that one describes a device that is gone. Call it before taking ``device``'s lock.
 
     Returns:
-        The stale records found and removed.
+        The stale records found and removed (stale intents are removed without a word: they
+        configured nothing).
 
     Raises:
         UnsafeRecordError, PrivilegeError, KernelError: for the store's directories.
@@ -165,6 +179,7 @@ def sweep_recreated(store: RecordStore, device: DeviceId) -> list[StaleRecord]:
             continue
         with store.lock(other):
             checked = checked_record(store, other, link_index_now=device.ifindex)
+            store.read_intent_checked(other, link_index_now=device.ifindex)
         if checked.stale is not None:
             found.append(checked.stale)
     return found
@@ -188,3 +203,109 @@ def verify(record: Record) -> bool:
     for obj in objects:
         obj.close()
     return True
+
+
+QueueCountSource = Literal["single-queue", "intent", "attached", "unknown"]
+
+
+@attrs.frozen
+class QueueCount:
+    """How many queues a device is made for, and how that is known.
+
+    Attributes:
+        count: the queue count, or None when it cannot be known (a multi-queue device with no
+            queue attached and no intent: only whoever will attach the queues knows).
+        source: ``"single-queue"`` (a device without ``IFF_MULTI_QUEUE`` has exactly one),
+            ``"intent"`` (recorded when pytun_hash created it), ``"attached"`` (the queues attached
+            now, by any process) or ``"unknown"``.
+        attached: the queues attached now, by any process (1 for a single-queue device).
+    """
+
+    count: int | None
+    source: QueueCountSource
+    attached: int
+
+    def describe(self) -> str:
+        """The count and how it is known, as words (``"4 queues (recorded when it was created; 0 attached now)"``)."""
+        if self.count is None:
+            return "an unknown number of queues (none attached and none recorded)"
+        why = {
+            "single-queue": "a single-queue device",
+            "intent": f"recorded when it was created; {self.attached} attached now",
+            "attached": "attached now",
+        }[self.source]
+        return f"{self.count} queue(s) ({why})"
+
+
+def queue_count(name: str, *, state: StateLocation | None = None) -> QueueCount:
+    """How many queues the TUN/TAP device ``name`` (in the calling thread's namespace) is made for.
+
+    In order: a single-queue device has 1; a device pytun_hash created has the count recorded in
+    its intent (:func:`record_intent`); otherwise the queues attached now, when there are any. A
+    caller that may not read the record store (not root) gets the count attached now.
+
+    Raises:
+        DeviceNotFoundError: ``ENODEV`` when there is no such link.
+        ValidationError: when the link is not a TUN/TAP device, or for a bad name.
+        UnsafeRecordError, RecordFormatError, PrivilegeError, KernelError: for the record store.
+    """
+    link = rtnl.get_link(name)
+    if link.tun is None:
+        raise ValidationError("device", f"{name} is a {link.kind or 'non-tun'} device, not a TUN/TAP device")
+    if not link.tun.multi_queue:
+        return QueueCount(1, "single-queue", 1)
+    attached = link.tun.numqueues or 0
+    store = (state or StateLocation.from_environment()).store()
+    device = DeviceId(rtnl.thread_netns_inode(), link.index, link.name)
+    intent: DeviceIntent | None = None
+    # Read without creating the store: a host where pytun_hash never created a device has none.
+    # An unprivileged caller may not read it (root-only): it gets the count attached now.
+    with contextlib.suppress(PrivilegeError):
+        if store.read_intent(device) is not None:
+            with store.lock(device):
+                intent = store.read_intent_checked(device, link_index_now=link.index)
+    if intent is not None:
+        return QueueCount(intent.queues, "intent", attached)
+    if attached > 0:
+        return QueueCount(attached, "attached", attached)
+    return QueueCount(None, "unknown", 0)
+
+
+def record_intent(
+    device: DeviceId, queues: int, *, state: StateLocation | None = None, owner: Owner | None = None
+) -> str:
+    """Record that ``device`` is made for ``queues`` queues (for :func:`queue_count` in later processes).
+
+    Returns:
+        The intent file's path.
+
+    Raises:
+        ValidationError: for a queue count outside 1..256.
+        UnsafeRecordError, PrivilegeError, KernelError: when it cannot be written (not root).
+    """
+    intent = DeviceIntent(device, queues, owner or Owner.current())
+    store = (state or StateLocation.from_environment()).store()
+    with store.lock(device):
+        return store.write_intent(intent)
+
+
+def forget_device(device: DeviceId, *, state: StateLocation | None = None) -> StaleRecord | None:
+    """Remove what is kept for ``device`` once it is deleted: its intent, and its record with its pins
+    (stale now: the device took its hashing with it). Nothing is removed while the device exists.
+
+    Returns:
+        The record removed, as a :class:`StaleRecord`, or None when there was none (or the device
+        still exists).
+
+    Raises:
+        UnsafeRecordError, RecordFormatError, PrivilegeError, KernelError: for the record store.
+    """
+    if link_index(device.name) == device.ifindex:
+        return None
+    store = (state or StateLocation.from_environment()).store()
+    if store.read_intent(device) is None and store.read(device) is None:
+        return None
+    with store.lock(device):
+        store.remove_intent(device)
+        checked = checked_record(store, device, link_index_now=link_index(device.name))
+    return checked.stale

@@ -26,6 +26,7 @@ from pytun_hash.device.record import (
     RECORD_VERSION,
     Checked,
     DeviceId,
+    DeviceIntent,
     EbpfPins,
     Owner,
     Record,
@@ -33,7 +34,9 @@ from pytun_hash.device.record import (
     RecordStore,
     StaleReason,
     UnsafeRecordError,
+    decode_intent,
     decode_record,
+    encode_intent,
     encode_record,
     link_index,
     staleness,
@@ -537,3 +540,53 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(store: Re
         assert not os.path.exists(dead) and os.path.exists(other)
         os.unlink(other)
     assert not any(e.endswith(".tmp") for e in os.listdir(directory))
+
+
+# ----------------------------------------------------------------------------- intents
+
+
+def _intent(device: DeviceId = DEV, queues: int = 4) -> DeviceIntent:
+    owner = Owner(1234, 0, ("pytun-hash", "create", device.name))
+    return DeviceIntent(device, queues, owner, created_at="2026-12-03T21:00:00.000000+00:00")
+
+
+def test_intent_round_trip_and_rules() -> None:
+    intent = _intent()
+    assert decode_intent(encode_intent(intent)) == intent
+    for queues in (0, 257, True):
+        with pytest.raises(ValidationError, match="queues"):
+            _intent(queues=queues)
+    doc = json.loads(encode_intent(intent))
+    for change, field in (({"queues": "4"}, "queues"), ({"extra": 1}, "extra"), ({"version": 2}, "version")):
+        with pytest.raises(RecordFormatError) as caught:
+            decode_intent(json.dumps({**doc, **change}))
+        assert caught.value.field == field
+
+
+def test_intent_store_keeps_the_lock_file_while_either_file_exists(store: RecordStore) -> None:
+    assert store.read_intent(DEV) is None
+    with store.lock(DEV):
+        path = store.write_intent(_intent())
+        assert path == store.intent_path(DEV) and store.read_intent(DEV) == _intent()
+    assert _mode(path) == 0o600 and os.path.exists(store.lock_path(DEV))
+    assert store.devices() == [DEV]  # a device with only an intent is listed
+    with store.lock(DEV):
+        store.write(_native())
+        assert store.remove_intent(DEV) is True and store.remove_intent(DEV) is False
+    assert os.path.exists(store.lock_path(DEV))  # the record is left
+    with store.lock(DEV):
+        store.remove(DEV)
+    assert not os.path.exists(store.lock_path(DEV))
+
+
+def test_a_stale_intent_is_removed_when_read_checked(store: RecordStore) -> None:
+    with store.lock(DEV):
+        store.write_intent(_intent())
+        assert store.read_intent_checked(DEV, link_index_now=DEV.ifindex) == _intent()
+        assert store.read_intent_checked(DEV, link_index_now=DEV.ifindex + 1) is None  # re-created
+    assert store.read_intent(DEV) is None
+
+
+def test_intent_writes_need_the_lock(store: RecordStore) -> None:
+    with pytest.raises(ValidationError, match="lock"):
+        store.write_intent(_intent())
