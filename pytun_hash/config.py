@@ -8,6 +8,7 @@ on or off, hash types, indirection table, key, unclassified queue). Codecs in
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence, Set, Sized
 from typing import Any
 
@@ -15,17 +16,19 @@ import attrs
 
 from pytun_hash._abi.revision import Revision, require_revision
 from pytun_hash._abi.virtio_net import HashType
-from pytun_hash.errors import ValidationError, shorten
+from pytun_hash.errors import PytunHashWarning, ValidationError, shorten
 
 __all__ = [
     "MAX_INDIRECTION_TABLE_LENGTH",
     "MAX_KEY_SIZE",
+    "WeakKeyWarning",
     "ETHTOOL_FLOW_TYPES",
     "MICROSOFT_RSS_KEY",
     "VnetHashCapability",
     "VnetHashConfig",
     "check_table_length",
     "generate_key",
+    "short_key_warning",
     "parse_hash_types",
     "weighted_table",
 ]
@@ -198,9 +201,26 @@ def _key_converter(value: object) -> bytes:
     raw = bytes(value)
     if len(raw) > MAX_KEY_SIZE:
         raise ValidationError("key", f"at most {MAX_KEY_SIZE} bytes, got {len(raw)}")
+    if 0 < len(raw) < MAX_KEY_SIZE:
+        warnings.warn(short_key_warning(len(raw)), WeakKeyWarning, stacklevel=3)
     # Shorter keys are zero-padded: on the wire and in the Toeplitz model alike, missing key
     # bits count as zero, so storing the padded form keeps every representation equal.
     return raw.ljust(MAX_KEY_SIZE, b"\0")
+
+
+class WeakKeyWarning(PytunHashWarning):
+    """A Toeplitz key that spreads flows worse than a random 40-byte key would: a short (zero-padded) key."""
+
+
+def short_key_warning(length: int) -> str:
+    """What a key of ``length`` bytes (1..39; zero-padded to 40) costs, as one sentence."""
+    bits = 8 * length
+    # Input bit i is hashed with key bits i..i+31: past the key's last byte they are all zero.
+    return (
+        f"the key has {length} byte(s), zero-padded to {MAX_KEY_SIZE}: only the first {bits} input bits "
+        f"change the hash (of 96 for IPv4/TCP, 288 for IPv6/TCP), so flows that agree in them share a "
+        f"queue; give {MAX_KEY_SIZE} bytes (--key random, or generate_key())"
+    )
 
 
 def _check_queue(field: str, value: object) -> None:

@@ -41,6 +41,7 @@ from pytun_hash.config import (
 from pytun_hash.errors import MAX_ECHO_CHARS, ValidationError, clip, shorten
 
 __all__ = [
+    "known_key_name",
     "KNOWN_KEYS",
     "MAX_CONFIG_BYTES",
     "MAX_CONFIG_DEPTH",
@@ -72,6 +73,12 @@ KNOWN_KEYS: Mapping[str, bytes] = {
 }
 
 _FIELDS = tuple(f.name for f in attrs.fields(VnetHashConfig))
+
+
+def known_key_name(key: bytes) -> str | None:
+    """The name of ``key`` in :data:`KNOWN_KEYS` (as stored: zero-padded to 40 bytes), or None."""
+    padded = bytes(key).ljust(MAX_KEY_SIZE, b"\0")
+    return next((name for name, known in KNOWN_KEYS.items() if known.ljust(MAX_KEY_SIZE, b"\0") == padded), None)
 
 
 def parse_key(text: str, field: str = "key") -> bytes:
@@ -158,9 +165,7 @@ def read_config_file(path: str, *, section: str | None = None) -> dict[str, Any]
     if not isinstance(data, dict):
         raise ValidationError("config", f"{path} must hold a table (TOML) or an object (JSON) of config fields")
     if _deeper_than(data, MAX_CONFIG_DEPTH):
-        raise ValidationError(
-            "config", f"{path}: the config table is nested more than {MAX_CONFIG_DEPTH} levels deep"
-        )
+        raise ValidationError("config", f"{path}: the config table is nested more than {MAX_CONFIG_DEPTH} levels deep")
     return data
 
 
@@ -257,6 +262,15 @@ def config_errors(data: object) -> list[ValidationError]:
     errors: list[ValidationError] = []
     unknown = [name for name in work if name not in _FIELDS]
     for name in unknown[:MAX_LISTED_PROBLEMS]:
+        meant = name.replace("-", "_") if isinstance(name, str) else None
+        if meant in _FIELDS:
+            # --unclassified-queue on the command line is unclassified_queue in a file.
+            errors.append(
+                ValidationError(
+                    _name(name), "unknown field: config fields are written with underscores", hint=f"write {meant}"
+                )
+            )
+            continue
         errors.append(ValidationError(_name(name), f"unknown field; known fields: {', '.join(_FIELDS)}"))
     if len(unknown) > MAX_LISTED_PROBLEMS:
         errors.append(ValidationError(None, f"{len(unknown) - MAX_LISTED_PROBLEMS} more unknown fields"))
@@ -287,7 +301,7 @@ def config_from_mapping(data: object) -> VnetHashConfig:
         listed = "; ".join(str(e) for e in errors[:MAX_LISTED_PROBLEMS])
         if len(errors) > MAX_LISTED_PROBLEMS:
             listed += f"; and {len(errors) - MAX_LISTED_PROBLEMS} more"
-        raise ValidationError(errors[0].field, f"{len(errors)} problems: {listed}")
+        raise ValidationError(errors[0].field, f"{len(errors)} problems: {listed}", hint=errors[0].hint)
     assert isinstance(data, Mapping)
     work = dict(data)
     _key_errors(work)

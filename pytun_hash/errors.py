@@ -5,6 +5,8 @@ Every exception the package raises on purpose derives from :class:`PytunHashErro
 SIGINT (its base class) it is no error, so ``except Exception`` and ``except PytunHashError`` let it
 through and it unwinds every ``with`` and ``finally`` on its way out.
 
+Warnings derive from :class:`PytunHashWarning`.
+
 Errors that come from the kernel (or from the binding refusing a call the kernel would mishandle)
 are :class:`KernelError` and carry the errno, the ioctl request name and a sentence that says what
 to do.
@@ -28,6 +30,7 @@ __all__ = [
     "NotRecordedError",
     "PrivilegeError",
     "PytunHashError",
+    "PytunHashWarning",
     "SteeringConflictError",
     "Terminated",
     "UnsupportedError",
@@ -100,6 +103,13 @@ class PytunHashError(Exception):
     """Base class of every error pytun_hash raises."""
 
 
+class PytunHashWarning(UserWarning):
+    """Base class of every warning pytun_hash gives: something is accepted but probably not what was meant.
+
+    The command line shows each as one ``warning:`` line (and under ``"warnings"`` with ``--json``).
+    """
+
+
 class Terminated(KeyboardInterrupt):
     """The process received SIGTERM: ``pytun-hash`` raises this from its handler and exits 143.
 
@@ -124,11 +134,14 @@ class ValidationError(PytunHashError, ValueError):
         field: dotted name of the offending field (``"indirection_table[3]"``), or None; at most
             :data:`MAX_FIELD_CHARS` characters (a longer one is clipped).
         rule: the rule that was broken, as a sentence; at most :data:`MAX_RULE_CHARS` characters.
+        hint: what to do about it, when the raising code knows better than the field's usual
+            advice (the command line shows it); None otherwise.
     """
 
-    def __init__(self, field: str | None, rule: str) -> None:
+    def __init__(self, field: str | None, rule: str, *, hint: str | None = None) -> None:
         self.field = None if field is None else clip(field, MAX_FIELD_CHARS)
         self.rule = clip(rule, MAX_RULE_CHARS)
+        self.hint = None if hint is None else clip(hint, MAX_RULE_CHARS)
         super().__init__(f"{self.field}: {self.rule}" if self.field else self.rule)
 
 

@@ -13,8 +13,9 @@ install the signal handlers, so everything else is imported by :func:`main`, und
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pytun_hash.cli.interrupts import Interrupts, exit_status
 
@@ -22,6 +23,7 @@ from pytun_hash.cli.interrupts import Interrupts, exit_status
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from pytun_hash.cli.output import Output
 
@@ -67,15 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytun_hash.cli.parser import build_parser as build
 
         out = _make_output(json_mode)
-        parser = build()
-        args = parser.parse_args(args_list)
-        out.json_mode = json_mode = bool(args.json)
-        debug = bool(args.debug)
-        if args.command is None:
-            parser.print_help(out.stderr)
-            code = int(ExitCode.USAGE)
-        else:
-            code = int(args.handler(args, out))
+        with _warnings_to(out):
+            parser = build()
+            args = parser.parse_args(args_list)
+            out.json_mode = json_mode = bool(args.json)
+            debug = bool(args.debug)
+            if args.command is None:
+                parser.print_help(out.stderr)
+                code = int(ExitCode.USAGE)
+            else:
+                code = int(args.handler(args, out))
         # From here a signal only sets the exit status. Set as an attribute, in this block and first thing
         # in the handlers below: a call would give the signal a point to raise outside this try.
         interrupts.deciding = True
@@ -86,6 +89,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupts.deciding = True
         code = _failed(exc, out or _make_output(json_mode), debug, interrupts)
     return interrupts.finish(code, lambda signum: _say_interrupted(out or _make_output(json_mode), signum))
+
+
+@contextlib.contextmanager
+def _warnings_to(out: Output) -> Iterator[None]:
+    """Show the package's warnings as the command's warnings (one line each, and in the JSON
+    document), every time they are given; other warnings go where Python sends them."""
+    import warnings
+
+    from pytun_hash.errors import PytunHashWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", PytunHashWarning)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
+            if issubclass(category, PytunHashWarning):
+                out.warn(str(message))
+            else:
+                shown(message, category, *rest, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 def _failed(exc: BaseException, out: Output, debug: bool, interrupts: Interrupts) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytun_hash.cli.interrupts import deferred
-from pytun_hash.cli.output import Output
+from pytun_hash.cli.output import ExitCode, Output
 
 __all__ = ["GuardedOutput"]
 
@@ -21,8 +21,9 @@ class GuardedOutput(Output):
 
     printed = False
 
-    def result(self, document: Mapping[str, Any], text: str | Callable[[], str]) -> None:
+    def result(self, document: Mapping[str, Any], text: str | Callable[[], str], code: ExitCode = ExitCode.OK) -> int:
         """Print the command's result (see :meth:`Output.result`) before any signal is acted on."""
         with deferred():
-            super().result(document, text)
+            status = super().result(document, text, code)
             self.printed = True
+        return status

@@ -55,7 +55,7 @@ import contextlib
 import platform
 import warnings
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 from pytun_hash._abi import Revision, layout_for
 from pytun_hash._files import PendingFile
@@ -74,13 +74,13 @@ from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, pairs
 from pytun_hash.cli.state import in_force, warn_stale
 from pytun_hash.codec import ioctl_plan
 from pytun_hash.config import VnetHashConfig
-from pytun_hash.configfile import stage_config
+from pytun_hash.configfile import known_key_name, stage_config
 from pytun_hash.device.hashctl import QueueFoldWarning
 from pytun_hash.device.record import Record
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import ValidationError
 from pytun_hash.hashing import Hashing
-from pytun_hash.hashing.state import now
+from pytun_hash.hashing.state import QueueCount, now, queue_count
 
 __all__ = ["add_parsers", "run_apply", "run_disable"]
 
@@ -92,7 +92,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "apply",
         parents=parents,
         help="put a hashing config in force on a device",
-        description=help_text(__doc__),
+        description=help_text(__doc__, "apply"),
         formatter_class=fmt,
     )
     p.add_argument("--dev", metavar="NAME", help="the TUN/TAP device (not needed with --dry-run)")
@@ -122,7 +122,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "disable",
         parents=parents,
         help="turn hashing off on a device",
-        description=help_text(__doc__),
+        description=help_text(__doc__, "disable"),
         formatter_class=fmt,
     )
     d.add_argument("--dev", metavar="NAME", required=True, help="the TUN/TAP device")
@@ -140,18 +140,45 @@ def _backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", type=parse_revision, metavar="REV", help="hash UAPI revision: rfc, v3..v11, v12")
 
 
-def _device_queue_count(name: str) -> int | None:
-    """Attached queues of ``name`` as the kernel counts them (None for a single-queue device)."""
-    link = tun_link(name, f"create it with `pytun-hash create {name}` (or check the name with `ip link`)")
-    assert link.tun is not None  # tun_link refuses other links
-    return link.tun.numqueues if link.tun.multi_queue else None
+def _queue_count(name: str) -> QueueCount:
+    """How many queues ``name`` is made for (see :func:`~pytun_hash.hashing.state.queue_count`).
+
+    Raises:
+        CliError: (exit 3) when there is no such TUN/TAP device.
+    """
+    tun_link(name, f"create it with `pytun-hash create {name}` (or check the name with `ip link`)")
+    return queue_count(name)
+
+
+def _table_queues(args: argparse.Namespace, count: QueueCount | None) -> int | None:
+    """The queue count of a table built from flags: ``--queues``, else the device's (None: none needed).
+
+    Raises:
+        CliError: when a table must be built and the device's count cannot be known.
+    """
+    if args.queues is not None or count is None:
+        return cast(int | None, args.queues)
+    if count.count is None and _needs_table(args):
+        raise CliError(
+            f"{args.dev} is a multi-queue device with no queue attached and no recorded queue count, so the "
+            "indirection table cannot be built",
+            f"give --queues N (the queues your VMM will attach), --equal N or --table; "
+            f"`pytun-hash create {args.dev} --queues N` records N",
+            field="queues",
+        )
+    return count.count
+
+
+def _needs_table(args: argparse.Namespace) -> bool:
+    """Whether the flags leave the table to be built from a queue count (no --table, --equal,
+    --weight, and no file: a file without a table is told by config_from_args)."""
+    return args.table is None and args.equal is None and args.weight is None and not args.config
 
 
 def _dry_run(args: argparse.Namespace, out: Output) -> int:
-    queues = args.queues
-    if queues is None and args.dev and args.table is None:
-        queues = _device_queue_count(args.dev)
-    config = config_from_args(args, queues=queues, key_required=False)
+    count = _queue_count(args.dev) if args.dev and args.queues is None else None
+    config = config_from_args(args, queues=_table_queues(args, count), key_required=False)
+    _warn_queues(config, count, args.dev, out)
     revision = args.revision or Revision.RFC
     arch = args.arch or platform.machine()
     try:
@@ -194,6 +221,30 @@ def _dry_run(args: argparse.Namespace, out: Output) -> int:
 
     out.result(document, text)
     return int(ExitCode.OK)
+
+
+def _warn_queues(config: VnetHashConfig, count: QueueCount | None, device: str | None, out: Output) -> None:
+    """Warn when the config names a queue the device is not made for (the kernel folds it)."""
+    if count is None or count.count is None or not config.rss:
+        return
+    beyond = sorted({q for q in (*config.indirection_table, config.unclassified_queue) if q >= count.count})
+    if beyond:
+        shown = ", ".join(str(q) for q in beyond[:8]) + (", ..." if len(beyond) > 8 else "")
+        out.warn(
+            f"the config names queue(s) {shown}, but {device} has {count.describe()}: the kernel "
+            f"steers such entries to queue (entry mod the attached count); use --equal {count.count}, "
+            f"or --queues N for the count you mean"
+        )
+
+
+def _warn_known_key(config: VnetHashConfig, out: Output) -> None:
+    """Warn when a real device gets a published key: anyone can craft flows that all land on one queue."""
+    name = known_key_name(config.key)
+    if name is not None and config.rss:
+        out.warn(
+            f"the key is the published {name} key: anyone who sends traffic can choose flows that all land "
+            "on one queue; use it for tests and interoperability, and --key random for real traffic"
+        )
 
 
 def _reports(config: VnetHashConfig, choice: BackendChoice) -> str:
@@ -284,9 +335,9 @@ def _apply(
             hashing.close(keep=True)
         warn_stale(hashing.stale, out)
         for warning in caught:
-            # Nobody else holds a queue: the count is only this command's own, and whoever
-            # attaches the device's queues later decides how many there are.
-            if foreign == 0 and issubclass(warning.category, QueueFoldWarning):
+            # Counted by the queues attached now, this command's own among them; the command
+            # judged the config against the device's intended count already (_warn_queues).
+            if issubclass(warning.category, QueueFoldWarning):
                 continue
             out.warn(str(warning.message))
         record = hashing.record
@@ -304,9 +355,12 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
         return _dry_run(args, out)
     if not args.dev:
         raise CliError("apply needs --dev NAME (or --dry-run)", "name the device, e.g. --dev tap0")
-    foreign = _device_queue_count(args.dev)
-    queues = args.queues if args.queues is not None else (foreign or None)
-    config = config_from_args(args, queues=queues, key_required=False)
+    count = _queue_count(args.dev)
+    # Queues other processes hold now (this command attaches one of its own for a moment).
+    foreign = count.attached if count.source != "single-queue" else 0
+    config = config_from_args(args, queues=_table_queues(args, count), key_required=False)
+    _warn_queues(config, count, args.dev, out)
+    _warn_known_key(config, out)
     # Staged first, so a target that cannot be written fails the command before the device changes;
     # leaving the block unsuccessfully removes the staged file and leaves the target as it was.
     with _stage_save(args, config) as pending:
@@ -353,7 +407,8 @@ def run_apply(args: argparse.Namespace, out: Output) -> int:
 
 def run_disable(args: argparse.Namespace, out: Output) -> int:
     """Run ``disable``; see the module documentation."""
-    foreign = _device_queue_count(args.dev)
+    count = _queue_count(args.dev)
+    foreign = count.attached if count.source != "single-queue" else 0
     with open_device(args.dev) as device:
         recorded = Hashing.recorded(device)
         backend, revision = args.backend, args.revision

@@ -19,7 +19,7 @@ from pytun_hash.config import (
     weighted_table,
 )
 from pytun_hash.configfile import config_from_mapping, parse_key, read_config_file
-from pytun_hash.device import rtnl
+from pytun_hash.device import MAX_TAP_QUEUES, rtnl
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import DeviceNotFoundError, ValidationError, shorten
 from pytun_hash.model import Framing, Semantics
@@ -71,7 +71,7 @@ def parse_revision(text: str) -> Revision:
     try:
         return Revision.parse(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(exc.rule if isinstance(exc, ValidationError) else str(exc)) from None
 
 
 def parse_semantics(text: str) -> Semantics:
@@ -238,6 +238,17 @@ def parse_flow(text: str) -> Flow:
     src, sport = _endpoint(parts[1], "flow.src")
     dst, dport = _endpoint(parts[2], "flow.dst")
     protocol = protocol_number(parts[0], ipaddress.ip_address(src).version)
+    if protocol in (6, 17) and (sport is None or dport is None):
+        side, part = ("source", parts[1]) if sport is None else ("destination", parts[2])
+        field = "flow.sport" if sport is None else "flow.dport"
+        if ":" in part and not part.startswith("["):
+            # fe80::1:1 is a whole address: a port cannot be told from its last group.
+            raise ValidationError(
+                field, f"an IPv6 address with a port goes in brackets, as [ADDRESS]:PORT; {shorten(part)} has none"
+            )
+        raise ValidationError(
+            field, f"a {parts[0].lower()} flow needs a {side} port (ADDRESS:PORT), in {shorten(text)}"
+        )
     try:
         return Flow(protocol, src, dst, sport, dport)
     except ValidationError as exc:
@@ -320,8 +331,11 @@ def config_from_args(args: argparse.Namespace, *, queues: int | None, key_requir
                 "give --queues N or --equal N (a round-robin table over N queues), --weight W0,W1,... or "
                 "--table 0,1,...",
             )
-        if queues < 1:
-            raise ValidationError("--equal" if args.equal is not None else "--queues", f"must be >= 1, got {queues}")
+        flag = "--equal" if args.equal is not None else "--queues"
+        if not 1 <= queues <= MAX_TAP_QUEUES:
+            raise ValidationError(
+                flag, f"a TUN/TAP device has 1..{MAX_TAP_QUEUES} queues (the kernel's MAX_TAP_QUEUES), got {queues}"
+            )
         length = args.table_length
         check_table_length(length, "--table-length")
         data["indirection_table"] = [i % queues for i in range(length)]

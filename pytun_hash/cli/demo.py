@@ -206,8 +206,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     started = time.monotonic()
     document = _demo(args, out) if args.emulate is None else _emulated(args, out)
     document["elapsed_s"] = round(time.monotonic() - started, 3)
-    out.result(document, lambda: _render(document))
-    return int(ExitCode.OK if document["ok"] else ExitCode.MISMATCH)
+    return out.result(document, lambda: _render(document), ExitCode.OK if document["ok"] else ExitCode.MISMATCH)
 
 
 def _emulated(args: argparse.Namespace, out: Output) -> dict[str, Any]:

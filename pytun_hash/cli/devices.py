@@ -4,14 +4,19 @@
 ``ip netns exec NS`` for another one): TAP by default, multi-queue when ``--queues`` > 1 (all
 the queues are opened once to check that they attach, then closed: the device keeps no queue
 until a VMM opens them), with a vnet header whose size and endianness are set on the device
-and kept, and an owner/group allowed to open it without CAP_NET_ADMIN.
+and kept, and an owner/group allowed to open it without CAP_NET_ADMIN. The queue count is
+recorded with the device (its intent, kept beside the records of the hashing in force), so
+that ``apply --dev NAME`` builds its table over that many queues before any is attached.
 
 JSON keys of ``create``: ``device``, ``ifindex``, ``mode``, ``flags``, ``multi_queue``,
-``queues_checked``, ``vnet_hdr``, ``vnet_hdr_size``, ``vnet_le``, ``owner``, ``group``,
-``persist``.
+``queues_checked``, ``queues`` (the count recorded for ``apply``), ``intent`` (the intent file's
+path), ``vnet_hdr``, ``vnet_hdr_size``, ``vnet_le``, ``owner``, ``group``, ``persist``. ``flags``
+are the device's ``IFF_*`` flags as ``TUNGETIFF`` reports them after ``TUNSETPERSIST``
+(``IFF_PERSIST`` included).
 
 ``delete NAME`` clears the persist flag (``TUNSETPERSIST 0``): the device goes away when the
-last queue fd is closed, at once when nobody else holds one. ``--force`` deletes it through
+last queue fd is closed, at once when nobody else holds one; what pytun_hash kept for it (its
+intent, and the record and pins of the hashing that went with it) is removed. ``--force`` deletes it through
 rtnetlink even while queues are held (their fds then fail with ``EBADFD``).
 
 JSON keys of ``delete``: ``device``, ``deleted`` (bool), ``held_elsewhere`` (queues other
@@ -30,8 +35,10 @@ from pytun_hash._abi import TunFlag
 from pytun_hash.cli.common import int_arg, parse_int
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text
 from pytun_hash.device import TunTapDevice, rtnl
+from pytun_hash.device.record import DeviceId
 from pytun_hash.device.tap import DeviceMode
-from pytun_hash.errors import BusyError, DeviceNotFoundError, shorten
+from pytun_hash.errors import BusyError, DeviceNotFoundError, PytunHashError, shorten
+from pytun_hash.hashing.state import forget_device, record_intent
 
 __all__ = ["add_parsers", "run_create", "run_delete"]
 
@@ -43,7 +50,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "create",
         parents=parents,
         help="create a persistent TUN/TAP device",
-        description=help_text(__doc__),
+        description=help_text(__doc__, "create"),
         formatter_class=fmt,
     )
     p.add_argument("name", help="interface name (1..15 bytes)")
@@ -74,7 +81,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "delete",
         parents=parents,
         help="delete a persistent TUN/TAP device",
-        description=help_text(__doc__),
+        description=help_text(__doc__, "delete"),
         formatter_class=fmt,
     )
     d.add_argument("name", help="interface name")
@@ -139,13 +146,18 @@ def run_create(args: argparse.Namespace, out: Output) -> int:
                 device.set_vnet_hdr_size(args.vnet_hdr_size)
             if args.vnet_le:
                 device.set_vnet_le(True)
+            queues = args.queues if device.multi_queue else 1
+            intent = record_intent(device.device_id(), queues)
             document: dict[str, Any] = {
                 "device": device.name,
                 "ifindex": device.ifindex,
                 "mode": device.mode.value,
-                "flags": [m.name for m in TunFlag if m & device.flags],
+                # The kernel's own word after TUNSETPERSIST, so IFF_PERSIST is there when "persist" is.
+                "flags": [m.name for m in TunFlag if m & device.getiff()],
                 "multi_queue": device.multi_queue,
                 "queues_checked": len(device.attached_queues),
+                "queues": queues,
+                "intent": intent,
                 "vnet_hdr": device.vnet_hdr,
                 "vnet_hdr_size": device.get_vnet_hdr_size() if device.vnet_hdr else None,
                 "vnet_le": device.get_vnet_le() if device.vnet_hdr else None,
@@ -156,6 +168,8 @@ def run_create(args: argparse.Namespace, out: Output) -> int:
         except BaseException:
             # Leave nothing half-configured behind: the device was made by this call.
             device.set_persist(False)
+            with contextlib.suppress(PytunHashError):
+                forget_device(device.device_id())
             raise
 
     def text() -> str:
@@ -164,7 +178,12 @@ def run_create(args: argparse.Namespace, out: Output) -> int:
             if device.vnet_hdr
             else "no vnet header"
         )
-        mq = f"multi-queue (checked {document['queues_checked']} queues)" if document["multi_queue"] else "single-queue"
+        mq = (
+            f"multi-queue for {queues} queues (all {document['queues_checked']} checked; the count is recorded "
+            f"for `pytun-hash apply --dev {device.name}`)"
+            if document["multi_queue"]
+            else "single-queue"
+        )
         who = ""
         if owner is not None or group is not None:
             who = f", owner {owner if owner is not None else '-'} group {group if group is not None else '-'}"
@@ -216,6 +235,10 @@ def run_delete(args: argparse.Namespace, out: Output) -> int:
         method = "rtnetlink"
         after = _exists(args.name)
     deleted = after is None or after.index != link.index
+    if deleted:
+        stale = forget_device(DeviceId(rtnl.thread_netns_inode(), link.index, link.name))
+        if stale is not None:
+            out.warn(f"the hashing recorded for {args.name} went with it; its record and pins were removed")
     if not deleted and after is not None and after.tun is not None:
         held = after.tun.numqueues or 1
     document = {"device": args.name, "deleted": deleted, "held_elsewhere": held, "method": method}

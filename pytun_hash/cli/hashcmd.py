@@ -79,7 +79,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "hash",
         parents=parents,
         help="Toeplitz hash and report type of one packet",
-        description=help_text(__doc__),
+        description=help_text(__doc__, "hash"),
         formatter_class=fmt,
     )
     h.add_argument("--key", required=True, metavar="KEY", help="hex, microsoft or symmetric")
@@ -108,7 +108,7 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "predict",
         parents=parents,
         help="queue for flows or for every packet of a pcap",
-        description=help_text(__doc__),
+        description=help_text(__doc__, "predict"),
         formatter_class=fmt,
     )
     p.add_argument(

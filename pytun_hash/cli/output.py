@@ -19,7 +19,8 @@ Exit codes (the same table is in ``pytun-hash --help``):
 Errors are one line on stderr, ``pytun-hash: error: <message> (hint: <what to do>)``, at most
 :data:`MAX_ERROR_LINE_CHARS` characters however long the input it quotes; with ``--json`` stdout
 also gets ``{"ok": false, "error": {...}}`` (see :func:`error_document`).
-Every successful JSON document starts with ``"ok": true`` (``demo`` sets it to its verdict) and
+Every result document starts with ``"ok"``, true exactly when the exit status is 0 (a ``demo``
+that found a mismatch, a ``probe`` that finds no usable backend: false, with the result), and
 carries ``"warnings"`` (a list of sentences, also printed on stderr) when there were any. A
 streamed document (see :meth:`Output.stream`) is the exception: its entries are written before the
 outcome is known, so ``"ok"`` is its last key, and an error after the stream began ends the same
@@ -30,12 +31,14 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TextIO
 
+from pytun_hash.cli.hints import hint_for
 from pytun_hash.errors import (
     FeatureUnsupportedError,
     KernelError,
@@ -132,7 +135,7 @@ def _describe(exc: BaseException) -> tuple[ExitCode, str, str]:
         return exc.code, exc.message, exc.hint
     if isinstance(exc, ValidationError):
         message = f"invalid {exc.field}: {exc.rule}" if exc.field else exc.rule
-        return ExitCode.USAGE, message, "fix the value named above (see --help for the accepted forms)"
+        return ExitCode.USAGE, message, hint_for(exc)
     if isinstance(exc, (FeatureUnsupportedError, UnsupportedError)):
         name = _errno_name(exc.errno)
         return ExitCode.UNSUPPORTED, f"{exc.request} failed with {name}", exc.hint
@@ -202,9 +205,35 @@ def error_document(exc: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": error}
 
 
-def help_text(doc: str | None) -> str:
-    """A module docstring as ``--help`` text: reStructuredText literals become 'quoted'."""
-    return (doc or "").replace("``", "'")
+_COMMANDS = frozenset({"probe", "create", "delete", "apply", "disable", "show", "hash", "predict", "demo"})
+# A paragraph that starts with a command's name (or its JSON keys) begins that command's part.
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+_COMMAND_PARAGRAPH = re.compile(r"(?:JSON keys of )?``(?:pytun-hash )?([a-z]+)")
+
+
+def help_text(doc: str | None, command: str | None = None) -> str:
+    """A module docstring as ``--help`` text: reStructuredText literals become 'quoted'.
+
+    A module of two commands documents them one after the other; with ``command``, only the first
+    paragraph (the module's title) and that command's paragraphs are kept, so ``apply --help`` does
+    not print ``disable``'s description. A paragraph that starts with a command's name (``apply
+    --dev NAME ...``, ``JSON keys of predict``) starts that command's part.
+    """
+    text = doc or ""
+    if command is not None:
+        paragraphs = text.strip().split("\n\n")
+        kept, current = paragraphs[:1], None
+        for paragraph in paragraphs[1:]:
+            match = _COMMAND_PARAGRAPH.match(paragraph)
+            if match and match.group(1) in _COMMANDS:
+                current = match.group(1)
+            if current in (None, command):
+                kept.append(paragraph)
+        text = "\n\n".join(kept)
+    # Sphinx roles (:mod:`pytun_hash.x`, :class:`~a.B`) read as the bare name.
+    return _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1] if m.group(0).count("~") else m.group(1), text).replace(
+        "``", "'"
+    )
 
 
 def pairs(rows: Sequence[tuple[str, object]], *, indent: str = "") -> str:
@@ -259,12 +288,18 @@ class Output:
         """The diagnostics stream."""
         return self._stderr or sys.stderr
 
-    def result(self, document: Mapping[str, Any], text: str | Callable[[], str]) -> None:
-        """Print the command's result: ``document`` as JSON (with ``"ok": true`` first unless it says
-        otherwise and the warnings under ``"warnings"``), or ``text``."""
+    def result(self, document: Mapping[str, Any], text: str | Callable[[], str], code: ExitCode = ExitCode.OK) -> int:
+        """Print the command's result: ``document`` as JSON (``"ok"`` first, true exactly when
+        ``code`` is 0, and the warnings under ``"warnings"``), or ``text``.
+
+        Returns:
+            ``code``, the command's exit status, so that a command ends with ``return out.result(...)``
+            and its JSON cannot say ``ok`` while it exits with an error.
+        """
         if self.json_mode:
-            body: dict[str, Any] = {"ok": True}
+            body: dict[str, Any] = {"ok": code == ExitCode.OK}
             body.update(document)
+            body["ok"] = code == ExitCode.OK
             if self.warnings:
                 body["warnings"] = list(self.warnings)
             json.dump(body, self.stdout, indent=2)
@@ -273,6 +308,7 @@ class Output:
             rendered = text() if callable(text) else text
             self.stdout.write(printable(rendered).rstrip("\n") + "\n")
         self.stdout.flush()
+        return int(code)
 
     def stream(self, head: Mapping[str, Any], key: str, text_head: str) -> EntryStream:
         """Start a result whose list ``key`` is written entry by entry (see :class:`EntryStream`).
@@ -289,8 +325,10 @@ class Output:
 
     def warn(self, message: str) -> None:
         """A warning: on stderr now, and in the JSON document's ``warnings`` list (at most
-        :data:`MAX_MESSAGE_CHARS` characters)."""
+        :data:`MAX_MESSAGE_CHARS` characters); a warning given already is not repeated."""
         message = clip(message, MAX_MESSAGE_CHARS)
+        if message in self.warnings:
+            return  # the same value judged again on its way through (a config is built in steps)
         self.warnings.append(message)
         self.stderr.write(printable(f"{PROG}: warning: {message}\n"))
         self.stderr.flush()

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from pytun_hash.cli import apply, demo, devices, hashcmd, probe, show
 from pytun_hash.cli.output import EXIT_CODES_HELP, PROG, CliError, ExitCode
+from pytun_hash.errors import shorten
 
 __all__ = ["build_parser"]
 
@@ -36,6 +37,31 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CliError(message, f"see `{self.prog} --help`", ExitCode.USAGE)
+
+
+class _TopParser(_Parser):
+    """The top-level parser: a stray word after a command that names its device with ``--dev`` is
+    most likely that device (``apply vm0``), and the hint says so."""
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            word = extras[0]
+            if command in _DEV_COMMANDS and getattr(parsed, "dev", None) is None and not word.startswith("-"):
+                raise CliError(
+                    f"unrecognized argument {shorten(word)}: {command} names its device with --dev",
+                    f"run `{PROG} {command} --dev {word}`",
+                    ExitCode.USAGE,
+                )
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+# The commands whose device is an option, not a positional argument.
+_DEV_COMMANDS = frozenset({"apply", "disable", "show", "probe", "predict"})
 
 
 class _Version(argparse.Action):
@@ -73,7 +99,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The complete argument parser (for documentation tools and tests)."""
-    parser = _Parser(
+    parser = _TopParser(
         prog=PROG,
         description=_DESCRIPTION,
         epilog=f"{EXIT_CODES_HELP}\n\n{_EXAMPLES}",

@@ -250,10 +250,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     report = probe_kernel()
     if args.dev:
         report["device"] = probe_device(args.dev)
-    out.result(report, lambda: _render(report))
     if not report["tun"]["accessible"]:
-        return int(ExitCode.KERNEL if report["tun"]["present"] else ExitCode.UNSUPPORTED)
-    if report["backend"]["auto"]:
-        return int(ExitCode.OK)
-    denied = (report.get("bpf") or {}).get("errno") in ("EPERM", "EACCES")
-    return int(ExitCode.KERNEL if denied else ExitCode.UNSUPPORTED)
+        code = ExitCode.KERNEL if report["tun"]["present"] else ExitCode.UNSUPPORTED
+    elif report["backend"]["auto"]:
+        code = ExitCode.OK
+    else:
+        denied = (report.get("bpf") or {}).get("errno") in ("EPERM", "EACCES")
+        code = ExitCode.KERNEL if denied else ExitCode.UNSUPPORTED
+    return out.result(report, lambda: _render(report), code)

@@ -46,6 +46,7 @@ from pytun_hash.errors import (
     FeatureUnsupportedError,
     KernelError,
     PytunHashError,
+    PytunHashWarning,
     ValidationError,
     kernel_error,
 )
@@ -87,7 +88,7 @@ def queue_fold_warning(config: VnetHashConfig, queues: int, name: str) -> str | 
     return None
 
 
-class HashControlWarning(UserWarning):
+class HashControlWarning(PytunHashWarning):
     """A configuration the kernel accepts but that will not do what it seems to (see the message)."""
 
 

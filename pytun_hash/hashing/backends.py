@@ -25,13 +25,13 @@ from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.hashctl import HashControl, QueueFoldWarning, queue_fold_warning
 from pytun_hash.device.record import DeviceId, EbpfPins, Record
-from pytun_hash.errors import BpfError, KernelError, ValidationError
+from pytun_hash.errors import BpfError, KernelError, PytunHashWarning, ValidationError
 from pytun_hash.hashing.state import StateLocation, unpin_record
 
 __all__ = ["EbpfBackend", "HashingBackend", "HashingWarning", "NativeBackend", "take_off"]
 
 
-class HashingWarning(UserWarning):
+class HashingWarning(PytunHashWarning):
     """Hashing is in force, but something around it is not as asked (see the message)."""
 
 

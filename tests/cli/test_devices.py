@@ -13,8 +13,8 @@ from pytun_hash.errors import DeviceNotFoundError
 from tests.hardening.conftest import no_syscalls
 
 CREATE_KEYS = {
-    "ok", "device", "ifindex", "mode", "flags", "multi_queue", "queues_checked", "vnet_hdr", "vnet_hdr_size",
-    "vnet_le", "owner", "group", "persist",
+    "ok", "device", "ifindex", "mode", "flags", "multi_queue", "queues_checked", "queues", "intent", "vnet_hdr",
+    "vnet_hdr_size", "vnet_le", "owner", "group", "persist",
 }  # fmt: skip
 
 

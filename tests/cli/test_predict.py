@@ -201,7 +201,10 @@ def test_missing_pcap(cli: Any, config_file: Path, tmp_path: Path) -> None:
         (["--key", "microsoft", "--queues", "4", "--per-packet", "tcp,1.2.3.4:1,1.2.3.5:2"], "--per-packet"),
         (["--key", "microsoft", "--queues", "4", "--section", "x", "tcp,1.2.3.4:1,1.2.3.5:2"], "--section"),
         # Sizes are checked before anything is allocated: a histogram row per queue, a table entry per range step.
-        (["--key", "microsoft", "--queues", "65537", "tcp,1.2.3.4:1,1.2.3.5:2"], "--queues: must be 1..65536"),
+        (
+            ["--key", "microsoft", "--queues", "65537", "tcp,1.2.3.4:1,1.2.3.5:2"],
+            "--queues: a TUN/TAP device has 1..256 queues",
+        ),
         (["--key", "microsoft", "--table", "0-100000000", "tcp,1.2.3.4:1,1.2.3.5:2"], "at most 128 entries"),
         (["--key", "microsoft", "--queues", "\uff14", "tcp,1.2.3.4:1,1.2.3.5:2"], "ASCII digits"),
     ],

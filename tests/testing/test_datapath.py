@@ -306,8 +306,9 @@ def test_a_blocking_read_waits_for_its_frame(netns: NetworkNamespace) -> None:
         sent: list[float] = []
 
         def later() -> None:
-            send(sock, [7900])
+            # Stamped before the send: the reader may return before this thread runs again.
             sent.append(time.monotonic())
+            send(sock, [7900])
 
         timer = threading.Timer(0.2, later)
 
