@@ -449,6 +449,8 @@ def _predict_pcap(
                 stream.entry(entry, _packet_line(index, flow or _NO_FLOW, value, result.report.name, queue))
             if index % 4096 == 0:
                 progress.update(index)
+        # The last report (if any) counts every packet, not those up to the last multiple of 4096.
+        progress.update(reader.count)
         pcap = {
             "file": args.pcap,
             "linktype": reader.linktype,

@@ -1,19 +1,26 @@
 """Output a person reads (issue 15): bars scaled to the busiest queue, the unclassified column,
-the flow of every packet with ``--per-packet``."""
+the flow of every packet with ``--per-packet``, and progress lines only on a terminal."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import select
 import sys
+import tty
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, TextIO
 
 import pytest
 
 from pytun_hash.cli import main
+from pytun_hash.cli import output as output_module
 from pytun_hash.cli.charts import BAR_WIDTH, bar, blocks_for
+from pytun_hash.cli.output import Output
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.model import classify, predict_queue
 from pytun_hash.traffic import Flow
@@ -254,3 +261,117 @@ def test_per_packet_flows_on_raw_ip_captures(cli: Any, tmp_path: Path) -> None:
     doc = cli("predict", *config_args(), "--queues", "4", "--pcap", str(path), "--per-packet", "--json").json()
     assert [p["flow"] for p in doc["packets"]] == [str(f) for f in flows]
     assert doc["packets"][1]["flow"] == "icmpv6 fd00::1 -> fd00::2"
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+@pytest.fixture
+def pty_stream() -> Iterator[tuple[TextIO, int]]:
+    """``(stream, master fd)``: a text stream on a pseudo-terminal's slave side, in raw mode (the
+    bytes written arrive at the master as they are), and the fd to read them from."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stream = open(slave, "w", encoding="utf-8", closefd=True)  # noqa: SIM115 - closed below
+    try:
+        yield stream, master
+    finally:
+        stream.close()
+        os.close(master)
+
+
+def read_available(fd: int) -> str:
+    data = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8")
+
+
+def test_progress_on_a_terminal(pty_stream: tuple[TextIO, int]) -> None:
+    stream, master = pty_stream
+    assert stream.isatty()
+    with Output(stderr=stream).progress("slow", 10, after=0.0) as progress:
+        progress.update(5)
+        progress.update(10)  # within the half-second interval: not written until the step ends
+    written = read_available(master)
+    # Rewritten in place (carriage returns), ended with a newline when the step ends.
+    assert written.startswith("\rpytun-hash: slow: 5/10 (") and written.endswith("\n")
+    assert written.count("\r") == 2 and "\rpytun-hash: slow: 10/10 (" in written
+
+
+def test_progress_that_ends_in_an_error_ends_its_line(pty_stream: tuple[TextIO, int]) -> None:
+    stream, master = pty_stream
+    with pytest.raises(RuntimeError), Output(stderr=stream).progress("slow", after=0.0) as progress:
+        progress.update(1)
+        raise RuntimeError("boom")
+    written = read_available(master)
+    assert written.startswith("\rpytun-hash: slow: 1 (") and written.endswith("\n") and written.count("\r") == 1
+
+
+def test_no_progress_with_json_even_on_a_terminal(pty_stream: tuple[TextIO, int]) -> None:
+    stream, master = pty_stream
+    with Output(json_mode=True, stderr=stream).progress("slow", 10, after=0.0) as progress:
+        progress.update(5)
+    assert read_available(master) == ""
+
+
+@pytest.mark.parametrize("kind", ["pipe", "file", "stringio"])
+def test_no_progress_when_stderr_is_not_a_terminal(kind: str, tmp_path: Path) -> None:
+    if kind == "pipe":
+        read_end, write_end = os.pipe()
+        stream: TextIO = open(write_end, "w")  # noqa: SIM115 - closed below
+    elif kind == "file":
+        stream = open(tmp_path / "err", "w")  # noqa: SIM115 - closed below
+    else:
+        stream = io.StringIO()
+    with Output(stderr=stream).progress("slow", 10, after=0.0) as progress:
+        progress.update(5)
+    if kind == "pipe":
+        stream.close()
+        with os.fdopen(read_end) as f:
+            assert f.read() == ""
+    elif kind == "file":
+        stream.close()
+        assert (tmp_path / "err").read_text() == ""
+    else:
+        assert isinstance(stream, io.StringIO) and stream.getvalue() == ""
+
+
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reading of the progress clock is a second after the last: every update is due."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(output_module, "time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
+
+
+def pcap_argv(capture: Path, *extra: str) -> list[str]:
+    return ["predict", *config_args(), "--queues", "4", "--pcap", str(capture), *extra]
+
+
+def test_predict_shows_progress_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, pty_stream: tuple[TextIO, int], capture: Path
+) -> None:
+    stream, master = pty_stream
+    fake_clock(monkeypatch)
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert main(pcap_argv(capture)) == 0
+    written = read_available(master)
+    assert f"\rpytun-hash: reading {capture}: 0 (" in written
+    # The last report counts every packet of the capture.
+    packets = len(mixed_capture())
+    assert re.search(rf"\rpytun-hash: reading {re.escape(str(capture))}: {packets} \(\d+\.\d s\)\n$", written)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert main(pcap_argv(capture, "--json")) == 0
+    assert read_available(master) == ""
+
+
+def test_predict_shows_no_progress_when_stderr_is_captured(
+    cli: Any, monkeypatch: pytest.MonkeyPatch, capture: Path
+) -> None:
+    fake_clock(monkeypatch)
+    for extra in ([], ["--per-packet"], ["--json"]):
+        run = cli(*pcap_argv(capture, *extra))
+        assert run.code == 0 and run.err == ""
