@@ -50,6 +50,8 @@ __all__ = [
     "Flow",
     "FlowMatch",
     "collect",
+    "flow_text",
+    "parsed_flow_text",
     "protocol_name",
     "send",
     "spread_flows",
@@ -70,11 +72,42 @@ _ECHO_ID = 0x7068  # "ph"
 _TCP_SYN = 0x02
 _IP_TTL = 64
 _ADDRESS_READY_TIMEOUT = 2.0
+_PORTS = struct.Struct("!HH")
 
 
 def protocol_name(protocol: int) -> str:
     """``"tcp"``, ``"udp"``, ``"icmp"``, ``"icmpv6"``, or the IP protocol number as text."""
     return _PROTOCOL_NAMES.get(protocol, str(protocol))
+
+
+def flow_text(protocol: int, src: str, dst: str, sport: int | None = None, dport: int | None = None) -> str:
+    """A flow as the CLI and :class:`Flow` write it: ``tcp 10.0.0.1:80 -> 10.0.0.2:5000``.
+
+    The protocol by name where it has one (:func:`protocol_name`); an IPv6 address with a port in
+    brackets (``udp [fd00::1]:5000 -> [fd00::2]:53``); an end without a port as the bare address
+    (``icmp 10.0.0.1 -> 10.0.0.2``).
+    """
+
+    def end(addr: str, port: int | None) -> str:
+        if port is None:
+            return addr
+        return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+    return f"{protocol_name(protocol)} {end(src, sport)} -> {end(dst, dport)}"
+
+
+def parsed_flow_text(parsed: ParsedFrame) -> str:
+    """The flow of a parsed frame, written as :func:`flow_text` writes it.
+
+    The addresses are those of the IP header (not the Home Address or type-2 routing header ones
+    the _EX hash types may use instead). Ports appear exactly where the parser found them: a
+    fragment has none, and says so with a trailing ``(fragment)``.
+    """
+    sport, dport = _PORTS.unpack(parsed.ports) if parsed.ports is not None else (None, None)
+    src = str(ipaddress.ip_address(parsed.src))
+    dst = str(ipaddress.ip_address(parsed.dst))
+    text = flow_text(parsed.protocol, src, dst, sport, dport)
+    return f"{text} (fragment)" if parsed.fragment else text
 
 
 @attrs.frozen
@@ -201,12 +234,7 @@ class Flow:
         )
 
     def __str__(self) -> str:
-        def end(addr: str, port: int | None) -> str:
-            if port is None:
-                return addr
-            return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-        return f"{protocol_name(self.protocol)} {end(self.src, self.sport)} -> {end(self.dst, self.dport)}"
+        return flow_text(self.protocol, self.src, self.dst, self.sport, self.dport)
 
     def ip_packet(self, payload: bytes = MARK) -> bytes:
         """A synthetic IP packet of this flow (as a TUN queue would carry it), for predictions.

@@ -27,6 +27,7 @@ from pytun_hash.traffic import Flow
 
 __all__ = [
     "MAX_INT_DIGITS",
+    "check_queue_count",
     "add_config_arguments",
     "config_from_args",
     "int_arg",
@@ -289,6 +290,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, key_help: str) -> N
     group.add_argument("--unclassified-queue", metavar="Q", type=int_arg, help="queue for packets that are not hashed")
 
 
+def check_queue_count(queues: int, flag: str = "--queues") -> int:
+    """``queues`` when a TUN/TAP device can have that many (1..256, the kernel's ``MAX_TAP_QUEUES``).
+
+    Raises:
+        ValidationError: naming ``flag`` otherwise.
+    """
+    if not 1 <= queues <= MAX_TAP_QUEUES:
+        raise ValidationError(
+            flag, f"a TUN/TAP device has 1..{MAX_TAP_QUEUES} queues (the kernel's MAX_TAP_QUEUES), got {queues}"
+        )
+    return queues
+
+
 def config_from_args(args: argparse.Namespace, *, queues: int | None, key_required: bool) -> VnetHashConfig:
     """Build the config: the file's fields (if ``--config``), overridden by the flags given.
 
@@ -331,11 +345,7 @@ def config_from_args(args: argparse.Namespace, *, queues: int | None, key_requir
                 "give --queues N or --equal N (a round-robin table over N queues), --weight W0,W1,... or "
                 "--table 0,1,...",
             )
-        flag = "--equal" if args.equal is not None else "--queues"
-        if not 1 <= queues <= MAX_TAP_QUEUES:
-            raise ValidationError(
-                flag, f"a TUN/TAP device has 1..{MAX_TAP_QUEUES} queues (the kernel's MAX_TAP_QUEUES), got {queues}"
-            )
+        check_queue_count(queues, "--equal" if args.equal is not None else "--queues")
         length = args.table_length
         check_table_length(length, "--table-length")
         data["indirection_table"] = [i % queues for i in range(length)]

@@ -45,6 +45,7 @@ from pytun_hash import traffic
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
 from pytun_hash.backend import Backend
 from pytun_hash.bpf.report import HashReporter
+from pytun_hash.cli.charts import bar, blocks_for
 from pytun_hash.cli.common import add_backend_argument, config_summary, int_arg, parse_revision, parse_semantics
 from pytun_hash.cli.interrupts import guarded
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
@@ -206,7 +207,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     started = time.monotonic()
     document = _demo(args, out) if args.emulate is None else _emulated(args, out)
     document["elapsed_s"] = round(time.monotonic() - started, 3)
-    return out.result(document, lambda: _render(document), ExitCode.OK if document["ok"] else ExitCode.MISMATCH)
+    return out.result(
+        document,
+        lambda: _render(document, blocks=blocks_for(out.stdout)),
+        ExitCode.OK if document["ok"] else ExitCode.MISMATCH,
+    )
 
 
 def _emulated(args: argparse.Namespace, out: Output) -> dict[str, Any]:
@@ -289,7 +294,18 @@ def _enable(device: TunTapDevice, config: VnetHashConfig, args: argparse.Namespa
     return hashing
 
 
-def _render(doc: dict[str, Any]) -> str:
+def _queue_chart(per_queue: list[dict[str, Any]], *, blocks: bool) -> str:
+    """Observed and predicted packets per queue as bars, one above the other, so a queue that got
+    more or less than predicted shows as bars of different lengths; all scaled to the busiest."""
+    largest = max((max(q["packets"], q["predicted"]) for q in per_queue), default=0)
+    rows = []
+    for q in per_queue:
+        rows.append((q["queue"], "observed", q["packets"], bar(q["packets"], largest, blocks=blocks)))
+        rows.append(("", "predicted", q["predicted"], bar(q["predicted"], largest, blocks=blocks)))
+    return table(("queue", "", "packets", ""), rows)
+
+
+def _render(doc: dict[str, Any], *, blocks: bool) -> str:
     source = (
         "computed in user space (eBPF steering cannot write them)"
         if doc["reports"] == "computed"
@@ -316,6 +332,8 @@ def _render(doc: dict[str, Any]) -> str:
         samples = ", ".join(f"{s['hash']} {s['report']}" for s in q["samples"]) or "-"
         rows.append((q["queue"], q["packets"], q["predicted"], f"{q['matched']}/{q['packets']}", samples))
     lines.append(table(("queue", "observed", "predicted", "matched", "sample hash reports"), rows))
+    lines.append("")
+    lines.append(_queue_chart(doc["per_queue"], blocks=blocks))
     lines.append("")
     for m in doc["mismatches"][:10]:
         lines.append(f"MISMATCH {m['flow']}: {m['problem']}")

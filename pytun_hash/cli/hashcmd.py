@@ -20,11 +20,16 @@ for the table), and prints a per-queue histogram.
 force on it (the running kernel's hash revision, probed on a scratch device, as ``apply``'s auto
 backend chooses; ``--backend``/``--revision`` say otherwise; ``--semantics`` forces the rules).
 
+The histogram has a row per queue: its packets; how many of them are unclassified (report NONE:
+not IP, or no enabled hash type matched, so the rules' fallback chose the queue, which is
+``unclassified_queue`` under the specification); their share; and a bar scaled to the busiest queue.
+
 JSON keys of ``predict``: ``queues``, ``config``, ``semantics``, ``semantics_source``, ``histogram`` (list of
-{``queue``, ``packets``}), ``reports`` (report name -> packets); for flows ``flows`` (list of
-{``flow``, ``hash``, ``report``, ``queue``}); for a pcap ``pcap`` {``file``, ``linktype``,
-``packets``, ``truncated``, ``unparsed``}, and ``packets`` (list of {``index``, ``hash``,
-``report``, ``queue``}) with ``--per-packet``.
+{``queue``, ``packets``, ``unclassified``}), ``reports`` (report name -> packets); for flows ``flows``
+(list of {``flow``, ``hash``, ``report``, ``queue``}); for a pcap ``pcap`` {``file``, ``linktype``,
+``packets``, ``truncated``, ``unparsed``}, and ``packets`` (list of {``index``, ``flow``, ``hash``,
+``report``, ``queue``}, ``flow`` being null for a frame with no IP flow the model can parse) with
+``--per-packet``.
 
 Memory: ``predict --pcap`` holds one record of the capture at a time (at most 256 KiB) and a
 counter per queue and report type, never the packets: ``--per-packet`` output, text and JSON, is
@@ -44,10 +49,12 @@ from typing import Any
 
 from pytun_hash._abi import HashReport, HashType, Revision
 from pytun_hash.backend import Backend
+from pytun_hash.cli.charts import bar, blocks_for
 from pytun_hash.cli.common import (
     ALL_TYPES,
     add_backend_argument,
     add_config_arguments,
+    check_queue_count,
     config_from_args,
     config_summary,
     int_arg,
@@ -60,14 +67,24 @@ from pytun_hash.cli.common import (
 )
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
 from pytun_hash.cli.pcap import PcapReader
-from pytun_hash.config import MAX_QUEUE, VnetHashConfig, parse_hash_types
+from pytun_hash.config import VnetHashConfig, parse_hash_types
 from pytun_hash.configfile import parse_key
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.hashctl import probe_revision
 from pytun_hash.errors import PrivilegeError, ValidationError, shorten
-from pytun_hash.model import FlowHash, Framing, Semantics, classify, queue_for_flow, rfc_input, toeplitz_hash
+from pytun_hash.model import (
+    FlowHash,
+    Framing,
+    Semantics,
+    classify,
+    classify_parsed,
+    parse_frame,
+    queue_for_flow,
+    rfc_input,
+    toeplitz_hash,
+)
 from pytun_hash.model.semantics import semantics_for
-from pytun_hash.traffic import Flow
+from pytun_hash.traffic import Flow, parsed_flow_text
 
 __all__ = ["add_parsers", "run_hash", "run_predict"]
 
@@ -226,14 +243,40 @@ def run_hash(args: argparse.Namespace, out: Output) -> int:
 def _queue_count(args: argparse.Namespace, config: VnetHashConfig) -> int:
     if args.queues is None:
         return config.max_queue + 1
-    # The histogram has a row per queue: bounded by the queues a config can name, not by the user.
-    if not 1 <= args.queues <= MAX_QUEUE + 1:
-        raise ValidationError("--queues", f"must be 1..{MAX_QUEUE + 1}, got {args.queues}")
-    return int(args.queues)
+    # The histogram has a row per queue: bounded by the queues a device can have, not by the user.
+    return check_queue_count(args.queues)
 
 
-def _histogram(counts: Counter[int], queues: int) -> list[dict[str, int]]:
-    return [{"queue": q, "packets": counts.get(q, 0)} for q in range(queues)]
+class _Tally:
+    """What ``predict`` counts: packets per queue, the unclassified among them, packets per report type.
+
+    Only counters: ``predict --pcap`` keeps nothing else of a packet.
+    """
+
+    def __init__(self, queues: int) -> None:
+        self.queues = queues
+        self.packets: Counter[int] = Counter()
+        self.unclassified: Counter[int] = Counter()
+        self.reports: Counter[str] = Counter()
+
+    def add(self, result: FlowHash, queue: int) -> None:
+        """Count a packet classified as ``result`` and put on ``queue``."""
+        self.packets[queue] += 1
+        # Report NONE is the model's "no enabled type matched": the queue came from the fallback rule.
+        if result.report is HashReport.NONE:
+            self.unclassified[queue] += 1
+        self.reports[result.report.name] += 1
+
+    def histogram(self) -> list[dict[str, int]]:
+        """The JSON ``histogram``: a row per queue."""
+        return [
+            {"queue": q, "packets": self.packets.get(q, 0), "unclassified": self.unclassified.get(q, 0)}
+            for q in range(self.queues)
+        ]
+
+    def report_counts(self) -> dict[str, int]:
+        """The JSON ``reports``: packets per report type, by name."""
+        return dict(sorted(self.reports.items()))
 
 
 def _semantics(args: argparse.Namespace) -> tuple[Semantics, str]:
@@ -269,13 +312,22 @@ def _kernel_revision() -> Revision | None:
 
 
 def _device_queues(name: str) -> int:
-    """Queues attached to device ``name`` now (rtnetlink; every holder's queues count)."""
-    tun = tun_link(name).tun
-    assert tun is not None  # tun_link refuses other links
-    queues = tun.numqueues if tun.multi_queue else 1
-    if not queues:
-        raise CliError(f"{name!r} has no attached queue", "attach a queue (start the VMM) or give --queues N")
-    return int(queues)
+    """The queues device ``name`` is made for (:func:`~pytun_hash.hashing.state.queue_count`).
+
+    Raises:
+        CliError: when there is no such TUN/TAP device, or its queue count cannot be known.
+    """
+    # Imported here: hash and predict without --dev never load the state layer (and eBPF with it).
+    from pytun_hash.hashing.state import queue_count
+
+    tun_link(name)
+    count = queue_count(name)
+    if count.count is None:
+        raise CliError(
+            f"{name} has no queue attached and no recorded queue count",
+            "give --queues N (the queues the VMM will attach), or start the VMM first",
+        )
+    return count.count
 
 
 def _predict_one(config: VnetHashConfig, flow: FlowHash, queues: int, semantics: Semantics) -> int:
@@ -293,8 +345,10 @@ def run_predict(args: argparse.Namespace, out: Output) -> int:
         raise CliError("give FLOW arguments or --pcap, not both", "run predict twice")
     if args.per_packet and not args.pcap:
         raise CliError("--per-packet needs --pcap", "drop --per-packet")
-    device_queues = _device_queues(args.dev) if args.dev is not None else None
-    config = config_from_args(args, queues=args.queues or device_queues, key_required=True)
+    device_queues = _device_queues(args.dev) if args.dev is not None and args.queues is None else None
+    config = config_from_args(
+        args, queues=args.queues if args.queues is not None else device_queues, key_required=True
+    )
     if not config.rss:
         raise CliError(
             "the config has rss off: without RSS the kernel picks queues by its own flow hash (not modelled)",
@@ -304,8 +358,7 @@ def run_predict(args: argparse.Namespace, out: Output) -> int:
     semantics, source = _semantics(args)
     if device_queues is not None and args.queues is None:
         queues = device_queues
-    counts: Counter[int] = Counter()
-    reports: Counter[str] = Counter()
+    tally = _Tally(queues)
     document: dict[str, Any] = {
         "queues": queues,
         "config": config.to_mapping(),
@@ -313,7 +366,7 @@ def run_predict(args: argparse.Namespace, out: Output) -> int:
         "semantics_source": source,
     }
     if args.pcap:
-        _predict_pcap(args, out, config, queues, semantics, document, counts, reports)
+        _predict_pcap(args, out, config, semantics, document, tally)
         return int(ExitCode.OK)
     # The flows come from the argument vector, which the kernel bounds (ARG_MAX): no need to stream them.
     rows = []
@@ -321,8 +374,7 @@ def run_predict(args: argparse.Namespace, out: Output) -> int:
         flow = parse_flow(text)
         result = classify(flow.ip_packet(), config.types, config.key, l2=Framing.IP, semantics=semantics)
         queue = _predict_one(config, result, queues, semantics)
-        counts[queue] += 1
-        reports[result.report.name] += 1
+        tally.add(result, queue)
         rows.append(
             {
                 "flow": str(flow),
@@ -332,33 +384,37 @@ def run_predict(args: argparse.Namespace, out: Output) -> int:
             }
         )
     document["flows"] = rows
-    document["histogram"] = _histogram(counts, queues)
-    document["reports"] = dict(sorted(reports.items()))
+    document["histogram"] = tally.histogram()
+    document["reports"] = tally.report_counts()
 
     def render() -> str:
         lines = [f"config: {config_summary(config)}", f"{queues} queue(s), {semantics.value} rules"]
         lines.append(table(("flow", "hash", "report", "queue"), [tuple(r.values()) for r in rows]))
-        lines.append(_summary(counts, reports, queues))
+        lines.append(_summary(tally, blocks_for(out.stdout)))
         return "\n".join(lines)
 
     out.result(document, render)
     return int(ExitCode.OK)
 
 
-def _summary(counts: Counter[int], reports: Counter[str], queues: int) -> str:
-    """The per-queue histogram and the report counts, as text."""
-    total = sum(counts.values())
+def _summary(tally: _Tally, blocks: bool) -> str:
+    """The per-queue histogram (bars scaled to the busiest queue) and the report counts, as text."""
+    total = sum(tally.packets.values())
+    largest = max(tally.packets.values(), default=0)
     hist = []
-    for q in range(queues):
-        n = counts.get(q, 0)
+    for q in range(tally.queues):
+        n = tally.packets.get(q, 0)
         share = n / total if total else 0.0
-        hist.append((q, n, f"{share:6.1%}", "#" * round(share * 40)))
-    shown = ", ".join(f"{k} {v}" for k, v in sorted(reports.items()))
-    return table(("queue", "packets", "share", ""), hist) + "\nreports: " + shown
+        hist.append((q, n, tally.unclassified.get(q, 0), f"{share:6.1%}", bar(n, largest, blocks=blocks)))
+    shown = ", ".join(f"{k} {v}" for k, v in tally.report_counts().items())
+    return table(("queue", "packets", "unclassified", "share", ""), hist) + "\nreports: " + shown
 
 
 # Column widths of the per-packet table, fixed because rows are printed before the widest is known.
-_PACKET_COLUMNS = (("packet", 10), ("hash", 10), ("report", 8), ("queue", 5))
+# 50 holds any IPv4 flow (tcp 255.255.255.255:65535 -> ...); a longer IPv6 one pushes its line.
+_PACKET_COLUMNS = (("packet", 8), ("flow", 50), ("hash", 10), ("report", 8), ("queue", 5))
+# What the flow column says of a frame the model cannot parse (not IP, malformed, cut short).
+_NO_FLOW = "(no IP flow)"
 
 
 def _packet_line(*cells: object) -> str:
@@ -369,17 +425,16 @@ def _predict_pcap(
     args: argparse.Namespace,
     out: Output,
     config: VnetHashConfig,
-    queues: int,
     semantics: Semantics,
     document: dict[str, Any],
-    counts: Counter[int],
-    reports: Counter[str],
+    tally: _Tally,
 ) -> None:
     """Predict every packet of ``--pcap`` and print the result.
 
     Constant memory: the reader yields one record at a time and ``--per-packet`` entries are
     written as they are made (:meth:`Output.stream`), so only the counters outlive a packet.
     """
+    queues = tally.queues
     head = [f"config: {config_summary(config)}", f"{queues} queue(s), {semantics.value} rules"]
     with PcapReader(args.pcap) as reader, out.progress(f"reading {args.pcap}") as progress:
         stream = None
@@ -389,29 +444,36 @@ def _predict_pcap(
             stream = out.stream(document, "packets", "\n".join([*head, header, rule]))
         framing = reader.framing
         for index, packet in enumerate(reader):
-            result = classify(packet.data, config.types, config.key, l2=framing, semantics=semantics)
-            queue = _predict_one(config, result, queues, semantics)
-            counts[queue] += 1
-            reports[result.report.name] += 1
-            if stream is not None:
+            if stream is None:
+                result = classify(packet.data, config.types, config.key, l2=framing, semantics=semantics)
+                tally.add(result, _predict_one(config, result, queues, semantics))
+            else:
+                # Parsed once, for the flow's addresses and the classification alike.
+                parsed = parse_frame(packet.data, framing)
+                result = classify_parsed(parsed, config.types, config.key, semantics=semantics)
+                queue = _predict_one(config, result, queues, semantics)
+                tally.add(result, queue)
+                flow = None if parsed is None else parsed_flow_text(parsed)
                 value = f"{result.hash_value:#010x}"
-                entry = {"index": index, "hash": value, "report": result.report.name, "queue": queue}
-                stream.entry(entry, _packet_line(index, value, result.report.name, queue))
+                entry = {"index": index, "flow": flow, "hash": value, "report": result.report.name, "queue": queue}
+                stream.entry(entry, _packet_line(index, flow or _NO_FLOW, value, result.report.name, queue))
             if index % 4096 == 0:
                 progress.update(index)
+        # The last report (if any) counts every packet, not those up to the last multiple of 4096.
+        progress.update(reader.count)
         pcap = {
             "file": args.pcap,
             "linktype": reader.linktype,
             "packets": reader.count,
             "truncated": reader.truncated,
-            "unparsed": reports.get(HashReport.NONE.name, 0),
+            "unparsed": tally.reports.get(HashReport.NONE.name, 0),
         }
-    tail = {"pcap": pcap, "histogram": _histogram(counts, queues), "reports": dict(sorted(reports.items()))}
+    tail = {"pcap": pcap, "histogram": tally.histogram(), "reports": tally.report_counts()}
     described = (
         f"{pcap['file']}: link type {pcap['linktype']}, {pcap['packets']} packets "
         f"({pcap['truncated']} truncated by the capture, {pcap['unparsed']} not hashed)"
     )
-    summary = _summary(counts, reports, queues)
+    summary = _summary(tally, blocks_for(out.stdout))
     if stream is not None:
         stream.finish(tail, f"{described}\n{summary}")
     else:

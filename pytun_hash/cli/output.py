@@ -356,8 +356,9 @@ class Output:
         return code
 
     def progress(self, what: str, total: int | None = None, *, after: float = 1.0) -> Progress:
-        """A progress reporter for a long step (see :class:`Progress`)."""
-        return Progress(self.stderr, what, total, after=after)
+        """A progress reporter for a long step (see :class:`Progress`); silent with ``--json``, and
+        unless stderr is a terminal."""
+        return Progress(self.stderr, what, total, after=after, enabled=not self.json_mode)
 
 
 def _member(name: str, value: Any) -> str:
@@ -437,21 +438,27 @@ class EntryStream:
 class Progress:
     """Progress on stderr for a step that may take more than a second (context manager).
 
-    Nothing is printed until ``after`` seconds have passed; then at most every half second a
-    line ``pytun-hash: <what>: <done>[/<total>]`` (rewritten in place on a terminal), and a
-    final line when the step ends.
+    Only on a terminal: a person watching a long step wants to see it move, but in a pipe, a
+    file or a log a line per half second is clutter, so there nothing at all is written. On a
+    terminal nothing is printed until ``after`` seconds have passed; then at most every half
+    second the line ``pytun-hash: <what>: <done>[/<total>]`` is rewritten in place, and it is
+    ended when the step ends.
 
     Args:
         stream: where to write.
         what: the step's name.
         total: the number of units, if known.
         after: seconds before the first report.
+        enabled: False silences it even on a terminal (``--json``: machine-read output).
     """
 
     _INTERVAL = 0.5
 
-    def __init__(self, stream: TextIO, what: str, total: int | None = None, *, after: float = 1.0) -> None:
+    def __init__(
+        self, stream: TextIO, what: str, total: int | None = None, *, after: float = 1.0, enabled: bool = True
+    ) -> None:
         self._stream = stream
+        self._enabled = enabled and _isatty(stream)
         self._what = what
         self._total = total
         self._after = after
@@ -463,6 +470,8 @@ class Progress:
     def update(self, done: int) -> None:
         """Record ``done`` units finished; print when due."""
         self.done = done
+        if not self._enabled:
+            return
         now = time.monotonic()
         if now - self._start < self._after or now - self._last < self._INTERVAL:
             return
@@ -473,11 +482,7 @@ class Progress:
         count = f"{self.done}/{self._total}" if self._total is not None else str(self.done)
         elapsed = time.monotonic() - self._start
         text = f"{PROG}: {self._what}: {count} ({elapsed:.1f} s)"
-        tty = getattr(self._stream, "isatty", lambda: False)()
-        if tty:
-            self._stream.write("\r" + printable(text) + ("\n" if final else ""))
-        else:
-            self._stream.write(printable(text) + "\n")
+        self._stream.write("\r" + printable(text) + ("\n" if final else ""))
         self._stream.flush()
         self._shown = True
 
@@ -487,5 +492,18 @@ class Progress:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._shown and exc_type is None:
+        if not self._shown:
+            return
+        if exc_type is None:
             self._write(final=True)
+        else:
+            # End the line being rewritten, so that the error report starts a line of its own.
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False

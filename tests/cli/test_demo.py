@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import thread_netns_inode
 from tests import tracking
 from tests.cli.helpers import run_as_nobody
+from tests.cli.test_readable_output import eighths
 
 DEMO_KEYS = {
     "ok", "device", "queues", "backend", "revision", "reason", "semantics", "config", "reports", "flows", "sent",
@@ -87,6 +89,19 @@ def test_predicting_an_rfc_kernel_with_the_specification_fails(cli: Any) -> None
     assert all("kernel reported" in m["problem"] for m in doc["mismatches"])
 
 
+def chart_row(line: str) -> tuple[int, str, int, str]:
+    """``(queue, "observed" or "predicted", packets, bar)`` from a line of demo's queue chart
+    (a predicted line names no queue: it is the one of the observed line above it)."""
+    match = re.fullmatch(r"(\d+)? +(observed|predicted) +(\d+)(?: +(\S+))?", line)
+    assert match is not None, line
+    return (int(match[1]) if match[1] else -1, match[2], int(match[3]), match[4] or "")
+
+
+def bar_eighths(value: int, largest: int) -> int:
+    """How many eighths of a cell a 40-cell chart gives ``value`` (rounded half up, at least one)."""
+    return 0 if value == 0 else max(1, (2 * value * 40 * 8 + largest) // (2 * largest))
+
+
 @pytest.mark.kernel
 @pytest.mark.bpf
 def test_demo_human_table_and_options(cli: Any) -> None:
@@ -101,6 +116,15 @@ def test_demo_human_table_and_options(cli: Any) -> None:
     assert lines[-1].startswith(
         "result: 14/14 packets matched (0 not from the demo); every packet on its predicted"
     )
+    # Under the table, observed and predicted packets per queue as bars, the busiest queue's full width.
+    chart = next(i for i in range(header + 1, len(lines)) if lines[i].split() == ["queue", "packets"])
+    bars = [chart_row(line) for line in lines[chart + 2 : chart + 8]]
+    counts = [int(r[1]) for r in rows]
+    assert [b[:3] for b in bars[0::2]] == [(q, "observed", counts[q]) for q in range(3)]
+    # Every packet was on its predicted queue: the predicted bars are the observed ones.
+    assert [b[1:] for b in bars[1::2]] == [("predicted", *b[2:]) for b in bars[0::2]]
+    assert [eighths(b[3]) for b in bars] == [bar_eighths(b[2], max(counts)) for b in bars]
+    assert max(eighths(b[3]) for b in bars) == 8 * 40
     # The same seed gives the same key and flows.
     again = cli("demo", "--queues", "3", "--flows", "12", "--seed", "9", "--json").json()
     assert again["config"]["key"] in run.out
@@ -137,3 +161,31 @@ def test_demo_without_root_says_what_it_needs() -> None:
         assert needed in done.stderr
     doc = run_as_nobody("demo", "--json")
     assert json.loads(doc.stdout)["error"]["exit_code"] == 3
+
+
+def test_demo_chart_shows_queues_that_got_other_than_predicted() -> None:
+    # The text of a demo that went wrong, without running one: bars of different lengths.
+    from pytun_hash.cli.demo import _render
+
+    doc = {
+        "ok": False, "device": "pthdemo0", "queues": 3, "backend": "ebpf", "revision": None, "reason": "test",
+        "semantics": "spec", "config": VnetHashConfig.round_robin(3, key=bytes(range(40))).to_mapping(),
+        "reports": "computed", "flows": 10, "sent": 10, "received": 10, "matched": 6, "mismatches": [],
+        "missing": [], "duplicates": [], "foreign": 0, "emulated": None, "elapsed_s": 0.5,
+        "per_queue": [
+            {"queue": 0, "packets": 8, "predicted": 4, "matched": 4, "samples": []},
+            {"queue": 1, "packets": 2, "predicted": 4, "matched": 2, "samples": []},
+            {"queue": 2, "packets": 0, "predicted": 2, "matched": 0, "samples": []},
+        ],
+    }  # fmt: skip
+    lines = _render(doc, blocks=True).splitlines()
+    chart = next(i for i, line in enumerate(lines) if line.split() == ["queue", "packets"])
+    bars = [chart_row(line) for line in lines[chart + 2 : chart + 8]]
+    assert [b[1:3] for b in bars] == [
+        ("observed", 8), ("predicted", 4), ("observed", 2), ("predicted", 4), ("observed", 0), ("predicted", 2)
+    ]  # fmt: skip
+    assert [eighths(b[3]) for b in bars] == [320, 160, 80, 160, 0, 80]
+    ascii_lines = _render(doc, blocks=False).splitlines()
+    assert [chart_row(line)[3] for line in ascii_lines[chart + 2 : chart + 8]] == [
+        "#" * 40, "#" * 20, "#" * 10, "#" * 20, "", "#" * 10
+    ]  # fmt: skip

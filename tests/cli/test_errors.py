@@ -216,14 +216,23 @@ def test_error_texts_are_capped() -> None:
     assert stderr.getvalue().count("\n") == 1 and len(stderr.getvalue()) <= MAX_ERROR_LINE_CHARS + 1
 
 
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal: progress is only written to one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_progress_only_after_a_second() -> None:
-    stream = io.StringIO()
+    stream = _Terminal()
     with Progress(stream, "quick", 10) as progress:
         progress.update(5)
     assert stream.getvalue() == ""
-    stream = io.StringIO()
+    stream = _Terminal()
     with Progress(stream, "slow", 10, after=0.0) as progress:
         time.sleep(0.01)
         progress.update(5)
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("pytun-hash: slow: 5/10 (") and len(lines) == 2
+    # The line is rewritten in place, and ended when the step ends.
+    reports = stream.getvalue().split("\r")
+    assert reports[0] == "" and reports[1].startswith("pytun-hash: slow: 5/10 (") and len(reports) == 3
+    assert reports[2].endswith(")\n")

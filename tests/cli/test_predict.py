@@ -50,14 +50,17 @@ def ether(ip: bytes) -> bytes:
     return bytes.fromhex("020000000002020000000001") + ethertype + ip
 
 
-def sample_packets() -> list[bytes]:
-    flows = [
+def sample_flows() -> list[Flow]:
+    return [
         Flow(6, "10.1.0.1", "10.1.0.2", 1000 + i, 80) if i % 3 == 0 else
         Flow(17, "fd00::1", "fd00::2", 2000 + i, 53) if i % 3 == 1 else
         Flow(1, f"10.2.0.{i}", "10.2.0.254")
         for i in range(60)
     ]  # fmt: skip
-    return [f.ip_packet() for f in flows]
+
+
+def sample_packets() -> list[bytes]:
+    return [f.ip_packet() for f in sample_flows()]
 
 
 @pytest.fixture
@@ -104,7 +107,9 @@ def test_human_output_has_a_histogram(cli: Any, config_file: Path) -> None:
     run = cli("predict", "--config", str(config_file), "--queues", "4", *FLOWS)
     assert run.code == 0
     assert "tcp 66.9.149.187:2794 -> 161.142.100.80:1766" in run.out
-    assert "queue  packets  share" in run.out and "reports:" in run.out
+    assert "queue  packets  unclassified  share" in run.out and "reports:" in run.out
+    # The busiest queue's bar is the full 40 cells (capsys writes UTF-8: eighth blocks).
+    assert "\u2588" * 40 in run.out and "#" not in run.out
 
 
 @pytest.mark.parametrize(
@@ -155,7 +160,7 @@ def test_pcap_truncated_and_unparsed_packets(cli: Any, config_file: Path, tmp_pa
     doc = cli("predict", "--config", str(config_file), "--pcap", str(path), "--json").json()
     assert doc["pcap"]["packets"] == 2 and doc["pcap"]["truncated"] == 1 and doc["pcap"]["unparsed"] == 2
     # Not hashed: the unclassified queue.
-    assert doc["histogram"][2]["packets"] == 2 and doc["reports"] == {"NONE": 2}
+    assert doc["histogram"][2] == {"queue": 2, "packets": 2, "unclassified": 2} and doc["reports"] == {"NONE": 2}
 
 
 @pytest.mark.parametrize(
@@ -270,8 +275,12 @@ def test_per_packet_text_is_a_line_per_packet(cli: Any, config_file: Path, tmp_p
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("packet ")))
+    assert lines[start].split() == ["packet", "flow", "hash", "report", "queue"]
     rows = [line.split() for line in lines[start + 2 : start + 2 + 60]]
-    assert [int(r[0]) for r in rows] == list(range(60)) and all(r[1].startswith("0x") for r in rows)
+    # packet, then the flow (protocol, source, "->", destination), hash, report, queue.
+    assert [int(r[0]) for r in rows] == list(range(60)) and all(r[3] == "->" for r in rows)
+    assert [" ".join(r[1:5]) for r in rows] == [str(f) for f in sample_flows()]
+    assert all(r[5].startswith("0x") for r in rows)
     assert lines[start + 2 + 60].startswith(f"{path}: link type 1, 60 packets")
 
 

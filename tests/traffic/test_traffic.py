@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 from collections import Counter
@@ -13,8 +14,8 @@ from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import KernelError, ValidationError
-from pytun_hash.model import Framing, classify
-from pytun_hash.traffic import MARK, Addressing, Flow, protocol_name
+from pytun_hash.model import Framing, classify, parse_frame
+from pytun_hash.traffic import MARK, Addressing, Flow, flow_text, parsed_flow_text, protocol_name
 
 V4, V6 = ("10.77.0.1", "10.77.0.2"), ("fd00:77::1", "fd00:77::2")
 ALL_KINDS = [
@@ -51,6 +52,8 @@ def test_flow_text_and_packets() -> None:
     assert str(flow) == "tcp 66.9.149.187:2794 -> 161.142.100.80:1766" and flow.version == 4
     assert str(Flow(17, *V6, 5, 6)) == "udp [fd00:77::1]:5 -> [fd00:77::2]:6"
     assert protocol_name(58) == "icmpv6" and protocol_name(47) == "47"
+    assert flow_text(17, "fd00::1", "fd00::2", 5, 6) == "udp [fd00::1]:5 -> [fd00::2]:6"
+    assert flow_text(6, "10.0.0.1", "10.0.0.2") == "tcp 10.0.0.1 -> 10.0.0.2"
     result = classify(flow.ip_packet(), 0x3F, MICROSOFT_RSS_KEY, l2=Framing.IP)
     assert result.hash_value == 0x51CCC178
     v4 = Flow(17, *V4, 1000, 53).ip_packet(b"xyz")
@@ -141,3 +144,32 @@ def test_collect_bounds_and_foreign_frames(netns: NetworkNamespace) -> None:
         assert sorted(m.flow is None for m in capture.match(known)) == [False, False, True, True]
         with pytest.raises(ValidationError):
             traffic.collect(device, timeout=-1)
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        Flow(6, "66.9.149.187", "161.142.100.80", 2794, 1766),
+        Flow(17, "fd00:77::1", "fd00:77::2", 0, 65535),
+        Flow(17, "fd00:0:0:0:0:0:0:1", "fd00::2", 5, 6),  # written compressed, as parsed addresses are
+        *ALL_KINDS,
+    ],
+    ids=str,
+)
+def test_a_parsed_frame_reads_as_its_flow(flow: Flow) -> None:
+    # One rule for writing a flow: a frame parsed back reads as the flow it was built from.
+    parsed = parse_frame(flow.ip_packet(), Framing.IP)
+    assert parsed is not None
+    expected = flow_text(flow.protocol, str(ipaddress.ip_address(flow.src)), str(ipaddress.ip_address(flow.dst)),
+                         flow.sport, flow.dport)  # fmt: skip
+    assert parsed_flow_text(parsed) == expected
+    if flow.src == str(ipaddress.ip_address(flow.src)):
+        assert parsed_flow_text(parsed) == str(flow)
+
+
+def test_a_fragment_reads_without_ports() -> None:
+    packet = bytearray(Flow(6, *V4, 1000, 80).ip_packet())
+    packet[6:8] = b"\x20\x00"  # MF set: a first fragment, whose ports the hash never uses
+    parsed = parse_frame(bytes(packet), Framing.IP)
+    assert parsed is not None and parsed.fragment
+    assert parsed_flow_text(parsed) == f"tcp {V4[0]} -> {V4[1]} (fragment)"
