@@ -1,8 +1,8 @@
 """Benchmark of the eBPF RSS steering program, against the floor of a trivial program in the same run.
 
-Run from the repository root, as root (bpf(2) needs CAP_BPF):
+Run from the repository root, after ``make setup``, as root (bpf(2) needs CAP_BPF):
 
-    python benchmarks/bench_bpf.py [--quick]
+    sudo .venv/bin/python benchmarks/bench_bpf.py [--quick]
 
 Figures:
 

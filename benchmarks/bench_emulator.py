@@ -1,7 +1,8 @@
 """Per-call cost of the seccomp kernel emulator: µs per emulated ioctl against an untrapped one,
 and µs per frame read through the emulated data path against an untrapped read of the same frame.
 
-Run as root: ``python benchmarks/bench_emulator.py [CALLS]``. Everything happens in an anonymous
+Run as root, from the repository root after ``make setup``:
+``sudo .venv/bin/python benchmarks/bench_emulator.py [CALLS]``. Everything happens in an anonymous
 network namespace; the references (an untrapped TUNGETVNETHDRSZ from the same filtered thread; a
 queue read in an emulator without the data path) are measured in the same run.
 """

@@ -1,8 +1,8 @@
 """Benchmark of the software model against a table-driven C Toeplitz built in the same run.
 
-Run from the repository root:
+Run from the repository root, after ``make setup``:
 
-    python benchmarks/bench_model.py [--quick]
+    .venv/bin/python benchmarks/bench_model.py [--quick]
 
 It measures scalar ``toeplitz_hash`` on IPv4 4-tuples, the batch path with and without numpy,
 and ``classify`` (parse + classify + hash) on IPv4/TCP and IPv6/TCP Ethernet frames, and compiles a

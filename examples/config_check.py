@@ -1,6 +1,7 @@
 """Load a hashing config from TOML, validate it, and print every error with its field.
 
-``python examples/config_check.py FILE.toml [...]`` checks each file; without arguments it
+``.venv/bin/python examples/config_check.py FILE.toml [...]`` (from the repository root, after
+``make setup``) checks each file; without arguments it
 checks the two bundled ones, ``configs/rss.toml`` (valid) and ``configs/broken.toml`` (every
 field wrong in its own way). A valid file prints the config it describes and what the software
 model makes of one flow under it.

@@ -12,7 +12,8 @@ configurations could have been in force (the last one completely switched to bef
 up to the last one being switched to after it); every frame must be on a queue that one of
 those configurations predicts, and no datagram may be lost or duplicated.
 
-Run as root: ``sudo python examples/ebpf_live_reconfig.py``. Exit status 0 when every frame was
+Run as root, from the repository root after ``make setup``:
+``sudo .venv/bin/python examples/ebpf_live_reconfig.py``. Exit status 0 when every frame was
 steered by a configuration in force when it was sent.
 """
 

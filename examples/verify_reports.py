@@ -11,7 +11,8 @@ bytes 10..19): then the reports are filled in user space by :class:`pytun_hash.b
 as a VMM using the eBPF fallback would, and the raw kernel buffers are shown to carry none. Last,
 one report is corrupted on purpose to show that the check catches it.
 
-Run as root: ``sudo python examples/verify_reports.py``. Exit status 0 when every report matched.
+Run as root, from the repository root after ``make setup``:
+``sudo .venv/bin/python examples/verify_reports.py``. Exit status 0 when every report matched.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ The device model (this script started with ``--device-model FD``) adopts the fds
 got, reads the traffic the namespace sends, and reports per queue how many frames arrived and
 whether each one is on the queue the software model predicts and carries the right hash report.
 
-Run as root: ``sudo python examples/vmm_setup.py``. Exit status 0 when everything matched.
+Run as root, from the repository root after ``make setup``:
+``sudo .venv/bin/python examples/vmm_setup.py``. Exit status 0 when everything matched.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +75,18 @@ def test_every_example_is_run() -> None:
     source = Path(__file__).read_text()
     missing = [p.name for p in sorted(EXAMPLES.glob("*.py")) if f'"{p.name}"' not in source]
     assert missing == []
+
+
+def test_every_example_says_how_to_run_it_as_printed() -> None:
+    """Each docstring says how to run the script with the project's virtual environment (``make setup``
+    makes ``.venv``), never with a bare ``python``, which outside it fails with ModuleNotFoundError."""
+    makefile = (EXAMPLES.parent / "Makefile").read_text()
+    assert re.search(r"^VENV \?= \.venv$", makefile, flags=re.MULTILINE)
+    assert re.search(r"^setup: ", makefile, flags=re.MULTILINE)
+    for path in sorted(EXAMPLES.glob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        runs = re.findall(r"(\S*python\S*) (examples/\S+?\.py)", doc)
+        assert runs, f"{path.name}: its docstring does not say how to run it"
+        assert "make setup" in doc, f"{path.name}: its docstring does not say to run `make setup` first"
+        for interpreter, script in runs:
+            assert (interpreter.strip("`"), script) == (".venv/bin/python", f"examples/{path.name}"), path.name

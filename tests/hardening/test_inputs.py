@@ -398,7 +398,7 @@ with open("/proc/self/status") as status:
 print(f"peak_kib={hwm} code={code}", file=sys.stderr)
 """
 
-#: The bound stated in ``predict --help`` and the README: predict's peak memory is that of the
+#: The bound stated in ``predict --help`` and docs/cli.md: predict's peak memory is that of the
 #: interpreter with the package loaded plus less than this, whatever the capture's size.
 PREDICT_MARGIN_KIB = 2048
 

@@ -2,7 +2,7 @@
 
 A run: start the command (one case through the console script instead), wait until ``main()`` has its
 handlers in (``SigCgt`` in ``/proc/<pid>/status`` shows SIGTERM caught; before that the interpreter is
-still starting and Python's own defaults apply, see README's Reliability section), wait a delay, send
+still starting and Python's own defaults apply, see docs/reliability.md, "Signals"), wait a delay, send
 the signal. The delays are spread evenly over the part of the command's life that follows (measured on
 undisturbed runs first), from right after the handlers are in to near its end. Every run must end in
 one of three ways:
