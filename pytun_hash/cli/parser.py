@@ -21,13 +21,13 @@ Start with `pytun-hash probe` (what this kernel offers) and `sudo pytun-hash dem
 
 _EXAMPLES = """\
 examples:
-  pytun-hash probe
+  sudo pytun-hash probe
   sudo pytun-hash demo
   pytun-hash hash --key microsoft --src 66.9.149.187 --sport 2794 --dst 161.142.100.80 --dport 1766
   sudo pytun-hash create tap0 --queues 4 --vnet-hdr-size 20 --vnet-le --owner $USER
   sudo pytun-hash apply --dev tap0 --key random --save tap0-rss.toml
   sudo pytun-hash show --dev tap0
-  pytun-hash predict --config tap0-rss.toml --queues 4 udp,10.0.0.1:5000,10.0.0.2:53
+  sudo pytun-hash predict --config tap0-rss.toml --queues 4 udp,10.0.0.1:5000,10.0.0.2:53
   pytun-hash apply --dry-run --revision v12 --queues 4 --key microsoft --json
 """
 
