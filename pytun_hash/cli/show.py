@@ -19,7 +19,9 @@ device deleted, or deleted and created again under the same name) is reported an
 JSON keys: ``device``, ``backend``, ``revision``, ``config`` (as ``apply --json`` prints it),
 ``owner``, ``applied_at``, ``verified``, ``ebpf`` (``pin_dir``, ``program``, ``maps``,
 ``program_id``; or null), ``stale`` (the stale records found and removed: ``reason``, ``detail``),
-``note`` (the sentence when nothing is recorded, else null).
+``note`` (the sentence when nothing is recorded, else null), ``queues`` (``count``, null when
+unknown; ``source``: ``intent`` (recorded by ``create``), ``attached``, ``single-queue`` or
+``unknown``; ``attached``: the queues attached now).
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from typing import Any
 
 from pytun_hash._abi import HashType
 from pytun_hash.cli.common import tun_link
-from pytun_hash.cli.output import ExitCode, Output, help_text, pairs
+from pytun_hash.cli.output import Output, help_text, pairs
 from pytun_hash.cli.state import owner_document, pins_document, warn_stale
 from pytun_hash.config import ETHTOOL_FLOW_TYPES, VnetHashConfig
 from pytun_hash.device.record import DeviceId, Record, link_index
-from pytun_hash.hashing.state import StateLocation, checked_record, sweep_recreated, verify
+from pytun_hash.hashing.state import QueueCount, StateLocation, checked_record, queue_count, sweep_recreated, verify
 
 __all__ = ["add_parser", "indirection_rows", "run_show"]
 
@@ -84,10 +86,13 @@ def _rings(name: str) -> int | None:
     return link.tun.numqueues if link.tun.multi_queue else 1
 
 
-def _text(name: str, record: Record | None, verified: bool, stale: list[str], rings: int | None) -> str:
+def _text(
+    name: str, record: Record | None, verified: bool, stale: list[str], rings: int | None, queues: QueueCount
+) -> str:
     lines = [f"{s}; removed, not in force" for s in stale]
     if record is None:
         lines.append(f"{name}: {_NOTHING}")
+        lines.append(f"  queues  {queues.describe()}")
         return "\n".join(lines)
     config = record.config
     table = config.indirection_table
@@ -108,6 +113,7 @@ def _text(name: str, record: Record | None, verified: bool, stale: list[str], ri
     backend = record.backend + (f" (revision {record.revision.value})" if record.revision else "")
     rows: list[tuple[str, object]] = [
         ("backend", backend),
+        ("queues", queues.describe()),
         ("rss", "on" if config.rss else "off"),
         ("hash reports", "on" if config.report else "off"),
         ("hash types", _types_text(config)),
@@ -130,6 +136,7 @@ def _text(name: str, record: Record | None, verified: bool, stale: list[str], ri
 def run_show(args: argparse.Namespace, out: Output) -> int:
     """Run ``show``; see the module documentation."""
     rings = _rings(args.dev)
+    queues = queue_count(args.dev)
     store = StateLocation.from_environment().store()
     ident = DeviceId.of_link(args.dev)
     stale = sweep_recreated(store, ident)
@@ -151,6 +158,6 @@ def run_show(args: argparse.Namespace, out: Output) -> int:
         "ebpf": pins_document(record.ebpf) if record else None,
         "stale": [{"reason": s.reason.value, "detail": s.detail} for s in stale],
         "note": None if record else _NOTHING,
+        "queues": {"count": queues.count, "source": queues.source, "attached": queues.attached},
     }
-    out.result(document, lambda: _text(args.dev, record, verified, [str(s) for s in stale], rings))
-    return int(ExitCode.OK)
+    return out.result(document, lambda: _text(args.dev, record, verified, [str(s) for s in stale], rings, queues))

@@ -52,6 +52,8 @@ def test_the_help_example_create_then_apply_builds_the_table_over_the_created_qu
         assert saved.exists() and _warnings(run) == []
         shown = cli("show", "--dev", "tap0", "--json").json()
         assert shown["config"] == run.json()["config"]
+        assert shown["queues"] == {"count": 4, "source": "intent", "attached": 0}
+        assert "4 queue(s) (recorded when it was created; 0 attached now)" in cli("show", "--dev", "tap0").out
     finally:
         deleted = cli("delete", "tap0", "--json")
     assert deleted.code == 0 and deleted.json()["deleted"]

@@ -22,6 +22,7 @@ from tests import tracking
 
 SHOW_KEYS = {
     "ok",
+    "queues",
     "device",
     "backend",
     "revision",
