@@ -42,6 +42,8 @@ RANKS = {
     # Hashing on a device from any process: records, pins, locks, both backends.
     "hashing": 5,
     "probe": 5,
+    # The conformance suite: raw calls on scratch devices, traffic, the model; the emulator for --emulate.
+    "conformance": 5,
     "cli": 6,
     "__main__": 6,
 }
@@ -56,6 +58,9 @@ TESTING_ALLOWED: dict[str, Literal["lazy", "anywhere"]] = {
     # `pytun-hash demo --emulate REVISION` runs the demo under the kernel emulator; the rest of the
     # CLI, and a plain demo, never load the test kit.
     "pytun_hash/cli/demo.py": "lazy",
+    # `pytun-hash conformance --emulate REVISION` runs the suite under the kernel emulator; the
+    # native and eBPF modes never load the test kit.
+    "pytun_hash/conformance/runner.py": "lazy",
     # Benchmarks the emulator itself (µs per emulated ioctl and per emulated frame read).
     "benchmarks/bench_emulator.py": "anywhere",
 }
