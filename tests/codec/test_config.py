@@ -151,3 +151,17 @@ def test_weighted_table_fills_as_ethtool_does() -> None:
     for bad in ([], [0, 0], [-1, 2], [129], [True]):
         with pytest.raises(ValidationError):
             weighted_table(bad, 128)
+
+
+def test_a_short_key_warns_with_its_effective_bits_and_a_whole_one_does_not() -> None:
+    import warnings
+
+    from pytun_hash.config import WeakKeyWarning
+
+    with pytest.warns(WeakKeyWarning, match=r"5 byte\(s\).*first 40 input bits"):
+        config = VnetHashConfig(key=b"\x01\x02\x03\x04\x05")
+    assert config.key == b"\x01\x02\x03\x04\x05" + bytes(35)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WeakKeyWarning)
+        VnetHashConfig(key=bytes(range(40)))
+        VnetHashConfig()  # no key at all: the all-zero key has its own warning where it is applied
