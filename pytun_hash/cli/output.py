@@ -205,7 +205,9 @@ def error_document(exc: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": error}
 
 
-_COMMANDS = frozenset({"probe", "create", "delete", "apply", "disable", "show", "hash", "predict", "demo"})
+_COMMANDS = frozenset(
+    {"probe", "create", "delete", "apply", "disable", "show", "hash", "predict", "demo", "conformance"}
+)
 # A paragraph that starts with a command's name (or its JSON keys) begins that command's part.
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
 _COMMAND_PARAGRAPH = re.compile(r"(?:JSON keys of )?``(?:pytun-hash )?([a-z]+)")

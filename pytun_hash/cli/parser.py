@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from pytun_hash.cli import apply, demo, devices, hashcmd, probe, show
+from pytun_hash.cli import apply, conformance, demo, devices, hashcmd, probe, show
 from pytun_hash.cli.output import EXIT_CODES_HELP, PROG, CliError, ExitCode
 from pytun_hash.errors import shorten
 
@@ -115,4 +115,5 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_parser(sub, parents)
     hashcmd.add_parsers(sub, parents)
     demo.add_parser(sub, parents)
+    conformance.add_parser(sub, parents)
     return parser

@@ -1,0 +1,71 @@
+"""``pytun-hash conformance``: modes, exit status, JSON and the Markdown report (the suite itself faked)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytun_hash._abi import Revision
+from pytun_hash.conformance import Basis, Mode, RuleResult, Status, SuiteResult
+
+
+def _suite() -> SuiteResult:
+    results = (
+        RuleResult("uapi.capability", Status.PASS, "CAP answers {128, 0x3f}", {"observed": "8000 0000 3f00 0000"}),
+        RuleResult(
+            "uapi.key-length",
+            Status.DEVIATION,
+            "4 key bytes read for types without IPv4",
+            {"inputs": {"types": "0x38"}, "expected": 40, "observed": 4},
+            Basis.UAPI,
+        ),
+        RuleResult("data.vlan", Status.SKIP, "no data path here"),
+    )
+    return SuiteResult("6.6.0-test", Mode.EMULATED, Revision.RFC, results)
+
+
+@pytest.fixture
+def fake_suite(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def run_suite(mode: Mode, *, revision: Revision | None, rules: list[str] | None, progress: Any) -> SuiteResult:
+        calls.append({"mode": mode, "revision": revision, "rules": rules})
+        suite = _suite()
+        return SuiteResult(suite.kernel, mode, revision, suite.results)
+
+    monkeypatch.setattr("pytun_hash.cli.conformance.run_suite", run_suite)
+    return calls
+
+
+def test_cli_modes_exit_status_json_and_report(cli: Any, fake_suite: list[dict[str, Any]], tmp_path: Path) -> None:
+    report = tmp_path / "conformance.md"
+    run = cli("conformance", "--emulate", "rfc", "--rules", "uapi.*,data.vlan", "--report", str(report), "--json")
+    assert run.code == 1  # a deviation
+    doc = run.json()
+    assert doc["ok"] is False and doc["counts"] == {"pass": 1, "deviation": 1, "skip": 1}
+    assert doc["report"] == str(report)
+    assert fake_suite[-1] == {"mode": Mode.EMULATED, "revision": Revision.RFC, "rules": ["uapi.*", "data.vlan"]}
+    assert "uapi.key-length" in report.read_text() and os.stat(report).st_mode & 0o777 == 0o600
+    again = cli("conformance", "--emulate", "rfc", "--report", str(report))
+    assert again.code == 2 and "--report" in again.err and len(fake_suite) == 1  # refused before the run
+    ebpf = cli("conformance", "--backend", "ebpf")
+    assert fake_suite[-1]["mode"] is Mode.EBPF and "DEVIATION" in ebpf.out and ebpf.code == 1
+    native = cli("conformance", "--revision", "v12", "--rules", "data.*")
+    assert fake_suite[-1] == {"mode": Mode.NATIVE, "revision": Revision.V12, "rules": ["data.*"]} and native.code == 1
+
+
+def test_cli_natively_without_hash_ioctls_exits_4(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def run_suite(mode: Mode, **_: Any) -> SuiteResult:
+        return SuiteResult("6.18", mode, None, ())
+
+    monkeypatch.setattr("pytun_hash.cli.conformance.run_suite", run_suite)
+    run = cli("conformance", "--json")
+    assert run.code == 4 and run.json()["ok"] is False and "--emulate" in run.err
+
+
+def test_cli_mutually_exclusive_modes(cli: Any) -> None:
+    run = cli("conformance", "--emulate", "rfc", "--revision", "v12")
+    assert run.code == 2 and "not allowed with" in run.err
