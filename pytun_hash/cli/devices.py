@@ -89,14 +89,35 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     d.set_defaults(handler=run_delete)
 
 
+#: The longest user or group name looked up (the kernel's and glibc's LOGIN_NAME_MAX).
+MAX_ACCOUNT_NAME = 256
+
+
+def _account_name(text: str, field: str, what: str) -> str:
+    """``text`` when it can be a user or group name: printable ASCII without ':', '/' or spaces, at
+    most :data:`MAX_ACCOUNT_NAME` characters.
+
+    Checked before the name server sees it: systemd's NSS module aborts the whole process (an
+    assertion) on a name of more than 4 MiB, and no such name exists anyway.
+    """
+    if len(text) > MAX_ACCOUNT_NAME or not text.isascii() or not text.isprintable() or any(c in text for c in ": /"):
+        raise CliError(
+            f"{shorten(text)} cannot be a {what} name (printable ASCII without ':', '/' or spaces, "
+            f"at most {MAX_ACCOUNT_NAME} characters)",
+            f"give a {what} name from /etc/{'passwd' if what == 'user' else 'group'} or a numeric id in ASCII digits",
+            field=field,
+        )
+    return text
+
+
 def _uid(text: str) -> int:
     # isdecimal() is true for digits of any script: parse_int refuses those that are not ASCII
     # rather than taking Arabic-Indic one-zero-zero-zero as uid 1000 or a fullwidth zero as root.
     if text.isdecimal():
         return parse_int(text, "--owner")
     try:
-        return pwd.getpwnam(text).pw_uid
-    except (KeyError, ValueError):  # ValueError: a NUL in the name
+        return pwd.getpwnam(_account_name(text, "--owner", "user")).pw_uid
+    except KeyError:
         raise CliError(
             f"no user named {shorten(text)}", "give a user name from /etc/passwd or a numeric uid", field="--owner"
         ) from None
@@ -106,8 +127,8 @@ def _gid(text: str) -> int:
     if text.isdecimal():
         return parse_int(text, "--group")
     try:
-        return grp.getgrnam(text).gr_gid
-    except (KeyError, ValueError):
+        return grp.getgrnam(_account_name(text, "--group", "group")).gr_gid
+    except KeyError:
         raise CliError(
             f"no group named {shorten(text)}", "give a group name from /etc/group or a numeric gid", field="--group"
         ) from None
