@@ -10,6 +10,10 @@ the report cannot be written there (checked before the campaign starts).
 
     python tests/fuzz/campaign.py --jobs 2 --report fuzz-report.md
     python tests/fuzz/campaign.py -k decode --examples 10000
+
+``--resume`` takes the targets whose log under ``--logs`` shows a finished, passing run of at least
+``--examples`` examples as done (their figures come from the log) and runs only the others: a
+campaign of hours can be stopped and carried on.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FUZZ_DIR = Path(__file__).resolve().parent
 
 _PASSING = re.compile(r"- (\d+) passing, (\d+) failing, and (\d+) invalid")
+# pytest's last line: "1 passed in 5437.50s (1:30:37)", framed with '=' without -q.
+_FINISHED = re.compile(r"^=*\s*(\d+ (?:passed|failed)[^=\n]*) in ([\d.]+)s", re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,33 @@ def collect(keyword: str | None) -> list[str]:
     return [line.strip() for line in out.splitlines() if "::" in line]
 
 
+def _log_path(node_id: str, logs: Path) -> Path:
+    return logs / (node_id.rsplit("::", 1)[-1] + ".log")
+
+
+def _counts(output: str) -> tuple[int, int, int]:
+    counts = [tuple(int(g) for g in m.groups()) for m in _PASSING.finditer(output)]
+    # The statistics list the generate phase (and shrink phase, after a failure) separately.
+    return sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts)
+
+
+def finished(node_id: str, examples: int, logs: Path) -> TargetResult | None:
+    """The result of an earlier passing run of ``node_id`` with at least ``examples`` examples, from its log."""
+    path = _log_path(node_id, logs)
+    try:
+        output = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    summaries = _FINISHED.findall(output)
+    passing, failing, invalid = _counts(output)
+    if not summaries or any(word in summaries[-1][0] for word in ("failed", "error")) or failing:
+        return None
+    if passing < examples:
+        return None
+    seconds = float(summaries[-1][1])
+    return TargetResult(node_id, passing, failing, invalid, seconds, 0)
+
+
 def run_target(node_id: str, examples: int, logs: Path) -> TargetResult:
     """Run one target under the long profile; its output goes to ``logs``."""
     env = dict(os.environ, HYPOTHESIS_PROFILE="long", PYTUN_HASH_FUZZ_EXAMPLES=str(examples))
@@ -67,14 +100,9 @@ def run_target(node_id: str, examples: int, logs: Path) -> TargetResult:
     start = time.monotonic()
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - start
-    log = logs / (node_id.rsplit("::", 1)[-1] + ".log")
     # Each run replaces its log; written like every file the project names (never through a symlink).
-    write_file(str(log), (proc.stdout + proc.stderr).encode(), "logs", overwrite=True)
-    counts = [tuple(int(g) for g in m.groups()) for m in _PASSING.finditer(proc.stdout)]
-    # The statistics list the generate phase (and shrink phase, after a failure) separately.
-    passing = sum(c[0] for c in counts)
-    failing = sum(c[1] for c in counts)
-    invalid = sum(c[2] for c in counts)
+    write_file(str(_log_path(node_id, logs)), (proc.stdout + proc.stderr).encode(), "logs", overwrite=True)
+    passing, failing, invalid = _counts(proc.stdout)
     return TargetResult(node_id, passing, failing, invalid, seconds, proc.returncode)
 
 
@@ -108,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", help="node ids to run, in this order (default: every target)")
     parser.add_argument("--logs", type=Path, default=ROOT / ".fuzz-logs", help="directory for each target's output")
     parser.add_argument("--report", type=Path, help="also write the Markdown report here")
+    parser.add_argument(
+        "--resume", action="store_true", help="skip targets whose log shows a finished, passing run of --examples"
+    )
     args = parser.parse_args(argv)
 
     if args.report:
@@ -123,11 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.logs.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    earlier = {t: finished(t, args.examples, args.logs) for t in targets} if args.resume else {}
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_target, t, args.examples, args.logs) for t in targets]
+        futures = {t: pool.submit(run_target, t, args.examples, args.logs) for t in targets if not earlier.get(t)}
         results = []
-        for future in futures:
-            result = future.result()
+        for target in targets:
+            done = earlier.get(target)
+            result = done if done is not None else futures[target].result()
             results.append(result)
             print(
                 f"{result.node_id}: {result.passing:,} passing, {result.failing} failing, "
