@@ -26,32 +26,33 @@ How the rules keep out of each other's way, so that one kernel bug is one deviat
 What each revision is expected to show (emulated: the kernel emulator's documented behaviour of
 that revision, :mod:`pytun_hash.testing.kernel` and :mod:`pytun_hash.testing.datapath`):
 
-=======================  =========  ======================================================================
-rule                     RFC        v3-v9, v10-v11, v12
-=======================  =========  ======================================================================
-data.toeplitz            deviation  pass: the input is loaded big-endian from v3 (the v10 selftest expects
-                                    the standard values); the RFC hashes each 32-bit word byte-reversed
-data.classification      pass       pass: all revisions pick TCP, then UDP, then IP, by the enabled bits
-data.queue               pass       pass: ``table[hash & mask] % queues`` everywhere (the RFC too, for
-                                    non-zero entries)
-data.unclassified        deviation  pass: from v3 report NONE goes to ``unclassified_queue`` and a zero
-                                    entry is queue 0; the RFC sends unclassified frames to ``table[0]``
-                                    and replaces zero entries by ``unclassified_queue``
-data.fragments           deviation  pass: from v5 a fragment skips the TCP/UDP choice. v3 and v4 hashed
-                                    fragments as the RFC does (TCP/UDP, ports 0) and would deviate here;
-                                    the ``V3`` revision stands for v3-v9 and its emulator follows v6-v9
-data.ipv6-extensions     pass       pass: extension headers are skipped (the _EX types are outside every
-                                    revision's capability, 0x3f, so they stay off)
-data.vlan                pass       pass (the spec is silent on VLAN tags: the project's choice, up to
-                                    two tags skipped as the kernel's flow dissector does)
-data.key-bytes           pass       pass: with an IPv4 type every revision copies all 40 key bytes
-data.single-queue-report deviation  deviation: every revision hashes in ``ndo_select_queue``, which the
-                                    core calls only with 2 or more queues, so one queue gets no report
-                                    (the RFC leaves the hash fields unwritten, v3+ write zeros)
-data.read-time-report    pass       pass (basis: the revision's UAPI; the RFC decides at read time
-                                    whether to write the 20-byte header and skips bytes past it, v3+
-                                    decide at transmit time and zero-fill up to the header size)
-=======================  =========  ======================================================================
+========================  =========  ======================================================================
+rule                      RFC        v3-v9, v10-v11, v12
+========================  =========  ======================================================================
+data.toeplitz             deviation  pass: the input is loaded big-endian from v3 (the v10 selftest expects
+                                     the standard values); the RFC hashes each 32-bit word byte-reversed
+data.classification       pass       pass: all revisions pick TCP, then UDP, then IP, by the enabled bits
+data.queue                pass       pass: ``table[hash & mask] % queues`` everywhere (the RFC too, for
+                                     non-zero entries)
+data.unclassified         deviation  pass: from v3 report NONE goes to ``unclassified_queue`` and a zero
+                                     entry is queue 0; the RFC sends unclassified frames to ``table[0]``
+                                     and replaces zero entries by ``unclassified_queue``
+data.fragments            deviation  pass: from v5 a fragment skips the TCP/UDP choice. v3 and v4 hashed
+                                     fragments as the RFC does (TCP/UDP, ports 0) and would deviate here;
+                                     the ``V3`` revision stands for v3-v9 and its emulator follows v6-v9
+data.ipv6-extensions      pass       pass: extension headers are skipped (the _EX types are outside every
+                                     revision's capability, 0x3f, so they stay off)
+data.vlan                 pass       pass (the spec is silent on VLAN tags: the project's choice, up to
+                                     two tags skipped as the kernel's flow dissector does)
+data.key-bytes            pass       pass: with an IPv4 type every revision copies all 40 key bytes
+data.single-queue-report  deviation  deviation: every revision hashes in tun's ``ndo_select_queue`` (the
+                                     RFC verified on a kernel; v3+ as their code reads, and as the emulator
+                                     models it), which the core calls only with 2 or more queues: with one
+                                     queue no report (the RFC leaves the hash fields unwritten, v3+ zeros)
+data.read-time-report     pass       pass (basis: the revision's UAPI; the RFC decides at read time
+                                     whether to write the 20-byte header and skips bytes past it, v3+
+                                     decide at transmit time and zero-fill up to the header size)
+========================  =========  ======================================================================
 
 In eBPF mode every rule passes on a correct program, except the two report rules, which skip;
 ``data.key-bytes`` there checks bytes 3-39 only: bytes 0-2 reach hash bits 8-31 alone, and the
@@ -88,7 +89,8 @@ __all__: list[str] = []
 
 _ALL = HashType.supported_by_kernel_series()
 _QUEUES = 4
-# The eBPF-mode table: entries expose the hash (mod 3) and leave queue 3 to unclassified frames.
+# The default table: in eBPF mode, where only queues are seen, its entries show the hash (mod 3)
+# and leave queue 3 to frames with no hash.
 _TABLE = tuple(i % 3 for i in range(128))
 _UNCLASSIFIED = 3
 # At most this many departed cases go into a rule's evidence (the counts cover all of them).
@@ -258,18 +260,6 @@ class _Tally:
         return out
 
 
-def _config_text(config: VnetHashConfig) -> dict[str, object]:
-    table = config.indirection_table
-    return {
-        "rss": config.rss,
-        "report": config.report,
-        "types": f"0x{int(config.types):x}",
-        "indirection_table": list(table) if len(table) <= 8 else f"{len(table)} entries: {list(table[:8])} ...",
-        "unclassified_queue": config.unclassified_queue,
-        "key": config.key.hex(),
-    }
-
-
 def _result(
     rule_id: str, status: Status, summary: str, evidence: dict[str, object], basis: Basis = Basis.SPEC
 ) -> RuleResult:
@@ -418,6 +408,7 @@ def toeplitz(ctx: Context) -> RuleResult:
 
 
 def _value_departure(seen: Seen, value: int, key: bytes, config: VnetHashConfig) -> tuple[str, str] | None:
+    """How the reported value of ``seen`` departs from ``value``, naming the RFC's host-order convention."""
     if not seen.arrived:
         return "lost", "the frame was not read back from any queue"
     fields = seen.hash
@@ -429,7 +420,7 @@ def _value_departure(seen: Seen, value: int, key: bytes, config: VnetHashConfig)
     flow = _spec(seen.probe, config)
     if flow.hash_value == value and observed == _host_order_value(flow, key):
         return "host-order words", "Toeplitz over the input with each 32-bit word byte-reversed"
-    return "value", f"0x{observed:08x}"
+    return "value", f"0x{observed:08x}: neither the standard Toeplitz nor the host-order one"
 
 
 # ----------------------------------------------------------------------------- data.classification
