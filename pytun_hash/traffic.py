@@ -14,7 +14,9 @@ end-to-end checks of steering are built from:
 * :class:`Flow` is one packet to send: TCP (a SYN, from a non-blocking ``connect``), UDP (a
   datagram), ICMP/ICMPv6 (an echo request) or any other IP protocol (a raw datagram).
   :func:`spread_flows` makes a deterministic mix of them.
-* :func:`send` sends flows from inside the namespace (from any thread); :func:`collect` reads
+* :func:`send` sends flows from inside the namespace (from any thread); :func:`inject` sends
+  crafted frames (:mod:`pytun_hash.model.frames`) through the device with ``AF_PACKET``, for what
+  no stack sends (fragments, extension headers, VLAN tags, non-IP); :func:`collect` reads
   every attached queue until the expected number of frames arrived and the queues stayed quiet
   for a moment, with a hard time bound; :meth:`Capture.match` pairs frames with flows.
 
@@ -51,6 +53,7 @@ __all__ = [
     "FlowMatch",
     "collect",
     "flow_text",
+    "inject",
     "parsed_flow_text",
     "protocol_name",
     "send",
@@ -73,6 +76,9 @@ _TCP_SYN = 0x02
 _IP_TTL = 64
 _ADDRESS_READY_TIMEOUT = 2.0
 _PORTS = struct.Struct("!HH")
+_ETH_P_ALL = 0x0003
+_ETH_P_IP = 0x0800
+_ETH_P_IPV6 = 0x86DD
 
 
 def protocol_name(protocol: int) -> str:
@@ -479,6 +485,63 @@ def send(ns: NetworkNamespace, flows: Iterable[Flow], *, payload: bytes = MARK) 
             ``EADDRNOTAVAIL`` when the device lacks the source address ...).
     """
     return ns.run(_send_all, list(flows), payload)
+
+
+def _inject_all(ifname: str, frames: Sequence[bytes], ip_only: bool) -> int:
+    kind = socket.SOCK_DGRAM if ip_only else socket.SOCK_RAW
+    sent = 0
+    try:
+        sock = socket.socket(socket.AF_PACKET, kind | socket.SOCK_CLOEXEC, socket.htons(_ETH_P_ALL))
+    except OSError as exc:
+        raise kernel_error(
+            exc.errno or errno.EIO, "socket(AF_PACKET)", "sending crafted frames needs CAP_NET_RAW"
+        ) from None
+    with sock:
+        for frame in frames:
+            try:
+                if ip_only:
+                    proto = _ETH_P_IPV6 if frame and frame[0] >> 4 == 6 else _ETH_P_IP
+                    sock.sendto(frame, (ifname, proto))
+                else:
+                    sock.sendto(frame, (ifname, 0))
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.EMSGSIZE):
+                    continue  # malformed for the link (shorter than its header) or longer than its MTU
+                raise kernel_error(
+                    exc.errno or errno.EIO, f"sendto({ifname})", "check that the interface exists here and is up"
+                ) from None
+            sent += 1
+    return sent
+
+
+def inject(ifname: str, frames: Iterable[bytes], *, ns: NetworkNamespace | None = None, ip_only: bool = False) -> int:
+    """Send crafted frames out through interface ``ifname`` with an ``AF_PACKET`` socket; return how many went.
+
+    Each frame takes the interface's transmit path as it is, with no stack in between: on a
+    TUN/TAP device that path runs tun's queue selection (its steering program, or RSS on a
+    kernel with the hash series), and the frame lands, byte for byte, on one of the device's
+    queues. Build frames with :mod:`pytun_hash.model.frames`. Transmission is synchronous: when
+    this returns, every frame sent is readable.
+
+    Args:
+        ifname: the interface (the link must be up).
+        frames: Ethernet frames (a TAP), or with ``ip_only`` IP packets (a TUN; the ethertype
+            follows each packet's version nibble).
+        ns: the namespace ``ifname`` lives in; None: the calling thread's.
+        ip_only: see ``frames``.
+
+    Returns:
+        The frames sent. Frames the kernel refuses for the link (``EINVAL``: shorter than its
+        header; ``EMSGSIZE``: longer than its MTU) are skipped and not counted.
+
+    Raises:
+        KernelError: when the socket cannot be made (``EPERM`` without CAP_NET_RAW) or a send
+            fails otherwise (``ENODEV``/``ENXIO``: no such interface here; ``ENETDOWN``: the link is down).
+    """
+    batch = list(frames)
+    if ns is None:
+        return _inject_all(ifname, batch, ip_only)
+    return ns.run(_inject_all, ifname, batch, ip_only)
 
 
 # ----------------------------------------------------------------------------- collecting

@@ -7,6 +7,8 @@
 * :mod:`~pytun_hash.model.vnet`: virtio-net header codecs.
 * :mod:`~pytun_hash.model.verify`: checking reported hashes against the model.
 * :mod:`~pytun_hash.model.semantics`: which rules each revision and backend follows.
+* :mod:`~pytun_hash.model.frames`: building frames byte by byte (the counterpart of ``packet``).
+* :mod:`~pytun_hash.model.vectors`: published Toeplitz known answers (Microsoft's tables).
 """
 
 from __future__ import annotations

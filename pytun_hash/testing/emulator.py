@@ -331,6 +331,9 @@ class _TrappedCall:
         self._device: DeviceInfo | None = None
         self._looked_up = False
         self.copies: list[UserCopy] = []
+        #: The handler attached or detached a steering program on the real device (the RFC's SET
+        #: with RSS detaches one itself, not only TUNSETSTEERINGEBPF).
+        self.steering_changed = False
 
     @property
     def arg(self) -> int:
@@ -404,10 +407,12 @@ class _TrappedCall:
     def set_steering_ebpf(self, prog_fd: int) -> int | None:
         if prog_fd == -1:
             self._set_int("TUNSETSTEERINGEBPF", -1)
+            self.steering_changed = True
             return None
         try:
             with self._target.local_fd(prog_fd) as local:
                 self._set_int("TUNSETSTEERINGEBPF", local)
+                self.steering_changed = True
                 return _prog_id(local)
         except _PassThrough:
             raise KernelErrno(errno.EBADF) from None  # no such program fd, as the kernel's fdget finds
@@ -948,8 +953,10 @@ class KernelEmulator:
                     ):
                         raise RuntimeError(f"injected fault: the handler of {name} failed")
                     val = self._kernel.handle(name, call)
-                    if path is not None and name == "TUNSETSTEERINGEBPF":
-                        # The real call replaced or removed whatever program was attached.
+                    if path is not None and call.steering_changed:
+                        # The real call replaced or removed whatever program was attached: the
+                        # emulator's own RSS program too (TUNSETSTEERINGEBPF, or the RFC's SET
+                        # with RSS, which detaches any program before the emulator re-attaches its own).
                         path.steering_replaced()
                     if self.data_path and self._kernel.changed is not None:
                         self._data_path_after(call, local)

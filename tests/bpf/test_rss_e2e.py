@@ -3,7 +3,7 @@
 A 4-queue TAP (vnet header 20) lives in an anonymous network namespace; the namespace's own
 stack sends IPv4 and IPv6 TCP SYNs, UDP datagrams, ICMP echo requests, IP fragments (link MTU
 1280) and VLAN traffic (an 802.1Q device, and 802.1Q over 802.1ad), over well over 1,000
-distinct flows; an AF_PACKET socket adds random crafted frames (tags in the frame, IPv6
+distinct flows; an AF_PACKET socket (``pytun_hash.traffic.inject``) adds random crafted frames (tags in the frame, IPv6
 extension headers, truncated and non-IP frames). Every frame read from every queue must be on
 the queue ``predict_queue`` names. The same for a TUN device, for live reconfiguration under
 traffic, and for the user-space hash reports.
@@ -32,6 +32,8 @@ from pytun_hash.device.netns import write_sysctl
 from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BusyError, KernelError, SteeringConflictError, ValidationError
 from pytun_hash.model import Framing, predict_queue, verify_reports
+from pytun_hash.model import frames as fr
+from pytun_hash.traffic import inject
 from tests.bpf.frames import random_config, random_ethernet_frame, random_ip_packet
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
@@ -41,7 +43,6 @@ VNET_HDR = 20
 MTU = 1280
 MARK = b"pytun-hash-e2e"
 PEER_MAC = "02:00:00:00:00:02"
-ETH_P_ALL = 0x0003
 
 
 @dataclass
@@ -143,24 +144,15 @@ def setup_tap(ns: NetworkNamespace, device: TunTapDevice) -> dict[str, Link]:
     return links
 
 
-def tagged_frames(tags: list[int], count: int, rng: random.Random) -> list[bytes]:
+def tagged_frames(tags: list[int], count: int) -> list[bytes]:
     """UDP/IPv4 and TCP/IPv6 frames behind VLAN tags (``tags``: TPIDs, outermost first), one flow each."""
     frames = []
     for i in range(count):
-        l2 = bytes.fromhex("020000000002020000000001")
-        for vid, tpid in enumerate(tags, start=10):
-            l2 += struct.pack("!HH", tpid, vid)
         if i % 2:
-            udp = struct.pack("!HHHH", 30000 + i, 5000 + i, 8 + len(MARK), 0) + MARK
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0x4000, 64, 17, 0,
-                             socket.inet_aton("10.77.0.1"), socket.inet_aton("10.77.0.2"))  # fmt: skip
-            frames.append(l2 + b"\x08\x00" + ip + udp)
+            packet = fr.ipv4("10.77.0.1", "10.77.0.2", fr.UDP, fr.udp(30000 + i, 5000 + i, MARK), df=True)
         else:
-            tcp = struct.pack("!HHIIBBHHH", 30000 + i, 6000 + i, rng.getrandbits(32), 0, 5 << 4, 2, 65535, 0, 0)
-            ip6 = struct.pack("!IHBB16s16s", 0x60000000, len(tcp) + len(MARK), 6, 64,
-                              socket.inet_pton(socket.AF_INET6, "fd00:77::1"),
-                              socket.inet_pton(socket.AF_INET6, "fd00:77::2"))  # fmt: skip
-            frames.append(l2 + b"\x86\xdd" + ip6 + tcp + MARK)
+            packet = fr.ipv6("fd00:77::1", "fd00:77::2", fr.TCP, fr.tcp(30000 + i, 6000 + i, MARK))
+        frames.append(fr.ethernet(packet, vlans=tuple(tags)))
     return frames
 
 
@@ -227,26 +219,6 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def inject(ifname: str, frames: list[bytes], *, ip_only: bool = False) -> int:
-    """Send raw frames through ``ifname`` with AF_PACKET (the device's transmit path). Returns how many went out."""
-    kind = socket.SOCK_DGRAM if ip_only else socket.SOCK_RAW
-    sent = 0
-    with socket.socket(socket.AF_PACKET, kind | socket.SOCK_CLOEXEC, socket.htons(ETH_P_ALL)) as sock:
-        for frame in frames:
-            proto = 0x86DD if ip_only and frame and frame[0] >> 4 == 6 else 0x0800
-            try:
-                if ip_only:
-                    sock.sendto(frame, (ifname, proto))
-                else:
-                    sock.sendto(frame, (ifname, 0))
-            except OSError as exc:
-                if exc.errno in (errno.EINVAL, errno.EMSGSIZE):
-                    continue
-                raise
-            sent += 1
-    return sent
-
-
 # ----------------------------------------------------------------------------- fixtures
 
 
@@ -306,8 +278,8 @@ def test_tap_steering_follows_the_model(tap: tuple[TunTapDevice, dict[str, Link]
             # No VLAN devices in this kernel (CONFIG_VLAN_8021Q off): the same tagged traffic
             # goes out through an AF_PACKET socket on the TAP.
             stack += [
-                ("vlan4", lambda: inject(device.name, tagged_frames([0x8100], 200, rng))),
-                ("qinq4", lambda: inject(device.name, tagged_frames([0x88A8, 0x8100], 160, rng))),
+                ("vlan4", lambda: inject(device.name, tagged_frames([0x8100], 200))),
+                ("qinq4", lambda: inject(device.name, tagged_frames([0x88A8, 0x8100], 160))),
             ]
         readouts: dict[str, Readout] = {}
         for name, send in stack:

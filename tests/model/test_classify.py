@@ -22,8 +22,8 @@ from pytun_hash.model import (
     queue_for_flow,
     toeplitz_hash_reference,
 )
+from pytun_hash.model import frames as fr
 from pytun_hash.model.packet import ETH_P_IP, ETH_P_IPV6
-from tests.model import frames as fr
 
 KEY = MICROSOFT_RSS_KEY
 ALL = HashType.all_known()

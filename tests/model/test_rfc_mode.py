@@ -18,7 +18,7 @@ from pytun_hash.model import (
     rfc_key_in_force,
     toeplitz_hash,
 )
-from tests.model import frames as fr
+from pytun_hash.model import frames as fr
 
 KEY = MICROSOFT_RSS_KEY
 SIX = HashType.supported_by_kernel_series()

@@ -18,8 +18,8 @@ from pytun_hash.model import (
     parse_frame,
     toeplitz_hash_reference,
 )
+from pytun_hash.model import frames as fr
 from pytun_hash.model.packet import ETH_P_IP, ETH_P_IPV6
-from tests.model import frames as fr
 
 KEY = MICROSOFT_RSS_KEY
 types_st = st.integers(0, 0x1FF).map(HashType)

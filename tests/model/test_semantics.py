@@ -15,7 +15,7 @@ from pytun_hash.model import (
     steering_program_queue,
     verify_reports,
 )
-from tests.model.frames import ethernet, ipv4, udp
+from pytun_hash.model.frames import ethernet, ipv4, udp
 
 
 def test_semantics_per_revision() -> None:

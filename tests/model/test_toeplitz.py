@@ -21,8 +21,8 @@ from pytun_hash.model import (
     toeplitz_hash_batch,
     toeplitz_hash_reference,
 )
+from pytun_hash.model import frames as fr
 from pytun_hash.model import toeplitz as toeplitz_module
-from tests.model import frames as fr
 from tests.model.vectors import MICROSOFT_IPV4, MICROSOFT_IPV6, VPP_KEY_COPIES, VPP_LENGTH_HASHES, Row
 
 needs_numpy = pytest.mark.skipif(not numpy_available(), reason="numpy is not installed (optional extra)")

@@ -17,7 +17,7 @@ from pytun_hash.model import (
     expected_report,
     verify_reports,
 )
-from tests.model import frames as fr
+from pytun_hash.model import frames as fr
 
 KEY = MICROSOFT_RSS_KEY
 CONFIG = VnetHashConfig(

@@ -1,40 +1,20 @@
 """Published Toeplitz known answers (facts transcribed from their public sources).
 
-* Microsoft, "Verifying the RSS Hash Calculation": IPv4 and IPv6 tables, with the 40-byte key
-  :data:`pytun_hash.config.MICROSOFT_RSS_KEY`. The published tables list the destination column
-  first; the hash input is source address, destination address, source port, destination port.
-  The same rows appear in DPDK ``app/test/test_thash.c`` and FD.io VPP ``src/vppinfra/test/toeplitz.c``.
-* FD.io VPP length test: the key above repeated 6 times (240 bytes), input bytes 00 01 02 ... of
+* Microsoft, "Verifying the RSS Hash Calculation": IPv4 and IPv6 tables, owned by the library
+  (:mod:`pytun_hash.model.vectors`) and re-exported here.
+* FD.io VPP length test: the Microsoft key repeated 6 times (240 bytes), input bytes 00 01 02 ... of
   every length 0..235; ``VPP_LENGTH_HASHES[n]`` is the hash of the first ``n`` bytes.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from pytun_hash.model.vectors import MICROSOFT_IPV4, MICROSOFT_IPV6, RssVector
+
+__all__ = ["MICROSOFT_IPV4", "MICROSOFT_IPV6", "VPP_KEY_COPIES", "VPP_LENGTH_HASHES", "Row"]
 
 
-class Row(NamedTuple):
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    ip_only: int
-    with_ports: int
-
-
-MICROSOFT_IPV4 = (
-    Row("66.9.149.187", 2794, "161.142.100.80", 1766, 0x323E8FC2, 0x51CCC178),
-    Row("199.92.111.2", 14230, "65.69.140.83", 4739, 0xD718262A, 0xC626B0EA),
-    Row("24.19.198.95", 12898, "12.22.207.184", 38024, 0xD2D0A5DE, 0x5C2B394A),
-    Row("38.27.205.30", 48228, "209.142.163.6", 2217, 0x82989176, 0xAFC7327F),
-    Row("153.39.163.191", 44251, "202.188.127.2", 1303, 0x5D1809C5, 0x10E828A2),
-)
-
-MICROSOFT_IPV6 = (
-    Row("3ffe:2501:200:1fff::7", 2794, "3ffe:2501:200:3::1", 1766, 0x2CC18CD5, 0x40207D3D),
-    Row("3ffe:501:8::260:97ff:fe40:efab", 14230, "ff02::1", 4739, 0x0F0C461C, 0xDDE51BBF),
-    Row("3ffe:1900:4545:3:200:f8ff:fe21:67cf", 44251, "fe80::200:f8ff:fe21:67cf", 38024, 0x4B61E985, 0x02D1FEEF),
-)
+# The Microsoft rows have one owner, the library; the model's tests use them from here too.
+Row = RssVector
 
 VPP_KEY_COPIES = 6
 

@@ -102,6 +102,19 @@ def test_queue_and_hash_fields_follow_the_revision(netns: NetworkNamespace, revi
     assert stats["reads"] == 40 and stats["matched"] == 40
 
 
+@pytest.mark.parametrize("revision", ALL)
+def test_every_later_configuration_steers_too(netns: NetworkNamespace, revision: Revision) -> None:
+    # The RFC's SET with RSS detaches whatever steering program is attached, the emulator's own
+    # too: the emulator must attach it again, or the device falls back to automatic selection.
+    with rig(netns, revision) as (dev, emu, sock, control):
+        emu.run(control.apply, RSS)
+        for queue in (3, 1, 2):
+            emu.run(control.apply, RSS.replace(indirection_table=(queue,) * 16))
+            send(sock, range(7200, 7220))
+            got = emu.run(read_queued, dev)
+            assert [q for q, _, _ in got] == [queue] * 20, (revision, queue)
+
+
 def test_process_mode_emulates_the_data_path_too(netns: NetworkNamespace) -> None:
     semantics = semantics_for(Revision.RFC)
     with (
