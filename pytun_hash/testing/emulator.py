@@ -331,6 +331,9 @@ class _TrappedCall:
         self._device: DeviceInfo | None = None
         self._looked_up = False
         self.copies: list[UserCopy] = []
+        # Set when the handler changed the real device's steering program (attached, replaced or
+        # detached), whatever ioctl it handles: the RFC's TUNSETVNETHASH with RSS detaches too.
+        self.steering_changed = False
 
     @property
     def arg(self) -> int:
@@ -404,10 +407,12 @@ class _TrappedCall:
     def set_steering_ebpf(self, prog_fd: int) -> int | None:
         if prog_fd == -1:
             self._set_int("TUNSETSTEERINGEBPF", -1)
+            self.steering_changed = True
             return None
         try:
             with self._target.local_fd(prog_fd) as local:
                 self._set_int("TUNSETSTEERINGEBPF", local)
+                self.steering_changed = True
                 return _prog_id(local)
         except _PassThrough:
             raise KernelErrno(errno.EBADF) from None  # no such program fd, as the kernel's fdget finds
@@ -948,8 +953,9 @@ class KernelEmulator:
                     ):
                         raise RuntimeError(f"injected fault: the handler of {name} failed")
                     val = self._kernel.handle(name, call)
-                    if path is not None and name == "TUNSETSTEERINGEBPF":
-                        # The real call replaced or removed whatever program was attached.
+                    if path is not None and call.steering_changed:
+                        # The real call replaced or removed whatever program was attached, the data
+                        # path's own included (the RFC's TUNSETVNETHASH with RSS detaches it too).
                         path.steering_replaced()
                     if self.data_path and self._kernel.changed is not None:
                         self._data_path_after(call, local)

@@ -202,6 +202,21 @@ def test_rfc_silently_drops_rss_for_a_steering_program(netns: NetworkNamespace) 
         os.close(prog)
 
 
+def test_rfc_rss_set_after_rss_set_keeps_steering(netns: NetworkNamespace) -> None:
+    """The RFC's TUNSETVNETHASH with RSS detaches the device's steering program, the emulator's own too.
+
+    Two sets with RSS in a row (no set without RSS between, as HashControl's full-key preload would
+    make) must leave the second table steering, not the kernel's automatic spread.
+    """
+    with rig(netns, Revision.RFC) as (dev, emu, sock, _control):
+        for queue in (1, 2):
+            head = struct.pack("=B3xIHH", 0x01, 0x3F, 0, 0)  # RSS, types 0x3f, mask 0, unclassified 0
+            payload = bytearray(head + struct.pack("=H", queue) + MICROSOFT_RSS_KEY)
+            emu.run(fcntl.ioctl, dev.attached_queues[0].fd, 0x400454E5, payload, True)
+            send(sock, range(7800, 7816))
+            assert {q for q, _, _ in emu.run(read_queued, dev)} == {queue}
+
+
 @pytest.mark.parametrize("revision", [Revision.V10, Revision.V12])
 def test_a_steering_program_takes_precedence_from_v10_on(netns: NetworkNamespace, revision: Revision) -> None:
     prog = load_socket_filter(1)
