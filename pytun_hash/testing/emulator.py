@@ -453,8 +453,10 @@ class KernelEmulator:
             from its queues (:mod:`pytun_hash.testing.datapath`). It needs ``bpf(2)`` (root or
             CAP_BPF): None (the default) emulates it where ``bpf(2)`` works and says why not in
             :attr:`data_path_unavailable` otherwise; True requires it (``EmulatorError`` without
-            ``bpf(2)``); False turns it off. With it, every ``read``/``readv`` of the target is
-            trapped; those on other fds continue to the kernel untouched.
+            ``bpf(2)``); False turns it off. With it, every ``readv`` of the target and every
+            ``read`` of 10 bytes or more is trapped (shorter ones, which glibc makes inside
+            ``free()`` with the GIL held, go straight to the kernel); those on other fds
+            continue to the kernel untouched.
 
     Attributes:
         calls: every trapped ioctl since the last :meth:`reset_log`, in order.

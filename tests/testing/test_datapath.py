@@ -8,6 +8,7 @@ revision's semantics (:func:`pytun_hash.model.semantics_for`).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -310,6 +311,39 @@ def test_other_reads_return_exactly_what_the_kernel_returned(netns: NetworkNames
     # The unconfigured device's read went to the kernel untouched: 6.18 zeroes the whole header.
     assert buf[:20] == bytes(20) and buf[n:] == bytes([FILL]) * (len(buf) - n)
     assert emu.reads == 0 and emu.passed_reads >= 2
+
+
+def test_reads_under_ten_bytes_never_reach_the_supervisor(netns: NetworkNamespace) -> None:
+    """The filter lets them through itself: glibc makes one (1 byte of /proc/sys/vm/overcommit_memory,
+    the first time free() shrinks a thread's heap) while the thread holds the GIL, which an in-process
+    supervisor needs to answer it: the run hung. A tun read that short fails alike either way."""
+    with KernelEmulator(Revision.RFC, data_path=True) as emu:
+        r, w = os.pipe()
+        try:
+            os.write(w, bytes(range(40)))
+
+            def body() -> list[bytes]:
+                return [os.read(r, 1), os.read(r, 9), os.read(r, 10), os.read(r, 20)]
+
+            got = emu.run(body)
+        finally:
+            os.close(r)
+            os.close(w)
+    assert b"".join(got) == bytes(range(40))
+    assert emu.passed_reads == 2  # the 10- and 20-byte reads were trapped and let continue
+    with open("/proc/sys/vm/overcommit_memory", "rb") as setting:
+        expected = setting.read(1)
+    with KernelEmulator(Revision.RFC, data_path=True) as emu:
+        fd = os.open("/proc/sys/vm/overcommit_memory", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # What glibc does, here through ctypes, which keeps the GIL for the call (PyDLL).
+            read = ctypes.PyDLL(None).read
+            read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+            cell = ctypes.create_string_buffer(1)
+            assert emu.run(read, fd, cell, 1) == 1
+        finally:
+            os.close(fd)
+    assert cell.raw == expected and emu.passed_reads == 0
 
 
 def test_a_blocking_read_waits_for_its_frame(netns: NetworkNamespace) -> None:
