@@ -55,6 +55,7 @@ SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 # linux/filter.h classic BPF opcodes
 _BPF_LD_W_ABS = 0x20
 _BPF_JMP_JEQ_K = 0x15
+_BPF_JMP_JGE_K = 0x35
 _BPF_RET_K = 0x06
 
 # struct seccomp_data offsets
@@ -107,13 +108,25 @@ def seccomp_arch(machine: str | None = None) -> SeccompArch:
         ) from None
 
 
+#: Reads shorter than this reach the kernel without a notification (see :func:`build_filter`).
+MIN_TRAPPED_READ = 10
+
+
 def build_filter(arch: SeccompArch, requests: Iterable[int], *, reads: bool = False) -> bytes:
     """A classic-BPF program: ``ioctl`` with the low 32 bits of ``cmd`` in ``requests`` -> USER_NOTIF, else ALLOW.
 
     The kernel truncates ``cmd`` to ``unsigned int``, so only the low word of ``args[1]`` is
     compared; exact values are matched because Python itself issues other ``'T'`` ioctls
-    (``TCGETS``, ``FIONBIO``). With ``reads``, every ``read`` and ``readv`` is a notification
-    too (the filter cannot tell a tun fd from another; the supervisor lets the others continue).
+    (``TCGETS``, ``FIONBIO``). With ``reads``, every ``readv`` and every ``read`` of at least
+    :data:`MIN_TRAPPED_READ` bytes is a notification too (the filter cannot tell a tun fd from
+    another; the supervisor lets the others continue).
+
+    Shorter reads are let through by the filter itself, because the C library makes some while
+    the thread holds the GIL, and a supervisor in the same process, which needs the GIL to answer,
+    would wait for it forever: glibc's ``free()`` reads one byte of
+    ``/proc/sys/vm/overcommit_memory`` the first time it shrinks a thread's heap. A tun read that
+    short is answered the same by the kernel: below the vnet header (10 bytes at least) it fails
+    with ``EINVAL`` (the frame dropped), and without a vnet header there is nothing to emulate.
 
     Raises:
         EmulatorError: when ``requests`` is empty or too long for 8-bit jump offsets.
@@ -121,29 +134,41 @@ def build_filter(arch: SeccompArch, requests: Iterable[int], *, reads: bool = Fa
     cmds = sorted({r & 0xFFFFFFFF for r in requests})
     if not cmds or len(cmds) > 200:
         raise EmulatorError(f"cannot build a seccomp filter for {len(cmds)} requests (1..200 allowed)")
-    low_word = _DATA_ARGS + 8 + (0 if sys.byteorder == "little" else 4)
-    n = len(cmds)
-    extra = 2 if reads else 0
-    allow = 5 + extra + n
-    notif = allow + 1
-    insns = [
+    little = sys.byteorder == "little"
+    cmd_low = _DATA_ARGS + 8 + (0 if little else 4)
+    count_low, count_high = _DATA_ARGS + 16 + (0 if little else 4), _DATA_ARGS + 16 + (4 if little else 0)
+    # Instructions by label; jumps are resolved to forward offsets once every position is known.
+    body: list[tuple[int, int | str, int | str, int]] = [
         (_BPF_LD_W_ABS, 0, 0, _DATA_ARCH),
-        (_BPF_JMP_JEQ_K, 0, allow - 2, arch.audit_arch),
+        (_BPF_JMP_JEQ_K, 0, "allow", arch.audit_arch),
         (_BPF_LD_W_ABS, 0, 0, _DATA_NR),
     ]
     if reads:
-        insns.append((_BPF_JMP_JEQ_K, notif - 4, 0, arch.nr_read))
-        insns.append((_BPF_JMP_JEQ_K, notif - 5, 0, arch.nr_readv))
-    insns += [
-        (_BPF_JMP_JEQ_K, 0, allow - 4 - extra, arch.nr_ioctl),
-        (_BPF_LD_W_ABS, 0, 0, low_word),
+        body += [
+            (_BPF_JMP_JEQ_K, "notif", 0, arch.nr_readv),
+            (_BPF_JMP_JEQ_K, 0, "ioctl", arch.nr_read),
+            (_BPF_LD_W_ABS, 0, 0, count_high),
+            (_BPF_JMP_JEQ_K, 0, "notif", 0),
+            (_BPF_LD_W_ABS, 0, 0, count_low),
+            (_BPF_JMP_JGE_K, "notif", "allow", MIN_TRAPPED_READ),
+        ]
+    labels = {"ioctl": len(body)}
+    body += [
+        (_BPF_JMP_JEQ_K, 0, "allow", arch.nr_ioctl),
+        (_BPF_LD_W_ABS, 0, 0, cmd_low),
     ]
-    for i, cmd in enumerate(cmds):
-        index = 5 + extra + i
-        insns.append((_BPF_JMP_JEQ_K, notif - index - 1, 0, cmd))
-    insns.append((_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
-    insns.append((_BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
-    return b"".join(struct.pack("=HBBI", *insn) for insn in insns)
+    body += [(_BPF_JMP_JEQ_K, "notif", 0, cmd) for cmd in cmds]
+    labels["allow"] = len(body)
+    body.append((_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    labels["notif"] = len(body)
+    body.append((_BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
+
+    def offset(at: int, target: int | str) -> int:
+        return target if isinstance(target, int) else labels[target] - at - 1
+
+    return b"".join(
+        struct.pack("=HBBI", code, offset(i, jt), offset(i, jf), k) for i, (code, jt, jf, k) in enumerate(body)
+    )
 
 
 class _sock_fprog(ctypes.Structure):  # noqa: N801 - kernel name

@@ -331,8 +331,8 @@ class _TrappedCall:
         self._device: DeviceInfo | None = None
         self._looked_up = False
         self.copies: list[UserCopy] = []
-        #: The handler attached or detached a steering program on the real device (the RFC's SET
-        #: with RSS detaches one itself, not only TUNSETSTEERINGEBPF).
+        # Set when the handler changed the real device's steering program (attached, replaced or
+        # detached), whatever ioctl it handles: the RFC's TUNSETVNETHASH with RSS detaches too.
         self.steering_changed = False
 
     @property
@@ -453,8 +453,10 @@ class KernelEmulator:
             from its queues (:mod:`pytun_hash.testing.datapath`). It needs ``bpf(2)`` (root or
             CAP_BPF): None (the default) emulates it where ``bpf(2)`` works and says why not in
             :attr:`data_path_unavailable` otherwise; True requires it (``EmulatorError`` without
-            ``bpf(2)``); False turns it off. With it, every ``read``/``readv`` of the target is
-            trapped; those on other fds continue to the kernel untouched.
+            ``bpf(2)``); False turns it off. With it, every ``readv`` of the target and every
+            ``read`` of 10 bytes or more is trapped (shorter ones, which glibc makes inside
+            ``free()`` with the GIL held, go straight to the kernel); those on other fds
+            continue to the kernel untouched.
 
     Attributes:
         calls: every trapped ioctl since the last :meth:`reset_log`, in order.
@@ -954,9 +956,8 @@ class KernelEmulator:
                         raise RuntimeError(f"injected fault: the handler of {name} failed")
                     val = self._kernel.handle(name, call)
                     if path is not None and call.steering_changed:
-                        # The real call replaced or removed whatever program was attached: the
-                        # emulator's own RSS program too (TUNSETSTEERINGEBPF, or the RFC's SET
-                        # with RSS, which detaches any program before the emulator re-attaches its own).
+                        # The real call replaced or removed whatever program was attached, the data
+                        # path's own included (the RFC's TUNSETVNETHASH with RSS detaches it too).
                         path.steering_replaced()
                     if self.data_path and self._kernel.changed is not None:
                         self._data_path_after(call, local)

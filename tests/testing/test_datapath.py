@@ -8,6 +8,7 @@ revision's semantics (:func:`pytun_hash.model.semantics_for`).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -215,6 +216,21 @@ def test_rfc_silently_drops_rss_for_a_steering_program(netns: NetworkNamespace) 
         os.close(prog)
 
 
+def test_rfc_rss_set_after_rss_set_keeps_steering(netns: NetworkNamespace) -> None:
+    """The RFC's TUNSETVNETHASH with RSS detaches the device's steering program, the emulator's own too.
+
+    Two sets with RSS in a row (no set without RSS between, as HashControl's full-key preload would
+    make) must leave the second table steering, not the kernel's automatic spread.
+    """
+    with rig(netns, Revision.RFC) as (dev, emu, sock, _control):
+        for queue in (1, 2):
+            head = struct.pack("=B3xIHH", 0x01, 0x3F, 0, 0)  # RSS, types 0x3f, mask 0, unclassified 0
+            payload = bytearray(head + struct.pack("=H", queue) + MICROSOFT_RSS_KEY)
+            emu.run(fcntl.ioctl, dev.attached_queues[0].fd, 0x400454E5, payload, True)
+            send(sock, range(7800, 7816))
+            assert {q for q, _, _ in emu.run(read_queued, dev)} == {queue}
+
+
 @pytest.mark.parametrize("revision", [Revision.V10, Revision.V12])
 def test_a_steering_program_takes_precedence_from_v10_on(netns: NetworkNamespace, revision: Revision) -> None:
     prog = load_socket_filter(1)
@@ -308,6 +324,39 @@ def test_other_reads_return_exactly_what_the_kernel_returned(netns: NetworkNames
     # The unconfigured device's read went to the kernel untouched: 6.18 zeroes the whole header.
     assert buf[:20] == bytes(20) and buf[n:] == bytes([FILL]) * (len(buf) - n)
     assert emu.reads == 0 and emu.passed_reads >= 2
+
+
+def test_reads_under_ten_bytes_never_reach_the_supervisor(netns: NetworkNamespace) -> None:
+    """The filter lets them through itself: glibc makes one (1 byte of /proc/sys/vm/overcommit_memory,
+    the first time free() shrinks a thread's heap) while the thread holds the GIL, which an in-process
+    supervisor needs to answer it: the run hung. A tun read that short fails alike either way."""
+    with KernelEmulator(Revision.RFC, data_path=True) as emu:
+        r, w = os.pipe()
+        try:
+            os.write(w, bytes(range(40)))
+
+            def body() -> list[bytes]:
+                return [os.read(r, 1), os.read(r, 9), os.read(r, 10), os.read(r, 20)]
+
+            got = emu.run(body)
+        finally:
+            os.close(r)
+            os.close(w)
+    assert b"".join(got) == bytes(range(40))
+    assert emu.passed_reads == 2  # the 10- and 20-byte reads were trapped and let continue
+    with open("/proc/sys/vm/overcommit_memory", "rb") as setting:
+        expected = setting.read(1)
+    with KernelEmulator(Revision.RFC, data_path=True) as emu:
+        fd = os.open("/proc/sys/vm/overcommit_memory", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # What glibc does, here through ctypes, which keeps the GIL for the call (PyDLL).
+            read = ctypes.PyDLL(None).read
+            read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+            cell = ctypes.create_string_buffer(1)
+            assert emu.run(read, fd, cell, 1) == 1
+        finally:
+            os.close(fd)
+    assert cell.raw == expected and emu.passed_reads == 0
 
 
 def test_a_blocking_read_waits_for_its_frame(netns: NetworkNamespace) -> None:
