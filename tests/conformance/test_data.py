@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 
 import pytest
 
@@ -48,8 +47,6 @@ DEVIATIONS = {
     Revision.V10: {"data.single-queue-report"},
     Revision.V12: {"data.single-queue-report"},
 }
-# "well under 30 s" for the whole data family under one emulated revision (about 3 s here).
-BUDGET = 30.0
 
 
 @pytest.fixture
@@ -88,15 +85,12 @@ def check_common(suite: SuiteResult) -> None:
 @pytest.mark.kernel
 @pytest.mark.bpf
 def test_emulated_revision_shows_exactly_its_documented_departures(revision: Revision) -> None:
-    started = time.monotonic()
     suite = run_suite(Mode.EMULATED, revision=revision, rules=["data.*"])
-    elapsed = time.monotonic() - started
     check_common(suite)
     assert suite.mode is Mode.EMULATED and suite.revision is revision
     statuses = {r.id: r.status for r in suite.results}
     assert {i for i, s in statuses.items() if s is Status.DEVIATION} == DEVIATIONS[revision], statuses
     assert {i for i, s in statuses.items() if s is Status.PASS} == set(DATA_RULES) - DEVIATIONS[revision]
-    assert elapsed < BUDGET, f"{elapsed:.1f} s"
     results = by_id(suite)
 
     single = results["data.single-queue-report"].evidence

@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import functools
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -114,9 +113,7 @@ def statuses(suite: SuiteResult, status: Status) -> set[str]:
 
 @pytest.mark.parametrize("revision", list(DEVIATIONS), ids=lambda r: r.value)
 def test_each_revision_shows_exactly_its_documented_departures(emulator_ok: None, revision: Revision) -> None:
-    start = time.monotonic()
     suite = run_suite(Mode.EMULATED, revision=revision, rules=["uapi.*"])
-    elapsed = time.monotonic() - start
     assert [r.id for r in suite.results] == UAPI_RULES
     assert suite.mode is Mode.EMULATED and suite.revision is revision
     assert statuses(suite, Status.DEVIATION) == DEVIATIONS[revision], {r.id: r.summary for r in suite.results}
@@ -126,8 +123,6 @@ def test_each_revision_shows_exactly_its_documented_departures(emulator_ok: None
         assert result.summary and "could not complete" not in result.summary
         if result.status is Status.DEVIATION:
             assert result.evidence["departures"] and result.evidence["expected"]
-    # Well under the 30 s budget of the whole uapi family (some 2 s here).
-    assert elapsed < 30
 
 
 def test_rfc_evidence(emulator_ok: None) -> None:
