@@ -36,6 +36,7 @@ from pytun_hash.config import (
     VnetHashConfig,
 )
 from pytun_hash.errors import DecodeError, ValidationError
+from pytun_hash.keys import kernel_key_length, spec_key_length
 
 __all__ = [
     "IoctlCall",
@@ -78,29 +79,6 @@ class IoctlCall:
     request: int
     payload: bytes
     purpose: str = ""
-
-
-def kernel_key_length(types: int) -> int:
-    """Key bytes the kernel series copies for ``types``: ``40 if types & 0x7 else 4``.
-
-    This is the series' ``virtio_net_hash_key_length()`` as written (it mixes hash-report
-    values with hash-type bits); every revision from the RFC to v12 has it.
-    """
-    return MAX_KEY_SIZE if int(types) & 0x7 else 4
-
-
-def spec_key_length(types: int) -> int:
-    """Key bytes the virtio specification needs for ``types``: the longest input plus 4 (0 when empty)."""
-    t = int(types)
-    if t & (HashType.TCPV6 | HashType.UDPV6 | HashType.TCP_EX | HashType.UDP_EX):
-        return 40
-    if t & (HashType.IPV6 | HashType.IP_EX):
-        return 36
-    if t & (HashType.TCPV4 | HashType.UDPV4):
-        return 16
-    if t & HashType.IPV4:
-        return 12
-    return 0
 
 
 def _u16(order: ByteOrder) -> str:

@@ -7,7 +7,6 @@ on or off, hash types, indirection table, key, unclassified queue). Codecs in
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence, Set, Sized
 from typing import Any
@@ -17,6 +16,8 @@ import attrs
 from pytun_hash._abi.revision import Revision, require_revision
 from pytun_hash._abi.virtio_net import HashType
 from pytun_hash.errors import PytunHashWarning, ValidationError, shorten
+from pytun_hash.hashtypes import DEFAULT_HASH_TYPES, ETHTOOL_FLOW_TYPES, parse_hash_types
+from pytun_hash.keys import MAX_KEY_SIZE, MICROSOFT_RSS_KEY, generate_key
 
 __all__ = [
     "MAX_INDIRECTION_TABLE_LENGTH",
@@ -35,37 +36,7 @@ __all__ = [
 
 MAX_INDIRECTION_TABLE_LENGTH = 128
 
-#: ethtool's flow-type names (``ethtool -n/-N ... rx-flow-hash tcp4``) accepted as aliases of the hash
-#: types they hash by; the _EX types have none.
-ETHTOOL_FLOW_TYPES: dict[str, HashType] = {
-    "ip4": HashType.IPV4,
-    "tcp4": HashType.TCPV4,
-    "udp4": HashType.UDPV4,
-    "ip6": HashType.IPV6,
-    "tcp6": HashType.TCPV6,
-    "udp6": HashType.UDPV6,
-}
-MAX_KEY_SIZE = 40
 MAX_QUEUE = 0xFFFF
-
-#: The well-known 40-byte Toeplitz key from Microsoft's "Verifying the RSS Hash Calculation"
-#: (also Intel 82599 and DPDK's default). For tests and interop only: a published key lets
-#: anyone craft flows that collide on one queue, so nothing in pytun_hash defaults to it.
-MICROSOFT_RSS_KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa")
-
-#: Every type bit the kernel series supports (IPv4/IPv6 x IP/TCP/UDP).
-DEFAULT_HASH_TYPES = HashType(0x3F)
-
-
-def generate_key(length: int = MAX_KEY_SIZE) -> bytes:
-    """Return ``length`` random key bytes from ``os.urandom``.
-
-    Raises:
-        ValidationError: when ``length`` is not an integer in 1..40.
-    """
-    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_KEY_SIZE:
-        raise ValidationError("key", f"length must be 1..{MAX_KEY_SIZE} bytes, got {shorten(length)}")
-    return os.urandom(length)
 
 
 def weighted_table(weights: Sequence[int], length: int = MAX_INDIRECTION_TABLE_LENGTH) -> tuple[int, ...]:
@@ -101,56 +72,6 @@ def weighted_table(weights: Sequence[int], length: int = MAX_INDIRECTION_TABLE_L
             partial += weights[queue]
         table.append(queue)
     return tuple(table)
-
-
-def parse_hash_types(value: object, field: str = "types") -> HashType:
-    """Turn an int, a :class:`HashType`, a name (``"TCPV4"``, ``"tcpv4|udpv4"``, ethtool's ``"tcp4"``) or a
-    list of names into a HashType.
-
-    A list holds names or integers, not further lists; bytes and mappings are refused rather than
-    iterated (their elements are not hash types).
-
-    Raises:
-        ValidationError: naming ``field`` for unknown names, unknown bits or a wrong type.
-    """
-    if isinstance(value, HashType):
-        result = int(value)
-    elif isinstance(value, bool):
-        raise ValidationError(field, f"expected hash type names or an integer, got {shorten(value)}")
-    elif isinstance(value, int):
-        result = value
-    elif isinstance(value, str):
-        names = [n for n in value.replace(",", "|").split("|") if n.strip()]
-        return parse_hash_types(names, field)
-    elif isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray, memoryview, Mapping)):
-        result = 0
-        for i, item in enumerate(value):
-            if isinstance(item, str):
-                key = item.strip().upper().replace("-", "_")
-                if key == "ALL":
-                    result |= int(DEFAULT_HASH_TYPES)
-                    continue
-                alias = ETHTOOL_FLOW_TYPES.get(key.lower())
-                if alias is not None:
-                    result |= int(alias)
-                    continue
-                try:
-                    result |= int(HashType[key])
-                except KeyError:
-                    known = ", ".join(m.name or "" for m in HashType) + "; ethtool's " + ", ".join(ETHTOOL_FLOW_TYPES)
-                    rule = f"unknown hash type {shorten(item)}; known: {known}"
-                    raise ValidationError(f"{field}[{i}]", rule) from None
-            elif isinstance(item, int) and not isinstance(item, bool):
-                result |= int(parse_hash_types(item, f"{field}[{i}]"))
-            else:
-                raise ValidationError(f"{field}[{i}]", f"expected a hash type name or an integer, got {shorten(item)}")
-    else:
-        raise ValidationError(field, f"expected hash type names or an integer, got {type(value).__name__}")
-    if result < 0 or result & ~int(HashType.all_known()):
-        extra = result & ~0x1FF
-        shown = f"{extra:#x}" if extra.bit_length() <= 64 else shorten(extra)
-        raise ValidationError(field, f"unknown hash type bits {shown} (known bits: 0x1ff)")
-    return HashType(result)
 
 
 def check_table_length(length: int, field: str = "indirection_table") -> None:

@@ -31,14 +31,12 @@ import attrs
 from pytun_hash._files import PendingFile, open_regular_file, stage_file
 from pytun_hash.config import (
     MAX_INDIRECTION_TABLE_LENGTH,
-    MAX_KEY_SIZE,
-    MICROSOFT_RSS_KEY,
     VnetHashConfig,
     check_table_length,
-    generate_key,
     parse_hash_types,
 )
 from pytun_hash.errors import MAX_ECHO_CHARS, ValidationError, clip, shorten
+from pytun_hash.keys import KNOWN_KEYS, known_key_name, parse_key
 
 __all__ = [
     "known_key_name",
@@ -64,54 +62,7 @@ MAX_CONFIG_DEPTH = 8
 #: entries of one list field (or unknown fields) that :func:`config_errors` reports one by one.
 MAX_LISTED_PROBLEMS = 10
 
-#: Keys that may be given by name. Both are public: anyone can craft flows that collide under
-#: them, so use them for tests and interoperability only.
-KNOWN_KEYS: Mapping[str, bytes] = {
-    "microsoft": MICROSOFT_RSS_KEY,
-    # A 16-bit pattern repeated: hash(a, b) == hash(b, a) for every flow (both directions on one queue).
-    "symmetric": bytes.fromhex("6d5a") * (MAX_KEY_SIZE // 2),
-}
-
 _FIELDS = tuple(f.name for f in attrs.fields(VnetHashConfig))
-
-
-def known_key_name(key: bytes) -> str | None:
-    """The name of ``key`` in :data:`KNOWN_KEYS` (as stored: zero-padded to 40 bytes), or None."""
-    padded = bytes(key).ljust(MAX_KEY_SIZE, b"\0")
-    return next((name for name, known in KNOWN_KEYS.items() if known.ljust(MAX_KEY_SIZE, b"\0") == padded), None)
-
-
-def parse_key(text: str, field: str = "key") -> bytes:
-    """A key given as hex (``6d5a56...``, colons and spaces allowed), a name in :data:`KNOWN_KEYS`,
-    or ``random`` (40 fresh bytes from ``os.urandom``).
-
-    The one parser of keys a user writes: ``--key`` and the ``key`` of a config file both come here.
-
-    Returns:
-        1 to 40 bytes.
-
-    Raises:
-        ValidationError: naming ``field``, for bad hex, no bytes at all (an empty key would be all
-            zero: every flow on one queue) or more than 40 bytes.
-    """
-    name = text.strip().lower()
-    if name in KNOWN_KEYS:
-        return KNOWN_KEYS[name]
-    if name == "random":
-        return generate_key()
-    try:
-        raw = bytes.fromhex(name.replace(":", "").replace(" ", "").removeprefix("0x"))
-    except ValueError:
-        known = ", ".join([*KNOWN_KEYS, "random"])
-        raise ValidationError(field, f"expected hexadecimal bytes or one of {known}, got {shorten(text)}") from None
-    if not raw:
-        # Padded to 40 zero bytes, an empty key hashes every flow to 0: all of them on one queue.
-        raise ValidationError(
-            field, f"a key has 1..{MAX_KEY_SIZE} bytes, got none (an empty key puts every flow on one queue)"
-        )
-    if len(raw) > MAX_KEY_SIZE:
-        raise ValidationError(field, f"a key has 1..{MAX_KEY_SIZE} bytes, got {len(raw)}")
-    return raw
 
 
 def read_config_file(path: str, *, section: str | None = None) -> dict[str, Any]:

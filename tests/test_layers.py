@@ -27,6 +27,10 @@ RANKS = {
     "_files": 0,
     # The libc handle, raw syscall(2), setns/unshare and the constants they share.
     "_sys": 0,
+    # Toeplitz keys: sizes, published keys, the parser of keys users write (standard library only).
+    "keys": 1,
+    # Hash type names users write (virtio's, ethtool's, all), on the ABI's enum only.
+    "hashtypes": 1,
     "config": 1,
     "codec": 1,
     # Config files (TOML/JSON) to and from VnetHashConfig.

@@ -1,16 +1,24 @@
 """Raw ABI layer: ioctl numbers, flags and ctypes structures, exactly as the kernel has them.
 
-Nothing here does I/O or holds state; every higher layer builds on it.
+Nothing here does I/O or holds state; every higher layer builds on it. Importing this package loads
+none of its modules: each name below comes from its module on first use (a command that only needs
+:class:`Revision` or :class:`HashType` does not pay for the ioctl tables and ctypes structures).
 """
 
 from __future__ import annotations
 
-from pytun_hash._abi import rfc, v3, v12
-from pytun_hash._abi.ioc import KNOWN_MACHINES, IocDir, IocLayout, layout_for
-from pytun_hash._abi.revision import Revision, require_revision
-from pytun_hash._abi.tun import TUN_IOCTLS, IoctlDef, TunFlag, TunOffload, ifreq
-from pytun_hash._abi.virtio_net import HashReport, HashType
-from pytun_hash.errors import ValidationError
+import importlib
+
+# typing.TYPE_CHECKING without importing typing (mypy takes any constant of this name as true).
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pytun_hash._abi import rfc, v3, v12
+    from pytun_hash._abi.ioc import KNOWN_MACHINES, IocDir, IocLayout, layout_for
+    from pytun_hash._abi.revision import Revision, require_revision
+    from pytun_hash._abi.tables import hash_ioctls, ioctl_def, ioctl_request
+    from pytun_hash._abi.tun import TUN_IOCTLS, IoctlDef, TunFlag, TunOffload, ifreq
+    from pytun_hash._abi.virtio_net import HashReport, HashType
 
 __all__ = [
     "KNOWN_MACHINES",
@@ -34,51 +42,45 @@ __all__ = [
     "v12",
 ]
 
-_HASH_IOCTLS: dict[Revision, tuple[IoctlDef, ...]] = {
-    Revision.RFC: rfc.HASH_IOCTLS,
-    Revision.V3: v3.HASH_IOCTLS,
-    Revision.V10: v3.HASH_IOCTLS,
-    Revision.V12: v12.HASH_IOCTLS,
+# Where each name lives (a submodule itself for rfc, v3, v12).
+_WHERE = {
+    "KNOWN_MACHINES": "ioc",
+    "IocDir": "ioc",
+    "IocLayout": "ioc",
+    "layout_for": "ioc",
+    "Revision": "revision",
+    "require_revision": "revision",
+    "hash_ioctls": "tables",
+    "ioctl_def": "tables",
+    "ioctl_request": "tables",
+    "TUN_IOCTLS": "tun",
+    "IoctlDef": "tun",
+    "TunFlag": "tun",
+    "TunOffload": "tun",
+    "ifreq": "tun",
+    "HashReport": "virtio_net",
+    "HashType": "virtio_net",
+    "rfc": None,
+    "v3": None,
+    "v12": None,
 }
-_TUN_BY_NAME = {d.name: d for d in TUN_IOCTLS}
 
 
-def hash_ioctls(revision: Revision) -> tuple[IoctlDef, ...]:
-    """The hash ioctls that ``revision`` defines, get-ioctl first.
+# Hidden from type checkers: with a module __getattr__ they would accept any name at all.
+if not TYPE_CHECKING:
 
-    Raises:
-        ValidationError: when ``revision`` is not a :class:`Revision` member.
-    """
-    return _HASH_IOCTLS[require_revision(revision)]
+    def __getattr__(name: str) -> object:
+        """Import the module that defines ``name`` on first use (PEP 562), and keep the name here."""
+        if name not in _WHERE:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module = _WHERE[name]
+        value: object = (
+            importlib.import_module(f"{__name__}.{name}")
+            if module is None
+            else getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        )
+        globals()[name] = value
+        return value
 
-
-def ioctl_def(name: str, revision: Revision = Revision.RFC) -> IoctlDef:
-    """Return the definition of ioctl ``name`` (a TUN ioctl, or a hash ioctl of ``revision``).
-
-    Raises:
-        ValidationError: (a ValueError) when ``name`` is neither a TUN ioctl nor a hash ioctl of
-            ``revision``, or ``revision`` is not a :class:`Revision` member.
-    """
-    found = _TUN_BY_NAME.get(name) if isinstance(name, str) else None
-    if found is not None:
-        return found
-    for d in hash_ioctls(revision):
-        if d.name == name:
-            return d
-    others = [r.value for r, defs in _HASH_IOCTLS.items() if any(d.name == name for d in defs)]
-    where = f"; it belongs to revision(s) {', '.join(others)}" if others else ""
-    raise ValidationError("name", f"{name!r} is not an ioctl of revision {revision.value}{where}")
-
-
-def ioctl_request(name: str, *, arch: str | None = None, revision: Revision = Revision.RFC) -> int:
-    """Return the ioctl request number of ``name`` on ``arch``.
-
-    Args:
-        name: the kernel's macro name, e.g. ``"TUNSETIFF"`` or ``"TUNSETVNETHASH"``.
-        arch: a ``platform.machine()`` spelling (``"x86_64"``, ``"ppc64le"``, ...); None = this host.
-        revision: which hash UAPI revision a hash ioctl name refers to.
-
-    Raises:
-        ValidationError: (a ValueError) for an unknown name, machine or revision.
-    """
-    return ioctl_def(name, revision).request(layout_for(arch))
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -43,12 +43,11 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pytun_hash._abi.virtio_net import HashReport, HashType
-from pytun_hash.codec import kernel_key_length
-from pytun_hash.config import MAX_KEY_SIZE, VnetHashConfig
 from pytun_hash.errors import ValidationError
+from pytun_hash.keys import MAX_KEY_SIZE, kernel_key_length
 from pytun_hash.model._bytes import BytesLike
 from pytun_hash.model.packet import (
     _IPV4_FIELDS,
@@ -60,6 +59,9 @@ from pytun_hash.model.packet import (
     _parse,
 )
 from pytun_hash.model.toeplitz import _TABLES_BY_KEY, _as_key, rfc_input, toeplitz_for
+
+if TYPE_CHECKING:
+    from pytun_hash.config import VnetHashConfig
 
 __all__ = [
     "FlowHash",
