@@ -30,11 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The complete argument parser (for documentation tools and tests)."""
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of ``pytun-hash``: complete, or with each command built when chosen (``lazy``)."""
     from pytun_hash.cli.parser import build_parser as build
 
-    return build()
+    return build(lazy=lazy)
 
 
 def _wants(argv: Sequence[str], flag: str) -> bool:
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         out = _make_output(json_mode)
         with _warnings_to(out):
-            parser = build()
+            parser = build(lazy=True)
             args = parser.parse_args(args_list)
             out.json_mode = json_mode = bool(args.json)
             debug = bool(args.debug)

@@ -91,7 +91,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "apply",
         parents=parents,
-        help="put a hashing config in force on a device",
         description=help_text(__doc__, "apply"),
         formatter_class=fmt,
     )
@@ -121,7 +120,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     d = sub.add_parser(
         "disable",
         parents=parents,
-        help="turn hashing off on a device",
         description=help_text(__doc__, "disable"),
         formatter_class=fmt,
     )

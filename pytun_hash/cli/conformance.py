@@ -45,7 +45,6 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "conformance",
         parents=parents,
-        help="check a kernel's hashing against the virtio spec and its UAPI (root)",
         description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -73,7 +73,6 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         parents=parents,
-        help="end-to-end RSS on a private multi-queue TAP, checked against the model (root)",
         description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

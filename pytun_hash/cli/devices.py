@@ -49,7 +49,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "create",
         parents=parents,
-        help="create a persistent TUN/TAP device",
         description=help_text(__doc__, "create"),
         formatter_class=fmt,
     )
@@ -80,7 +79,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     d = sub.add_parser(
         "delete",
         parents=parents,
-        help="delete a persistent TUN/TAP device",
         description=help_text(__doc__, "delete"),
         formatter_class=fmt,
     )

@@ -95,7 +95,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     h = sub.add_parser(
         "hash",
         parents=parents,
-        help="Toeplitz hash and report type of one packet",
         description=help_text(__doc__, "hash"),
         formatter_class=fmt,
     )
@@ -124,7 +123,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "predict",
         parents=parents,
-        help="queue for flows or for every packet of a pcap",
         description=help_text(__doc__, "predict"),
         formatter_class=fmt,
     )

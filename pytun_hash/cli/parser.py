@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from pytun_hash.cli import apply, conformance, demo, devices, hashcmd, probe, show
 from pytun_hash.cli.output import EXIT_CODES_HELP, PROG, CliError, ExitCode
 from pytun_hash.errors import shorten
 
@@ -97,8 +97,74 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The complete argument parser (for documentation tools and tests)."""
+# Every command: its module (imported only when the command is chosen) and its line in `--help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "probe": ("probe", "report what this kernel offers (tun, vnet headers, eBPF, hash ioctl revision)"),
+    "create": ("devices", "create a persistent TUN/TAP device"),
+    "delete": ("devices", "delete a persistent TUN/TAP device"),
+    "apply": ("apply", "put a hashing config in force on a device"),
+    "disable": ("apply", "turn hashing off on a device"),
+    "show": ("show", "show the hashing in force on a device (like ethtool -x)"),
+    "hash": ("hashcmd", "Toeplitz hash and report type of one packet"),
+    "predict": ("hashcmd", "queue for flows or for every packet of a pcap"),
+    "demo": ("demo", "end-to-end RSS on a private multi-queue TAP, checked against the model (root)"),
+    "conformance": ("conformance", "check a kernel's hashing against the virtio spec and its UAPI (root)"),
+}
+
+
+class _Registrar:
+    """What a command module's ``add_parser(s)`` is given as ``sub``: it builds the module's command
+    parsers in place of their stubs, with the help line of :data:`COMMANDS`."""
+
+    def __init__(self, action: _LazySubParsers) -> None:
+        self._action = action
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        action = self._action
+        parser = _Parser(prog=f"{action.prog_prefix} {name}", **kwargs)
+        action.choices[name] = parser
+        action.built.add(name)
+        return parser
+
+
+class _LazySubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """The command choice: a command's parser is built (its module imported) only when it is chosen,
+    so ``pytun-hash --help`` and ``pytun-hash hash`` load nothing of ``apply`` or ``demo``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.built: set[str] = set()
+        self.parents: list[argparse.ArgumentParser] = []
+        self.prog_prefix = self._prog_prefix
+
+    def build(self, name: str) -> None:
+        """Build the parser of command ``name`` (and of its module's other commands)."""
+        if name in self.built or name not in COMMANDS:
+            return
+        module = importlib.import_module(f"pytun_hash.cli.{COMMANDS[name][0]}")
+        register = getattr(module, "add_parsers", None) or module.add_parser
+        register(_Registrar(self), self.parents)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if isinstance(values, list) and values:
+            self.build(str(values[0]))
+        super().__call__(parser, namespace, values, option_string)
+
+
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of ``pytun-hash``.
+
+    Args:
+        lazy: build each command's parser only when it is chosen (what ``main`` does; the top-level
+            ``--help`` then imports no command module). False (documentation tools, tests): every
+            command's parser is built now.
+    """
     parser = _TopParser(
         prog=PROG,
         description=_DESCRIPTION,
@@ -107,13 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_common_options(top=True)],
     )
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    parents = [_common_options(top=False)]
-    probe.add_parser(sub, parents)
-    devices.add_parsers(sub, parents)
-    apply.add_parsers(sub, parents)
-    show.add_parser(sub, parents)
-    hashcmd.add_parsers(sub, parents)
-    demo.add_parser(sub, parents)
-    conformance.add_parser(sub, parents)
+    parser.register("action", "lazy_parsers", _LazySubParsers)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, action="lazy_parsers")
+    assert isinstance(sub, _LazySubParsers)
+    sub.parents = [_common_options(top=False)]
+    for name, (_, line) in COMMANDS.items():
+        sub.add_parser(name, help=line)  # a stub until built: the help line only
+    if not lazy:
+        for name in COMMANDS:
+            sub.build(name)
     return parser

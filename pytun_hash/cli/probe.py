@@ -51,7 +51,6 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "probe",
         parents=parents,
-        help="report what this kernel offers (tun, vnet headers, eBPF, hash ioctl revision)",
         description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

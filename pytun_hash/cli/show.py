@@ -51,7 +51,6 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "show",
         parents=parents,
-        help="show the hashing in force on a device (like ethtool -x)",
         description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
