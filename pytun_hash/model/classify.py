@@ -50,9 +50,9 @@ from pytun_hash.errors import ValidationError
 from pytun_hash.keys import MAX_KEY_SIZE, kernel_key_length
 from pytun_hash.model._bytes import BytesLike
 from pytun_hash.model.packet import (
-    _IPV4_FIELDS,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    IPV6_EXTENSION_HEADERS,
     PORTED_PROTOCOLS,
     Framing,
     ParsedFrame,
@@ -234,49 +234,70 @@ def classify(
             (l2 is _ETHERNET and frame[12] == 0x08 and frame[13] == 0) or (l2 is _IP and frame[0] >> 4 == 4)
         ):
             off = 14 if l2 is _ETHERNET else 0
-            vihl, frag, protocol = _IPV4_FIELDS.unpack_from(frame, off)
+            # Indexing beats a struct call here; a frame too short for these bytes raises IndexError,
+            # as unpack_from would raise struct.error: both end as "not hashed" below.
+            protocol = frame[off + 9]
+            vihl = frame[off]
+            frag = frame[off + 6] << 8 | frame[off + 7]
             l4 = off + ((vihl & 0x0F) << 2)
-            if vihl >> 4 != 4 or vihl & 0x0F < 5 or l4 > len(frame):
+            n = len(frame)
+            if vihl >> 4 != 4 or vihl & 0x0F < 5 or l4 > n:
                 return _NOT_HASHED
             t = types + 0  # a plain int: the flag class's own operators are slow
-            if frag & 0x3FFF:
-                if not t & _T_IPV4:
+            try:
+                tz = _TABLES_BY_KEY[key]
+            except (KeyError, TypeError, ValueError):
+                tz = toeplitz_for(key)
+            if not frag & 0x3FFF and protocol in PORTED_PROTOCOLS:
+                if l4 + 4 > n:
                     return _NOT_HASHED
-                data = frame[off + 12 : off + 20]
-                report = _REPORT_IPV4
-            elif protocol in PORTED_PROTOCOLS:
-                if l4 + 4 > len(frame):
-                    return _NOT_HASHED
-                if protocol == IPPROTO_TCP and t & _T_TCPV4:
+                if t & (_T_TCPV4 if protocol == IPPROTO_TCP else _T_UDPV4):
                     # Without options the ports follow the addresses: one slice.
                     data = (
                         frame[off + 12 : off + 24]
                         if l4 == off + 20
                         else frame[off + 12 : off + 20] + frame[l4 : l4 + 4]
                     )
-                    report = _REPORT_TCPV4
-                elif protocol == IPPROTO_UDP and t & _T_UDPV4:
-                    data = (
-                        frame[off + 12 : off + 24]
-                        if l4 == off + 20
-                        else frame[off + 12 : off + 20] + frame[l4 : l4 + 4]
+                    return _new(
+                        FlowHash, (tz.hash12(data), _REPORT_TCPV4 if protocol == IPPROTO_TCP else _REPORT_UDPV4, data)
                     )
-                    report = _REPORT_UDPV4
-                elif t & _T_IPV4:
-                    data = frame[off + 12 : off + 20]
-                    report = _REPORT_IPV4
+            # A fragment, another protocol, or TCP/UDP whose type is off: the addresses, if IPv4 is on.
+            if not t & _T_IPV4:
+                return _NOT_HASHED
+            data = frame[off + 12 : off + 20]
+            return _new(FlowHash, (tz.hash8(data), _REPORT_IPV4, data))
+        # The same for untagged IPv6 without extension headers; must agree with _parse_ipv6 and _select_spec.
+        if semantics is _SPEC and (
+            (l2 is _ETHERNET and frame[12] == 0x86 and frame[13] == 0xDD) or (l2 is _IP and frame[0] >> 4 == 6)
+        ):
+            off = 14 if l2 is _ETHERNET else 0
+            nexthdr = frame[off + 6]
+            if nexthdr not in IPV6_EXTENSION_HEADERS:
+                if off + 40 > len(frame) or frame[off] >> 4 != 6:
+                    return _NOT_HASHED
+                t = types + 0
+                if nexthdr in PORTED_PROTOCOLS:
+                    if off + 44 > len(frame):
+                        return _NOT_HASHED
+                    if (nexthdr == IPPROTO_TCP and t & _T_TCPV6) or (nexthdr == IPPROTO_UDP and t & _T_UDPV6):
+                        # Addresses and ports are contiguous without extension headers: one slice.
+                        data = frame[off + 8 : off + 44]
+                        report = _REPORT_TCPV6 if nexthdr == IPPROTO_TCP else _REPORT_UDPV6
+                    elif t & _T_IPV6:
+                        data = frame[off + 8 : off + 40]
+                        report = _REPORT_IPV6
+                    else:
+                        return _NOT_HASHED
+                elif t & _T_IPV6:
+                    data = frame[off + 8 : off + 40]
+                    report = _REPORT_IPV6
                 else:
                     return _NOT_HASHED
-            elif t & _T_IPV4:
-                data = frame[off + 12 : off + 20]
-                report = _REPORT_IPV4
-            else:
-                return _NOT_HASHED
-            try:
-                tz = _TABLES_BY_KEY[key]
-            except (KeyError, TypeError, ValueError):
-                tz = toeplitz_for(key)
-            return _new(FlowHash, ((tz.hash12 if len(data) == 12 else tz.hash8)(data), report, data))
+                try:
+                    tz = _TABLES_BY_KEY[key]
+                except (KeyError, TypeError, ValueError):
+                    tz = toeplitz_for(key)
+                return _new(FlowHash, ((tz.hash36 if len(data) == 36 else tz.hash32)(data), report, data))
         parsed = _parse(frame, l2)
     except (IndexError, struct.error):
         parsed = None

@@ -122,7 +122,7 @@ class Toeplitz:
         ValidationError: when ``key`` is not bytes-like.
     """
 
-    __slots__ = ("_byte_tables", "_functions", "_key", "_wide_arrays", "hash8", "hash12")
+    __slots__ = ("_byte_tables", "_functions", "_key", "_wide_arrays", "hash8", "hash12", "hash32", "hash36")
 
     def __init__(self, key: BytesLike) -> None:
         self._key = _as_key(key)
@@ -144,6 +144,9 @@ class Toeplitz:
         #: Hash functions for 8- and 12-byte inputs (IPv4 addresses, IPv4 addresses + ports).
         self.hash8: HashFunction = self.function(8)
         self.hash12: HashFunction = self.function(12)
+        # The IPv6 inputs (addresses; addresses and ports), for the classifier's inline path.
+        self.hash32: HashFunction = self.function(32)
+        self.hash36: HashFunction = self.function(36)
 
     @property
     def key(self) -> bytes:
@@ -211,7 +214,7 @@ class Toeplitz:
         # to 3 bytes goes through the general loop. Input bytes past the key contribute nothing.
         parts: list[tuple[int, int, HashFunction]] = []
         pos = 0
-        for size, make in ((12, _unrolled12), (8, _unrolled8), (4, _unrolled4)):
+        for size, make in ((36, _unrolled36), (12, _unrolled12), (8, _unrolled8), (4, _unrolled4)):
             while used - pos >= size:
                 parts.append((pos, pos + size, make(tables[pos : pos + size])))
                 pos += size
@@ -348,6 +351,25 @@ def _unrolled12(t: Sequence[list[int]]) -> HashFunction:
         return t0[a] ^ t1[b] ^ t2[c] ^ t3[d] ^ t4[e] ^ t5[f] ^ t6[g] ^ t7[h] ^ t8[i] ^ t9[j] ^ t10[k] ^ t11[m]
 
     return hash12
+
+
+def _unrolled36(t: Sequence[list[int]]) -> HashFunction:
+    # IPv6 addresses and ports (the TCPV6/UDPV6 input) in one call: no slices, no loop over blocks.
+    (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15, t16, t17,
+     t18, t19, t20, t21, t22, t23, t24, t25, t26, t27, t28, t29, t30, t31, t32, t33, t34, t35) = t  # fmt: skip
+
+    def hash36(data: BytesLike) -> int:
+        (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17,
+         a18, a19, a20, a21, a22, a23, a24, a25, a26, a27, a28, a29, a30, a31, a32, a33, a34, a35) = data  # fmt: skip
+        return (
+            t0[a0] ^ t1[a1] ^ t2[a2] ^ t3[a3] ^ t4[a4] ^ t5[a5] ^ t6[a6] ^ t7[a7] ^ t8[a8] ^ t9[a9]
+            ^ t10[a10] ^ t11[a11] ^ t12[a12] ^ t13[a13] ^ t14[a14] ^ t15[a15] ^ t16[a16] ^ t17[a17]
+            ^ t18[a18] ^ t19[a19] ^ t20[a20] ^ t21[a21] ^ t22[a22] ^ t23[a23] ^ t24[a24] ^ t25[a25]
+            ^ t26[a26] ^ t27[a27] ^ t28[a28] ^ t29[a29] ^ t30[a30] ^ t31[a31] ^ t32[a32] ^ t33[a33]
+            ^ t34[a34] ^ t35[a35]
+        )
+
+    return hash36
 
 
 # The tables of recently used keys. A bounded memo of a pure function (like functools.lru_cache,
