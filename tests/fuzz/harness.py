@@ -41,7 +41,10 @@ def watchdog(seconds: float = HANG_SECONDS) -> Iterator[None]:
         yield  # signals reach only the main thread; pytest never runs tests elsewhere
         return
 
+    fired: list[bool] = []
+
     def on_alarm(signum: int, frame: FrameType | None) -> None:
+        fired.append(True)
         raise Hang(f"the call did not return within {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -51,6 +54,10 @@ def watchdog(seconds: float = HANG_SECONDS) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    # The handler can run where Python drops what it raises (a garbage-collector callback, a
+    # __del__): the long campaign once lost a Hang that way. The call returned, but too late.
+    if fired:
+        raise Hang(f"the call did not return within {seconds:g} s (the alarm was raised where Python drops it)")
 
 
 def check_error(exc: PytunHashError) -> None:

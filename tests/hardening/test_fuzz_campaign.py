@@ -90,3 +90,17 @@ def test_finished_reads_a_passing_run_back_and_nothing_else(tmp_path: Path) -> N
     assert finished(node, 100, tmp_path) is None  # a failed run is run again
     _log(tmp_path, "test_cli_model_commands", "Fatal Python error: Aborted\n")
     assert finished(node, 100, tmp_path) is None  # a run that never finished
+
+
+def test_a_hang_python_dropped_is_raised_when_the_call_returns() -> None:
+    import contextlib
+    import time
+
+    import pytest
+
+    from tests.fuzz.harness import Hang, watchdog
+
+    with pytest.raises(Hang, match="where Python drops it"), watchdog(0.05):
+        # As when the alarm lands in a garbage-collector callback: Python drops the exception.
+        with contextlib.suppress(Hang):
+            time.sleep(0.5)
