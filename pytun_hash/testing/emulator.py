@@ -221,8 +221,13 @@ def _ioctl_errno(fd: int, request: int, arg: bytes | int) -> tuple[int, bytes | 
         return exc.errno or errno.EIO, b""
 
 
-def _tun_device(fd: int) -> DeviceInfo | None:
+IndexLookup = Callable[[int, int, str], "int | None"]
+
+
+def _tun_device(fd: int, index_of: IndexLookup | None = None) -> DeviceInfo | None:
     """The device attached to tun fd ``fd`` (looked up in this thread), or None when there is none.
+
+    ``index_of(ns_fd, ns_inode, name)`` finds the ifindex (default: enter the namespace each time).
 
     Raises:
         KernelErrno: for an errno other than ``EBADFD`` from ``TUNGETIFF``.
@@ -242,7 +247,7 @@ def _tun_device(fd: int) -> DeviceInfo | None:
         assert isinstance(ns, int)
         try:
             netns = os.fstat(ns).st_ino
-            ifindex = _ifindex_in(ns, netns, name)
+            ifindex = (index_of or _ifindex_in)(ns, netns, name)
         finally:
             os.close(ns)
     return DeviceInfo(DeviceKey.of(netns, ifindex, name), name, flags)
@@ -264,6 +269,56 @@ def _ifindex_in(ns_fd: int, ns_ino: int, name: str) -> int | None:
         finally:
             os.close(home)
     return None
+
+
+class _IndexSockets:
+    """ifindexes by name through one datagram socket per namespace (a socket stays in the namespace it
+    was made in), so a trapped call does not enter the device's namespace and come back each time; the
+    sockets live as long as the emulator, as its rtnetlink sockets do."""
+
+    _SIOCGIFINDEX = 0x8933
+
+    def __init__(self) -> None:
+        self._socks: dict[int, socket.socket] = {}
+
+    def __call__(self, ns_fd: int, ns_ino: int, name: str) -> int | None:
+        sock = self._socks.get(ns_ino)
+        if sock is None:
+            made = self._socket_in(ns_fd, ns_ino)
+            if made is None:
+                return _ifindex_in(ns_fd, ns_ino, name)
+            self._socks[ns_ino] = sock = made
+        req = ifreq()
+        req.ifr_name = name.encode(errors="surrogateescape")[:15]
+        buf = bytearray(bytes(req))
+        try:
+            fcntl.ioctl(sock.fileno(), self._SIOCGIFINDEX, buf, True)
+        except OSError:
+            return None
+        # ifr_ifindex sits where ifr_flags does: the int after the 16-byte name.
+        return int.from_bytes(buf[16:20], sys.byteorder, signed=True)
+
+    @staticmethod
+    def _socket_in(ns_fd: int, ns_ino: int) -> socket.socket | None:
+        with contextlib.suppress(OSError):
+            if os.stat("/proc/thread-self/ns/net").st_ino == ns_ino:
+                return socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if not _enter(ns_fd):
+                    return None
+                try:
+                    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                finally:
+                    _return_home(home)
+            finally:
+                os.close(home)
+        return None
+
+    def close(self) -> None:
+        for sock in self._socks.values():
+            sock.close()
+        self._socks.clear()
 
 
 def _is_tun(fd: int) -> bool:
@@ -323,7 +378,15 @@ class _Target:
 class _TrappedCall:
     """A :class:`~pytun_hash.testing.kernel.Call` for one notification."""
 
-    def __init__(self, listener: int, notif: _seccomp.Notification, target: _Target, local_fd: int) -> None:
+    def __init__(
+        self,
+        listener: int,
+        notif: _seccomp.Notification,
+        target: _Target,
+        local_fd: int,
+        index_of: IndexLookup | None = None,
+    ) -> None:
+        self._index_of = index_of
         self._listener = listener
         self._notif = notif
         self._target = target
@@ -355,7 +418,7 @@ class _TrappedCall:
 
     def lookup(self) -> DeviceInfo | None:
         if not self._looked_up:
-            self._device = _tun_device(self._fd)
+            self._device = _tun_device(self._fd, self._index_of)
             self._looked_up = True
         return self._device
 
@@ -502,6 +565,7 @@ class KernelEmulator:
         self.passed_reads = 0
         self._datapaths: dict[tuple[int, str], DeviceDataPath] = {}
         self._rtnl: dict[int, RtnlSocket] = {}
+        self._index_sockets = _IndexSockets()
         self._live_listeners: set[int] = set()
         self._listener_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -947,7 +1011,7 @@ class KernelEmulator:
             with target.local_fd(notif.fd) as local:
                 if not _is_tun(local):
                     raise _PassThrough
-                call = _TrappedCall(listener, notif, target, local)
+                call = _TrappedCall(listener, notif, target, local, self._index_sockets)
                 try:
                     path = self._data_path_before(call)
                     if self._fault is EmulatorFault.HANDLER_ERROR and (
@@ -1220,6 +1284,7 @@ class KernelEmulator:
         for sock in self._rtnl.values():
             sock.close()
         self._rtnl.clear()
+        self._index_sockets.close()
 
     def inject(self, fault: EmulatorFault | None, *, requests: Iterable[str] | None = None) -> None:
         """Make the emulator fail in a chosen way from now on (None: stop failing).
