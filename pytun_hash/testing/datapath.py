@@ -221,6 +221,10 @@ class _Hashed:
     report: int
 
 
+#: Steering configs a device's data path keeps for states seen recently.
+_STEERING_CONFIGS_KEPT = 16
+
+
 def _steering_config(state: EmulatedHashState) -> VnetHashConfig | None:
     """The RSS config the steering program needs for ``state``; None when it cannot be steered exactly."""
     table = state.indirection_table
@@ -272,6 +276,9 @@ class DeviceDataPath:
         self._queue_map: QueueMap | None = None
         self._recorder: Program | None = None
         self._steering: EbpfRss | None = None
+        # Steering configs of recent states: building one validates the whole table (a third of
+        # an emulated set's cost), and callers put the same few configs in force again and again.
+        self._steering_configs: dict[EmulatedHashState, VnetHashConfig | None] = {}
         self._steering_attached = False
         self._context: HashContext | None = None
         self._pending = _Pending()
@@ -343,8 +350,19 @@ class DeviceDataPath:
             raise
         self._queue_map, self._recorder = queue_map, program
 
+    def _steering_config_of(self, state: EmulatedHashState) -> VnetHashConfig | None:
+        try:
+            return self._steering_configs[state]
+        except KeyError:
+            pass
+        config = _steering_config(state)
+        if len(self._steering_configs) >= _STEERING_CONFIGS_KEPT:
+            del self._steering_configs[next(iter(self._steering_configs))]
+        self._steering_configs[state] = config
+        return config
+
     def _sync_steering(self, fd: int, state: EmulatedHashState) -> None:
-        config = _steering_config(state) if state.rss else None
+        config = self._steering_config_of(state) if state.rss else None
         # A program of the code under test: the RFC cleared RSS when it attached, v3-v9 refused
         # one of the two, v10+ let it take precedence. Either way ours is not in force.
         want = config is not None and not state.steering_attached
