@@ -9,22 +9,8 @@ from typing import Any
 import pytest
 
 from pytun_hash._abi import Revision
-from pytun_hash.conformance import Basis, Mode, RuleResult, Status, SuiteResult
-
-
-def _suite() -> SuiteResult:
-    results = (
-        RuleResult("uapi.capability", Status.PASS, "CAP answers {128, 0x3f}", {"observed": "8000 0000 3f00 0000"}),
-        RuleResult(
-            "uapi.key-length",
-            Status.DEVIATION,
-            "4 key bytes read for types without IPv4",
-            {"inputs": {"types": "0x38"}, "expected": 40, "observed": 4},
-            Basis.UAPI,
-        ),
-        RuleResult("data.vlan", Status.SKIP, "no data path here"),
-    )
-    return SuiteResult("6.6.0-test", Mode.EMULATED, Revision.RFC, results)
+from pytun_hash.conformance import Mode, SuiteResult
+from tests.conformance.samples import sample_suite
 
 
 @pytest.fixture
@@ -33,7 +19,7 @@ def fake_suite(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     def run_suite(mode: Mode, *, revision: Revision | None, rules: list[str] | None, progress: Any) -> SuiteResult:
         calls.append({"mode": mode, "revision": revision, "rules": rules})
-        suite = _suite()
+        suite = sample_suite()
         return SuiteResult(suite.kernel, mode, revision, suite.results)
 
     monkeypatch.setattr("pytun_hash.cli.conformance.run_suite", run_suite)

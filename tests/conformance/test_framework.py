@@ -7,20 +7,17 @@ from typing import Any
 
 import pytest
 
-from pytun_hash._abi import Revision
 from pytun_hash.conformance import (
-    Basis,
-    Mode,
     Rule,
     RuleResult,
     Status,
-    SuiteResult,
     markdown,
     rule,
     select,
 )
 from pytun_hash.conformance import rules as rules_module
 from pytun_hash.errors import ValidationError
+from tests.conformance.samples import sample_suite
 
 
 def _never(ctx: Any) -> RuleResult:
@@ -51,23 +48,8 @@ def test_rule_ids_are_checked_and_unique(monkeypatch: pytest.MonkeyPatch) -> Non
     assert [r.id for r in rules_module.RULES] == ["data.x"] and rules_module.RULES[0].family == "data"
 
 
-def _suite() -> SuiteResult:
-    results = (
-        RuleResult("uapi.capability", Status.PASS, "CAP answers {128, 0x3f}", {"observed": "8000 0000 3f00 0000"}),
-        RuleResult(
-            "uapi.key-length",
-            Status.DEVIATION,
-            "4 key bytes read for types without IPv4 | documented: 40",
-            {"inputs": {"types": "0x38"}, "expected": 40, "observed": 4},
-            Basis.UAPI,
-        ),
-        RuleResult("data.vlan", Status.SKIP, "no data path here"),
-    )
-    return SuiteResult("6.6.0-test", Mode.EMULATED, Revision.RFC, results)
-
-
 def test_suite_result_as_json() -> None:
-    suite = _suite()
+    suite = sample_suite()
     doc = suite.to_mapping()
     assert doc["ok"] is False and not suite.ok and doc["mode"] == "emulated" and doc["revision"] == "rfc"
     assert [r["status"] for r in doc["rules"]] == ["pass", "deviation", "skip"]
@@ -83,7 +65,7 @@ def test_suite_result_as_json() -> None:
 
 
 def test_markdown_report_has_a_row_per_rule_and_the_evidence_of_each_deviation() -> None:
-    text = markdown(_suite())
+    text = markdown(sample_suite())
     assert "Kernel `6.6.0-test`, mode emulated, revision RFC (8 Oct 2023): 1 pass, 1 deviation(s), 1 skipped." in text
     row = "| `uapi.key-length` | **deviation** | uapi | 4 key bytes read for types without IPv4 \\| documented: 40 |"
     assert row in text
