@@ -26,6 +26,8 @@ thread never moves. Every loop here is bounded; only local, private addresses ar
 
 from __future__ import annotations
 
+# Device code is imported where it is used, not here: `pytun-hash predict` describes flows with
+# :class:`Flow` and must not pay for loading netlink, namespaces and devices.
 import errno
 import ipaddress
 import random
@@ -34,14 +36,28 @@ import socket
 import struct
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
-from pytun_hash.device import rtnl
-from pytun_hash.device.netns import NetworkNamespace
-from pytun_hash.device.tap import DeviceMode, TunTapDevice
-from pytun_hash.errors import ValidationError, kernel_error, shorten
+from pytun_hash.errors import ValidationError, kernel_error
 from pytun_hash.model import Framing, ParsedFrame, parse_frame
+from pytun_hash.model.flow import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    check_flow,
+    echo_request,
+    flow_packet,
+    flow_text,
+    parsed_flow_text,
+    protocol_name,
+)
+
+if TYPE_CHECKING:
+    from pytun_hash.device.netns import NetworkNamespace
+    from pytun_hash.device.tap import TunTapDevice
 
 __all__ = [
     "DEFAULT_ADDRESSING",
@@ -64,56 +80,13 @@ __all__ = [
 #: Payload of every UDP, ICMP and raw datagram :func:`send` emits (TCP SYNs carry none).
 MARK = b"pytun-hash traffic"
 
-IPPROTO_ICMP = socket.IPPROTO_ICMP
-IPPROTO_TCP = socket.IPPROTO_TCP
-IPPROTO_UDP = socket.IPPROTO_UDP
-IPPROTO_ICMPV6 = socket.IPPROTO_ICMPV6
-_PROTOCOL_NAMES = {IPPROTO_ICMP: "icmp", IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMPV6: "icmpv6"}
 _PORTED = (IPPROTO_TCP, IPPROTO_UDP)
 _IFF_NOARP = 0x80
-_ECHO_ID = 0x7068  # "ph"
-_TCP_SYN = 0x02
-_IP_TTL = 64
 _ADDRESS_READY_TIMEOUT = 2.0
 _PORTS = struct.Struct("!HH")
 _ETH_P_ALL = 0x0003
 _ETH_P_IP = 0x0800
 _ETH_P_IPV6 = 0x86DD
-
-
-def protocol_name(protocol: int) -> str:
-    """``"tcp"``, ``"udp"``, ``"icmp"``, ``"icmpv6"``, or the IP protocol number as text."""
-    return _PROTOCOL_NAMES.get(protocol, str(protocol))
-
-
-def flow_text(protocol: int, src: str, dst: str, sport: int | None = None, dport: int | None = None) -> str:
-    """A flow as the CLI and :class:`Flow` write it: ``tcp 10.0.0.1:80 -> 10.0.0.2:5000``.
-
-    The protocol by name where it has one (:func:`protocol_name`); an IPv6 address with a port in
-    brackets (``udp [fd00::1]:5000 -> [fd00::2]:53``); an end without a port as the bare address
-    (``icmp 10.0.0.1 -> 10.0.0.2``).
-    """
-
-    def end(addr: str, port: int | None) -> str:
-        if port is None:
-            return addr
-        return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-    return f"{protocol_name(protocol)} {end(src, sport)} -> {end(dst, dport)}"
-
-
-def parsed_flow_text(parsed: ParsedFrame) -> str:
-    """The flow of a parsed frame, written as :func:`flow_text` writes it.
-
-    The addresses are those of the IP header (not the Home Address or type-2 routing header ones
-    the _EX hash types may use instead). Ports appear exactly where the parser found them: a
-    fragment has none, and says so with a trailing ``(fragment)``.
-    """
-    sport, dport = _PORTS.unpack(parsed.ports) if parsed.ports is not None else (None, None)
-    src = str(ipaddress.ip_address(parsed.src))
-    dst = str(ipaddress.ip_address(parsed.dst))
-    text = flow_text(parsed.protocol, src, dst, sport, dport)
-    return f"{text} (fragment)" if parsed.fragment else text
 
 
 @attrs.frozen
@@ -166,22 +139,6 @@ class Addressing:
 DEFAULT_ADDRESSING = Addressing()
 
 
-def _check_port(name: str, value: int | None, needed: bool) -> None:
-    if not needed:
-        if value is not None:
-            raise ValidationError(name, "only TCP and UDP flows have ports")
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-        raise ValidationError(name, f"TCP and UDP flows need a port in 0..65535, got {shorten(value)}")
-
-
-def _ip_version(field: str, text: str) -> int:
-    try:
-        return ipaddress.ip_address(text).version
-    except ValueError:
-        raise ValidationError(field, f"not an IPv4 or IPv6 address: {shorten(text)}") from None
-
-
 @attrs.frozen
 class Flow:
     """One packet of one flow: protocol, addresses and (for TCP and UDP) ports.
@@ -208,15 +165,7 @@ class Flow:
     dport: int | None = None
 
     def __attrs_post_init__(self) -> None:
-        if isinstance(self.protocol, bool) or not isinstance(self.protocol, int) or not 0 <= self.protocol <= 255:
-            raise ValidationError("protocol", f"must be an IP protocol number 0..255, got {self.protocol!r}")
-        if _ip_version("src", self.src) != _ip_version("dst", self.dst):
-            raise ValidationError("dst", f"{self.src} and {self.dst} are of different IP versions")
-        ported = self.protocol in _PORTED
-        _check_port("sport", self.sport, ported)
-        _check_port("dport", self.dport, ported)
-        if self.protocol == (IPPROTO_ICMPV6 if self.version == 4 else IPPROTO_ICMP):
-            raise ValidationError("protocol", f"{protocol_name(self.protocol)} does not exist over IPv{self.version}")
+        check_flow(self.protocol, self.src, self.dst, self.sport, self.dport)
 
     @property
     def version(self) -> int:
@@ -249,43 +198,7 @@ class Flow:
         header; UDP an 8-byte header; ICMP an echo request. Only the fields the virtio hash
         reads are meaningful.
         """
-        src = ipaddress.ip_address(self.src).packed
-        dst = ipaddress.ip_address(self.dst).packed
-        if self.protocol == IPPROTO_TCP:
-            l4 = struct.pack("!HHIIBBHHH", self.sport, self.dport, 0, 0, 5 << 4, _TCP_SYN, 0xFFFF, 0, 0)
-            body = l4
-        elif self.protocol == IPPROTO_UDP:
-            body = struct.pack("!HHHH", self.sport, self.dport, 8 + len(payload), 0) + payload
-        elif self.protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6):
-            body = _echo_request(self.version, 0, payload)
-        else:
-            body = payload
-        if self.version == 4:
-            header = struct.pack(
-                "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0x4000, _IP_TTL, self.protocol, 0, src, dst
-            )
-            header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
-            return header + body
-        return struct.pack("!IHBB16s16s", 6 << 28, len(body), self.protocol, _IP_TTL, src, dst) + body
-
-
-def _checksum(data: bytes) -> int:
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _echo_request(version: int, sequence: int, payload: bytes) -> bytes:
-    kind = 8 if version == 4 else 128
-    message = struct.pack("!BBHHH", kind, 0, 0, _ECHO_ID, sequence & 0xFFFF) + payload
-    if version == 4:
-        # The ICMPv6 checksum covers a pseudo-header; the kernel fills it in for raw ICMPv6 sockets.
-        message = message[:2] + struct.pack("!H", _checksum(message)) + message[4:]
-    return message
+        return flow_packet(self.protocol, self.src, self.dst, self.sport, self.dport, payload)
 
 
 def spread_flows(
@@ -340,6 +253,8 @@ def spread_flows(
 
 
 def _set_noarp(name: str) -> None:
+    from pytun_hash.device import rtnl
+
     with rtnl.RtnlSocket() as sock:
         index = rtnl.get_link(name, sock=sock).index
         # struct ifinfomsg: family, pad, type, index, flags, change (only IFF_NOARP changes).
@@ -386,6 +301,8 @@ def wire(
         ns.write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", 1)
     if mtu is not None:
         ns.set_link_mtu(name, mtu)
+    from pytun_hash.device.tap import DeviceMode
+
     tap = device.mode is DeviceMode.TAP
     if tap and noarp:
         ns.run(_set_noarp, name)
@@ -455,7 +372,7 @@ def _send_one(flow: Flow, payload: bytes, sequence: int) -> None:
         return
     body = payload
     if flow.protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6):
-        body = _echo_request(flow.version, sequence, payload)
+        body = echo_request(flow.version, sequence, payload)
     with socket.socket(flow.family, socket.SOCK_RAW | socket.SOCK_CLOEXEC, flow.protocol) as sock:
         sock.bind((flow.src, 0))
         sock.sendto(body, (flow.dst, 0))
@@ -614,6 +531,8 @@ def _parsed_key(parsed: ParsedFrame) -> tuple[bytes, bytes, int, bytes | None]:
 
 
 def _framing_of(device: TunTapDevice) -> Framing:
+    from pytun_hash.device.tap import DeviceMode
+
     return Framing.for_device(tap=device.mode is DeviceMode.TAP, packet_info=False)
 
 
