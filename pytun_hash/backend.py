@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import enum
 import errno
+from typing import TYPE_CHECKING
 
 import attrs
 
-from pytun_hash._abi import Revision
-from pytun_hash.device.base import TunTapBase
-from pytun_hash.device.hashctl import ProbeResult, probe_revision
-from pytun_hash.device.tap import TunTapDevice
+from pytun_hash._abi.revision import Revision
 from pytun_hash.errors import FeatureUnsupportedError
-from pytun_hash.probe import auto_decision, refine_revision
+
+if TYPE_CHECKING:
+    from pytun_hash.device.base import TunTapBase
+    from pytun_hash.device.hashctl import ProbeResult
 
 __all__ = ["Backend", "BackendChoice", "choose_backend"]
 
@@ -72,6 +73,12 @@ def choose_backend(
         FeatureUnsupportedError: ``NATIVE`` was requested and no revision answered.
         DeviceGoneError: the device was deleted.
     """
+    # Imported here: commands that only name a backend (`predict`, `--help` of every command) do not
+    # load device and probing code.
+    from pytun_hash.device.hashctl import probe_revision
+    from pytun_hash.device.tap import TunTapDevice
+    from pytun_hash.probe import auto_decision, refine_revision
+
     if requested is Backend.EBPF:
         return BackendChoice(Backend.EBPF, None, "eBPF steering was requested")
     if revision is not None:

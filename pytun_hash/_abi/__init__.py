@@ -7,7 +7,7 @@ none of its modules: each name below comes from its module on first use (a comma
 
 from __future__ import annotations
 
-import importlib
+from pytun_hash._lazy import lazy_names
 
 # typing.TYPE_CHECKING without importing typing (mypy takes any constant of this name as true).
 TYPE_CHECKING = False
@@ -68,19 +68,4 @@ _WHERE = {
 
 # Hidden from type checkers: with a module __getattr__ they would accept any name at all.
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> object:
-        """Import the module that defines ``name`` on first use (PEP 562), and keep the name here."""
-        if name not in _WHERE:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        module = _WHERE[name]
-        value: object = (
-            importlib.import_module(f"{__name__}.{name}")
-            if module is None
-            else getattr(importlib.import_module(f"{__name__}.{module}"), name)
-        )
-        globals()[name] = value
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_names(__name__, _WHERE, globals(), __all__)

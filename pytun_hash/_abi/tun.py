@@ -17,6 +17,8 @@ from pytun_hash.errors import ValidationError
 
 TUN_IOC_TYPE = ord("T")
 IFNAMSIZ = 16
+#: tun.c ``MAX_TAP_QUEUES``: ``TUNSETIFF`` answers ``E2BIG`` beyond it.
+MAX_TAP_QUEUES = 256
 
 
 @attrs.frozen

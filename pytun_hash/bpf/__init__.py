@@ -15,21 +15,27 @@ programs that own their fds, and the RSS steering program generated from a
 
 from __future__ import annotations
 
-from pytun_hash.bpf.insn import Assembler, Helper, Insn, Reg, encode_program
-from pytun_hash.bpf.layered import FALLBACK_RETURN, PortRule, generate_fallback_program, load_fallback_program
-from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps, BpfMap, MapInfo, MappedArray, QueueMap, map_ids
-from pytun_hash.bpf.prog import ProgInfo, Program, TestRunResult, prog_ids
-from pytun_hash.bpf.report import HashReporter
-from pytun_hash.bpf.rss import EBPF_RSS_OWNER, EbpfRss, enable_ebpf_rss
-from pytun_hash.bpf.rss_program import (
-    SUPPORTED_HASH_TYPES,
-    L3Base,
-    RssOutput,
-    config_value,
-    generate_rss_program,
-    toeplitz_tables,
-)
-from pytun_hash.bpf.syscall import BpfCmd, MapFlag, MapType, ProgType, bpf, bpf_syscall_number
+from pytun_hash._lazy import lazy_names
+
+# typing.TYPE_CHECKING without importing typing (mypy takes any constant of this name as true).
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pytun_hash.bpf.insn import Assembler, Helper, Insn, Reg, encode_program
+    from pytun_hash.bpf.layered import FALLBACK_RETURN, PortRule, generate_fallback_program, load_fallback_program
+    from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps, BpfMap, MapInfo, MappedArray, QueueMap, map_ids
+    from pytun_hash.bpf.prog import ProgInfo, Program, TestRunResult, prog_ids
+    from pytun_hash.bpf.report import HashReporter
+    from pytun_hash.bpf.rss import EBPF_RSS_OWNER, EbpfRss, enable_ebpf_rss
+    from pytun_hash.bpf.rss_program import (
+        SUPPORTED_HASH_TYPES,
+        L3Base,
+        RssOutput,
+        config_value,
+        generate_rss_program,
+        toeplitz_tables,
+    )
+    from pytun_hash.bpf.syscall import BpfCmd, MapFlag, MapType, ProgType, bpf, bpf_syscall_number
 
 __all__ = [
     "EBPF_RSS_OWNER",
@@ -69,3 +75,47 @@ __all__ = [
     "prog_ids",
     "toeplitz_tables",
 ]
+
+# Where each name lives: `probe` needs the assembler and maps, not the RSS program or the reporter.
+_WHERE = {
+    "Assembler": "insn",
+    "Helper": "insn",
+    "Insn": "insn",
+    "Reg": "insn",
+    "encode_program": "insn",
+    "FALLBACK_RETURN": "layered",
+    "PortRule": "layered",
+    "generate_fallback_program": "layered",
+    "load_fallback_program": "layered",
+    "ArrayMap": "maps",
+    "ArrayOfMaps": "maps",
+    "BpfMap": "maps",
+    "MapInfo": "maps",
+    "MappedArray": "maps",
+    "QueueMap": "maps",
+    "map_ids": "maps",
+    "ProgInfo": "prog",
+    "Program": "prog",
+    "TestRunResult": "prog",
+    "prog_ids": "prog",
+    "HashReporter": "report",
+    "EBPF_RSS_OWNER": "rss",
+    "EbpfRss": "rss",
+    "enable_ebpf_rss": "rss",
+    "SUPPORTED_HASH_TYPES": "rss_program",
+    "L3Base": "rss_program",
+    "RssOutput": "rss_program",
+    "config_value": "rss_program",
+    "generate_rss_program": "rss_program",
+    "toeplitz_tables": "rss_program",
+    "BpfCmd": "syscall",
+    "MapFlag": "syscall",
+    "MapType": "syscall",
+    "ProgType": "syscall",
+    "bpf": "syscall",
+    "bpf_syscall_number": "syscall",
+}
+
+# Hidden from type checkers: with a module __getattr__ they would accept any name at all.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_names(__name__, _WHERE, globals(), __all__)

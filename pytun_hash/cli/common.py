@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
-import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytun_hash._abi import HashType, Revision
+from pytun_hash._abi import HashType
+from pytun_hash._abi.tun import MAX_TAP_QUEUES
 from pytun_hash.backend import Backend
+from pytun_hash.cli.args import (
+    ALL_TYPES,
+    MAX_INT_DIGITS,
+    int_arg,
+    parse_framing,
+    parse_int,
+    parse_revision,
+    parse_semantics,
+    protocol_number,
+)
 from pytun_hash.cli.output import CliError, ExitCode
 from pytun_hash.config import (
     MAX_INDIRECTION_TABLE_LENGTH,
@@ -19,11 +29,12 @@ from pytun_hash.config import (
     weighted_table,
 )
 from pytun_hash.configfile import config_from_mapping, parse_key, read_config_file
-from pytun_hash.device import MAX_TAP_QUEUES, rtnl
-from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import DeviceNotFoundError, ValidationError, shorten
-from pytun_hash.model import Framing, Semantics
 from pytun_hash.traffic import Flow
+
+if TYPE_CHECKING:
+    from pytun_hash.device import rtnl
+    from pytun_hash.device.tap import TunTapDevice
 
 __all__ = [
     "MAX_INT_DIGITS",
@@ -42,10 +53,6 @@ __all__ = [
     "protocol_number",
     "queue_list",
 ]
-
-_PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
-_ICMPV6 = socket.IPPROTO_ICMPV6
-ALL_TYPES = HashType.supported_by_kernel_series()
 
 
 def parse_backend(text: str) -> Backend:
@@ -67,63 +74,6 @@ def add_backend_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, h
     )
 
 
-def parse_revision(text: str) -> Revision:
-    """``rfc``, ``v3`` ... ``v11``, ``v12`` (argparse type)."""
-    try:
-        return Revision.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(exc.rule if isinstance(exc, ValidationError) else str(exc)) from None
-
-
-def parse_semantics(text: str) -> Semantics:
-    """``spec`` or ``rfc-2023`` (argparse type)."""
-    try:
-        return Semantics(text.strip().lower())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"unknown semantics {text!r}: use spec or rfc-2023") from None
-
-
-def parse_framing(text: str) -> Framing:
-    """``ethernet`` (TAP frames) or ``ip`` (TUN packets) (argparse type)."""
-    value = text.strip().lower()
-    if value in ("ethernet", "eth", "tap"):
-        return Framing.ETHERNET
-    if value in ("ip", "raw", "tun"):
-        return Framing.IP
-    raise argparse.ArgumentTypeError(f"unknown framing {text!r}: use ethernet or ip")
-
-
-#: Digits (and a sign) an integer argument may have; every number the CLI takes (ports, queues,
-#: uids, table lengths, seeds) fits in 64 bits, which is 20 digits.
-MAX_INT_DIGITS = 20
-_DECIMAL = re.compile(r"-?[0-9]+")
-_PREFIXED = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|[0-9]+)")
-
-
-def parse_int(text: str, field: str, *, prefixed: bool = False) -> int:
-    """An integer a user typed: ASCII decimal digits with an optional leading ``-`` (with ``prefixed``
-    also ``0x``/``0o``/``0b`` forms), at most :data:`MAX_INT_DIGITS` digits.
-
-    The one parser of numbers on the command line: ``int()`` alone takes digits of any script
-    (Arabic-Indic ``"\\u0661\\u0660\\u0660\\u0660"`` is 1000, a fullwidth ``"\\uff10"`` is 0),
-    surrounding whitespace, ``_`` and ``+``, so an identifier would not be what it looks like;
-    and it spends quadratic time on thousands of digits.
-
-    Raises:
-        ValidationError: naming ``field``.
-    """
-    if len(text) > MAX_INT_DIGITS + 3:
-        raise ValidationError(
-            field, f"expected a number of at most {MAX_INT_DIGITS} digits, got {len(text)} characters"
-        )
-    if not (_PREFIXED if prefixed else _DECIMAL).fullmatch(text):
-        raise ValidationError(field, f"expected a number in ASCII digits, got {shorten(text)}")
-    try:
-        return int(text, 0 if prefixed else 10)
-    except ValueError:  # "010" with prefixed: int() refuses leading zeros in base 0
-        raise ValidationError(field, f"not a number: {shorten(text)}") from None
-
-
 def weight_list(text: str) -> list[int]:
     """``--weight 6,2``: comma-separated queue weights (one argument, so flows after it stay flows).
 
@@ -134,18 +84,6 @@ def weight_list(text: str) -> list[int]:
     if not text or len(parts) > 65536:
         raise argparse.ArgumentTypeError(f"expected 1 to 65536 comma-separated weights, got {shorten(text)}")
     return [int_arg(part) for part in parts]
-
-
-def int_arg(text: str) -> int:
-    """:func:`parse_int` as an argparse type: its refusal becomes the usage error of the option.
-
-    Raises:
-        argparse.ArgumentTypeError: with the rule :func:`parse_int` broke.
-    """
-    try:
-        return parse_int(text, "argument")
-    except ValidationError as exc:
-        raise argparse.ArgumentTypeError(exc.rule) from None
 
 
 def queue_list(text: str) -> list[int]:
@@ -178,26 +116,6 @@ def queue_list(text: str) -> list[int]:
     if not out:
         raise argparse.ArgumentTypeError("the table is empty")
     return out
-
-
-def protocol_number(text: str, version: int) -> int:
-    """An IP protocol: ``tcp``, ``udp``, ``icmp`` (ICMPv6 for IPv6) or a number 0..255.
-
-    Raises:
-        ValidationError: (field ``protocol``) for anything else.
-    """
-    name = text.strip().lower()
-    if name in ("icmp", "icmpv6", "icmp6"):
-        return _ICMPV6 if version == 6 else socket.IPPROTO_ICMP
-    if name in _PROTOCOLS:
-        return _PROTOCOLS[name]
-    try:
-        number = parse_int(name, "protocol", prefixed=True)
-    except ValidationError:
-        raise ValidationError("protocol", f"use tcp, udp, icmp or a protocol number, got {shorten(text)}") from None
-    if not 0 <= number <= 255:
-        raise ValidationError("protocol", f"protocol numbers are 0..255, got {number}")
-    return number
 
 
 def _endpoint(text: str, field: str) -> tuple[str, int | None]:
@@ -380,6 +298,8 @@ def tun_link(name: str, hint: str = "check the name with `ip link`") -> rtnl.Lin
         CliError: (exit 3) when there is no such link (``hint`` says what to do), or it is not TUN/TAP.
         KernelError: when the netlink query fails.
     """
+    from pytun_hash.device import rtnl  # device code only for the commands that name a device
+
     try:
         link = rtnl.get_link(name)
     except DeviceNotFoundError:
@@ -400,6 +320,8 @@ def open_device(name: str) -> TunTapDevice:
         CliError: (exit 3) when there is no such device.
         KernelError: for other failures (not a tun device, busy single-queue device ...).
     """
+    from pytun_hash.device.tap import TunTapDevice
+
     try:
         return TunTapDevice.open(name)
     except DeviceNotFoundError:

@@ -30,7 +30,6 @@ document with ``"error"`` and ``"ok": false``.
 from __future__ import annotations
 
 import enum
-import json
 import re
 import sys
 import time
@@ -299,6 +298,8 @@ class Output:
             and its JSON cannot say ``ok`` while it exits with an error.
         """
         if self.json_mode:
+            import json  # only JSON output needs it: not loaded at start-up
+
             body: dict[str, Any] = {"ok": code == ExitCode.OK}
             body.update(document)
             body["ok"] = code == ExitCode.OK
@@ -352,6 +353,8 @@ class Output:
         if stream is not None and stream.open:
             stream.fail(exc)
         elif self.json_mode:
+            import json
+
             json.dump(error_document(exc), self.stdout, indent=2)
             self.stdout.write("\n")
             self.stdout.flush()
@@ -365,6 +368,8 @@ class Output:
 
 def _member(name: str, value: Any) -> str:
     """``"name": value`` as a member of a top-level object printed with ``indent=2``."""
+    import json  # only JSON output needs it: not loaded at start-up
+
     return f"  {json.dumps(name)}: " + json.dumps(value, indent=2).replace("\n", "\n  ")
 
 
@@ -380,6 +385,8 @@ class EntryStream:
     """
 
     def __init__(self, out: Output, head: Mapping[str, Any], key: str, text_head: str) -> None:
+        import json  # only JSON output needs it: not loaded at start-up
+
         self._out = out
         self._count = 0
         self.open = True
@@ -391,6 +398,8 @@ class EntryStream:
 
     def entry(self, item: Mapping[str, Any], text: str) -> None:
         """Write one entry: ``item`` in JSON mode, the line ``text`` otherwise (buffered; nothing is kept)."""
+        import json  # only JSON output needs it: not loaded at start-up
+
         stdout = self._out.stdout
         if self._out.json_mode:
             stdout.write(("," if self._count else "") + "\n    " + json.dumps(item))

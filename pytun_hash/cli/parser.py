@@ -106,7 +106,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "disable": ("apply", "turn hashing off on a device"),
     "show": ("show", "show the hashing in force on a device (like ethtool -x)"),
     "hash": ("hashcmd", "Toeplitz hash and report type of one packet"),
-    "predict": ("hashcmd", "queue for flows or for every packet of a pcap"),
+    "predict": ("predict", "queue for flows or for every packet of a pcap"),
     "demo": ("demo", "end-to-end RSS on a private multi-queue TAP, checked against the model (root)"),
     "conformance": ("conformance", "check a kernel's hashing against the virtio spec and its UAPI (root)"),
 }

@@ -13,7 +13,7 @@ import os
 import struct
 from collections.abc import Sequence
 
-from pytun_hash._abi.tun import IFNAMSIZ, TunFlag, ifreq
+from pytun_hash._abi.tun import IFNAMSIZ, MAX_TAP_QUEUES, TunFlag, ifreq
 from pytun_hash.device import rtnl
 from pytun_hash.device._ioctl import describe_flags, ioctl_int, ioctl_ptr, translate_error
 from pytun_hash.device.netns import run_in_netns, thread_netns_inode
@@ -57,8 +57,6 @@ __all__ = [
 ]
 
 TUN_PATH = "/dev/net/tun"
-#: tun.c ``MAX_TAP_QUEUES``: ``TUNSETIFF`` answers ``E2BIG`` beyond it.
-MAX_TAP_QUEUES = 256
 #: Bytes of ``struct ifreq`` that tun reads: ``ifr_name[IFNAMSIZ]`` then the 16-bit ``ifr_flags``.
 IFREQ_FLAGS_END = IFNAMSIZ + 2
 

@@ -16,7 +16,7 @@ Importing this package loads none of them: each name below comes from its module
 
 from __future__ import annotations
 
-import importlib
+from pytun_hash._lazy import lazy_names
 
 # Eager: the function classify would otherwise lose its name to the submodule of the same name,
 # which the import system binds here whenever anything imports pytun_hash.model.classify.
@@ -138,15 +138,4 @@ _WHERE = {
 
 # Hidden from type checkers: with a module __getattr__ they would accept any name at all.
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> object:
-        """Import the module that defines ``name`` on first use (PEP 562), and keep the name here."""
-        module = _WHERE.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-        globals()[name] = value
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_names(__name__, _WHERE, globals(), __all__)

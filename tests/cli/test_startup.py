@@ -25,9 +25,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith(("pytun_hash", "a
 
 
 def _modules(*args: str) -> set[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=60, check=True)
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
@@ -54,3 +52,32 @@ def test_the_complete_parser_knows_every_command_with_its_help_line() -> None:
         assert built.description and any(a.dest == "json" for a in built._actions), name  # not a stub
     listed = " ".join(parser.format_help().split())
     assert all(" ".join(line.split()) in listed for _, line in COMMANDS.values())
+
+
+_HASH = ["hash", "--key", "microsoft", "--src", "66.9.149.187", "--sport", "2794", "--dst", "161.142.100.80"]
+_HEAVY = ("pytun_hash.device", "pytun_hash.bpf", "pytun_hash.hashing", "pytun_hash.testing", "pytun_hash.probe")
+
+
+def test_hash_loads_neither_attrs_nor_device_code() -> None:
+    # The model's classifier and Toeplitz hash, the light argument parsers, nothing of configs.
+    loaded = _modules(*_HASH, "--dport", "1766")
+    assert "pytun_hash.model.classify" in loaded and "pytun_hash.model.flow" in loaded
+    unwanted = {m for m in loaded if m.startswith(("attr", "numpy", "pytun_hash.config", *_HEAVY))}
+    assert not unwanted, sorted(unwanted)
+
+
+def test_predict_for_flows_loads_no_device_or_ebpf_code() -> None:
+    loaded = _modules("predict", "--key", "microsoft", "--queues", "4", "tcp,10.0.0.1:1,10.0.0.2:2")
+    assert "pytun_hash.config" in loaded and "pytun_hash.cli.predict" in loaded
+    assert not any(m.startswith(_HEAVY) for m in loaded), sorted(m for m in loaded if m.startswith(_HEAVY))
+    assert "pytun_hash.cli.hashcmd" not in loaded
+
+
+def test_probe_loads_the_assembler_but_not_the_rss_program() -> None:
+    # probe loads a tiny program to see whether bpf(2) works; the RSS generator, the layered
+    # programs and the user-space reporter are for commands that put hashing in force.
+    loaded = _modules("probe")
+    assert "pytun_hash.bpf.insn" in loaded
+    unwanted = {"pytun_hash.bpf.rss_program", "pytun_hash.bpf.rss", "pytun_hash.bpf.layered", "pytun_hash.bpf.report"}
+    assert not loaded & unwanted, sorted(loaded & unwanted)
+    assert not any(m.startswith("pytun_hash.testing") for m in loaded)
