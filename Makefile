@@ -35,10 +35,9 @@ test: lint typecheck docs pytest
 demo: $(STAMP)
 	$(VENV)/bin/pytun-hash demo
 
+# Every benchmark, one summary table (root for the eBPF and emulator ones: sudo make bench).
 bench: $(STAMP)
-	$(PY) benchmarks/bench_model.py
-	$(PY) benchmarks/bench_bpf.py
-	$(PY) benchmarks/bench_emulator.py
+	$(PY) benchmarks/summary.py
 
 # The long fuzzing campaign: 100,000 examples per target, each target in its own process, as many at
 # once as there are CPUs (hours; CI runs the short profile). Report in fuzz-report.md, logs in .fuzz-logs/.

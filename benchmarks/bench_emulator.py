@@ -2,7 +2,7 @@
 and µs per frame read through the emulated data path against an untrapped read of the same frame.
 
 Run as root, from the repository root after ``make setup``:
-``sudo .venv/bin/python benchmarks/bench_emulator.py [CALLS]``. Everything happens in an anonymous
+``sudo .venv/bin/python benchmarks/bench_emulator.py [CALLS] [--json]``. Everything happens in an anonymous
 network namespace; the references (an untrapped TUNGETVNETHDRSZ from the same filtered thread; a
 queue read in an emulator without the data path) are measured in the same run.
 """
@@ -10,6 +10,7 @@ queue read in an emulator without the data path) are measured in the same run.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import socket
@@ -23,6 +24,8 @@ from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.testing import EmulatorMode, KernelEmulator
 
 FRAMES = 400
+#: Issue 17's target for one emulated hash ioctl, µs.
+TARGET_US = 100
 
 
 def _wire(ns: NetworkNamespace, dev: TunTapDevice) -> None:
@@ -53,7 +56,7 @@ def _per_frame(emu: KernelEmulator, dev: TunTapDevice, sock: socket.socket, repe
     return statistics.median(samples)
 
 
-def data_path() -> None:
+def data_path() -> list[dict[str, object]]:
     """The emulated data path against untrapped and trapped-but-passed reads of the same frames."""
     config = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, report=True)
     with (
@@ -71,11 +74,28 @@ def data_path() -> None:
             emu.run(HashControl(dev, revision=Revision.RFC, read_capability=False).apply, config)
             emulated = _per_frame(emu, dev, sock)
             stats = emu.data_path_stats()
-    ratio = "µs/frame ({:5.0f}x reference)"
-    print(f"untrapped queue read (reference):             {untrapped:8.2f} µs/frame")
-    print(f"trapped read let through (unconfigured):      {passed:8.1f} " + ratio.format(passed / untrapped))
-    print(f"emulated RFC data path read (RSS + report):   {emulated:8.1f} " + ratio.format(emulated / untrapped))
-    print(f"  frames recorded {stats['recorded']}, matched {stats['matched']}, reads emulated {stats['reads']}")
+    return [
+        _row("untrapped queue read (reference)", untrapped, "µs/frame"),
+        _row("trapped read let through (unconfigured device)", passed, "µs/frame", untrapped),
+        _row(
+            f"emulated RFC data path read, RSS + report ({stats['matched']}/{stats['recorded']} frames matched)",
+            emulated,
+            "µs/frame",
+            untrapped,
+        ),
+    ]
+
+
+def _row(
+    case: str, value: float, unit: str, reference: float | None = None, target: float | None = None
+) -> dict[str, object]:
+    row: dict[str, object] = {"benchmark": "emulator", "case": case, "value": f"{value:.1f} {unit}"}
+    if reference:
+        row["ratio"] = f"{value / reference:.0f}x"
+    if target is not None:
+        row["target"] = f"<= {target:.0f} {unit}"
+        row["met"] = value <= target
+    return row
 
 
 def _loop(fd: int, request: int, size_or_payload: int | bytes, calls: int) -> Callable[[], None]:
@@ -100,7 +120,8 @@ def _measure(emu: KernelEmulator, body: Callable[[], None], calls: int, repeats:
 
 
 def main() -> int:
-    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    numbers = [a for a in sys.argv[1:] if a != "--json"]
+    calls = int(numbers[0]) if numbers else 2000
     config = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, report=True)
     (set_call,) = ioctl_plan(config, Revision.RFC)
     with NetworkNamespace(), TunTapDevice.create("bench%d", queues=4, vnet_hdr=True) as dev:
@@ -122,12 +143,21 @@ def main() -> int:
             apply_us = (time.perf_counter() - start) / applies * 1e6
         with KernelEmulator(Revision.RFC, mode=EmulatorMode.PROCESS) as emu:
             proc = _measure(emu, _loop(fd, ioctl_request("TUNGETVNETHASHCAP"), 8, calls), calls)
-    print(f"untrapped TUNGETVNETHDRSZ (reference):        {real:8.2f} µs/call")
-    print(f"emulated RFC TUNGETVNETHASHCAP, thread mode:  {cap:8.1f} µs/call ({cap / real:5.0f}x reference)")
-    print(f"emulated RFC TUNSETVNETHASH 308 B, thread:    {put:8.1f} µs/call ({put / real:5.0f}x reference)")
-    print(f"HashControl.apply (checks + 1 emulated call): {apply_us:8.1f} µs/apply ({apply_us / real:5.0f}x reference)")
-    print(f"emulated RFC TUNGETVNETHASHCAP, process mode: {proc:8.1f} µs/call ({proc / real:5.0f}x reference)")
-    data_path()
+    rows = [
+        _row("untrapped TUNGETVNETHDRSZ (reference)", real, "µs/call"),
+        _row("emulated RFC TUNGETVNETHASHCAP, thread mode", cap, "µs/call", real, TARGET_US),
+        _row("emulated RFC TUNSETVNETHASH 308 B, thread mode", put, "µs/call", real, TARGET_US),
+        _row("HashControl.apply (checks + 1 emulated call)", apply_us, "µs/apply", real),
+        _row("emulated RFC TUNGETVNETHASHCAP, process mode", proc, "µs/call", real, TARGET_US),
+        *data_path(),
+    ]
+    if "--json" in sys.argv[1:]:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        ratio = f"  ({row['ratio']} reference)" if "ratio" in row else ""
+        goal = f"  (target {row['target']}: {'met' if row['met'] else 'MISSED'})" if "target" in row else ""
+        print(f"{row['case']!s:58s} {row['value']!s:>16s}{ratio}{goal}")
     return 0
 
 

@@ -27,6 +27,8 @@ RANKS = {
     "_files": 0,
     # The libc handle, raw syscall(2), setns/unshare and the constants they share.
     "_sys": 0,
+    # The lazy package facade (PEP 562) of _abi, model and bpf: importlib only.
+    "_lazy": 0,
     # Toeplitz keys: sizes, published keys, the parser of keys users write (standard library only).
     "keys": 1,
     # Hash type names users write (virtio's, ethtool's, all), on the ABI's enum only.

@@ -330,6 +330,11 @@ class Assembler:
         """``BPF_STX_MEM(size, dst, src, off)``: ``*(size *)(dst + off) = src``."""
         return self.raw(Insn(BPF_STX | _size(size) | BPF_MEM, _reg(dst), _reg(src), off))
 
+    def atomic_add(self, size: int, dst: Reg, src: Reg, off: int) -> Assembler:
+        """``BPF_ATOMIC_OP(size, BPF_ADD, dst, src, off)``: ``*(size *)(dst + off) += src``, atomically
+        (the instruction once called ``BPF_XADD``; ``size`` is ``BPF_W`` or ``BPF_DW``)."""
+        return self.raw(Insn(BPF_STX | _size(size) | BPF_ATOMIC, _reg(dst), _reg(src), off, BPF_ADD))
+
     def st_mem(self, size: int, dst: Reg, off: int, imm: int) -> Assembler:
         """``BPF_ST_MEM(size, dst, off, imm)``: ``*(size *)(dst + off) = imm``."""
         return self.raw(Insn(BPF_ST | _size(size) | BPF_MEM, _reg(dst), 0, off, imm))

@@ -351,6 +351,17 @@ def read_memory(tid: int, address: int, length: int) -> bytes | None:
     Raises:
         OSError: when the task cannot be accessed at all (``ESRCH``, ``EPERM``).
     """
+    data = read_memory_prefix(tid, address, length)
+    return data if len(data) == length else None
+
+
+def read_memory_prefix(tid: int, address: int, length: int) -> bytes:
+    """The readable start of the ``length`` bytes at ``address`` of task ``tid`` (all of them, fewer
+    when a later page is unmapped, none when the first byte is unreadable).
+
+    Raises:
+        OSError: when the task cannot be accessed at all (``ESRCH``, ``EPERM``).
+    """
     if length == 0:
         return b""
     buf = ctypes.create_string_buffer(length)
@@ -360,11 +371,9 @@ def read_memory(tid: int, address: int, length: int) -> bytes | None:
     if n < 0:
         err = ctypes.get_errno()
         if err == errno.EFAULT:
-            return None
+            return b""
         raise OSError(err, f"process_vm_readv({tid}): {os.strerror(err)}")
-    if n != length:
-        return None
-    return buf.raw
+    return buf.raw[:n]
 
 
 def write_memory(tid: int, address: int, data: bytes) -> bool:

@@ -62,7 +62,7 @@ from pytun_hash.bpf.insn import (
     Insn,
     Reg,
 )
-from pytun_hash.bpf.maps import QueueMap
+from pytun_hash.bpf.maps import ArrayMap, MappedArray, QueueMap
 from pytun_hash.bpf.prog import Program
 from pytun_hash.bpf.rss import EbpfRss
 from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, VnetHashConfig
@@ -90,11 +90,13 @@ _BPF_EXIST = 2
 _REC = -8 - ((_RECORD.size + 7) & ~7)
 
 
-def generate_recorder(queue_map_fd: int) -> list[Insn]:
+def generate_recorder(queue_map_fd: int, counter_map_fd: int) -> list[Insn]:
     """The recorder: push ``{skb->len, skb->queue_mapping, first HEAD_BYTES bytes}`` and keep the frame.
 
     Attached with ``TUNSETFILTEREBPF``, it runs in tun's transmit path after the queue was chosen;
-    it returns ``skb->len`` so nothing is trimmed. A full queue map drops its oldest record.
+    it returns ``skb->len`` so nothing is trimmed. A full queue map drops its oldest record. After
+    each push it adds 1 to the 64-bit counter at value 0 of the (mmap-able) array map
+    ``counter_map_fd``, so the emulator sees that nothing was pushed without a ``bpf(2)`` call.
     """
     a = Assembler()
     a.mov64_reg(Reg.R6, Reg.R1)
@@ -117,6 +119,10 @@ def generate_recorder(queue_map_fd: int) -> list[Insn]:
     a.mov64_reg(Reg.R2, Reg.FP).alu64_imm(0x00, Reg.R2, _REC)
     a.mov64_imm(Reg.R3, _BPF_EXIST)
     a.call(Helper.map_push_elem)
+    # Counted after the push: a reader that sees the count finds the record in the queue.
+    a.ld_map_value(Reg.R1, counter_map_fd, 0)
+    a.mov64_imm(Reg.R2, 1)
+    a.atomic_add(BPF_DW, Reg.R1, Reg.R2, 0)
     a.ldx_mem(BPF_W, Reg.R0, Reg.R6, _SKB_LEN)
     a.exit()
     return a.assemble()
@@ -274,6 +280,12 @@ class DeviceDataPath:
         self.framing = Framing.ETHERNET if flags & TunFlag.IFF_TAP else Framing.IP
         self.lock = threading.RLock()
         self._queue_map: QueueMap | None = None
+        self._counter_map: ArrayMap | None = None
+        self._counter: MappedArray | None = None
+        # The recorder's push count when the queue map was last found empty: while the count is
+        # the same, nothing was recorded since, and collecting needs no bpf(2) call (most trapped
+        # calls happen with no traffic in between: this saved a fifth of an emulated ioctl).
+        self._drained_at = 0
         self._recorder: Program | None = None
         self._steering: EbpfRss | None = None
         # Steering configs of recent states: building one validates the whole table (a third of
@@ -306,7 +318,10 @@ class DeviceDataPath:
         ``numqueues`` is asked for the device's queue count only when there are records to tag.
         """
         with self.lock:
-            if self._queue_map is None or self._context is None:
+            if self._queue_map is None or self._context is None or self._counter is None:
+                return 0
+            pushed = int.from_bytes(self._counter.read(0, 0, 8), sys.byteorder)
+            if pushed == self._drained_at:
                 return 0
             context: HashContext | None = None
             count = 0
@@ -317,6 +332,8 @@ class DeviceDataPath:
                 length, queue, head = _RECORD.unpack(raw)
                 self._pending.add(queue, length, head[: min(length, HEAD_BYTES)], context)
                 count += 1
+            # Read before popping: a record pushed since is counted above it, and collected next time.
+            self._drained_at = pushed
             self.recorded += count
             return count
 
@@ -336,19 +353,17 @@ class DeviceDataPath:
     def _ensure_recorder(self, fd: int) -> None:
         if self._recorder is not None:
             return
-        queue_map = QueueMap.create(_RECORD.size, _RECORD_SLOTS, name="pth_emu_rec")
-        try:
-            program = Program.load(generate_recorder(queue_map.fd), name="pth_emu_rec")
-        except BaseException:
-            queue_map.close()
-            raise
-        try:
+        with contextlib.ExitStack() as undo:
+            queue_map = undo.enter_context(QueueMap.create(_RECORD.size, _RECORD_SLOTS, name="pth_emu_rec"))
+            counter_map = undo.enter_context(ArrayMap.create(8, 1, mmapable=True, name="pth_emu_cnt"))
+            counter = undo.enter_context(counter_map.mmap())
+            program = undo.enter_context(
+                Program.load(generate_recorder(queue_map.fd, counter_map.fd), name="pth_emu_rec")
+            )
             _set_int(fd, "TUNSETFILTEREBPF", program.fd)
-        except BaseException:
-            program.close()
-            queue_map.close()
-            raise
-        self._queue_map, self._recorder = queue_map, program
+            undo.pop_all()
+        self._queue_map, self._counter_map, self._counter, self._recorder = queue_map, counter_map, counter, program
+        self._drained_at = 0
 
     def _steering_config_of(self, state: EmulatedHashState) -> VnetHashConfig | None:
         try:
@@ -471,11 +486,13 @@ class DeviceDataPath:
     def close(self) -> None:
         """Free the programs and maps (the kernel keeps attached programs alive on their own)."""
         with self.lock:
-            for obj in (self._steering, self._recorder, self._queue_map):
+            for obj in (self._steering, self._recorder, self._counter, self._counter_map, self._queue_map):
                 if obj is not None:
                     obj.close()
             self._steering = None
             self._recorder = None
+            self._counter = None
+            self._counter_map = None
             self._queue_map = None
             self._steering_attached = False
             self._pending.clear()

@@ -103,6 +103,9 @@ _TUN = {d.name: d.request(layout_for()) for d in TUN_IOCTLS}
 _TUN_MAJOR, _TUN_MINOR = 10, 200
 _E = "<" if sys.byteorder == "little" else ">"
 _UIO_MAXIOV = 1024
+# Bytes of an ioctl argument read at its first copy: more than any revision's largest argument
+# (header, a 128-entry table and a 40-byte key: 308 bytes in the RFC's layout).
+_PREFETCH = 512
 # How long run() waits for the target to notice a closed listener before giving up on it.
 _GRACE = 2.0
 
@@ -394,6 +397,7 @@ class _TrappedCall:
         self._device: DeviceInfo | None = None
         self._looked_up = False
         self.copies: list[UserCopy] = []
+        self._window: bytes | None = None
         # Set when the handler changed the real device's steering program (attached, replaced or
         # detached), whatever ioctl it handles: the RFC's TUNSETVNETHASH with RSS detaches too.
         self.steering_changed = False
@@ -429,16 +433,35 @@ class _TrappedCall:
         return dev
 
     def copy_from_user(self, offset: int, length: int) -> bytes:
-        data = _seccomp.read_memory(self._notif.tid, self._notif.arg + offset, length)
-        # Checked after the read: had the target died and its tid been recycled, the bytes came
-        # from another task and must not be used.
-        self._check_valid()
+        data = self._prefetched(offset, length)
+        if data is None:
+            data = _seccomp.read_memory(self._notif.tid, self._notif.arg + offset, length)
+            # Checked after the read: had the target died and its tid been recycled, the bytes came
+            # from another task and must not be used.
+            self._check_valid()
         self.copies.append(UserCopy(False, offset, length, data is not None))
         if data is None:
             raise KernelErrno(errno.EFAULT)
         return data
 
+    def _prefetched(self, offset: int, length: int) -> bytes | None:
+        """Bytes ``offset .. offset+length`` of the argument from one read of its readable start.
+
+        A hash ioctl copies in two or three pieces (header, table, key), each a cross-process read
+        and a validity check; the first copy reads up to :data:`_PREFETCH` bytes at once and the
+        others come from it. A piece beyond what was readable is None: read (and fail) on its own.
+        """
+        if self._window is None:
+            if offset != 0:
+                return None
+            self._window = _seccomp.read_memory_prefix(self._notif.tid, self._notif.arg, max(length, _PREFETCH))
+            self._check_valid()
+        if offset + length > len(self._window):
+            return None
+        return self._window[offset : offset + length]
+
     def copy_to_user(self, offset: int, data: bytes) -> None:
+        self._window = None  # what was read before may be what is written now
         self._check_valid()
         ok = _seccomp.write_memory(self._notif.tid, self._notif.arg + offset, data)
         self.copies.append(UserCopy(True, offset, len(data), ok))

@@ -102,6 +102,8 @@ def test_steer_load_bytes_program() -> None:
         (lambda a: a.endian(BPF_TO_BE, R1, 16), "dc 01 00 00 10 00 00 00"),
         (lambda a: a.st_mem(BPF_W, R10, -4, 0), "62 0a fc ff 00 00 00 00"),
         (lambda a: a.stx_mem(BPF_B, R10, R3, -88), "73 3a a8 ff 00 00 00 00"),
+        # BPF_STX | BPF_DW | BPF_ATOMIC = 0xdb, imm BPF_ADD: the lock xadd of libbpf's __sync_fetch_and_add.
+        (lambda a: a.atomic_add(BPF_DW, R1, R2, 0), "db 21 00 00 00 00 00 00"),
         (lambda a: a.ldx_mem(BPF_H, R1, R10, -52), "69 a1 cc ff 00 00 00 00"),
         (lambda a: a.ldx_mem(BPF_DW, R2, R7, 8), "79 72 08 00 00 00 00 00"),
         (lambda a: a.alu64_imm(BPF_LSH, R1, 2), "67 01 00 00 02 00 00 00"),

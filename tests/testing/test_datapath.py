@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import pytest
 
 from pytun_hash import HashReport, Revision, TunTapDevice, VnetHashConfig
+from pytun_hash.bpf.maps import QueueMap
 from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.device.hashctl import HashControl
 from pytun_hash.device.netns import NetworkNamespace
@@ -47,9 +48,9 @@ def _needs(need_seccomp: None, need_bpf: None) -> None:
 
 
 @contextmanager
-def rig(netns: NetworkNamespace, revision: Revision, *, queues: int = 4, hdr: int = 20) -> Iterator[
-    tuple[TunTapDevice, KernelEmulator, socket.socket, HashControl]
-]:
+def rig(
+    netns: NetworkNamespace, revision: Revision, *, queues: int = 4, hdr: int = 20
+) -> Iterator[tuple[TunTapDevice, KernelEmulator, socket.socket, HashControl]]:
     with (
         TunTapDevice.create("dp%d", queues=queues) as dev,
         KernelEmulator(revision) as emu,
@@ -114,6 +115,33 @@ def test_every_later_configuration_steers_too(netns: NetworkNamespace, revision:
             send(sock, range(7200, 7220))
             got = emu.run(read_queued, dev)
             assert [q for q, _, _ in got] == [queue] * 20, (revision, queue)
+
+
+def test_trapped_calls_without_traffic_pop_nothing(netns: NetworkNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The recorder counts what it pushed in an mmapped map: with no frame sent since the queue map
+    # was last drained, a trapped call reads that count and makes no bpf(2) call to collect.
+    pops = 0
+    real_pop = QueueMap.pop
+
+    def counting_pop(self: QueueMap) -> bytes | None:
+        nonlocal pops
+        pops += 1
+        return real_pop(self)
+
+    monkeypatch.setattr(QueueMap, "pop", counting_pop)
+    with rig(netns, Revision.RFC) as (dev, emu, sock, control):
+        emu.run(control.apply, RSS)
+        before = pops
+        for _ in range(20):
+            emu.run(control.apply, RSS)
+        assert pops == before
+        send(sock, range(7300, 7305))
+        got = emu.run(read_queued, dev)
+        assert [hash_fields(buf)[2] for _, _, buf in got] == [int(HashReport.UDPV4)] * 5
+        # The five records and the empty queue behind them: popped once each, then idle again.
+        assert pops == before + 6
+        emu.run(control.apply, RSS)
+        assert pops == before + 6
 
 
 def test_process_mode_emulates_the_data_path_too(netns: NetworkNamespace) -> None:
