@@ -59,7 +59,7 @@ if TYPE_CHECKING:
         ValidationError,
         VerifierError,
     )
-    from pytun_hash.hashing import Hashing, HashingWarning, StateLocation
+    from pytun_hash.hashing import Hashing, HashingWarning, QueueReader, ReceivedFrame, StateLocation
     from pytun_hash.model import (
         FlowHash,
         Framing,
@@ -117,7 +117,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "ValidationError",
         "VerifierError",
     ),
-    "pytun_hash.hashing": ("Hashing", "HashingWarning", "StateLocation"),
+    "pytun_hash.hashing": ("Hashing", "HashingWarning", "QueueReader", "ReceivedFrame", "StateLocation"),
     "pytun_hash.model": (
         "FlowHash",
         "Framing",
@@ -145,6 +145,8 @@ __all__ = [
     "Hashing",
     "HashingWarning",
     "NotRecordedError",
+    "QueueReader",
+    "ReceivedFrame",
     "StateLocation",
     "choose_backend",
     "BpfError",

@@ -2,6 +2,8 @@
 
 * :class:`Hashing` (:mod:`~pytun_hash.hashing.core`): ``enable``, ``adopt``, ``reconfigure``,
   ``disable``, ``close(keep=...)``, the configuration and record in force, ``reporter``.
+* :class:`QueueReader` (:mod:`~pytun_hash.hashing.reader`): frames with their hash fields filled the
+  same way on both backends, for VMMs.
 * :mod:`~pytun_hash.hashing.backends`: the native and eBPF backends behind one protocol.
 * :mod:`~pytun_hash.hashing.state`: where records and pins live (:class:`StateLocation`), staleness,
   verification against the kernel.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from pytun_hash.hashing.backends import EbpfBackend, HashingBackend, HashingWarning, NativeBackend
 from pytun_hash.hashing.core import Hashing
+from pytun_hash.hashing.reader import QueueReader, ReceivedFrame
 from pytun_hash.hashing.state import StateLocation, verify
 
 __all__ = [
@@ -19,6 +22,8 @@ __all__ = [
     "HashingBackend",
     "HashingWarning",
     "NativeBackend",
+    "QueueReader",
+    "ReceivedFrame",
     "StateLocation",
     "verify",
 ]
