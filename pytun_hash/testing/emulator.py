@@ -398,6 +398,8 @@ class _TrappedCall:
         self._looked_up = False
         self.copies: list[UserCopy] = []
         self._window: bytes | None = None
+        #: The device and state the data path was updated to after this call, if it was (reused for the log).
+        self.snapshot: tuple[DeviceKey, EmulatedHashState] | None = None
         # Set when the handler changed the real device's steering program (attached, replaced or
         # detached), whatever ioctl it handles: the RFC's TUNSETVNETHASH with RSS detaches too.
         self.steering_changed = False
@@ -1029,6 +1031,7 @@ class KernelEmulator:
         name = self._kernel.requests.get(notif.request, hex(notif.request))
         copies: tuple[UserCopy, ...] = ()
         touched: DeviceInfo | None = None
+        call: _TrappedCall | None = None
         err, val, flags, failure = 0, 0, 0, None
         try:
             with target.local_fd(notif.fd) as local:
@@ -1083,7 +1086,9 @@ class KernelEmulator:
             self._last_touch[touched.key] = index
         changed = self._kernel.changed if not err else None
         if changed is not None:
-            self.states.append((index, self._kernel.snapshot(changed)))
+            taken = call.snapshot if call is not None else None
+            state = taken[1] if taken is not None and taken[0] == changed else self._kernel.snapshot(changed)
+            self.states.append((index, state))
         self._kernel.changed = None
         self._answer(listener, notif.id, val=val if not err else 0, error=err, flags=flags)
 
@@ -1110,7 +1115,9 @@ class KernelEmulator:
         path = self._datapaths.get(key)
         if path is None:
             path = self._datapaths[key] = DeviceDataPath(self.revision, dev.ifname, dev.flags)
-        path.update(local, self._kernel.snapshot(dev.key))
+        state = self._kernel.snapshot(dev.key)
+        call.snapshot = (dev.key, state)  # the call's log entry records the same state: taken once
+        path.update(local, state)
 
     def _queue_count(self, fd: int, netns: int, ifname: str) -> int | None:
         """Attached queues of the device behind ``fd`` (rtnetlink in its namespace); None when unknown."""
