@@ -24,9 +24,10 @@ pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::pytun_hash
 #: the TAP and free the program (RCU); 4 threads overlap those waits.
 CYCLES = 1000
 WORKERS = 4
-#: fds one cycle holds at most: 2 queues, the emulator's listener, eventfd and namespace fd, the
-#: program and its two maps, plus slack for a netlink socket.
-FDS_PER_CYCLE = 12
+#: fds one cycle holds at most: 2 queues; the emulator's listener, eventfd, namespace fd, index and rtnetlink
+#: sockets, its data path's recorder (program, queue map, counter map and the mapping's own fd) and
+#: steering program with its two maps; then the cycle's program and its two maps; plus slack.
+FDS_PER_CYCLE = 16
 CONFIG = VnetHashConfig.round_robin(2, key=MICROSOFT_RSS_KEY, table_length=16, report=True)
 REVISIONS = list(Revision)
 

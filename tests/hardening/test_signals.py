@@ -122,6 +122,9 @@ class Run:
     err: str
     elapsed: float  # from the handlers being in (or the start) to the child's end
     waited: bool = True  # the delay counts from the handlers being in, not from the start
+    # Undisturbed runs: from the handlers being in to their removal (main() returned; the interpreter's
+    # shutdown, where a signal has its default effect, comes after), or None when not watched.
+    handled: float | None = None
 
     def describe(self) -> str:
         sig = signal.Signals(self.signum).name if self.signum else "no signal"
@@ -208,16 +211,21 @@ class Child:
                 while child.poll() is None and not _caught(child.pid) & (1 << (signal.SIGTERM - 1)):
                     time.sleep(0.0002)
             start = time.monotonic()
+            handled = None
             if signum is not None:
                 time.sleep(delay)
                 child.send_signal(signum)
+            elif wait_for_handlers:
+                while child.poll() is None and _caught(child.pid) & (1 << (signal.SIGTERM - 1)):
+                    time.sleep(0.0002)
+                handled = time.monotonic() - start
             out, err = child.communicate(timeout=HANG_TIMEOUT)
         finally:
             if child.poll() is None:
                 child.kill()
                 child.communicate()
         elapsed = time.monotonic() - start
-        return Run(command.name, signum, delay, child.returncode, out, err, elapsed, wait_for_handlers)
+        return Run(command.name, signum, delay, child.returncode, out, err, elapsed, wait_for_handlers, handled)
 
     def leftovers(self) -> list[str]:
         """What the children left: files under the state roots or in the working directory, live BPF objects."""
@@ -279,16 +287,17 @@ _MEASURED: dict[str, float] = {}
 
 
 def _calibrate(children: Child, command: Command) -> float:
-    """How long the command runs after its handlers are in, undisturbed (and that it succeeds): the
-    fastest of two runs (once per session), so that the signals land inside the runs on a machine
-    whose load varies."""
+    """How long the command keeps its handlers, undisturbed (and that it succeeds): the fastest of two
+    runs (once per session), so that the signals land inside the handled part of the runs on a machine
+    whose load varies. Not up to the child's exit: the interpreter's shutdown, where signals have their
+    default effect again, is a large share of a short command's life (``--help``)."""
     if command.name not in _MEASURED:
         elapsed = []
         for _ in range(2):
             run = children.run(command, None, 0.0)
             assert run.code == 0 and "Traceback" not in run.err, run.describe()
             assert children.leftovers() == []
-            elapsed.append(run.elapsed)
+            elapsed.append(run.handled if run.handled is not None else run.elapsed)
         _MEASURED[command.name] = min(elapsed)
     return _MEASURED[command.name]
 
