@@ -1,0 +1,121 @@
+"""The maps an unprivileged VMM writes through ``mmap``: the handoff message, the fd checks, the slot protocol."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from pytun_hash import MICROSOFT_RSS_KEY, VnetHashConfig
+from pytun_hash.bpf.maps import ArrayMap
+from pytun_hash.bpf.rss_program import config_value
+from pytun_hash.bpf.shared import (
+    CONTROL_VALUE_SIZE,
+    PROTOCOL,
+    SLOT_HEADER,
+    SLOT_VALUE_SIZE,
+    SLOTS,
+    Handoff,
+    SlotWriter,
+    receive_maps,
+    send_maps,
+)
+from pytun_hash.errors import DecodeError, ValidationError
+
+HANDOFF = Handoff("tap", "spec", 4, 7)
+CONFIG = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, table_length=8)
+
+
+def test_the_handoff_message_round_trips_and_refuses_other_layouts() -> None:
+    assert Handoff.parse(HANDOFF.message()) == HANDOFF
+    text = HANDOFF.message().decode()
+    bad_ones = [
+        b"",
+        b"[]",
+        b"{}",
+        text.replace(PROTOCOL, "other/1").encode(),
+        text.replace('"slots": 4', '"slots": 2').encode(),
+        text.replace('"tap"', '"x"').encode(),
+    ]
+    for bad in bad_ones:
+        with pytest.raises(DecodeError):
+            Handoff.parse(bad)
+
+
+@pytest.fixture
+def maps() -> Iterator[tuple[ArrayMap, ArrayMap]]:
+    with (
+        ArrayMap.create(CONTROL_VALUE_SIZE, 1, mmapable=True, name="t_ctl") as control,
+        ArrayMap.create(SLOT_VALUE_SIZE, SLOTS, mmapable=True, name="t_slots") as slots,
+    ):
+        yield control, slots
+
+
+@pytest.mark.bpf
+def test_writes_go_to_the_next_slot_whole_then_become_active(maps: tuple[ArrayMap, ArrayMap]) -> None:
+    control, slots = maps
+    clock = [100.0]
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        send_maps(a, HANDOFF, control.fd, slots.fd)
+        handoff, control_fd, slots_fd = receive_maps(b)
+    with SlotWriter(control_fd, slots_fd, handoff, clock=lambda: clock[0]) as writer:
+        assert (writer.active, writer.generation) == (0, 0)
+        configs = [CONFIG.replace(indirection_table=(q,) * 8) for q in range(6)]
+        for n, config in enumerate(configs, start=1):
+            clock[0] += 1.0
+            slot = writer.write(config)
+            assert slot == n % SLOTS == writer.active and writer.generation == n
+            # Read back through bpf(2), as the program sees it: seq even, the whole value.
+            value = slots.lookup(slot)
+            (seq,) = struct.unpack_from("=I", value)
+            assert seq % 2 == 0 and seq > 0
+            assert value[SLOT_HEADER:] == config_value(config)
+            assert struct.unpack("=II", control.lookup(0)) == (slot, n)
+
+
+@pytest.mark.bpf
+def test_a_slot_rests_after_it_stopped_being_active(
+    maps: tuple[ArrayMap, ArrayMap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    control, slots = maps
+    waits: list[float] = []
+    monkeypatch.setattr("pytun_hash.bpf.shared.time.sleep", waits.append)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        send_maps(a, HANDOFF, control.fd, slots.fd)
+        handoff, control_fd, slots_fd = receive_maps(b)
+    with SlotWriter(control_fd, slots_fd, handoff, clock=lambda: 5.0) as writer:
+        for _ in range(SLOTS - 1):  # slots 1, 2, 3: never active
+            writer.write(CONFIG)
+        assert waits == []
+        writer.write(CONFIG)  # slot 0, inactive since the first write, "now" on this clock: it rests first
+        assert len(waits) == 1 and waits[0] > 0
+
+
+@pytest.mark.bpf
+def test_the_receiver_checks_the_maps_and_closes_what_it_refuses() -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    with (
+        ArrayMap.create(CONTROL_VALUE_SIZE, 1, name="t_ctl") as plain,  # no BPF_F_MMAPABLE
+        ArrayMap.create(SLOT_VALUE_SIZE, SLOTS, mmapable=True, name="t_slots") as slots,
+        ArrayMap.create(CONTROL_VALUE_SIZE, 2, mmapable=True, name="t_two") as two,
+    ):
+        for control, why in ((plain, "BPF_F_MMAPABLE"), (two, "max_entries")):
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            with a, b, pytest.raises(ValidationError, match=why):
+                send_maps(a, HANDOFF, control.fd, slots.fd)
+                receive_maps(b)
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with a, b, pytest.raises(DecodeError, match="2 map fds"):
+            a.sendmsg([HANDOFF.message()])
+            receive_maps(b)
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with a, b, pytest.raises(DecodeError, match="not a pytun-hash-rss-maps/1 message"):
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("=ii", slots.fd, slots.fd))]
+            a.sendmsg([HANDOFF.message().replace(PROTOCOL.encode(), b"other/1")], rights)
+            receive_maps(b)
+    assert set(os.listdir("/proc/self/fd")) == before
