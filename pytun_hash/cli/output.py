@@ -205,7 +205,7 @@ def error_document(exc: BaseException) -> dict[str, Any]:
 
 
 _COMMANDS = frozenset(
-    {"probe", "create", "delete", "apply", "disable", "show", "hash", "predict", "demo", "conformance"}
+    {"probe", "create", "delete", "apply", "disable", "show", "hash", "predict", "demo", "conformance", "compat"}
 )
 # A paragraph that starts with a command's name (or its JSON keys) begins that command's part.
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")

@@ -29,6 +29,7 @@ examples:
   sudo pytun-hash show --dev tap0
   sudo pytun-hash predict --config tap0-rss.toml --queues 4 udp,10.0.0.1:5000,10.0.0.2:53
   pytun-hash apply --dry-run --revision v12 --queues 4 --key microsoft --json
+  pytun-hash compat host-a.json host-b.json --queues 4
 """
 
 
@@ -109,6 +110,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "queue for flows or for every packet of a pcap"),
     "demo": ("demo", "end-to-end RSS on a private multi-queue TAP, checked against the model (root)"),
     "conformance": ("conformance", "check a kernel's hashing against the virtio spec and its UAPI (root)"),
+    "compat": ("compat", "can a guest move between two hosts? (virtio features from two `probe --json` files)"),
 }
 
 

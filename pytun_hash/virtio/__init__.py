@@ -1,5 +1,6 @@
 """The guest's side of virtio-net hashing: feature bits, the device configuration's RSS fields, the
-control-queue commands (byte-exact, little-endian, validated as a device must).
+control-queue commands (byte-exact, little-endian, validated as a device must), and what a VMM may
+advertise on a host and whether a guest can move between two hosts.
 
 Pure: no I/O. Importing this package loads none of its modules: each name comes from its module on
 first use. See docs/virtio.md.
@@ -49,6 +50,16 @@ if TYPE_CHECKING:
         VirtioNetFeature,
         feature_names,
     )
+    from pytun_hash.virtio.negotiation import (
+        SPEC_MIN_INDIRECTION_TABLE_LENGTH,
+        Advertisement,
+        Compatibility,
+        Difference,
+        HostCapability,
+        advertised,
+        compare,
+        host_from_probe,
+    )
 
 _HOMES = {
     "commands": (
@@ -87,16 +98,31 @@ _HOMES = {
         "VirtioNetFeature",
         "feature_names",
     ),
+    "negotiation": (
+        "SPEC_MIN_INDIRECTION_TABLE_LENGTH",
+        "Advertisement",
+        "Compatibility",
+        "Difference",
+        "HostCapability",
+        "advertised",
+        "compare",
+        "host_from_probe",
+    ),
 }
 
 _WHERE: dict[str, str | None] = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
+    "Advertisement",
+    "Compatibility",
     "CtrlMqResult",
     "DEFAULT_LIMITS",
+    "Difference",
     "HashCommand",
+    "HostCapability",
     "RULES",
     "RssCommand",
+    "SPEC_MIN_INDIRECTION_TABLE_LENGTH",
     "VIRTIO_NET_CONFIG_SIZE",
     "VIRTIO_NET_CTRL_MQ",
     "VIRTIO_NET_CTRL_MQ_HASH_CONFIG",
@@ -115,6 +141,8 @@ __all__ = [
     "VirtioNetCtrlMq",
     "VirtioNetFeature",
     "VirtioNetRssDeviceConfig",
+    "advertised",
+    "compare",
     "decode_device_config",
     "decode_hash_config",
     "decode_rss_config",
@@ -123,6 +151,7 @@ __all__ = [
     "encode_rss_config",
     "feature_names",
     "handle_ctrl_mq",
+    "host_from_probe",
     "linux_default_rss_config",
 ]
 
