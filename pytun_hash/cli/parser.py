@@ -29,7 +29,6 @@ examples:
   sudo pytun-hash show --dev tap0
   sudo pytun-hash predict --config tap0-rss.toml --queues 4 udp,10.0.0.1:5000,10.0.0.2:53
   pytun-hash apply --dry-run --revision v12 --queues 4 --key microsoft --json
-  pytun-hash compat host-a.json host-b.json --queues 4
 """
 
 
