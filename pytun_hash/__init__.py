@@ -11,6 +11,8 @@ The names below are the public API; submodules hold the layers:
 * :mod:`pytun_hash.hashing` — :class:`Hashing`, the one entry: hashing on a device from any process
   (records, pins, locks, both backends).
 * :mod:`pytun_hash.traffic` — real flows onto a device's queues, collected per queue.
+* :mod:`pytun_hash.virtio` — the guest's side: the control-queue RSS and hash commands decoded and
+  validated, what a host lets a VMM advertise, whether a guest can move between two hosts.
 * :mod:`pytun_hash.testing` — the test kit (the seccomp kernel emulator); nothing else imports it.
 
 ``import pytun_hash`` is next to instant: each name below is imported from its module on first use.
@@ -76,6 +78,20 @@ if TYPE_CHECKING:
         toeplitz_hash_batch,
         verify_reports,
     )
+    from pytun_hash.virtio import (
+        HashCommand,
+        HostCapability,
+        RssCommand,
+        VirtioCommandError,
+        VirtioNetFeature,
+        VirtioNetRssDeviceConfig,
+        advertised,
+        compare,
+        decode_hash_config,
+        decode_rss_config,
+        encode_hash_config,
+        encode_rss_config,
+    )
 
 # Where each public name lives. Importing pytun_hash loads none of them: a name is imported on first
 # use (PEP 562). `python -m pytun_hash` and the console script import this package before the command
@@ -133,6 +149,20 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "toeplitz_hash",
         "toeplitz_hash_batch",
         "verify_reports",
+    ),
+    "pytun_hash.virtio": (
+        "HashCommand",
+        "HostCapability",
+        "RssCommand",
+        "VirtioCommandError",
+        "VirtioNetFeature",
+        "VirtioNetRssDeviceConfig",
+        "advertised",
+        "compare",
+        "decode_hash_config",
+        "decode_rss_config",
+        "encode_hash_config",
+        "encode_rss_config",
     ),
 }
 
@@ -210,6 +240,18 @@ __all__ = [
     "toeplitz_hash",
     "toeplitz_hash_batch",
     "verify_reports",
+    "HashCommand",
+    "HostCapability",
+    "RssCommand",
+    "VirtioCommandError",
+    "VirtioNetFeature",
+    "VirtioNetRssDeviceConfig",
+    "advertised",
+    "compare",
+    "decode_hash_config",
+    "decode_rss_config",
+    "encode_hash_config",
+    "encode_rss_config",
 ]
 
 

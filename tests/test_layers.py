@@ -37,6 +37,9 @@ RANKS = {
     "codec": 1,
     # Config files (TOML/JSON) to and from VnetHashConfig.
     "configfile": 1,
+    # The guest's structures (virtio_net_config, the control-queue RSS/hash commands) and what a host
+    # may advertise: on _abi, errors, config, keys and hashtypes only (pure).
+    "virtio": 1,
     "model": 2,
     "device": 3,
     "bpf": 4,

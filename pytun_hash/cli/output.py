@@ -5,7 +5,7 @@ Exit codes (the same table is in ``pytun-hash --help``):
 ==  ===========================================================================================
 0   success
 1   a check failed: ``demo`` saw a packet on another queue than predicted (or a wrong hash
-    report, or a lost packet)
+    report, or a lost packet); ``compat``: the second host offers less than the first advertised
 2   usage or validation error: bad arguments, an invalid configuration (the message names the
     field), an unreadable or malformed config or pcap file
 3   kernel or permission error: a syscall failed (not root, no such device, device busy ...)
@@ -90,7 +90,8 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODES_HELP = """exit codes:
   0    success
-  1    a check failed (demo: a packet on another queue than predicted, a wrong or lost report)
+  1    a check failed (demo: a packet on another queue than predicted, a wrong or lost report;
+       compat: the second host offers less than the first advertised)
   2    usage or validation error (bad arguments, invalid config, malformed file)
   3    kernel or permission error (not root, no such device, device busy ...)
   4    feature unsupported by this kernel (e.g. --backend native without the hash ioctls)
@@ -205,7 +206,7 @@ def error_document(exc: BaseException) -> dict[str, Any]:
 
 
 _COMMANDS = frozenset(
-    {"probe", "create", "delete", "apply", "disable", "show", "hash", "predict", "demo", "conformance"}
+    {"probe", "create", "delete", "apply", "disable", "show", "hash", "predict", "demo", "conformance", "compat"}
 )
 # A paragraph that starts with a command's name (or its JSON keys) begins that command's part.
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")

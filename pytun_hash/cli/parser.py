@@ -109,6 +109,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "queue for flows or for every packet of a pcap"),
     "demo": ("demo", "end-to-end RSS on a private multi-queue TAP, checked against the model (root)"),
     "conformance": ("conformance", "check a kernel's hashing against the virtio spec and its UAPI (root)"),
+    "compat": ("compat", "can a guest move between two hosts? (virtio features from two `probe --json` files)"),
 }
 
 

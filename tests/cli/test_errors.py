@@ -35,7 +35,7 @@ from pytun_hash.errors import (
 )
 from pytun_hash.testing import EmulatorError
 
-COMMANDS = ["probe", "create", "delete", "apply", "disable", "hash", "predict", "demo"]
+COMMANDS = ["probe", "create", "delete", "apply", "disable", "hash", "predict", "demo", "compat"]
 
 
 @pytest.mark.parametrize(
