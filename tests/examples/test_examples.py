@@ -60,6 +60,8 @@ def test_config_check_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[s
                                "a corrupted report is caught: hash_value"]),
         ("ebpf_live_reconfig.py", ["5 live reconfigurations", "no configuration in force predicts: 0",
                                    "lost: 0; duplicated: 0"]),
+        ("vmm_loop.py", ["driver probe: 128-entry table i % 4, 40-byte key: OK", "64 of 64 frames",
+                         "ethtool -X eth0 equal 2: OK", "[table-entry-out-of-range]", "every frame as the model says"]),
     ],
 )  # fmt: skip
 def test_root_examples(name: str, expected: list[str]) -> None:
