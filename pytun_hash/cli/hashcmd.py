@@ -66,7 +66,6 @@ from pytun_hash.cli.common import (
     tun_link,
 )
 from pytun_hash.cli.output import CliError, ExitCode, Output, help_text, table
-from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import VnetHashConfig, parse_hash_types
 from pytun_hash.configfile import parse_key
 from pytun_hash.device import NetworkNamespace, TunTapDevice
@@ -132,7 +131,11 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="FLOW",
         help="PROTO,SRC[:PORT],DST[:PORT], e.g. tcp,10.0.0.1:80,10.0.0.2:5000",
     )
-    p.add_argument("--pcap", metavar="FILE", help="classic libpcap file (Ethernet or raw IP link type)")
+    p.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="capture file: pcap or pcapng; Ethernet, raw IP or Linux cooked (SLL, SLL2) link types",
+    )
     p.add_argument(
         "--per-packet",
         action="store_true",
@@ -427,45 +430,51 @@ def _predict_pcap(
     document: dict[str, Any],
     tally: _Tally,
 ) -> None:
-    """Predict every packet of ``--pcap`` and print the result.
+    """Predict every packet of ``--pcap`` (pcap or pcapng) and print the result.
 
-    Constant memory: the reader yields one record at a time and ``--per-packet`` entries are
-    written as they are made (:meth:`Output.stream`), so only the counters outlive a packet.
+    Bounded memory: the reader yields records from one piece of the file at a time and
+    ``--per-packet`` entries are written as they are made (:meth:`Output.stream`), so only the
+    counters outlive a packet. With numpy the batch engine classifies whole chunks at once
+    (:mod:`pytun_hash.cli.pcapcmd`); without it the scalar engine goes frame by frame. Both give the
+    same document but for ``pcap.engine``.
     """
+    # Imported here: only predict --pcap reads captures (the batch engine loads numpy).
+    from pytun_hash.capture.reader import CaptureReader
+    from pytun_hash.cli.pcapcmd import BATCH, CaptureProgress, choose_engine, pcap_member, predict_batch
+
     queues = tally.queues
     head = [f"config: {config_summary(config)}", f"{queues} queue(s), {semantics.value} rules"]
-    with PcapReader(args.pcap) as reader, out.progress(f"reading {args.pcap}") as progress:
+    engine = choose_engine()
+    with CaptureReader(args.pcap) as reader, CaptureProgress(out, reader) as progress:
         stream = None
         if args.per_packet:
             header = _packet_line(*(name for name, _ in _PACKET_COLUMNS))
             rule = "  ".join("-" * w for _, w in _PACKET_COLUMNS)
             stream = out.stream(document, "packets", "\n".join([*head, header, rule]))
-        framing = reader.framing
-        for index, packet in enumerate(reader):
-            if stream is None:
-                result = classify(packet.data, config.types, config.key, l2=framing, semantics=semantics)
-                tally.add(result, _predict_one(config, result, queues, semantics))
-            else:
-                # Parsed once, for the flow's addresses and the classification alike.
-                parsed = parse_frame(packet.data, framing)
-                result = classify_parsed(parsed, config.types, config.key, semantics=semantics)
-                queue = _predict_one(config, result, queues, semantics)
-                tally.add(result, queue)
-                flow = None if parsed is None else parsed_flow_text(parsed)
-                value = f"{result.hash_value:#010x}"
-                entry = {"index": index, "flow": flow, "hash": value, "report": result.report.name, "queue": queue}
-                stream.entry(entry, _packet_line(index, flow or _NO_FLOW, value, result.report.name, queue))
-            if index % 4096 == 0:
-                progress.update(index)
-        # The last report (if any) counts every packet, not those up to the last multiple of 4096.
-        progress.update(reader.count)
-        pcap = {
-            "file": args.pcap,
-            "linktype": reader.linktype,
-            "packets": reader.count,
-            "truncated": reader.truncated,
-            "unparsed": tally.reports.get(HashReport.NONE.name, 0),
-        }
+        if engine == BATCH:
+            truncated = predict_batch(reader, config, semantics, tally, progress, stream, _packet_line, _NO_FLOW)
+        else:
+            for index, packet in enumerate(reader):
+                frame, framing = packet.frame, packet.framing
+                if stream is None:
+                    result = classify(frame, config.types, config.key, l2=framing, semantics=semantics)
+                    tally.add(result, _predict_one(config, result, queues, semantics))
+                else:
+                    # Parsed once, for the flow's addresses and the classification alike.
+                    parsed = parse_frame(frame, framing)
+                    result = classify_parsed(parsed, config.types, config.key, semantics=semantics)
+                    queue = _predict_one(config, result, queues, semantics)
+                    tally.add(result, queue)
+                    flow = None if parsed is None else parsed_flow_text(parsed)
+                    value = f"{result.hash_value:#010x}"
+                    entry = {"index": index, "flow": flow, "hash": value, "report": result.report.name, "queue": queue}
+                    stream.entry(entry, _packet_line(index, flow or _NO_FLOW, value, result.report.name, queue))
+                if index % 4096 == 0:
+                    progress.update(index)
+            truncated = reader.truncated
+        # The last report (if any) counts every packet, not those up to the last chunk.
+        progress.finish(reader.count)
+        pcap = pcap_member(reader, engine, truncated, tally.reports.get(HashReport.NONE.name, 0))
     tail = {"pcap": pcap, "histogram": tally.histogram(), "reports": tally.report_counts()}
     described = (
         f"{pcap['file']}: link type {pcap['linktype']}, {pcap['packets']} packets "

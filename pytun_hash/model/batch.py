@@ -66,6 +66,7 @@ __all__ = [
 #: Bytes of each frame the vectorised rules read: packet information (4) + Ethernet (14) + two tags
 #: (8) + the longest IPv4 header (60) + ports (4) = 90, rounded up.
 WINDOW_BYTES = 96
+_BLOCK_ROWS = 16384
 #: Frames per array that keep a call's working set small (see the module documentation).
 DEFAULT_CHUNK_FRAMES = 65536
 
@@ -142,21 +143,22 @@ class FrameArray:
             data = data[:12] + self.ethertypes[index].tobytes() + data[14:]
         return data
 
-    def windows(self) -> npt.NDArray[np.uint8]:
-        """The first :data:`WINDOW_BYTES` bytes of every frame, a (frames, WINDOW_BYTES) matrix; bytes
-        past a frame's end are unspecified (every rule checks the length first)."""
+    def windows(self, lo: int = 0, hi: int | None = None) -> npt.NDArray[np.uint8]:
+        """The first :data:`WINDOW_BYTES` bytes of frames ``lo:hi`` (default all), a (frames,
+        WINDOW_BYTES) matrix; bytes past a frame's end are unspecified (every rule checks the length
+        first)."""
         import numpy as np
 
         buffer = self.buffer
-        n = len(self.starts)
-        if not n:
+        starts = self.starts[lo:hi]
+        if not len(starts):
             return np.zeros((0, WINDOW_BYTES), dtype=np.uint8)
-        if int(self.starts.max()) + WINDOW_BYTES > len(buffer):
+        if int(starts.max()) + WINDOW_BYTES > len(buffer):
             buffer = np.concatenate([buffer, np.zeros(WINDOW_BYTES, dtype=np.uint8)])
         view = np.lib.stride_tricks.sliding_window_view(buffer, WINDOW_BYTES)
-        matrix: npt.NDArray[np.uint8] = view[self.starts]
+        matrix: npt.NDArray[np.uint8] = view[starts]
         if self.ethertypes is not None:
-            matrix[:, 12:14] = self.ethertypes
+            matrix[:, 12:14] = self.ethertypes[lo:hi]
         return matrix
 
 
@@ -239,8 +241,15 @@ def predict_frames(
     hashes = np.zeros(n, dtype=np.uint32)
     reports = np.zeros(n, dtype=np.uint8)
     slow_rows = np.zeros(0, dtype=np.int64)
-    if n:
-        slow_rows = _classify(frames, config, semantics, hashes, reports)
+    # Blocks of rows small enough that the window matrix stays in the CPU caches while the rules
+    # read its columns one after the other.
+    parts = []
+    for lo in range(0, n, _BLOCK_ROWS):
+        hi = min(lo + _BLOCK_ROWS, n)
+        part = _classify(frames, lo, hi, config, semantics, hashes[lo:hi], reports[lo:hi])
+        parts.append(part + lo)
+    if parts:
+        slow_rows = np.concatenate(parts)
     queues = _queues(config, num_queues, semantics, hashes, reports)
     for i in slow_rows.tolist():
         flow = classify(frames.frame(i), config.types, config.key, l2=frames.framing, semantics=semantics)
@@ -344,151 +353,154 @@ def _queues(
     return result
 
 
-def _byte(flat: Any, rows: Any, offsets: Any) -> Any:
-    """Byte ``offsets`` (per row) of each row of a flattened window matrix, as int64."""
-    import numpy as np
-
-    return flat[rows + offsets].astype(np.int64)
-
-
 def _classify(
     frames: FrameArray,
+    lo: int,
+    hi: int,
     config: VnetHashConfig,
     semantics: Semantics,
     hashes: npt.NDArray[np.uint32],
     reports: npt.NDArray[np.uint8],
 ) -> npt.NDArray[np.int64]:
-    """Fill ``hashes`` and ``reports`` for the frames the columns decide; return the slow-lane rows.
+    """Fill ``hashes`` and ``reports`` for frames ``lo:hi`` the columns decide; return the slow-lane
+    rows (counted from ``lo``).
 
     Every test mirrors :func:`~pytun_hash.model.packet._parse` (a frame too short for a byte the
-    parser reads is not parseable) and the type choice of ``_select_spec`` / ``_select_rfc``.
+    parser reads is not parseable) and the type choice of ``_select_spec`` / ``_select_rfc``. The
+    tests run over all rows with masks (cheaper than selecting rows first); only the Toeplitz inputs
+    are gathered for the selected rows.
     """
     import numpy as np
 
-    matrix = frames.windows()
-    n = len(frames)
-    flat = matrix.reshape(-1)
-    rows = np.arange(n, dtype=np.int64) * WINDOW_BYTES
-    length = frames.lengths
+    matrix = frames.windows(lo, hi)
+    n = hi - lo
+    length = frames.lengths[lo:hi]
     framing = frames.framing
-
-    def column(k: int) -> Any:
-        return matrix[:, k].astype(np.int64)
-
+    # The network header's offset: one number while every frame has it at the same place (no tags,
+    # or the same tags everywhere), else one per frame.
+    offset: int | Any
     if framing is Framing.ETHERNET or framing is Framing.ETHERNET_WITH_PI:
         base = 14 if framing is Framing.ETHERNET else 18
         ok = length >= base
-        ethertype = column(base - 2) << 8 | column(base - 1)
-        offset = np.full(n, base, dtype=np.int64)
-        for _ in range(2):
-            tagged = ok & ((ethertype == _VLAN[0]) | (ethertype == _VLAN[1]))
-            if not tagged.any():
-                break
-            # The parser reads the inner ethertype at offset + 2 and + 3.
-            ok &= ~tagged | (length >= offset + 4)
-            inner = _byte(flat, rows, offset + 2) << 8 | _byte(flat, rows, offset + 3)
-            ethertype = np.where(tagged, inner, ethertype)
-            offset = np.where(tagged, offset + 4, offset)
-        # A third tag (MAX_VLAN_TAGS is 2) is never 0x0800 or 0x86DD, so those frames fall out below.
+        ethertype = matrix[:, base - 2].astype(np.uint16) << 8 | matrix[:, base - 1]
+        offset = base
+        tagged = ok & ((ethertype == _VLAN[0]) | (ethertype == _VLAN[1]))
+        if tagged.any():
+            flat = matrix.reshape(-1)
+            row_base = np.arange(n, dtype=np.int64) * WINDOW_BYTES
+            offsets = np.full(n, base, dtype=np.int64)
+            for _ in range(2):
+                # The parser reads the inner ethertype at offset + 2 and + 3.
+                ok &= ~tagged | (length >= offsets + 4)
+                at = row_base + offsets
+                inner = flat[at + 2].astype(np.uint16) << 8 | flat[at + 3]
+                ethertype = np.where(tagged, inner, ethertype)
+                offsets = np.where(tagged, offsets + 4, offsets)
+                tagged = ok & ((ethertype == _VLAN[0]) | (ethertype == _VLAN[1]))
+            # A third tag (MAX_VLAN_TAGS is 2) is not 0x0800 or 0x86DD: those frames fall out below.
+            offset = int(offsets[0]) if bool((offsets == offsets[0]).all()) else offsets
         is4 = ok & (ethertype == ETH_P_IP)
         is6 = ok & (ethertype == ETH_P_IPV6)
     elif framing is Framing.IP:
-        version = column(0) >> 4
+        version = matrix[:, 0] >> 4
         present = length >= 1
         is4 = present & (version == 4)
         is6 = present & (version == 6)
-        offset = np.zeros(n, dtype=np.int64)
+        offset = 0
     else:  # IP_WITH_PI: the packet information header's ethertype names the protocol
         ok = length >= 4
-        ethertype = column(2) << 8 | column(3)
+        ethertype = matrix[:, 2].astype(np.uint16) << 8 | matrix[:, 3]
         is4 = ok & (ethertype == ETH_P_IP)
         is6 = ok & (ethertype == ETH_P_IPV6)
-        offset = np.full(n, 4, dtype=np.int64)
+        offset = 4
 
-    single = bool((offset == offset[0]).all())
+    if isinstance(offset, int):
+
+        def byte(k: int) -> Any:
+            return matrix[:, offset + k]
+
+        def gather(rows: Any, first: Any, count: int) -> Any:
+            # Bytes offset + first .. + count of each row; ``first`` one number or one per row.
+            if isinstance(first, int) or bool((first == first[0]).all()):
+                at = offset + int(first if isinstance(first, int) else first[0])
+                return matrix[rows, at : at + count]
+            return matrix.reshape(-1)[(rows * WINDOW_BYTES + offset + first)[:, None] + np.arange(count)]
+
+    else:
+        flat = matrix.reshape(-1)
+        starts = np.arange(n, dtype=np.int64) * WINDOW_BYTES + offset
+
+        def byte(k: int) -> Any:
+            return flat[starts + k]
+
+        def gather(rows: Any, first: Any, count: int) -> Any:
+            return flat[(starts[rows] + first)[:, None] + np.arange(count)]
+
+    room = length - offset  # bytes from the network header to the frame's end
     types = int(config.types)
     if semantics is Semantics.RFC_2023:
         types &= _RFC_TYPES
     spec = semantics is Semantics.SPEC
-    key = config.key
-    tz = toeplitz_for(key)
+    tz = toeplitz_for(config.key)
     rfc_order = not spec and sys.byteorder == "little"
-
-    def at(k: int) -> Any:
-        # Byte offset + k of every row: a plain column when all frames share one offset.
-        return column(int(offset[0]) + k) if single else _byte(flat, rows, offset + k)
 
     # ------------------------------------------------------------------ IPv4
     if is4.any():
-        rows4 = np.flatnonzero(is4)
-        off4 = offset[rows4]
-        len4 = length[rows4]
-        vihl = at(0)[rows4]
-        frag = at(6)[rows4] << 8 | at(7)[rows4]
-        protocol = at(9)[rows4]
-        ihl = (vihl & 0x0F) << 2
-        l4 = off4 + ihl
-        good = (len4 >= off4 + 10) & (vihl >> 4 == 4) & (ihl >= 20) & (l4 <= len4)
-        fragment = (frag & 0x3FFF) != 0
-        ported = (protocol == IPPROTO_TCP) | (protocol == IPPROTO_UDP)
-        has_ports = ~fragment & ported
-        good &= ~has_ports | (l4 + 4 <= len4)
+        vihl = byte(0)
+        protocol = byte(9)
+        ihl = (vihl & 0x0F).astype(np.int64) << 2
+        good = is4 & (room >= 10) & (vihl >> 4 == 4) & (ihl >= 20) & (ihl <= room)
+        fragment = ((byte(6) & 0x3F) | byte(7)) != 0
         tcp = protocol == IPPROTO_TCP
         udp = protocol == IPPROTO_UDP
+        has_ports = ~fragment & (tcp | udp)
+        good &= ~has_ports | (ihl + 4 <= room)
         if spec:
             tcp &= has_ports
             udp &= has_ports
-        report = np.zeros(len(rows4), dtype=np.uint8)
-        report[:] = int(HashReport.IPV4) if types & int(HashType.IPV4) else _NONE
+        report = np.full(n, int(HashReport.IPV4) if types & int(HashType.IPV4) else _NONE, dtype=np.uint8)
         if types & int(HashType.UDPV4):
             report[udp] = int(HashReport.UDPV4)
         if types & int(HashType.TCPV4):
             report[tcp] = int(HashReport.TCPV4)
-        report[~good] = _NONE
-        with_ports = (report == int(HashReport.TCPV4)) | (report == int(HashReport.UDPV4))
-        keep = report != _NONE
-        sel = rows4[keep]
+        keep = good & (report != _NONE)
+        np.copyto(reports, report, where=keep)
+        sel = np.flatnonzero(keep)
         if len(sel):
             inputs = np.zeros((len(sel), 12), dtype=np.uint8)
-            src = (rows[sel] + off4[keep] + 12)[:, None] + np.arange(8)
-            inputs[:, :8] = flat[src]
-            # Ports: where the parser found them; zeros (RFC fragments) contribute nothing.
-            port_rows = with_ports[keep] & has_ports[keep]
-            if port_rows.any():
-                where = (rows[sel] + l4[keep])[port_rows][:, None] + np.arange(4)
-                inputs[port_rows, 8:12] = flat[where]
+            inputs[:, :8] = gather(sel, 12, 8)
+            # Ports where the report uses them and the parser found them; zeros (RFC fragments)
+            # contribute nothing to the hash.
+            ported = has_ports[sel] & (report[sel] != int(HashReport.IPV4))
+            if ported.any():
+                rows = sel[ported]
+                inputs[ported, 8:12] = gather(rows, ihl[rows], 4)
             hashes[sel] = tz.hash_array(_fed(inputs, rfc_order))
-        reports[rows4] = report
 
     # ------------------------------------------------------------------ IPv6
     slow = np.zeros(0, dtype=np.int64)
     if is6.any():
-        rows6 = np.flatnonzero(is6)
-        off6 = offset[rows6]
-        len6 = length[rows6]
-        good = (len6 >= off6 + 40) & (at(0)[rows6] >> 4 == 6)
-        nexthdr = at(6)[rows6]
-        extension = np.isin(nexthdr, list(IPV6_EXTENSION_HEADERS))
-        slow = rows6[good & extension]
+        good = is6 & (room >= 40) & (byte(0) >> 4 == 6)
+        nexthdr = byte(6)
+        extension = np.isin(nexthdr, sorted(IPV6_EXTENSION_HEADERS))
+        slow = np.flatnonzero(good & extension)
         good &= ~extension
-        ported = (nexthdr == IPPROTO_TCP) | (nexthdr == IPPROTO_UDP)
-        good &= ~ported | (len6 >= off6 + 44)
-        report = np.zeros(len(rows6), dtype=np.uint8)
-        report[:] = int(HashReport.IPV6) if types & int(HashType.IPV6) else _NONE
+        tcp = nexthdr == IPPROTO_TCP
+        udp = nexthdr == IPPROTO_UDP
+        good &= ~(tcp | udp) | (room >= 44)
+        report = np.full(n, int(HashReport.IPV6) if types & int(HashType.IPV6) else _NONE, dtype=np.uint8)
         if types & int(HashType.UDPV6):
-            report[nexthdr == IPPROTO_UDP] = int(HashReport.UDPV6)
+            report[udp] = int(HashReport.UDPV6)
         if types & int(HashType.TCPV6):
-            report[nexthdr == IPPROTO_TCP] = int(HashReport.TCPV6)
-        report[~good] = _NONE
-        keep = report != _NONE
-        sel = rows6[keep]
+            report[tcp] = int(HashReport.TCPV6)
+        keep = good & (report != _NONE)
+        np.copyto(reports, report, where=keep)
+        sel = np.flatnonzero(keep)
         if len(sel):
-            where = (rows[sel] + off6[keep] + 8)[:, None] + np.arange(36)
-            inputs = flat[where]
+            inputs = gather(sel, 8, 36)
             # The addresses only, unless the report uses ports: zero the port bytes.
-            inputs[report[keep] == int(HashReport.IPV6), 32:36] = 0
+            inputs[report[sel] == int(HashReport.IPV6), 32:36] = 0
             hashes[sel] = tz.hash_array(_fed(inputs, rfc_order))
-        reports[rows6] = report
     return slow
 
 

@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytun_hash import VnetHashConfig
+from pytun_hash.capture.reader import PcapReader
 from pytun_hash.cli import build_parser, main
 from pytun_hash.cli.output import MAX_ERROR_LINE_CHARS
-from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.configfile import dump_config
 from pytun_hash.device import NetworkNamespace, rtnl
