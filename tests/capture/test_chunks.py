@@ -73,7 +73,7 @@ def test_every_format_and_chunk_size_matches_the_scalar_model(tmp_path: Path, se
         expected.append((flow.hash_value, int(flow.report), queue_for_flow(CONFIG, flow, 4, semantics=semantics)))
     for name, path in files(tmp_path).items():
         for size in (1, 7, 65536):
-            got = []
+            got: list[tuple[int, int, int]] = []
             with CaptureReader(str(path)) as reader:
                 for chunk in frame_chunks(reader, size, read_bytes=0):
                     assert 1 <= len(chunk) <= size
