@@ -3,7 +3,7 @@
 :func:`frame_chunks` reads a :class:`~pytun_hash.capture.reader.CaptureReader` batch by batch and
 makes each batch (at most ``chunk_frames`` records of one link type from one piece of the file) a
 :class:`~pytun_hash.model.batch.FrameArray` without copying frames: the array's buffer is the file
-piece itself (padded once per piece so every frame has a full window), and the captured lengths,
+piece itself, and the captured lengths,
 original lengths and link-layer adjustments (the cooked SLL/SLL2 headers, see
 :class:`~pytun_hash.capture.reader.LinkType`) are computed column-wise. numpy is imported inside.
 """
@@ -11,10 +11,10 @@ original lengths and link-layer adjustments (the cooked SLL/SLL2 headers, see
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytun_hash.capture.reader import DEFAULT_BATCH_RECORDS, READ_BYTES, CaptureReader, RecordBatch
-from pytun_hash.model.batch import WINDOW_BYTES, FrameArray
+from pytun_hash.model.batch import FrameArray
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,32 +23,24 @@ if TYPE_CHECKING:
 __all__ = ["frame_chunks", "frames_of_batch"]
 
 
-def _u32(buffer: Any, at: Any, order: str) -> Any:
-    """The ``order`` u32 at offsets ``at`` of a uint8 array, as int64."""
-    import numpy as np
-
-    b = [buffer[at + k].astype(np.int64) for k in range(4)]
-    if order == "<":
-        return b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24
-    return b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]
-
-
 def frames_of_batch(batch: RecordBatch, padded: npt.NDArray[np.uint8] | None = None) -> FrameArray:
     """The frames the model reads of ``batch``'s records.
 
     Args:
         batch: records from :meth:`CaptureReader.batches`.
-        padded: ``batch.buffer`` as a uint8 array with at least :data:`WINDOW_BYTES` bytes appended
-            (made here when None; pass it for every batch of one piece to pad the piece once).
+        padded: ``batch.buffer`` as a uint8 array (made here when None; pass it for every batch of
+            one piece to make it once).
     """
     import numpy as np
 
     if padded is None:
-        padded = np.frombuffer(batch.buffer + bytes(WINDOW_BYTES), dtype=np.uint8)
+        padded = np.frombuffer(batch.buffer, dtype=np.uint8)
     starts = np.frombuffer(batch.starts, dtype=np.int64) if len(batch.starts) else np.zeros(0, dtype=np.int64)
     if batch.lengths is None:
-        captured = _u32(padded, starts - 8, batch.order)
-        original = _u32(padded, starts - 4, batch.order)
+        # Every u32 of the piece, at any offset (unaligned loads): one gather per field.
+        fields = np.ndarray((max(len(padded) - 3, 0),), dtype=batch.order + "u4", buffer=padded, strides=(1,))
+        captured = fields[starts - 8].astype(np.int64)
+        original = fields[starts - 4]
     else:
         assert batch.originals is not None
         captured = np.frombuffer(batch.lengths, dtype=np.int64)
@@ -83,10 +75,10 @@ def frame_chunks(
     """
     import numpy as np
 
-    piece: bytes | None = None
-    padded = None
+    piece: bytes | bytearray | None = None
+    array = None
     for batch in reader.batches(chunk_frames, read_bytes=read_bytes):
         if batch.buffer is not piece:
             piece = batch.buffer
-            padded = np.frombuffer(piece + bytes(WINDOW_BYTES), dtype=np.uint8)
-        yield frames_of_batch(batch, padded)
+            array = np.frombuffer(piece, dtype=np.uint8)
+        yield frames_of_batch(batch, array)

@@ -30,13 +30,14 @@ interface or of a link type the model cannot read. Files are opened with
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from array import array
 from collections.abc import Iterator
 from operator import sub
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, cast
 
 import attrs
 
@@ -197,7 +198,7 @@ class RecordBatch:
     """Complete records of one link type lying in one piece of the file, as offsets (no copies).
 
     Attributes:
-        buffer: the piece of the file.
+        buffer: the piece of the file (never changed once a batch refers to it).
         starts: offset in ``buffer`` of each record's captured data.
         lengths: each record's captured length, or None where it is the ``order`` u32 8 bytes before
             its data, and the original length the u32 4 bytes before (classic pcap records and
@@ -209,7 +210,7 @@ class RecordBatch:
         first: index in the file of the first record.
     """
 
-    buffer: bytes
+    buffer: bytes | bytearray
     starts: array[int]
     lengths: array[int] | None
     originals: array[int] | None
@@ -230,11 +231,89 @@ class RecordBatch:
             assert clock is not None
             for start in self.starts:
                 high, low, captured, original = unpack(buf, start - 16)
-                yield CapturePacket(clock.seconds(high, low), buf[start : start + captured], original, link)
+                yield CapturePacket(clock.seconds(high, low), bytes(buf[start : start + captured]), original, link)
         else:
             assert self.originals is not None
             for start, captured, original in zip(self.starts, self.lengths, self.originals, strict=True):
-                yield CapturePacket(None, buf[start : start + captured], original, link)
+                yield CapturePacket(None, bytes(buf[start : start + captured]), original, link)
+
+
+def _numpy() -> Any:
+    """The numpy module, or None when it is not installed (the reader works without it)."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+# How far (seconds) a record's timestamp may be from the first one of its piece for the column-wise
+# walk to take it as a record header (a piece holds seconds to hours of traffic).
+_STAMP_WINDOW = 1 << 20
+
+
+def _walk_columns(
+    np: Any, buf: bytes | bytearray, start: int, end: int, order: str, nanosecond: bool
+) -> tuple[array[int], int] | None:
+    """The classic pcap records complete in ``buf[start:end]``, found column-wise: their data offsets
+    and the offset of the next record's data; None when this cannot vouch for the answer.
+
+    Candidates are the offsets whose 16 bytes look like a record header of this piece: the timestamp's
+    high byte equal to the first record's (one comparison per byte of the piece), then a timestamp
+    within :data:`_STAMP_WINDOW` of it, a fraction below one second, a captured length at most
+    :data:`MAX_RECORD_BYTES` and the original length. The answer is vouched for when the candidates
+    chain of records from ``start`` (candidates in payloads, which the chain never reaches, are
+    dropped): each one's length leads to the next, and the record after the last one does not have
+    a whole header in the piece. Anything else (a header that does not look like one) returns None,
+    and the caller walks record by record: the result is the same either way.
+    """
+    if end - start < _PCAP_RECORD:
+        return None
+    view = np.ndarray((len(buf) - 3,), dtype=order + "u4", buffer=buf, strides=(1,))
+    first = int(view[start])
+    top = 3 if order == "<" else 0  # where the timestamp's high byte is
+    data = np.frombuffer(buf, dtype=np.uint8)
+    hits = np.flatnonzero(data[start + top : end - _PCAP_RECORD + top + 1] == first >> 24)
+    hits += start
+    stamps = view[hits].astype(np.int64)
+    fractions = view[hits + 4]
+    captured = view[hits + 8].astype(np.int64)
+    keep = (np.abs(stamps - first) <= _STAMP_WINDOW) & (fractions < (1_000_000_000 if nanosecond else 1_000_000))
+    keep &= (captured <= MAX_RECORD_BYTES) & (captured <= view[hits + 12])
+    heads = hits[keep]
+    following = heads + _PCAP_RECORD + captured[keep]
+    if not len(heads) or heads[0] != start:
+        return None
+    # Payload bytes may look like a header too. The chain from the first record never reaches one
+    # (a record's length leads to the next record), so drop the candidates nothing alive leads to,
+    # until none is left to drop: each one kept is then reached from the first, by its own chain.
+    where = np.minimum(np.searchsorted(heads, following), len(heads) - 1)
+    leads = heads[where] == following
+    alive = np.ones(len(heads), dtype=bool)
+    for _ in range(8):
+        reached = np.zeros(len(heads), dtype=bool)
+        reached[where[alive & leads]] = True
+        reached[0] = True
+        if bool((reached | ~alive).all()):
+            break
+        alive &= reached
+    else:
+        return None
+    heads = heads[alive]
+    following = following[alive]
+    if not bool((following[:-1] == heads[1:]).all()):
+        return None
+    after = int(following[-1])
+    if after > end:  # the last record's data runs past the piece: it is read with the next one
+        after = int(heads[-1])
+        heads = heads[:-1]
+        if not len(heads):
+            return None
+    elif after + _PCAP_RECORD <= end:  # a whole header there that is no candidate
+        return None
+    starts = array("q")
+    starts.frombytes((heads + _PCAP_RECORD).astype(np.int64).tobytes())
+    return starts, after + _PCAP_RECORD
 
 
 class CaptureReader:
@@ -263,7 +342,8 @@ class CaptureReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file: BinaryIO = open_regular_file(path, _FIELD)
+        # A buffered reader (what open_regular_file makes): pieces are read into place with readinto.
+        self._file = cast(io.BufferedReader, open_regular_file(path, _FIELD))
         try:
             self.size = os.fstat(self._file.fileno()).st_size
             self.count = 0
@@ -347,19 +427,33 @@ class CaptureReader:
                 self.truncated += packet.truncated
                 yield packet
 
-    def _read(self, buf: bytes, start: int, need: int) -> tuple[bytes, bool]:
-        """``buf[start:]`` with at least ``need`` more bytes of the file (fewer at its end); and whether
-        the end was reached."""
+    def _read(self, buf: bytes | bytearray, start: int, need: int) -> tuple[bytearray, bool]:
+        """A new piece: ``buf[start:]`` then at least ``need`` more bytes of the file (fewer at its
+        end); and whether the end was reached. Read straight into the new piece (no copy of it): the
+        previous piece stays as it was for the batches that refer to it."""
         size = max(self._piece, need)
-        more = self._file.read(size)
-        return buf[start:] + more, len(more) < size
+        kept = len(buf) - start
+        piece = bytearray(kept + size)
+        piece[:kept] = memoryview(buf)[start:]
+        view = memoryview(piece)
+        got = kept
+        while got < len(piece):
+            n = self._file.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        view.release()
+        if got < len(piece):
+            del piece[got:]
+        return piece, got - kept < size
 
     def _pcap_batches(self, max_records: int) -> Iterator[RecordBatch]:
         order = self._order
         link = LINK_TYPES[self.linktype]
         clock = _Clock(False, 1e-9 if self.nanosecond else 1e-6)
         unpack_u32 = struct.Struct(order + "I").unpack_from
-        buf = b""
+        numpy = _numpy()
+        buf: bytes | bytearray = b""
         start = 0
         base = _PCAP_GLOBAL  # file offset of buf[0]
         eof = False
@@ -371,21 +465,30 @@ class CaptureReader:
                 start = 0
             end = len(buf)
             # The walk from record to record is sequential (each length says where the next record
-            # starts), so it is the one loop per record left; it only collects data offsets. A record
-            # is complete when its data ends by the end of the piece.
-            offsets: list[int] = []
-            append = offsets.append
-            pos = start + _PCAP_RECORD
-            limit = end + _PCAP_RECORD
-            try:
-                while True:
-                    following = pos + _PCAP_RECORD + unpack_u32(buf, pos - 8)[0]
-                    if following > limit:
-                        break
-                    append(pos)
-                    pos = following
-            except struct.error:  # the piece ends inside the next record's length field
-                pass
+            # starts). With numpy it is first tried column-wise (_walk_columns); otherwise, or when
+            # that cannot vouch for its result, it is the one loop per record left, collecting data
+            # offsets only. A record is complete when its data ends by the end of the piece.
+            found = _walk_columns(numpy, buf, start, end, order, self.nanosecond) if numpy else None
+            bad = None
+            bad_data = 0
+            offsets: list[int] | array[int]
+            if found is not None:
+                starts, pos = found
+                offsets = starts  # only tested for emptiness below
+            else:
+                offsets = []
+                append = offsets.append
+                pos = start + _PCAP_RECORD
+                limit = end + _PCAP_RECORD
+                try:
+                    while True:
+                        following = pos + _PCAP_RECORD + unpack_u32(buf, pos - 8)[0]
+                        if following > limit:
+                            break
+                        append(pos)
+                        pos = following
+                except struct.error:  # the piece ends inside the next record's length field
+                    pass
             if not offsets:
                 rest = buf[start:]
                 if len(rest) >= 12 and unpack_u32(rest, 8)[0] > MAX_RECORD_BYTES:
@@ -398,24 +501,25 @@ class CaptureReader:
                     raise self._fail(f"record {index} header is cut short")
                 captured = unpack_u32(rest, 8)[0]
                 raise self._fail(f"record {index} is cut short ({len(rest) - _PCAP_RECORD} of {captured} bytes)")
-            fence = [*offsets, pos]
-            bad = None
-            if max(map(sub, fence[1:], offsets)) > MAX_RECORD_BYTES + _PCAP_RECORD:
-                bad = next(i for i, gap in enumerate(map(sub, fence[1:], offsets)) if gap > MAX_RECORD_BYTES + 16)
-                del offsets[bad:]
-            starts = array("q", offsets)
+            if found is None:
+                fence = [*offsets, pos]
+                if max(map(sub, fence[1:], offsets)) > MAX_RECORD_BYTES + _PCAP_RECORD:
+                    bad = next(i for i, gap in enumerate(map(sub, fence[1:], offsets)) if gap > MAX_RECORD_BYTES + 16)
+                    bad_data = fence[bad]
+                    del offsets[bad:]
+                starts = array("q", offsets)
             for first in range(0, len(starts), max_records):
                 part = starts[first : first + max_records]
                 self.position = base + part[-1] + unpack_u32(buf, part[-1] - 8)[0]
                 yield RecordBatch(buf, part, None, None, order, link, index + first, clock)
             if bad is not None:
-                claimed = unpack_u32(buf, fence[bad] - 8)[0]
+                claimed = unpack_u32(buf, bad_data - 8)[0]
                 raise self._fail(f"record {index + bad} claims {claimed} bytes; the file is corrupt")
             index += len(starts)
             start = pos - _PCAP_RECORD
 
     def _pcapng_batches(self, max_records: int) -> Iterator[RecordBatch]:
-        buf = self._head
+        buf: bytes | bytearray = self._head
         start = 0
         base = 0
         eof = False
@@ -513,7 +617,7 @@ class CaptureReader:
 
     def _epb_run(
         self,
-        buf: bytes,
+        buf: bytes | bytearray,
         start: int,
         end: int,
         order: str,
@@ -548,7 +652,7 @@ class CaptureReader:
             pos += length
         return pos, RecordBatch(buf, array("q", offsets), None, None, order, link, index, clock)
 
-    def _interface_clock(self, buf: bytes, start: int, length: int, order: str) -> _Clock:
+    def _interface_clock(self, buf: bytes | bytearray, start: int, length: int, order: str) -> _Clock:
         """The timestamp unit and offset an Interface Description Block's options give (default µs)."""
         unit = 1e-6
         offset = 0

@@ -129,7 +129,7 @@ class FrameArray:
         starts = np.zeros(len(blobs), dtype=np.int64)
         if len(blobs) > 1:
             np.cumsum(lengths[:-1], out=starts[1:])
-        buffer = np.frombuffer(b"".join(blobs) + bytes(WINDOW_BYTES), dtype=np.uint8)
+        buffer = np.frombuffer(b"".join(blobs), dtype=np.uint8)
         return cls(buffer, starts, lengths, framing)
 
     def __len__(self) -> int:
@@ -151,12 +151,24 @@ class FrameArray:
 
         buffer = self.buffer
         starts = self.starts[lo:hi]
-        if not len(starts):
+        n = len(starts)
+        if not n:
             return np.zeros((0, WINDOW_BYTES), dtype=np.uint8)
-        if int(starts.max()) + WINDOW_BYTES > len(buffer):
-            buffer = np.concatenate([buffer, np.zeros(WINDOW_BYTES, dtype=np.uint8)])
-        view = np.lib.stride_tricks.sliding_window_view(buffer, WINDOW_BYTES)
-        matrix: npt.NDArray[np.uint8] = view[starts]
+        # Frames starting in the last WINDOW_BYTES of the buffer take their windows from a zero-padded
+        # copy of that tail, not from a padded copy of the whole buffer.
+        limit = len(buffer) - WINDOW_BYTES
+        late = starts > limit
+        if not late.any():
+            matrix: npt.NDArray[np.uint8] = np.lib.stride_tricks.sliding_window_view(buffer, WINDOW_BYTES)[starts]
+        else:
+            matrix = np.empty((n, WINDOW_BYTES), dtype=np.uint8)
+            if limit >= 0:
+                early = ~late
+                matrix[early] = np.lib.stride_tricks.sliding_window_view(buffer, WINDOW_BYTES)[starts[early]]
+            first = max(limit, 0)
+            tail = np.zeros(2 * WINDOW_BYTES + 1, dtype=np.uint8)
+            tail[: len(buffer) - first] = buffer[first:]
+            matrix[late] = np.lib.stride_tricks.sliding_window_view(tail, WINDOW_BYTES)[starts[late] - first]
         if self.ethertypes is not None:
             matrix[:, 12:14] = self.ethertypes[lo:hi]
         return matrix
