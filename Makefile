@@ -37,6 +37,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_capture.py
 	$(PY) benchmarks/bench_bpf.py
 	$(PY) benchmarks/bench_emulator.py
 

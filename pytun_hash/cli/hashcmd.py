@@ -12,7 +12,8 @@ for raw input), ``input`` (hex of the hashed bytes), ``input_length``, ``key`` (
 ``types``, ``semantics``, ``flow`` (the flow as text, or null).
 
 ``predict`` names the receive queue for flows (``FLOW`` arguments, ``PROTO,SRC[:PORT],DST[:PORT]``)
-or for every packet of a classic pcap file (``--pcap``), under a config given like ``apply``'s
+or for every packet of a capture (``--pcap``: pcap or pcapng; Ethernet, raw IP or Linux cooked SLL/SLL2
+link types), under a config given like ``apply``'s
 (``--config`` and/or flags; a key is required), with ``--queues`` attached queues (default: enough
 for the table), and prints a per-queue histogram.
 
@@ -26,16 +27,18 @@ not IP, or no enabled hash type matched, so the rules' fallback chose the queue,
 
 JSON keys of ``predict``: ``queues``, ``config``, ``semantics``, ``semantics_source``, ``histogram`` (list of
 {``queue``, ``packets``, ``unclassified``}), ``reports`` (report name -> packets); for flows ``flows``
-(list of {``flow``, ``hash``, ``report``, ``queue``}); for a pcap ``pcap`` {``file``, ``linktype``,
-``packets``, ``truncated``, ``unparsed``}, and ``packets`` (list of {``index``, ``flow``, ``hash``,
+(list of {``flow``, ``hash``, ``report``, ``queue``}); for a capture ``pcap`` {``file``, ``linktype``,
+``packets``, ``truncated``, ``unparsed``, ``format`` (pcap/pcapng), ``linktypes``, ``engine`` (batch/scalar)}, and ``packets`` (list of {``index``, ``flow``, ``hash``,
 ``report``, ``queue``}, ``flow`` being null for a frame with no IP flow the model can parse) with
 ``--per-packet``.
 
-Memory: ``predict --pcap`` holds one record of the capture at a time (at most 256 KiB) and a
-counter per queue and report type, never the packets: ``--per-packet`` output, text and JSON, is
-written packet by packet as the file is read. Its peak memory is that of the interpreter with the
-package loaded (about 24 MB resident with CPython 3.11 on x86-64) plus less than 2 MiB, whatever
-the capture's size. The ``--per-packet --json`` document is streamed, so ``ok`` is its last key
+Engines and memory: with numpy installed ``predict --pcap`` predicts 65,536 packets at a time from 4 MiB
+pieces of the file (engine ``batch``: millions of packets a second, peak memory under 200 MiB whatever
+the capture's size); without numpy frame by frame (engine ``scalar``); the documents are the same but
+for ``pcap.engine``. It keeps a counter per queue and report type, never the packets: ``--per-packet``
+output, text and JSON, is written packet by packet as the file is read, from small pieces, so its peak
+memory is that of the interpreter with the package loaded plus less than 2 MiB, whatever the capture's
+size. On a terminal, progress shows packets done, the (estimated: ``~``) total, the share and the rate. The ``--per-packet --json`` document is streamed, so ``ok`` is its last key
 (after ``packets``, ``pcap``, ``histogram`` and ``reports``); an error found mid-file ends the
 same document with ``error`` and ``ok``: false.
 """
