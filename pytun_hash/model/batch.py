@@ -256,9 +256,10 @@ def predict_frames(
     # Blocks of rows small enough that the window matrix stays in the CPU caches while the rules
     # read its columns one after the other.
     parts = []
+    tables = _byte_tables(config.key)
     for lo in range(0, n, _BLOCK_ROWS):
         hi = min(lo + _BLOCK_ROWS, n)
-        part = _classify(frames, lo, hi, config, semantics, hashes[lo:hi], reports[lo:hi])
+        part = _classify(frames, lo, hi, config, tables, semantics, hashes[lo:hi], reports[lo:hi])
         parts.append(part + lo)
     if parts:
         slow_rows = np.concatenate(parts)
@@ -370,6 +371,7 @@ def _classify(
     lo: int,
     hi: int,
     config: VnetHashConfig,
+    tables: npt.NDArray[np.uint32],
     semantics: Semantics,
     hashes: npt.NDArray[np.uint32],
     reports: npt.NDArray[np.uint8],
@@ -453,7 +455,6 @@ def _classify(
     if semantics is Semantics.RFC_2023:
         types &= _RFC_TYPES
     spec = semantics is Semantics.SPEC
-    tz = toeplitz_for(config.key)
     rfc_order = not spec and sys.byteorder == "little"
 
     # ------------------------------------------------------------------ IPv4
@@ -487,14 +488,16 @@ def _classify(
             if ported.any():
                 rows = sel[ported]
                 inputs[ported, 8:12] = gather(rows, ihl[rows], 4)
-            hashes[sel] = tz.hash_array(_fed(inputs, rfc_order))
+            hashes[sel] = _hash_rows(tables, _fed(inputs, rfc_order))
 
     # ------------------------------------------------------------------ IPv6
     slow = np.zeros(0, dtype=np.int64)
     if is6.any():
         good = is6 & (room >= 40) & (byte(0) >> 4 == 6)
         nexthdr = byte(6)
-        extension = np.isin(nexthdr, sorted(IPV6_EXTENSION_HEADERS))
+        extension = np.zeros(n, dtype=bool)
+        for kind in IPV6_EXTENSION_HEADERS:
+            extension |= nexthdr == kind
         slow = np.flatnonzero(good & extension)
         good &= ~extension
         tcp = nexthdr == IPPROTO_TCP
@@ -512,8 +515,39 @@ def _classify(
             inputs = gather(sel, 8, 36)
             # The addresses only, unless the report uses ports: zero the port bytes.
             inputs[report[sel] == int(HashReport.IPV6), 32:36] = 0
-            hashes[sel] = tz.hash_array(_fed(inputs, rfc_order))
+            hashes[sel] = _hash_rows(tables, _fed(inputs, rfc_order))
     return slow
+
+
+def _byte_tables(key: BytesLike) -> npt.NDArray[np.uint32]:
+    """The Toeplitz byte tables of ``key`` for the 36 input positions virtio uses, a (positions, 256)
+    array (fewer rows for a shorter key: later bytes contribute nothing)."""
+    import numpy as np
+
+    tz = toeplitz_for(key)
+    return np.array([tz.byte_table(p) for p in range(min(36, len(tz.key)))], dtype=np.uint32).reshape(-1, 256)
+
+
+def _hash_rows(tables: npt.NDArray[np.uint32], inputs: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
+    """The Toeplitz hash of every row of ``inputs`` with per-position byte ``tables``.
+
+    One gather per input byte from a 1 KiB table (they all stay in the L1 cache) over a contiguous
+    column: faster here than :meth:`~pytun_hash.model.toeplitz.Toeplitz.hash_array`'s 16-bit tables
+    (half the gathers, but from 256 KiB tables) for the 12- and 36-byte virtio inputs.
+    """
+    import numpy as np
+
+    n, width = inputs.shape
+    used = min(width, len(tables))
+    result = np.zeros(n, dtype=np.uint32)
+    if not used or not n:
+        return result
+    columns = np.ascontiguousarray(inputs[:, :used].T)
+    scratch = np.empty(n, dtype=np.uint32)
+    for position in range(used):
+        np.take(tables[position], columns[position], out=scratch)
+        result ^= scratch
+    return result
 
 
 def _fed(inputs: npt.NDArray[np.uint8], reversed_words: bool) -> npt.NDArray[np.uint8]:
