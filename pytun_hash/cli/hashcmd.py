@@ -28,9 +28,9 @@ not IP, or no enabled hash type matched, so the rules' fallback chose the queue,
 JSON keys of ``predict``: ``queues``, ``config``, ``semantics``, ``semantics_source``, ``histogram`` (list of
 {``queue``, ``packets``, ``unclassified``}), ``reports`` (report name -> packets); for flows ``flows``
 (list of {``flow``, ``hash``, ``report``, ``queue``}); for a capture ``pcap`` {``file``, ``linktype``,
-``packets``, ``truncated``, ``unparsed``, ``format`` (pcap/pcapng), ``linktypes``, ``engine`` (batch/scalar)}, and ``packets`` (list of {``index``, ``flow``, ``hash``,
-``report``, ``queue``}, ``flow`` being null for a frame with no IP flow the model can parse) with
-``--per-packet``.
+``packets``, ``truncated``, ``unparsed``, ``format`` (pcap/pcapng), ``linktypes``, ``engine``
+(batch/scalar)}, and ``packets`` (list of {``index``, ``flow``, ``hash``, ``report``, ``queue``},
+``flow`` being null for a frame with no IP flow the model can parse) with ``--per-packet``.
 
 Engines and memory: with numpy installed ``predict --pcap`` predicts 65,536 packets at a time from 4 MiB
 pieces of the file (engine ``batch``: millions of packets a second, peak memory under 200 MiB whatever
@@ -38,9 +38,10 @@ the capture's size); without numpy frame by frame (engine ``scalar``); the docum
 for ``pcap.engine``. It keeps a counter per queue and report type, never the packets: ``--per-packet``
 output, text and JSON, is written packet by packet as the file is read, from small pieces, so its peak
 memory is that of the interpreter with the package loaded plus less than 2 MiB, whatever the capture's
-size. On a terminal, progress shows packets done, the (estimated: ``~``) total, the share and the rate. The ``--per-packet --json`` document is streamed, so ``ok`` is its last key
-(after ``packets``, ``pcap``, ``histogram`` and ``reports``); an error found mid-file ends the
-same document with ``error`` and ``ok``: false.
+size. On a terminal, progress shows packets done, the (estimated: ``~``) total, the share and the
+rate. The ``--per-packet --json`` document is streamed, so ``ok`` is its last key (after
+``packets``, ``pcap``, ``histogram`` and ``reports``); an error found mid-file ends the same
+document with ``error`` and ``ok``: false.
 """
 
 from __future__ import annotations

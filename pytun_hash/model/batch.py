@@ -429,9 +429,14 @@ def _classify(
         offset = 4
 
     if isinstance(offset, int):
+        columns: dict[int, Any] = {}
 
         def byte(k: int) -> Any:
-            return matrix[:, offset + k]
+            # A contiguous copy of the column, made once: the rules read some columns several times.
+            column = columns.get(k)
+            if column is None:
+                column = columns[k] = np.ascontiguousarray(matrix[:, offset + k])
+            return column
 
         def gather(rows: Any, first: Any, count: int) -> Any:
             # Bytes offset + first .. + count of each row; ``first`` one number or one per row.
