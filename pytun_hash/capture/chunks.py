@@ -35,7 +35,7 @@ def frames_of_batch(batch: RecordBatch, padded: npt.NDArray[np.uint8] | None = N
 
     if padded is None:
         padded = np.frombuffer(batch.buffer, dtype=np.uint8)
-    starts = np.frombuffer(batch.starts, dtype=np.int64) if len(batch.starts) else np.zeros(0, dtype=np.int64)
+    starts = np.asarray(batch.starts, dtype=np.int64) if len(batch.starts) else np.zeros(0, dtype=np.int64)
     if batch.lengths is None:
         # Every u32 of the piece, at any offset (unaligned loads): one gather per field.
         fields = np.ndarray((max(len(padded) - 3, 0),), dtype=batch.order + "u4", buffer=padded, strides=(1,))
@@ -43,8 +43,8 @@ def frames_of_batch(batch: RecordBatch, padded: npt.NDArray[np.uint8] | None = N
         original = fields[starts - 4]
     else:
         assert batch.originals is not None
-        captured = np.frombuffer(batch.lengths, dtype=np.int64)
-        original = np.frombuffer(batch.originals, dtype=np.int64)
+        captured = np.asarray(batch.lengths, dtype=np.int64)
+        original = np.asarray(batch.originals, dtype=np.int64)
     truncated = int(np.count_nonzero(captured < original))
     link = batch.link
     ethertypes = None

@@ -34,7 +34,7 @@ import io
 import os
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from operator import sub
 from types import TracebackType
 from typing import Any, cast
@@ -210,10 +210,11 @@ class RecordBatch:
         first: index in the file of the first record.
     """
 
+    # Sequences of int (``array('q')``: int64 buffers that numpy reads without copying).
     buffer: bytes | bytearray
-    starts: array[int]
-    lengths: array[int] | None
-    originals: array[int] | None
+    starts: Sequence[int]
+    lengths: Sequence[int] | None
+    originals: Sequence[int] | None
     order: str
     link: LinkType
     first: int
