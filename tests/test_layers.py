@@ -41,6 +41,8 @@ RANKS = {
     # may advertise: on _abi, errors, config, keys and hashtypes only (pure).
     "virtio": 1,
     "model": 2,
+    # Capture files (pcap, pcapng) read into frames for the model.
+    "capture": 3,
     "device": 3,
     "bpf": 4,
     # Real flows onto a device's queues from its namespace's stack; uses device and model.

@@ -63,7 +63,7 @@ _HINTS: dict[str, str] = {
     "dport": "give a port 0..65535 (only for tcp and udp)",
     "frame": "give a whole Ethernet frame as hex (e.g. from `tcpdump -xx`)",
     "input": "give the hash input bytes as hex (addresses, then ports, as the virtio specification lists them)",
-    "pcap": "give a capture file written by tcpdump -w or Wireshark (classic pcap)",
+    "pcap": "give a capture file written by tcpdump -w, dumpcap or Wireshark (pcap or pcapng)",
     "save": "name a new file in a writable directory (--force replaces an existing regular file)",
     "packets": "give a number of packets of at least 1",
     "seed": "give a non-negative integer seed",

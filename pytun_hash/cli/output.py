@@ -361,10 +361,10 @@ class Output:
             self.stdout.flush()
         return code
 
-    def progress(self, what: str, total: int | None = None, *, after: float = 1.0) -> Progress:
+    def progress(self, what: str, total: int | None = None, *, after: float = 1.0, unit: str | None = None) -> Progress:
         """A progress reporter for a long step (see :class:`Progress`); silent with ``--json``, and
         unless stderr is a terminal."""
-        return Progress(self.stderr, what, total, after=after, enabled=not self.json_mode)
+        return Progress(self.stderr, what, total, after=after, enabled=not self.json_mode, unit=unit)
 
 
 def _member(name: str, value: Any) -> str:
@@ -454,7 +454,9 @@ class Progress:
     file or a log a line per half second is clutter, so there nothing at all is written. On a
     terminal nothing is printed until ``after`` seconds have passed; then at most every half
     second the line ``pytun-hash: <what>: <done>[/<total>]`` is rewritten in place, and it is
-    ended when the step ends.
+    ended when the step ends. With a ``unit`` the line also says the share done and the rate:
+    ``<done>/[~]<total> <unit> (<percent>, <rate> <unit>/s, <seconds> s)``, ``~`` marking a total
+    that is an estimate (:meth:`update` may revise it).
 
     Args:
         stream: where to write.
@@ -462,12 +464,20 @@ class Progress:
         total: the number of units, if known.
         after: seconds before the first report.
         enabled: False silences it even on a terminal (``--json``: machine-read output).
+        unit: what is counted (``"packets"``): show the percentage and the rate too.
     """
 
     _INTERVAL = 0.5
 
     def __init__(
-        self, stream: TextIO, what: str, total: int | None = None, *, after: float = 1.0, enabled: bool = True
+        self,
+        stream: TextIO,
+        what: str,
+        total: int | None = None,
+        *,
+        after: float = 1.0,
+        enabled: bool = True,
+        unit: str | None = None,
     ) -> None:
         self._stream = stream
         self._enabled = enabled and _isatty(stream)
@@ -477,11 +487,16 @@ class Progress:
         self._start = time.monotonic()
         self._last = 0.0
         self._shown = False
+        self._unit = unit
+        self._estimated = False
         self.done = 0
 
-    def update(self, done: int) -> None:
-        """Record ``done`` units finished; print when due."""
+    def update(self, done: int, *, total: int | None = None, estimated: bool = False) -> None:
+        """Record ``done`` units finished (and a new ``total``, an estimate when ``estimated``); print when due."""
         self.done = done
+        if total is not None:
+            self._total = total
+            self._estimated = estimated
         if not self._enabled:
             return
         now = time.monotonic()
@@ -491,9 +506,15 @@ class Progress:
         self._write(final=False)
 
     def _write(self, *, final: bool) -> None:
-        count = f"{self.done}/{self._total}" if self._total is not None else str(self.done)
         elapsed = time.monotonic() - self._start
-        text = f"{PROG}: {self._what}: {count} ({elapsed:.1f} s)"
+        if self._unit is None:
+            count = f"{self.done}/{self._total}" if self._total is not None else str(self.done)
+            text = f"{PROG}: {self._what}: {count} ({elapsed:.1f} s)"
+        else:
+            total = "" if self._total is None else f"/{'~' if self._estimated else ''}{self._total}"
+            share = f"{self.done / self._total:.0%}, " if self._total else ""
+            rate = f"{self.done / elapsed:,.0f} {self._unit}/s, " if elapsed > 0 else ""
+            text = f"{PROG}: {self._what}: {self.done}{total} {self._unit} ({share}{rate}{elapsed:.1f} s)"
         self._stream.write("\r" + printable(text) + ("\n" if final else ""))
         self._stream.flush()
         self._shown = True

@@ -1,7 +1,8 @@
 """``pytun-hash predict``: receive queues from the software model, for flows or a capture.
 
 ``predict`` names the receive queue for flows (``FLOW`` arguments, ``PROTO,SRC[:PORT],DST[:PORT]``)
-or for every packet of a classic pcap file (``--pcap``), under a config given like ``apply``'s
+or for every packet of a capture (``--pcap``: pcap or pcapng; Ethernet, raw IP or Linux cooked SLL/SLL2
+link types), under a config given like ``apply``'s
 (``--config`` and/or flags; a key is required), with ``--queues`` attached queues (default: enough
 for the table), and prints a per-queue histogram.
 
@@ -15,18 +16,21 @@ not IP, or no enabled hash type matched, so the rules' fallback chose the queue,
 
 JSON keys of ``predict``: ``queues``, ``config``, ``semantics``, ``semantics_source``, ``histogram`` (list of
 {``queue``, ``packets``, ``unclassified``}), ``reports`` (report name -> packets); for flows ``flows``
-(list of {``flow``, ``hash``, ``report``, ``queue``}); for a pcap ``pcap`` {``file``, ``linktype``,
-``packets``, ``truncated``, ``unparsed``}, and ``packets`` (list of {``index``, ``flow``, ``hash``,
-``report``, ``queue``}, ``flow`` being null for a frame with no IP flow the model can parse) with
-``--per-packet``.
+(list of {``flow``, ``hash``, ``report``, ``queue``}); for a capture ``pcap`` {``file``, ``linktype``,
+``packets``, ``truncated``, ``unparsed``, ``format`` (pcap/pcapng), ``linktypes``, ``engine``
+(batch/scalar)}, and ``packets`` (list of {``index``, ``flow``, ``hash``, ``report``, ``queue``},
+``flow`` being null for a frame with no IP flow the model can parse) with ``--per-packet``.
 
-Memory: ``predict --pcap`` holds one record of the capture at a time (at most 256 KiB) and a
-counter per queue and report type, never the packets: ``--per-packet`` output, text and JSON, is
-written packet by packet as the file is read. Its peak memory is that of the interpreter with the
-package loaded (about 24 MB resident with CPython 3.11 on x86-64) plus less than 2 MiB, whatever
-the capture's size. The ``--per-packet --json`` document is streamed, so ``ok`` is its last key
-(after ``packets``, ``pcap``, ``histogram`` and ``reports``); an error found mid-file ends the
-same document with ``error`` and ``ok``: false.
+Engines and memory: with numpy installed ``predict --pcap`` predicts 65,536 packets at a time from 4 MiB
+pieces of the file (engine ``batch``: millions of packets a second, peak memory under 200 MiB whatever
+the capture's size); without numpy frame by frame (engine ``scalar``); the documents are the same but
+for ``pcap.engine``. It keeps a counter per queue and report type, never the packets: ``--per-packet``
+output, text and JSON, is written packet by packet as the file is read, from small pieces, so its peak
+memory is that of the interpreter with the package loaded plus less than 2 MiB, whatever the capture's
+size. On a terminal, progress shows packets done, the (estimated: ``~``) total, the share and the
+rate. The ``--per-packet --json`` document is streamed, so ``ok`` is its last key (after
+``packets``, ``pcap``, ``histogram`` and ``reports``); an error found mid-file ends the same
+document with ``error`` and ``ok``: false.
 """
 
 from __future__ import annotations
@@ -79,7 +83,11 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="FLOW",
         help="PROTO,SRC[:PORT],DST[:PORT], e.g. tcp,10.0.0.1:80,10.0.0.2:5000",
     )
-    p.add_argument("--pcap", metavar="FILE", help="classic libpcap file (Ethernet or raw IP link type)")
+    p.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="capture file: pcap or pcapng; Ethernet, raw IP or Linux cooked (SLL, SLL2) link types",
+    )
     p.add_argument(
         "--per-packet",
         action="store_true",
@@ -305,47 +313,51 @@ def _predict_pcap(
     document: dict[str, Any],
     tally: _Tally,
 ) -> None:
-    """Predict every packet of ``--pcap`` and print the result.
+    """Predict every packet of ``--pcap`` (pcap or pcapng) and print the result.
 
-    Constant memory: the reader yields one record at a time and ``--per-packet`` entries are
-    written as they are made (:meth:`Output.stream`), so only the counters outlive a packet.
+    Bounded memory: the reader yields records from one piece of the file at a time and
+    ``--per-packet`` entries are written as they are made (:meth:`Output.stream`), so only the
+    counters outlive a packet. With numpy the batch engine classifies whole chunks at once
+    (:mod:`pytun_hash.cli.pcapcmd`); without it the scalar engine goes frame by frame. Both give the
+    same document but for ``pcap.engine``.
     """
+    # Imported here: only predict --pcap reads captures (the batch engine loads numpy).
+    from pytun_hash.capture.reader import CaptureReader
+    from pytun_hash.cli.pcapcmd import BATCH, CaptureProgress, choose_engine, pcap_member, predict_batch
+
     queues = tally.queues
     head = [f"config: {config_summary(config)}", f"{queues} queue(s), {semantics.value} rules"]
-    from pytun_hash.cli.pcap import PcapReader
-
-    with PcapReader(args.pcap) as reader, out.progress(f"reading {args.pcap}") as progress:
+    engine = choose_engine()
+    with CaptureReader(args.pcap) as reader, CaptureProgress(out, reader) as progress:
         stream = None
         if args.per_packet:
             header = _packet_line(*(name for name, _ in _PACKET_COLUMNS))
             rule = "  ".join("-" * w for _, w in _PACKET_COLUMNS)
             stream = out.stream(document, "packets", "\n".join([*head, header, rule]))
-        framing = reader.framing
-        for index, packet in enumerate(reader):
-            if stream is None:
-                result = classify(packet.data, config.types, config.key, l2=framing, semantics=semantics)
-                tally.add(result, _predict_one(config, result, queues, semantics))
-            else:
-                # Parsed once, for the flow's addresses and the classification alike.
-                parsed = parse_frame(packet.data, framing)
-                result = classify_parsed(parsed, config.types, config.key, semantics=semantics)
-                queue = _predict_one(config, result, queues, semantics)
-                tally.add(result, queue)
-                flow = None if parsed is None else parsed_flow_text(parsed)
-                value = f"{result.hash_value:#010x}"
-                entry = {"index": index, "flow": flow, "hash": value, "report": result.report.name, "queue": queue}
-                stream.entry(entry, _packet_line(index, flow or _NO_FLOW, value, result.report.name, queue))
-            if index % 4096 == 0:
-                progress.update(index)
-        # The last report (if any) counts every packet, not those up to the last multiple of 4096.
-        progress.update(reader.count)
-        pcap = {
-            "file": args.pcap,
-            "linktype": reader.linktype,
-            "packets": reader.count,
-            "truncated": reader.truncated,
-            "unparsed": tally.reports.get(HashReport.NONE.name, 0),
-        }
+        if engine == BATCH:
+            truncated = predict_batch(reader, config, semantics, tally, progress, stream, _packet_line, _NO_FLOW)
+        else:
+            for index, packet in enumerate(reader):
+                frame, framing = packet.frame, packet.framing
+                if stream is None:
+                    result = classify(frame, config.types, config.key, l2=framing, semantics=semantics)
+                    tally.add(result, _predict_one(config, result, queues, semantics))
+                else:
+                    # Parsed once, for the flow's addresses and the classification alike.
+                    parsed = parse_frame(frame, framing)
+                    result = classify_parsed(parsed, config.types, config.key, semantics=semantics)
+                    queue = _predict_one(config, result, queues, semantics)
+                    tally.add(result, queue)
+                    flow = None if parsed is None else parsed_flow_text(parsed)
+                    value = f"{result.hash_value:#010x}"
+                    entry = {"index": index, "flow": flow, "hash": value, "report": result.report.name, "queue": queue}
+                    stream.entry(entry, _packet_line(index, flow or _NO_FLOW, value, result.report.name, queue))
+                if index % 4096 == 0:
+                    progress.update(index)
+            truncated = reader.truncated
+        # The last report (if any) counts every packet, not those up to the last chunk.
+        progress.finish(reader.count)
+        pcap = pcap_member(reader, engine, truncated, tally.reports.get(HashReport.NONE.name, 0))
     tail = {"pcap": pcap, "histogram": tally.histogram(), "reports": tally.report_counts()}
     described = (
         f"{pcap['file']}: link type {pcap['linktype']}, {pcap['packets']} packets "

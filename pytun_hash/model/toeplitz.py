@@ -188,6 +188,21 @@ class Toeplitz:
             self._wide_arrays[pair] = table
         return table
 
+    def _wide_numpy(self, pair: int) -> npt.NDArray[np.uint32]:
+        """The 16-bit table of ``pair`` as a numpy array, built with numpy when not built yet (an
+        outer XOR: microseconds, where the big-integer trick of :meth:`_wide_array` takes milliseconds)."""
+        import numpy as np
+
+        table = self._wide_arrays[pair]
+        if table is None:
+            hi = np.array(self._byte_table_or_zero(2 * pair), dtype=np.uint32)
+            lo = np.array(self._byte_table_or_zero(2 * pair + 1), dtype=np.uint32)
+            table = array(_U32)
+            table.frombytes(np.bitwise_xor.outer(hi, lo).astype(f"={_U32}").tobytes())
+            self._wide_arrays[pair] = table
+        wide: npt.NDArray[np.uint32] = np.frombuffer(table, dtype=np.uint32)
+        return wide
+
     def function(self, length: int) -> HashFunction:
         """A function that hashes inputs of exactly ``length`` bytes (built once per length).
 
@@ -284,7 +299,7 @@ class Toeplitz:
             return out
         wide_cols = min(used, WIDE_TABLE_BYTES)
         pairs = (wide_cols + 1) // 2
-        wide_tables = [np.frombuffer(self._wide_array(q), dtype=np.uint32) for q in range(pairs)]
+        wide_tables = [self._wide_numpy(q) for q in range(pairs)]
         narrow_tables = {p: np.array(self._byte_tables[p], dtype=np.uint32) for p in range(WIDE_TABLE_BYTES, used)}
         chunk = min(count, _NUMPY_CHUNK_ROWS)
         staging = np.zeros((chunk, 2 * pairs), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""``pytun-hash predict``: flows and classic pcap files, against the software model."""
+"""``pytun-hash predict``: flows and capture files, against the software model."""
 
 from __future__ import annotations
 
@@ -145,8 +145,10 @@ def test_pcap_histogram(
     assert [p["queue"] for p in doc["packets"]] == expected
     assert [h["packets"] for h in doc["histogram"]] == [expected.count(q) for q in range(4)]
     assert doc["pcap"] == {
-        "file": str(path), "linktype": linktype, "packets": len(framed), "truncated": 0, "unparsed": 0
+        "file": str(path), "linktype": linktype, "packets": len(framed), "truncated": 0, "unparsed": 0,
+        "format": "pcap", "linktypes": [linktype], "engine": doc["pcap"]["engine"],
     }  # fmt: skip
+    assert doc["pcap"]["engine"] in ("batch", "scalar")
 
 
 def test_pcap_truncated_and_unparsed_packets(cli: Any, config_file: Path, tmp_path: Path) -> None:
@@ -167,7 +169,7 @@ def test_pcap_truncated_and_unparsed_packets(cli: Any, config_file: Path, tmp_pa
     ("content", "message"),
     [
         (b"\x0a\x0d\x0d\x0a" + bytes(40), "pcapng"),
-        (b"GIF89a" + bytes(40), "not a pcap file"),
+        (b"GIF89a" + bytes(40), "not a pcap or pcapng file"),
         (HEADER[:-4] + struct.pack("<I", 105), "link type 105"),
         (HEADER[:16], "cut short"),
         (HEADER + struct.pack("<IIII", 0, 0, 100, 100) + bytes(10), "record 0 is cut short"),

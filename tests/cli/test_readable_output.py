@@ -359,10 +359,13 @@ def test_predict_shows_progress_on_a_terminal(
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert main(pcap_argv(capture)) == 0
     written = read_available(master)
-    assert f"\rpytun-hash: reading {capture}: 0 (" in written
-    # The last report counts every packet of the capture.
+    assert f"\rpytun-hash: reading {capture}: " in written and " packets/s, " in written
+    # The last report counts every packet of the capture, all of the file.
     packets = len(mixed_capture())
-    assert re.search(rf"\rpytun-hash: reading {re.escape(str(capture))}: {packets} \(\d+\.\d s\)\n$", written)
+    name = re.escape(str(capture))
+    assert re.search(
+        rf"\rpytun-hash: reading {name}: {packets}/{packets} packets \(100%, [\d,]+ packets/s, \d+\.\d s\)\n$", written
+    )
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert main(pcap_argv(capture, "--json")) == 0
     assert read_available(master) == ""

@@ -29,12 +29,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytun_hash import VnetHashConfig
+from pytun_hash.capture.reader import PcapReader
 from pytun_hash.cli import build_parser, main
 from pytun_hash.cli.output import MAX_ERROR_LINE_CHARS
-from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.configfile import dump_config
 from pytun_hash.device import NetworkNamespace, rtnl
+from pytun_hash.model import numpy_available, predict_queue
+from tests.capture import builders as cooked
 from tests.fuzz.harness import call, watchdog
 from tests.fuzz.strategies import damaged, frames, hostile_arguments, ip_packets, special_file
 
@@ -42,6 +44,9 @@ DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4}
 PURE_COMMANDS = ["hash", "predict", "apply"]  # apply only with --dry-run here
 DEVICE_COMMANDS = ["probe", "create", "delete", "apply", "disable"]
 DEVICE_NAMES = ["fz0", "fz1", "fz%d", "lo", "nope0", "a" * 16, "x/y", "", "fz0\x00x"]
+
+
+_PCAP_CONFIG = VnetHashConfig.round_robin(3, key=MICROSOFT_RSS_KEY, table_length=8)
 
 
 def _pcap(linktype: int, packets: list[bytes], *, order: str = "<", magic: int = 0xA1B2C3D4) -> bytes:
@@ -277,10 +282,44 @@ def pcap_dir() -> Iterator[str]:
 
 @st.composite
 def pcap_files(draw: st.DrawFn) -> bytes:
+    """A classic pcap, pcapng or Linux cooked (SLL, SLL2) capture of fuzzed frames, often damaged."""
     packets = [draw(frames())[1] for _ in range(draw(st.integers(0, 4)))]
-    linktype = draw(st.sampled_from([1, 101, 228, 229, 105, draw(st.integers(0, 2**32 - 1))]))
-    magic = draw(st.sampled_from([0xA1B2C3D4, 0xA1B23C4D, 0x0A0D0D0A, draw(st.integers(0, 2**32 - 1))]))
-    return draw(damaged(_pcap(linktype, packets, order=draw(st.sampled_from(["<", ">"])), magic=magic)))
+    linktype = draw(st.sampled_from([1, 101, 228, 229, 113, 276, 105, draw(st.integers(0, 2**32 - 1))]))
+    if linktype == 113:
+        packets = [cooked.sll(p) if draw(st.booleans()) else p for p in packets]
+    elif linktype == 276:
+        packets = [cooked.sll2(p) if draw(st.booleans()) else p for p in packets]
+    order = draw(st.sampled_from(["<", ">"]))
+    if draw(st.integers(0, 2)):
+        magic = draw(st.sampled_from([0xA1B2C3D4, 0xA1B23C4D, 0x0A0D0D0A, draw(st.integers(0, 2**32 - 1))]))
+        return draw(damaged(_pcap(linktype, packets, order=order, magic=magic)))
+    return draw(damaged(draw(pcapng_files(linktype & 0xFFFF, packets, order))))
+
+
+@st.composite
+def pcapng_files(draw: st.DrawFn, linktype: int, packets: list[bytes], order: str) -> bytes:
+    """A pcapng file: sections, interfaces of several link types (with timestamp options), Enhanced
+    and Simple Packet Blocks, and blocks of other and unknown types."""
+    data = cooked.shb(order) + cooked.idb(linktype, order, tsresol=draw(st.sampled_from([None, 6, 9, 0x8A, 0xFF])))
+    interfaces = 1
+    for packet in packets:
+        kind = draw(st.sampled_from(["epb", "epb", "epb", "spb", "idb", "other", "section"]))
+        if kind == "epb":
+            interface = draw(st.integers(0, interfaces))  # now and then one that was not described
+            data += cooked.epb(interface, packet, order, stamp=draw(st.integers(0, 2**64 - 1)))
+        elif kind == "spb":
+            data += cooked.spb(packet, order)
+        elif kind == "idb":
+            data += cooked.idb(draw(st.sampled_from([1, 101, 113, 276, 147])), order, snaplen=draw(st.integers(0, 99)))
+            interfaces += 1
+        elif kind == "other":
+            data += cooked.block(
+                draw(st.sampled_from([2, 4, 5, 0xBAD, draw(st.integers(0, 2**32 - 1))])), packet, order
+            )
+        else:
+            data += cooked.shb(draw(st.sampled_from(["<", ">"]))) + cooked.idb(linktype, order)
+            interfaces = 1
+    return data
 
 
 @given(contents=pcap_files())
@@ -293,6 +332,35 @@ def test_pcap_reader(pcap_dir: str, contents: bytes) -> None:
         with PcapReader(path) as reader:
             return [packet.data for packet in reader]
 
+    def read_batches() -> list[bytes]:
+        with PcapReader(path) as reader:
+            return [packet.data for batch in reader.batches(3) for packet in batch.packets()]
+
+    packets = call(read_all)
+    batched = call(read_batches)
+    # Batches read the same packets, or fail the same way.
+    assert batched.ok == packets.ok and (batched.ok or str(batched.error) == str(packets.error))
+    if batched.ok:
+        assert batched.get() == packets.get()
     packets = call(read_all)
     if packets.ok:
         assert all(len(p) <= 1 << 18 for p in packets.get())
+    if numpy_available():
+        # The batch engine predicts what the scalar model predicts for every packet read.
+        from pytun_hash.capture.chunks import frame_chunks
+        from pytun_hash.model.batch import predict_frames
+
+        def predict_both() -> tuple[list[int], list[int]]:
+            batch: list[int] = []
+            scalar: list[int] = []
+            with PcapReader(path) as reader:
+                for chunk in frame_chunks(reader, 2, read_bytes=0):
+                    batch.extend(predict_frames(chunk, _PCAP_CONFIG, 3).queues.tolist())
+            with PcapReader(path) as reader:
+                scalar.extend(predict_queue(_PCAP_CONFIG, p.frame, 3, l2=p.framing) for p in reader)
+            return batch, scalar
+
+        predicted = call(predict_both)
+        assert predicted.ok == packets.ok
+        if predicted.ok:
+            assert predicted.get()[0] == predicted.get()[1]

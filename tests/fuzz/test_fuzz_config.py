@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytun_hash import Revision, ValidationError, VnetHashConfig
-from pytun_hash.cli.pcap import PcapReader
+from pytun_hash.capture.reader import PcapReader
 from pytun_hash.config import parse_hash_types
 from pytun_hash.configfile import MAX_LISTED_PROBLEMS, config_errors, config_from_mapping, dump_config, load_config
 from tests.fuzz.harness import call

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from pytun_hash import ValidationError
+from pytun_hash.capture.reader import PcapReader
 from pytun_hash.cli import main
-from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.configfile import read_config_file
 from tests.fuzz.harness import watchdog
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from pytun_hash import _files, _sys
-from pytun_hash.cli.pcap import PcapReader
+from pytun_hash.capture.reader import PcapReader
 from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.configfile import dump_config, load_config, read_config_file, stage_config
 from pytun_hash.errors import ValidationError

@@ -40,8 +40,8 @@ from pytun_hash._abi import KNOWN_MACHINES, rfc, v3, v12
 from pytun_hash._abi.tun import ifreq
 from pytun_hash._abi.virtio_net import virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash
 from pytun_hash.bpf import syscall as bpf_syscall
+from pytun_hash.capture.reader import PcapReader
 from pytun_hash.cli import main
-from pytun_hash.cli.pcap import PcapReader
 from pytun_hash.configfile import KNOWN_KEYS, MAX_CONFIG_BYTES, load_config, read_config_file
 from pytun_hash.device import NetworkNamespace, rtnl
 from pytun_hash.device.primitives import encode_ifreq
