@@ -19,7 +19,11 @@ The update syscall then waits for that grace period (``synchronize_rcu`` in
 before that wait, so :meth:`~EbpfRss.reconfigure` issues the update from a helper thread and
 returns as soon as the slot reads back the new map's id (well under a millisecond);
 ``wait=True`` or :meth:`~EbpfRss.settle` also wait for the grace period, after which no packet
-uses an old config any more.
+uses an old config any more. Since every config gets a map of its own and no map a program may
+still read is ever written, a reconfiguration never waits for the previous one's grace period:
+the helper threads form a pool (:class:`_SlotSwapper`), each sitting out one grace period, and
+back-to-back reconfigurations take idle ones (or start new ones, up to
+:data:`MAX_SWAP_THREADS`); only an exhausted pool makes a caller wait.
 
 Rejected alternatives: updating the single value in place (``BPF_MAP_UPDATE_ELEM`` or mmap)
 copies ~37 KB with no lock, so a packet could see a half-written table; replacing the
@@ -71,89 +75,138 @@ _TUN_TEST_ETHERNET = bytes(12) + b"\x88\xb5"
 _TEST_RUN_MIN_L3 = {b"\x08\x00": 20, b"\x86\xdd": 40}
 
 
+#: Helper threads an :class:`EbpfRss` may have sitting out grace periods at once. Each swap keeps
+#: one busy for a grace period (8-15 ms here) and a reconfiguration takes well under 1 ms, so about
+#: as many as fit in a grace period let back-to-back reconfigurations go on without waiting.
+MAX_SWAP_THREADS = 64
+
+#: An idle helper thread beyond the first ends after this many seconds without a swap.
+_SWAP_THREAD_IDLE_S = 2.0
+
+
+class _Swap:
+    """One slot update handed to a helper thread."""
+
+    __slots__ = ("done", "error", "new", "started")
+
+    def __init__(self, new: ArrayMap) -> None:
+        self.new = new
+        self.started = False
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class _SlotSwapper:
-    """Replaces the outer map's slot from a helper thread.
+    """Replaces the outer map's slot from a pool of helper threads.
 
     ``BPF_MAP_UPDATE_ELEM`` on a map-in-map exchanges the pointer first and then blocks in
     ``synchronize_rcu()`` (``maybe_wait_bpf_programs``) for a whole grace period, 8 ms or more
     on the reference machine. The new config is in force right after the exchange, which the
-    caller sees by reading the slot's map id back; the helper thread sits out the wait. The
-    thread lives as long as its :class:`EbpfRss` (starting one per call would cost more than
-    the whole reconfiguration) and handles one swap at a time.
+    caller sees by reading the slot's map id back; a helper thread sits out the wait. Nothing is
+    ever written to a map a program may still read (each config gets a new map), so the grace
+    periods of successive swaps need not end before the next swap: each swap takes an idle
+    thread, and another one is started while fewer than ``max_threads`` exist. Only when all of
+    them are sitting out grace periods does a swap wait (:attr:`pool_waits` counts those waits).
+    Threads live as long as their :class:`EbpfRss` (starting one per call would cost a good part
+    of a reconfiguration); beyond the first, one idle for ``_SWAP_THREAD_IDLE_S`` ends.
     """
 
-    def __init__(self, outer: ArrayOfMaps) -> None:
+    def __init__(self, outer: ArrayOfMaps, max_threads: int = MAX_SWAP_THREADS) -> None:
         self._outer = outer
-        self._cond = threading.Condition()
-        self._job: ArrayMap | None = None
-        self._busy = False
-        self._started = False
+        self._max_threads = max(1, max_threads)
+        # One lock, two conditions: idle helpers wait on _work and are woken one per swap (waking
+        # them all would have dozens of threads take the GIL in turn for nothing); callers wait on
+        # _state for a swap to start or end.
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._state = threading.Condition(self._lock)
+        self._pending: list[_Swap] = []
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0
+        self._in_flight = 0
         self._stop = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="pytun-hash-rss-swap", daemon=True)
-        self._thread.start()
+        #: Swaps that had to wait for a helper thread to finish its grace period (pool exhausted).
+        self.pool_waits = 0
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._loop, name="pytun-hash-rss-swap", daemon=True)
+        self._threads.add(thread)
+        thread.start()
 
     def _loop(self) -> None:
+        me = threading.current_thread()
         while True:
-            with self._cond:
-                while self._job is None and not self._stop:
-                    self._cond.wait()
-                if self._job is None:
+            with self._lock:
+                self._idle += 1
+                self._state.notify_all()
+                while not self._pending and not self._stop:
+                    if not self._work.wait(_SWAP_THREAD_IDLE_S) and not self._pending and len(self._threads) > 1:
+                        break  # idle for long: one thread is enough until the next burst
+                self._idle -= 1
+                if not self._pending:
+                    self._threads.discard(me)
+                    self._state.notify_all()
                     return
-                job = self._job
-                self._started = True
-                self._cond.notify_all()
+                job = self._pending.pop(0)
+                job.started = True
+                self._state.notify_all()
             try:
-                self._outer.set(0, job)
+                self._outer.set(0, job.new)
             except BaseException as exc:
                 error: BaseException | None = exc
             else:
                 error = None
-            with self._cond:
-                self._error = error
-                self._job = None
-                self._busy = False
-                self._cond.notify_all()
+            with self._lock:
+                job.error = error
+                job.done = True
+                self._in_flight -= 1
+                self._state.notify_all()
 
-    def swap(self, new: ArrayMap) -> None:
-        """Put ``new`` in the slot; return once the slot holds it (the grace period goes on).
+    def swap(self, new: ArrayMap, new_id: int) -> None:
+        """Put ``new`` (of id ``new_id``) in the slot; return once the slot holds it, while its grace
+        period goes on in a helper thread.
 
         Raises:
             BpfError: when the update fails (the slot keeps the old map).
         """
-        self.settle()
-        new_id = new.id
-        with self._cond:
-            self._job = new
-            self._busy = True
-            self._started = False
-            self._error = None
-            self._cond.notify_all()
-            # Sleep rather than spin until the helper runs: spinning would keep the GIL from it.
-            while self._busy and not self._started:
-                self._cond.wait()
+        job = _Swap(new)
+        with self._lock:
+            if self._idle == 0:
+                if len(self._threads) < self._max_threads:
+                    self._start_thread()
+                else:
+                    self.pool_waits += 1
+                    while self._idle == 0:
+                        self._state.wait()
+            self._pending.append(job)
+            self._in_flight += 1
+            self._work.notify()
+            # Sleep rather than spin until a helper runs: spinning would keep the GIL from it.
+            while not job.started and not job.done:
+                self._state.wait()
         while self._outer.lookup_id(0) != new_id:
-            with self._cond:
-                if not self._busy:
+            with self._lock:
+                if job.done:
                     break
             time.sleep(0)  # let the helper thread reach its syscall
-        with self._cond:
-            if not self._busy and self._error is not None:
-                error, self._error = self._error, None
-                raise error
+        with self._lock:
+            if job.done and job.error is not None:
+                raise job.error
 
     def settle(self) -> None:
-        """Wait until the current swap, grace period included, is over."""
-        with self._cond:
-            while self._busy:
-                self._cond.wait()
+        """Wait until every swap, grace period included, is over."""
+        with self._lock:
+            while self._in_flight:
+                self._state.wait()
 
     def stop(self) -> None:
-        """Finish the current swap and end the thread."""
-        with self._cond:
+        """Finish the swaps under way and end the threads."""
+        with self._lock:
             self._stop = True
-            self._cond.notify_all()
-        self._thread.join()
+            self._work.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
 
 
 def _base(mode: DeviceMode) -> L3Base:
@@ -196,6 +249,10 @@ class EbpfRss:
         self._swapper: _SlotSwapper | None = None
         self._lock = threading.Lock()
         self._pins: dict[str, str] | None = None
+        # Object ids never change for an object's life: asked for once (each ask is a syscall).
+        self._program_id: int | None = None
+        self._outer_id: int | None = None
+        self._inner_id: int | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -351,6 +408,13 @@ class EbpfRss:
         return self._program
 
     @property
+    def program_id(self) -> int:
+        """The program's kernel-wide id (asked for once)."""
+        if self._program_id is None:
+            self._program_id = self._program.id
+        return self._program_id
+
+    @property
     def device(self) -> TunTapBase | None:
         """The device the program is attached to, or None."""
         return self._device
@@ -367,7 +431,11 @@ class EbpfRss:
             BpfError: when closed.
         """
         inner = self._require_open()
-        return self._program.id, (self._outer.id, inner.id)
+        if self._outer_id is None:
+            self._outer_id = self._outer.id
+        if self._inner_id is None:
+            self._inner_id = inner.id
+        return self.program_id, (self._outer_id, self._inner_id)
 
     def pin(self, directory: str) -> dict[str, str]:
         """Pin the program (``prog``), the outer map (``outer``) and the current inner config map
@@ -463,7 +531,6 @@ class EbpfRss:
         check_supported(config)
         with self._lock:
             old = self._require_open()
-            self._settle_locked()
             tables = (
                 toeplitz_tables(config.key, semantics=self._semantics)
                 if config.key != self._tables_key
@@ -480,16 +547,16 @@ class EbpfRss:
                 else:
                     if self._swapper is None:
                         self._swapper = _SlotSwapper(self._outer)
-                    self._swapper.swap(new)
+                    self._swapper.swap(new, new_id)
             except BaseException:
                 # Failed or interrupted: the slot holds one of the two maps; record which.
                 self._settle_locked()
                 if not self._slot_holds(new_id):
                     new.close()
                     raise
-                self._install(new, config, tables, old)
+                self._install(new, new_id, config, tables, old)
                 raise
-            self._install(new, config, tables, old)
+            self._install(new, new_id, config, tables, old)
 
     def _slot_holds(self, map_id: int | None) -> bool:
         if map_id is None:
@@ -499,8 +566,9 @@ class EbpfRss:
         except BpfError:
             return False
 
-    def _install(self, new: ArrayMap, config: VnetHashConfig, tables: bytes, old: ArrayMap) -> None:
+    def _install(self, new: ArrayMap, new_id: int | None, config: VnetHashConfig, tables: bytes, old: ArrayMap) -> None:
         self._inner = new
+        self._inner_id = new_id
         self._config = config
         self._tables_key, self._tables = config.key, tables
         if self._pins is not None:
