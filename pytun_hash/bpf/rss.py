@@ -111,9 +111,9 @@ class _SlotSwapper:
     of a reconfiguration); beyond the first, one idle for ``_SWAP_THREAD_IDLE_S`` ends.
     """
 
-    def __init__(self, outer: ArrayOfMaps, max_threads: int = MAX_SWAP_THREADS) -> None:
+    def __init__(self, outer: ArrayOfMaps, max_threads: int | None = None) -> None:
         self._outer = outer
-        self._max_threads = max(1, max_threads)
+        self._max_threads = max(1, MAX_SWAP_THREADS if max_threads is None else max_threads)
         # One lock, two conditions: idle helpers wait on _work and are woken one per swap (waking
         # them all would have dozens of threads take the GIL in turn for nothing); callers wait on
         # _state for a swap to start or end.
@@ -413,6 +413,13 @@ class EbpfRss:
         if self._program_id is None:
             self._program_id = self._program.id
         return self._program_id
+
+    @property
+    def pool_waits(self) -> int:
+        """How many reconfigurations had to wait for a helper thread to end its grace period (all
+        :data:`MAX_SWAP_THREADS` of them were busy); 0 when none ever waited."""
+        swapper = self._swapper
+        return 0 if swapper is None else swapper.pool_waits
 
     @property
     def device(self) -> TunTapBase | None:
