@@ -35,6 +35,7 @@ which user space cannot observe more cheaply than the map-in-map update does.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import os
@@ -105,10 +106,10 @@ class _SlotSwapper:
     caller sees by reading the slot's map id back; a helper thread sits out the wait. Nothing is
     ever written to a map a program may still read (each config gets a new map), so the grace
     periods of successive swaps need not end before the next swap: each swap takes an idle
-    thread, and another one is started while fewer than ``max_threads`` exist. Only when all of
-    them are sitting out grace periods does a swap wait (:attr:`pool_waits` counts those waits).
-    Threads live as long as their :class:`EbpfRss` (starting one per call would cost a good part
-    of a reconfiguration); beyond the first, one idle for ``_SWAP_THREAD_IDLE_S`` ends.
+    thread. After each swap one idle thread is kept ready (started then, up to ``max_threads``),
+    so that the next swap finds one; only when all of them are sitting out grace periods does a
+    swap wait (:attr:`pool_waits` counts those waits). Threads live as long as their
+    :class:`EbpfRss`; beyond the first, one idle for ``_SWAP_THREAD_IDLE_S`` ends.
     """
 
     def __init__(self, outer: ArrayOfMaps, max_threads: int | None = None) -> None:
@@ -116,50 +117,58 @@ class _SlotSwapper:
         self._max_threads = max(1, MAX_SWAP_THREADS if max_threads is None else max_threads)
         # One lock, two conditions: idle helpers wait on _work and are woken one per swap (waking
         # them all would have dozens of threads take the GIL in turn for nothing); callers wait on
-        # _state for a swap to start or end.
+        # _state for a swap to start or end, and stop() for the threads to end.
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._state = threading.Condition(self._lock)
         self._pending: list[_Swap] = []
-        self._threads: set[threading.Thread] = set()
-        self._idle = 0
+        self._threads = 0  # started and not ended
+        self._idle = 0  # of those, the ones not on a swap (starting ones included: they take work first)
         self._in_flight = 0
         self._stop = False
         #: Swaps that had to wait for a helper thread to finish its grace period (pool exhausted).
         self.pool_waits = 0
 
-    def _start_thread(self) -> None:
-        thread = threading.Thread(target=self._loop, name="pytun-hash-rss-swap", daemon=True)
-        self._threads.add(thread)
-        thread.start()
+    def _start_thread_locked(self) -> None:
+        # _thread rather than threading.Thread: Thread.start() waits until the new thread runs, a
+        # context switch on the caller's path; this returns at once, and the new thread counts as
+        # idle from now on (it looks for work before it waits for any). stop() waits for the count.
+        self._threads += 1
+        self._idle += 1
+        try:
+            _thread.start_new_thread(self._loop, ())
+        except BaseException:
+            self._threads -= 1
+            self._idle -= 1
+            raise
 
     def _loop(self) -> None:
-        me = threading.current_thread()
-        while True:
-            with self._lock:
-                self._idle += 1
-                self._state.notify_all()
-                while not self._pending and not self._stop:
-                    if not self._work.wait(_SWAP_THREAD_IDLE_S) and not self._pending and len(self._threads) > 1:
-                        break  # idle for long: one thread is enough until the next burst
-                self._idle -= 1
-                if not self._pending:
-                    self._threads.discard(me)
-                    self._state.notify_all()
-                    return
-                job = self._pending.pop(0)
-                job.started = True
-                self._state.notify_all()
+        with self._lock:
             try:
-                self._outer.set(0, job.new)
-            except BaseException as exc:
-                error: BaseException | None = exc
-            else:
-                error = None
-            with self._lock:
-                job.error = error
-                job.done = True
-                self._in_flight -= 1
+                while True:
+                    while not self._pending and not self._stop:
+                        if not self._work.wait(_SWAP_THREAD_IDLE_S) and not self._pending and self._threads > 1:
+                            break  # idle for long: one thread is enough until the next burst
+                    if not self._pending:
+                        return
+                    job = self._pending.pop(0)
+                    self._idle -= 1
+                    job.started = True
+                    self._state.notify_all()
+                    self._lock.release()
+                    try:
+                        self._outer.set(0, job.new)
+                    except BaseException as exc:
+                        job.error = exc
+                    finally:
+                        self._lock.acquire()
+                    job.done = True
+                    self._in_flight -= 1
+                    self._idle += 1
+                    self._state.notify_all()
+            finally:
+                self._idle -= 1
+                self._threads -= 1
                 self._state.notify_all()
 
     def swap(self, new: ArrayMap, new_id: int) -> None:
@@ -172,8 +181,8 @@ class _SlotSwapper:
         job = _Swap(new)
         with self._lock:
             if self._idle == 0:
-                if len(self._threads) < self._max_threads:
-                    self._start_thread()
+                if self._threads < self._max_threads:
+                    self._start_thread_locked()
                 else:
                     self.pool_waits += 1
                     while self._idle == 0:
@@ -190,6 +199,9 @@ class _SlotSwapper:
                     break
             time.sleep(0)  # let the helper thread reach its syscall
         with self._lock:
+            # One thread ready for the next swap, started while this one's grace period runs.
+            if self._idle == 0 and self._threads < self._max_threads and not self._stop:
+                self._start_thread_locked()
             if job.done and job.error is not None:
                 raise job.error
 
@@ -204,9 +216,8 @@ class _SlotSwapper:
         with self._lock:
             self._stop = True
             self._work.notify_all()
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join()
+            while self._threads:
+                self._state.wait()
 
 
 def _base(mode: DeviceMode) -> L3Base:
