@@ -18,7 +18,7 @@ Per packet the program does, with no loops (every step is unrolled by the genera
    :data:`MAX_IPV6_EXT_HEADERS`), a fragment header (44) means IP only; malformed packets
    (IPv4 options, extension headers or TCP/UDP ports cut short) are not hashed;
 4. Toeplitz through per-byte-position tables: ``hash = XOR_p T[p][input[p]]``, 5
-   instructions per input byte, straight-line;
+   instructions per input byte, straight-line, into two accumulators in turn;
 5. ``indirection_table[hash & mask]``; an unclassified packet returns ``unclassified_queue``.
 
 The same program also follows the rules of a kernel carrying the October 2023 RFC
@@ -33,15 +33,16 @@ Packet bytes are copied to the stack with ``bpf_skb_load_bytes_relative`` from t
 header (TAP) or the network header (TUN). On the tun transmit path the MAC header is the
 start of the frame; under ``BPF_PROG_TEST_RUN`` it is too, although ``skb->data`` is then
 L3 (the test run strips the Ethernet header), so one program serves both. A helper call
-costs about as much as the rest of the program on CPUs with return thunks (25-30 ns against
-30-40 ns for a whole empty program run), so the program makes one: the *bulk path* copies
+costs more than all the rest of the program on CPUs with return thunks (25-30 ns, against
+30-40 ns for a whole run of an empty program), so the program makes one: the *bulk path* copies
 ``min(skb->len, BULK_BYTES)`` bytes at once and parses every header shape (VLAN tags, IPv4
 options, IPv6 extension headers) from that copy, with fast paths for TCP/UDP right after a
 fixed-size IP header. ``skb->len`` counts from ``skb->data``, which is at or after the MAC
 header, so the copy never asks for more than there is. Whenever a byte a decision needs lies
 beyond the copy (a truncated frame, a header chain longer than ``BULK_BYTES``, or a frame whose
 linear part is shorter than ``skb->len``, which fails the copy), the *exact path* decides
-instead: one copy per header, the fixed-size header copies first.
+instead: one copy per header, the fixed-size header copies first. A paged frame thus costs one
+failed copy more than before the bulk path; ``BPF_PROG_TEST_RUN`` frames are always linear.
 
 The _EX hash types are not implemented (:data:`SUPPORTED_HASH_TYPES`); configs with them are
 refused by :func:`check_supported`.
