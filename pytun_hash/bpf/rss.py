@@ -23,7 +23,9 @@ uses an old config any more. Since every config gets a map of its own and no map
 still read is ever written, a reconfiguration never waits for the previous one's grace period:
 the helper threads form a pool (:class:`_SlotSwapper`), each sitting out one grace period, and
 back-to-back reconfigurations take idle ones (or start new ones, up to
-:data:`MAX_SWAP_THREADS`); only an exhausted pool makes a caller wait.
+:data:`MAX_SWAP_THREADS`); only an exhausted pool makes a caller wait. When a swap's grace period
+is over, the map it replaced is read by no program any more: up to :data:`FREE_CONFIG_MAPS` of
+those are kept and filled by the next reconfigurations instead of new maps.
 
 Rejected alternatives: updating the single value in place (``BPF_MAP_UPDATE_ELEM`` or mmap)
 copies ~37 KB with no lock, so a packet could see a half-written table; replacing the
@@ -41,6 +43,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -81,6 +84,9 @@ _TEST_RUN_MIN_L3 = {b"\x08\x00": 20, b"\x86\xdd": 40}
 #: as many as fit in a grace period let back-to-back reconfigurations go on without waiting.
 MAX_SWAP_THREADS = 64
 
+#: Config maps an :class:`EbpfRss` keeps for reuse once no program can read them (37 KB each).
+FREE_CONFIG_MAPS = 4
+
 #: An idle helper thread beyond the first ends after this many seconds without a swap.
 _SWAP_THREAD_IDLE_S = 2.0
 
@@ -88,10 +94,11 @@ _SWAP_THREAD_IDLE_S = 2.0
 class _Swap:
     """One slot update handed to a helper thread."""
 
-    __slots__ = ("done", "error", "new", "started")
+    __slots__ = ("done", "error", "new", "retired", "started")
 
-    def __init__(self, new: ArrayMap) -> None:
+    def __init__(self, new: ArrayMap, retired: tuple[ArrayMap, int | None] | None) -> None:
         self.new = new
+        self.retired = retired
         self.started = False
         self.done = False
         self.error: BaseException | None = None
@@ -112,8 +119,11 @@ class _SlotSwapper:
     :class:`EbpfRss`; beyond the first, one idle for ``_SWAP_THREAD_IDLE_S`` ends.
     """
 
-    def __init__(self, outer: ArrayOfMaps, max_threads: int | None = None) -> None:
+    def __init__(
+        self, outer: ArrayOfMaps, retired: Callable[[ArrayMap, int | None], None], max_threads: int | None = None
+    ) -> None:
         self._outer = outer
+        self._retired = retired
         self._max_threads = max(1, MAX_SWAP_THREADS if max_threads is None else max_threads)
         # One lock, two conditions: idle helpers wait on _work and are woken one per swap (waking
         # them all would have dozens of threads take the GIL in turn for nothing); callers wait on
@@ -160,6 +170,11 @@ class _SlotSwapper:
                         self._outer.set(0, job.new)
                     except BaseException as exc:
                         job.error = exc
+                    else:
+                        if job.retired is not None:
+                            # The update waited for the grace period: no program reads the map it
+                            # replaced any more.
+                            self._retired(*job.retired)
                     finally:
                         self._lock.acquire()
                     job.done = True
@@ -171,14 +186,15 @@ class _SlotSwapper:
                 self._threads -= 1
                 self._state.notify_all()
 
-    def swap(self, new: ArrayMap, new_id: int) -> None:
+    def swap(self, new: ArrayMap, new_id: int, retired: tuple[ArrayMap, int | None] | None = None) -> None:
         """Put ``new`` (of id ``new_id``) in the slot; return once the slot holds it, while its grace
-        period goes on in a helper thread.
+        period goes on in a helper thread, which then hands ``retired`` (the map ``new`` replaces, and
+        its id if known) to the ``retired`` callback.
 
         Raises:
-            BpfError: when the update fails (the slot keeps the old map).
+            BpfError: when the update fails (the slot keeps the old map; ``retired`` is not handed on).
         """
-        job = _Swap(new)
+        job = _Swap(new, retired)
         with self._lock:
             if self._idle == 0:
                 if self._threads < self._max_threads:
@@ -260,6 +276,12 @@ class EbpfRss:
         self._swapper: _SlotSwapper | None = None
         self._lock = threading.Lock()
         self._pins: dict[str, str] | None = None
+        # Config maps no program reads any more (their grace period is over), with their ids, for
+        # the next reconfigurations to fill instead of creating (and the kernel freeing) a 37 KB map
+        # each time. Helper threads add to it, hence its own lock.
+        self._free_lock = threading.Lock()
+        self._free: list[tuple[ArrayMap, int | None]] = []
+        self._closing = False
         # Object ids never change for an object's life: asked for once (each ask is a syscall).
         self._program_id: int | None = None
         self._outer_id: int | None = None
@@ -555,26 +577,36 @@ class EbpfRss:
                 else self._tables
             )
             value = config_value(config, tables=tables, semantics=self._semantics)
-            new = ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg")
-            new_id: int | None = None
+            old_id = self._inner_id
+            with self._free_lock:
+                reused = self._free.pop() if self._free else None
+            new, new_id = (
+                reused if reused is not None else (ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg"), None)
+            )
             try:
-                new_id = new.id
-                new.update(0, value)
+                if new_id is None:
+                    new_id = new.id
+                new.update(0, value)  # no program can read ``new``: it is new, or its grace period is over
                 if wait:
                     self._outer.set(0, new)
                 else:
                     if self._swapper is None:
-                        self._swapper = _SlotSwapper(self._outer)
-                    self._swapper.swap(new, new_id)
+                        self._swapper = _SlotSwapper(self._outer, self._retire)
+                    # The helper hands ``old`` back once no program can read it any more.
+                    self._swapper.swap(new, new_id, retired=(old, old_id))
             except BaseException:
                 # Failed or interrupted: the slot holds one of the two maps; record which.
                 self._settle_locked()
                 if not self._slot_holds(new_id):
                     new.close()
                     raise
-                self._install(new, new_id, config, tables, old)
+                self._install(new, new_id, config, tables)
+                if wait:
+                    self._retire(old, old_id)
                 raise
-            self._install(new, new_id, config, tables, old)
+            self._install(new, new_id, config, tables)
+            if wait:
+                self._retire(old, old_id)  # the update waited for its grace period
 
     def _slot_holds(self, map_id: int | None) -> bool:
         if map_id is None:
@@ -584,7 +616,16 @@ class EbpfRss:
         except BpfError:
             return False
 
-    def _install(self, new: ArrayMap, new_id: int | None, config: VnetHashConfig, tables: bytes, old: ArrayMap) -> None:
+    def _retire(self, old: ArrayMap, old_id: int | None = None) -> None:
+        """Keep ``old``, which no program can read any more, for reuse (or close it: enough are kept)."""
+        with self._free_lock:
+            if not self._closing and len(self._free) < FREE_CONFIG_MAPS:
+                self._free.append((old, old_id))
+                return
+        with contextlib.suppress(OSError):  # a helper thread must not fail a swap that was made
+            old.close()
+
+    def _install(self, new: ArrayMap, new_id: int | None, config: VnetHashConfig, tables: bytes) -> None:
         self._inner = new
         self._inner_id = new_id
         self._config = config
@@ -598,9 +639,6 @@ class EbpfRss:
                 pin(new, self._pins["config"])
             except KernelError:
                 self._pins = None
-        # The slot no longer references the old map, and packets still using it hold it
-        # through RCU: our fd is not needed any more.
-        old.close()
 
     def settle(self) -> None:
         """Wait until no packet can still be steered by a config older than the current one.
@@ -676,7 +714,13 @@ class EbpfRss:
             return
         swapper, self._swapper = self._swapper, None
         if swapper is not None:
-            swapper.stop()
+            swapper.stop()  # the helpers hand their retired maps back first
+        with self._free_lock:
+            self._closing = True
+            free, self._free = self._free, []
+        for unused, _ in free:
+            with contextlib.suppress(OSError):
+                unused.close()
         try:
             if detach:
                 # A deleted device took its steering program with it: nothing to detach.
