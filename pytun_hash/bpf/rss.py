@@ -561,8 +561,9 @@ class EbpfRss:
             config: the new configuration (RSS on, no _EX types).
             wait: also wait until no packet that started before the switch is still being
                 steered with the old config (one RCU grace period, several milliseconds).
-                Otherwise a helper thread (one per instance, ended by :meth:`close`) sits
-                out that wait; :meth:`settle` waits for it.
+                Otherwise a helper thread of this instance's pool (ended by :meth:`close`) sits
+                out that wait, and the next reconfiguration need not wait for it; :meth:`settle`
+                waits for all of them.
 
         Raises:
             ValidationError: for a config the program cannot implement; nothing changes.
