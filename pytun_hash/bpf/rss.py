@@ -19,7 +19,13 @@ The update syscall then waits for that grace period (``synchronize_rcu`` in
 before that wait, so :meth:`~EbpfRss.reconfigure` issues the update from a helper thread and
 returns as soon as the slot reads back the new map's id (well under a millisecond);
 ``wait=True`` or :meth:`~EbpfRss.settle` also wait for the grace period, after which no packet
-uses an old config any more.
+uses an old config any more. Since every config gets a map of its own and no map a program may
+still read is ever written, a reconfiguration never waits for the previous one's grace period:
+the helper threads form a pool (:class:`_SlotSwapper`), each sitting out one grace period, and
+back-to-back reconfigurations take idle ones (or start new ones, up to
+:data:`MAX_SWAP_THREADS`); only an exhausted pool makes a caller wait. When a swap's grace period
+is over, the map it replaced is read by no program any more: up to :data:`FREE_CONFIG_MAPS` of
+those are kept and filled by the next reconfigurations instead of new maps.
 
 Rejected alternatives: updating the single value in place (``BPF_MAP_UPDATE_ELEM`` or mmap)
 copies ~37 KB with no lock, so a packet could see a half-written table; replacing the
@@ -31,11 +37,13 @@ which user space cannot observe more cheaply than the map-in-map update does.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -71,89 +79,161 @@ _TUN_TEST_ETHERNET = bytes(12) + b"\x88\xb5"
 _TEST_RUN_MIN_L3 = {b"\x08\x00": 20, b"\x86\xdd": 40}
 
 
+#: Helper threads an :class:`EbpfRss` may have sitting out grace periods at once. Each swap keeps
+#: one busy for a grace period (8-15 ms here) and a reconfiguration takes well under 1 ms, so about
+#: as many as fit in a grace period let back-to-back reconfigurations go on without waiting.
+MAX_SWAP_THREADS = 64
+
+#: Config maps an :class:`EbpfRss` keeps for reuse once no program can read them (37 KB each).
+FREE_CONFIG_MAPS = 4
+
+#: An idle helper thread beyond the first ends after this many seconds without a swap.
+_SWAP_THREAD_IDLE_S = 2.0
+
+
+class _Swap:
+    """One slot update handed to a helper thread."""
+
+    __slots__ = ("done", "error", "new", "retired", "started")
+
+    def __init__(self, new: ArrayMap, retired: tuple[ArrayMap, int | None] | None) -> None:
+        self.new = new
+        self.retired = retired
+        self.started = False
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class _SlotSwapper:
-    """Replaces the outer map's slot from a helper thread.
+    """Replaces the outer map's slot from a pool of helper threads.
 
     ``BPF_MAP_UPDATE_ELEM`` on a map-in-map exchanges the pointer first and then blocks in
     ``synchronize_rcu()`` (``maybe_wait_bpf_programs``) for a whole grace period, 8 ms or more
     on the reference machine. The new config is in force right after the exchange, which the
-    caller sees by reading the slot's map id back; the helper thread sits out the wait. The
-    thread lives as long as its :class:`EbpfRss` (starting one per call would cost more than
-    the whole reconfiguration) and handles one swap at a time.
+    caller sees by reading the slot's map id back; a helper thread sits out the wait. Nothing is
+    ever written to a map a program may still read (each config gets a new map), so the grace
+    periods of successive swaps need not end before the next swap: each swap takes an idle
+    thread. After each swap one idle thread is kept ready (started then, up to ``max_threads``),
+    so that the next swap finds one; only when all of them are sitting out grace periods does a
+    swap wait (:attr:`pool_waits` counts those waits). Threads live as long as their
+    :class:`EbpfRss`; beyond the first, one idle for ``_SWAP_THREAD_IDLE_S`` ends.
     """
 
-    def __init__(self, outer: ArrayOfMaps) -> None:
+    def __init__(
+        self, outer: ArrayOfMaps, retired: Callable[[ArrayMap, int | None], None], max_threads: int | None = None
+    ) -> None:
         self._outer = outer
-        self._cond = threading.Condition()
-        self._job: ArrayMap | None = None
-        self._busy = False
-        self._started = False
+        self._retired = retired
+        self._max_threads = max(1, MAX_SWAP_THREADS if max_threads is None else max_threads)
+        # One lock, two conditions: idle helpers wait on _work and are woken one per swap (waking
+        # them all would have dozens of threads take the GIL in turn for nothing); callers wait on
+        # _state for a swap to start or end, and stop() for the threads to end.
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._state = threading.Condition(self._lock)
+        self._pending: list[_Swap] = []
+        self._threads = 0  # started and not ended
+        self._idle = 0  # of those, the ones not on a swap (starting ones included: they take work first)
+        self._in_flight = 0
         self._stop = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="pytun-hash-rss-swap", daemon=True)
-        self._thread.start()
+        #: Swaps that had to wait for a helper thread to finish its grace period (pool exhausted).
+        self.pool_waits = 0
+
+    def _start_thread_locked(self) -> None:
+        # _thread rather than threading.Thread: Thread.start() waits until the new thread runs, a
+        # context switch on the caller's path; this returns at once, and the new thread counts as
+        # idle from now on (it looks for work before it waits for any). stop() waits for the count.
+        self._threads += 1
+        self._idle += 1
+        try:
+            _thread.start_new_thread(self._loop, ())
+        except BaseException:
+            self._threads -= 1
+            self._idle -= 1
+            raise
 
     def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._job is None and not self._stop:
-                    self._cond.wait()
-                if self._job is None:
-                    return
-                job = self._job
-                self._started = True
-                self._cond.notify_all()
+        with self._lock:
             try:
-                self._outer.set(0, job)
-            except BaseException as exc:
-                error: BaseException | None = exc
-            else:
-                error = None
-            with self._cond:
-                self._error = error
-                self._job = None
-                self._busy = False
-                self._cond.notify_all()
+                while True:
+                    while not self._pending and not self._stop:
+                        if not self._work.wait(_SWAP_THREAD_IDLE_S) and not self._pending and self._threads > 1:
+                            break  # idle for long: one thread is enough until the next burst
+                    if not self._pending:
+                        return
+                    job = self._pending.pop(0)
+                    self._idle -= 1
+                    job.started = True
+                    self._state.notify_all()
+                    self._lock.release()
+                    try:
+                        self._outer.set(0, job.new)
+                    except BaseException as exc:
+                        job.error = exc
+                    else:
+                        if job.retired is not None:
+                            # The update waited for the grace period: no program reads the map it
+                            # replaced any more.
+                            self._retired(*job.retired)
+                    finally:
+                        self._lock.acquire()
+                    job.done = True
+                    self._in_flight -= 1
+                    self._idle += 1
+                    self._state.notify_all()
+            finally:
+                self._idle -= 1
+                self._threads -= 1
+                self._state.notify_all()
 
-    def swap(self, new: ArrayMap) -> None:
-        """Put ``new`` in the slot; return once the slot holds it (the grace period goes on).
+    def swap(self, new: ArrayMap, new_id: int, retired: tuple[ArrayMap, int | None] | None = None) -> None:
+        """Put ``new`` (of id ``new_id``) in the slot; return once the slot holds it, while its grace
+        period goes on in a helper thread, which then hands ``retired`` (the map ``new`` replaces, and
+        its id if known) to the ``retired`` callback.
 
         Raises:
-            BpfError: when the update fails (the slot keeps the old map).
+            BpfError: when the update fails (the slot keeps the old map; ``retired`` is not handed on).
         """
-        self.settle()
-        new_id = new.id
-        with self._cond:
-            self._job = new
-            self._busy = True
-            self._started = False
-            self._error = None
-            self._cond.notify_all()
-            # Sleep rather than spin until the helper runs: spinning would keep the GIL from it.
-            while self._busy and not self._started:
-                self._cond.wait()
+        job = _Swap(new, retired)
+        with self._lock:
+            if self._idle == 0:
+                if self._threads < self._max_threads:
+                    self._start_thread_locked()
+                else:
+                    self.pool_waits += 1
+                    while self._idle == 0:
+                        self._state.wait()
+            self._pending.append(job)
+            self._in_flight += 1
+            self._work.notify()
+            # Sleep rather than spin until a helper runs: spinning would keep the GIL from it.
+            while not job.started and not job.done:
+                self._state.wait()
         while self._outer.lookup_id(0) != new_id:
-            with self._cond:
-                if not self._busy:
+            with self._lock:
+                if job.done:
                     break
             time.sleep(0)  # let the helper thread reach its syscall
-        with self._cond:
-            if not self._busy and self._error is not None:
-                error, self._error = self._error, None
-                raise error
+        with self._lock:
+            # One thread ready for the next swap, started while this one's grace period runs.
+            if self._idle == 0 and self._threads < self._max_threads and not self._stop:
+                self._start_thread_locked()
+            if job.done and job.error is not None:
+                raise job.error
 
     def settle(self) -> None:
-        """Wait until the current swap, grace period included, is over."""
-        with self._cond:
-            while self._busy:
-                self._cond.wait()
+        """Wait until every swap, grace period included, is over."""
+        with self._lock:
+            while self._in_flight:
+                self._state.wait()
 
     def stop(self) -> None:
-        """Finish the current swap and end the thread."""
-        with self._cond:
+        """Finish the swaps under way and end the threads."""
+        with self._lock:
             self._stop = True
-            self._cond.notify_all()
-        self._thread.join()
+            self._work.notify_all()
+            while self._threads:
+                self._state.wait()
 
 
 def _base(mode: DeviceMode) -> L3Base:
@@ -196,6 +276,16 @@ class EbpfRss:
         self._swapper: _SlotSwapper | None = None
         self._lock = threading.Lock()
         self._pins: dict[str, str] | None = None
+        # Config maps no program reads any more (their grace period is over), with their ids, for
+        # the next reconfigurations to fill instead of creating (and the kernel freeing) a 37 KB map
+        # each time. Helper threads add to it, hence its own lock.
+        self._free_lock = threading.Lock()
+        self._free: list[tuple[ArrayMap, int | None]] = []
+        self._closing = False
+        # Object ids never change for an object's life: asked for once (each ask is a syscall).
+        self._program_id: int | None = None
+        self._outer_id: int | None = None
+        self._inner_id: int | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -351,6 +441,20 @@ class EbpfRss:
         return self._program
 
     @property
+    def program_id(self) -> int:
+        """The program's kernel-wide id (asked for once)."""
+        if self._program_id is None:
+            self._program_id = self._program.id
+        return self._program_id
+
+    @property
+    def pool_waits(self) -> int:
+        """How many reconfigurations had to wait for a helper thread to end its grace period (all
+        :data:`MAX_SWAP_THREADS` of them were busy); 0 when none ever waited."""
+        swapper = self._swapper
+        return 0 if swapper is None else swapper.pool_waits
+
+    @property
     def device(self) -> TunTapBase | None:
         """The device the program is attached to, or None."""
         return self._device
@@ -367,7 +471,11 @@ class EbpfRss:
             BpfError: when closed.
         """
         inner = self._require_open()
-        return self._program.id, (self._outer.id, inner.id)
+        if self._outer_id is None:
+            self._outer_id = self._outer.id
+        if self._inner_id is None:
+            self._inner_id = inner.id
+        return self.program_id, (self._outer_id, self._inner_id)
 
     def pin(self, directory: str) -> dict[str, str]:
         """Pin the program (``prog``), the outer map (``outer``) and the current inner config map
@@ -453,8 +561,9 @@ class EbpfRss:
             config: the new configuration (RSS on, no _EX types).
             wait: also wait until no packet that started before the switch is still being
                 steered with the old config (one RCU grace period, several milliseconds).
-                Otherwise a helper thread (one per instance, ended by :meth:`close`) sits
-                out that wait; :meth:`settle` waits for it.
+                Otherwise a helper thread of this instance's pool (ended by :meth:`close`) sits
+                out that wait, and the next reconfiguration need not wait for it; :meth:`settle`
+                waits for all of them.
 
         Raises:
             ValidationError: for a config the program cannot implement; nothing changes.
@@ -463,33 +572,42 @@ class EbpfRss:
         check_supported(config)
         with self._lock:
             old = self._require_open()
-            self._settle_locked()
             tables = (
                 toeplitz_tables(config.key, semantics=self._semantics)
                 if config.key != self._tables_key
                 else self._tables
             )
             value = config_value(config, tables=tables, semantics=self._semantics)
-            new = ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg")
-            new_id: int | None = None
+            old_id = self._inner_id
+            with self._free_lock:
+                reused = self._free.pop() if self._free else None
+            new, new_id = (
+                reused if reused is not None else (ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg"), None)
+            )
             try:
-                new_id = new.id
-                new.update(0, value)
+                if new_id is None:
+                    new_id = new.id
+                new.update(0, value)  # no program can read ``new``: it is new, or its grace period is over
                 if wait:
                     self._outer.set(0, new)
                 else:
                     if self._swapper is None:
-                        self._swapper = _SlotSwapper(self._outer)
-                    self._swapper.swap(new)
+                        self._swapper = _SlotSwapper(self._outer, self._retire)
+                    # The helper hands ``old`` back once no program can read it any more.
+                    self._swapper.swap(new, new_id, retired=(old, old_id))
             except BaseException:
                 # Failed or interrupted: the slot holds one of the two maps; record which.
                 self._settle_locked()
                 if not self._slot_holds(new_id):
                     new.close()
                     raise
-                self._install(new, config, tables, old)
+                self._install(new, new_id, config, tables)
+                if wait:
+                    self._retire(old, old_id)
                 raise
-            self._install(new, config, tables, old)
+            self._install(new, new_id, config, tables)
+            if wait:
+                self._retire(old, old_id)  # the update waited for its grace period
 
     def _slot_holds(self, map_id: int | None) -> bool:
         if map_id is None:
@@ -499,8 +617,18 @@ class EbpfRss:
         except BpfError:
             return False
 
-    def _install(self, new: ArrayMap, config: VnetHashConfig, tables: bytes, old: ArrayMap) -> None:
+    def _retire(self, old: ArrayMap, old_id: int | None = None) -> None:
+        """Keep ``old``, which no program can read any more, for reuse (or close it: enough are kept)."""
+        with self._free_lock:
+            if not self._closing and len(self._free) < FREE_CONFIG_MAPS:
+                self._free.append((old, old_id))
+                return
+        with contextlib.suppress(OSError):  # a helper thread must not fail a swap that was made
+            old.close()
+
+    def _install(self, new: ArrayMap, new_id: int | None, config: VnetHashConfig, tables: bytes) -> None:
         self._inner = new
+        self._inner_id = new_id
         self._config = config
         self._tables_key, self._tables = config.key, tables
         if self._pins is not None:
@@ -512,9 +640,6 @@ class EbpfRss:
                 pin(new, self._pins["config"])
             except KernelError:
                 self._pins = None
-        # The slot no longer references the old map, and packets still using it hold it
-        # through RCU: our fd is not needed any more.
-        old.close()
 
     def settle(self) -> None:
         """Wait until no packet can still be steered by a config older than the current one.
@@ -590,7 +715,13 @@ class EbpfRss:
             return
         swapper, self._swapper = self._swapper, None
         if swapper is not None:
-            swapper.stop()
+            swapper.stop()  # the helpers hand their retired maps back first
+        with self._free_lock:
+            self._closing = True
+            free, self._free = self._free, []
+        for unused, _ in free:
+            with contextlib.suppress(OSError):
+                unused.close()
         try:
             if detach:
                 # A deleted device took its steering program with it: nothing to detach.

@@ -244,7 +244,7 @@ class EbpfBackend:
         if paths is None:
             return None
         return EbpfPins(
-            _pin_dir_of(paths), paths["prog"], {"outer": paths["outer"], "config": paths["config"]}, self.rss.program.id
+            _pin_dir_of(paths), paths["prog"], {"outer": paths["outer"], "config": paths["config"]}, self.rss.program_id
         )
 
     @classmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
@@ -31,10 +32,10 @@ from pytun_hash.bpf.report import HashReporter
 from pytun_hash.bpf.rss import EbpfRss
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.base import TunTapBase
-from pytun_hash.device.record import BackendName, DeviceId, Owner, Record, RecordStore, StaleRecord
+from pytun_hash.device.record import BackendName, Checked, DeviceId, Owner, Record, RecordStore, StaleRecord
 from pytun_hash.errors import BpfError, BusyError, NotRecordedError, SteeringConflictError, ValidationError
 from pytun_hash.hashing.backends import EbpfBackend, HashingBackend, NativeBackend, take_off
-from pytun_hash.hashing.state import StateLocation, checked_record, now, sweep_recreated
+from pytun_hash.hashing.state import StateLocation, checked_record, drop_stale, now, sweep_recreated
 from pytun_hash.model.classify import Semantics
 from pytun_hash.model.semantics import semantics_for
 
@@ -59,16 +60,36 @@ class _Place:
         self.store: RecordStore | None = self.state.store() if self.ident is not None else None
         self.lock_timeout = lock_timeout
         self.stale: list[StaleRecord] = []
+        # The record this place wrote last and its file's identity right after: while the file is
+        # still that one, the record need not be read and decoded again to be known.
+        self._written: tuple[Record, tuple[int, ...] | None] | None = None
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[Record | None]:
-        """Hold the device's lock; yield its trusted record (stale ones are removed and kept in :attr:`stale`)."""
+    def locked(self, *, sweep: bool = True) -> Iterator[Record | None]:
+        """Hold the device's lock; yield its trusted record (stale ones are removed and kept in :attr:`stale`).
+
+        ``sweep=False`` skips looking for records of earlier devices of the same name: once one sweep
+        was done with the device open, no other device can take its name in its namespace.
+        """
         if self.store is None or self.ident is None:
             yield None
             return
-        self.stale.extend(sweep_recreated(self.store, self.ident))
+        if sweep:
+            self.stale.extend(sweep_recreated(self.store, self.ident))
         with self.store.lock(self.ident, timeout=self.lock_timeout):
-            checked = checked_record(self.store, self.ident, link_index_now=self.ident.ifindex)
+            written, self._written = self._written, None
+            if written is not None and written[1] is not None and written[1] == _identity(self.store.path(self.ident)):
+                # The file is the one written last (same inode, size, times, owner and mode: any
+                # replacement, rewrite or chmod changes one), so it holds ``written[0]``; it is only
+                # checked for staleness, as a read would.
+                stale = self.store.check(written[0], link_index_now=self.ident.ifindex)
+                if stale is not None:
+                    drop_stale(stale)
+                checked = Checked(stale=stale) if stale is not None else Checked(record=written[0])
+                if stale is None:
+                    self._written = written
+            else:
+                checked = checked_record(self.store, self.ident, link_index_now=self.ident.ifindex)
             if checked.stale is not None:
                 self.stale.append(checked.stale)
             yield checked.record
@@ -80,12 +101,24 @@ class _Place:
             return None
         name: BackendName = "native" if backend.kind is Backend.NATIVE else "ebpf"
         record = Record(self.ident, name, backend.revision, config, owner, ebpf=backend.pins())
-        self.store.write(record)
+        self._written = None
+        path = self.store.write(record)
+        self._written = (record, _identity(path))
         return record
 
     def remove(self) -> None:
+        self._written = None
         if self.store is not None and self.ident is not None:
             self.store.remove(self.ident)
+
+
+def _identity(path: str) -> tuple[int, ...] | None:
+    """What tells one version of a file from another without reading it (None: no such file)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @attrs.frozen
@@ -399,9 +432,9 @@ class Hashing:
             raise ValidationError("hashing", "this Hashing object was closed; enable or adopt hashing again")
 
     @contextlib.contextmanager
-    def _owned(self, request: str) -> Iterator[None]:
+    def _owned(self, request: str, *, sweep: bool = True) -> Iterator[None]:
         """Hold the device's lock while its record is still the one this object wrote."""
-        with self._place.locked() as current:
+        with self._place.locked(sweep=sweep) as current:
             if current != self._record:
                 now = "nothing is recorded" if current is None else f"{_describe(current)} is in force"
                 raise BusyError(
@@ -424,7 +457,10 @@ class Hashing:
         self._check_open()
         if not isinstance(config, VnetHashConfig):
             raise ValidationError("config", f"expected a VnetHashConfig, got {type(config).__name__}")
-        with self._owned("Hashing.reconfigure"):
+        # No sweep for earlier devices of the same name: enable/adopt did one while this object held
+        # the device open, and it still does, so none can have appeared since (a change is then a
+        # read and a write of this device's record only).
+        with self._owned("Hashing.reconfigure", sweep=False):
             if config.report:
                 self.device.check_report_header()
             self._backend.apply(config)
