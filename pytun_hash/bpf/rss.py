@@ -65,7 +65,7 @@ from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BpfError, DeviceGoneError, KernelError, ValidationError
 from pytun_hash.model.classify import Semantics
 
-__all__ = ["EBPF_RSS_OWNER", "PIN_NAMES", "EbpfRss", "enable_ebpf_rss", "open_pinned"]
+__all__ = ["EBPF_RSS_OWNER", "PIN_NAMES", "EbpfRss", "enable_ebpf_rss", "l3_base", "open_pinned", "frame_for_test_run"]
 
 #: The owner name recorded in the device's steering state while eBPF RSS is attached.
 EBPF_RSS_OWNER = "ebpf-rss"
@@ -236,8 +236,32 @@ class _SlotSwapper:
                 self._state.wait()
 
 
-def _base(mode: DeviceMode) -> L3Base:
+def l3_base(mode: DeviceMode) -> L3Base:
+    """How a program for a device of ``mode`` parses: Ethernet frames (TAP) or IP packets (TUN)."""
     return L3Base.ETHERNET if mode is DeviceMode.TAP else L3Base.IP
+
+
+def frame_for_test_run(mode: DeviceMode, frame: bytes | bytearray | memoryview) -> bytes:
+    """``frame`` as ``BPF_PROG_TEST_RUN`` must get it for a program of a ``mode`` device.
+
+    A TAP frame as it is; a TUN packet behind a dummy Ethernet header, since the test run strips
+    one (its ethertype is an experimental one: the kernel refuses an IPv4 or IPv6 ethertype whose
+    header is cut short, and the TUN program does not read it).
+
+    Raises:
+        ValidationError: for a TAP frame shorter than 14 bytes, or one whose IPv4 (IPv6) ethertype is
+            followed by less than 20 (40) bytes, which the kernel refuses to test-run (such frames are
+            unclassified on a real device).
+    """
+    data = bytes(frame)
+    if mode is DeviceMode.TUN:
+        return _TUN_TEST_ETHERNET + data
+    minimum = max(ETH_HLEN, _TEST_RUN_MIN_L3.get(data[12:14], 0) + ETH_HLEN)
+    if len(data) < minimum:
+        raise ValidationError(
+            "frame", f"BPF_PROG_TEST_RUN needs at least {minimum} bytes for this frame, got {len(data)}"
+        )
+    return data
 
 
 class EbpfRss:
@@ -329,7 +353,7 @@ class EbpfRss:
             outer = stack.enter_context(ArrayOfMaps.create(inner, 1, name="pth_rss_outer"))
             outer.set(0, inner)
             program = stack.enter_context(
-                Program.load(generate_rss_program(outer.fd, _base(mode), output), name=f"pth_rss_{output.value}")
+                Program.load(generate_rss_program(outer.fd, l3_base(mode), output), name=f"pth_rss_{output.value}")
             )
             stack.pop_all()
         return cls(
@@ -657,29 +681,14 @@ class EbpfRss:
     # ------------------------------------------------------------------ checks
 
     def test_run(self, frame: bytes | bytearray | memoryview, *, repeat: int = 1) -> TestRunResult:
-        """Run the program on ``frame`` through ``BPF_PROG_TEST_RUN``.
-
-        ``frame`` is framed as the device's queues carry it: an Ethernet frame (TAP) or a raw
-        IP packet (TUN). For TUN a dummy Ethernet header is put in front, since the test run
-        strips one; its ethertype is an experimental one, because the kernel refuses an IPv4 or
-        IPv6 ethertype whose header is cut short, and the TUN program does not read it.
+        """Run the program on ``frame`` (framed as the device's queues carry it) through ``BPF_PROG_TEST_RUN``.
 
         Raises:
-            ValidationError: for a TAP frame shorter than 14 bytes, or one whose IPv4 (IPv6)
-                ethertype is followed by less than 20 (40) bytes, which the kernel refuses to
-                test-run (such frames are unclassified on a real device).
+            ValidationError: for a frame the kernel refuses to test-run (see :func:`frame_for_test_run`).
             BpfError: when the kernel refuses the run.
         """
         self._require_open()
-        data = bytes(frame)
-        if self._mode is DeviceMode.TUN:
-            data = _TUN_TEST_ETHERNET + data
-        else:
-            minimum = max(ETH_HLEN, _TEST_RUN_MIN_L3.get(data[12:14], 0) + ETH_HLEN)
-            if len(data) < minimum:
-                raise ValidationError(
-                    "frame", f"BPF_PROG_TEST_RUN needs at least {minimum} bytes for this frame, got {len(data)}"
-                )
+        data = frame_for_test_run(self._mode, frame)
         return self._program.test_run(data, repeat=repeat)
 
     # ------------------------------------------------------------------ lifetime

@@ -60,6 +60,7 @@ from pytun_hash.bpf.insn import (
     BPF_ADD,
     BPF_AND,
     BPF_B,
+    BPF_DW,
     BPF_H,
     BPF_HDR_START_MAC,
     BPF_HDR_START_NET,
@@ -85,6 +86,10 @@ from pytun_hash.model.classify import Semantics
 from pytun_hash.model.packet import MAX_IPV6_EXTENSION_HEADERS, MAX_VLAN_TAGS
 
 __all__ = [
+    "SHARED_READ_ATTEMPTS",
+    "SHARED_SLOTS",
+    "SHARED_SLOT_HEADER",
+    "generate_shared_rss_program",
     "CONFIG_VALUE_SIZE",
     "FLAG_FRAGMENT_PORTS",
     "FLAG_RFC_QUEUE",
@@ -860,7 +865,7 @@ class _Gen:
             a.label("selected")
         elif self.output is RssOutput.REPORT:
             a.mov64_reg(Reg.R0, _REP)
-        a.exit()
+        self.ret()
         a.label("unclassified")
         if self.output is RssOutput.QUEUE:
             # The RFC's rule: an unclassified packet (hash 0) takes entry 0.
@@ -871,11 +876,18 @@ class _Gen:
             a.ldx_mem(BPF_W, Reg.R0, _CFG, OFF_UNCLASSIFIED)
         else:
             a.mov64_imm(Reg.R0, 0)
-        a.exit()
+        self.ret()
         # Only reachable while the outer slot is empty, which EbpfRss never leaves it.
         a.label("no_config")
         a.mov64_imm(Reg.R0, 0)
         a.exit()
+
+    def ret(self) -> None:
+        """Return R0, the result."""
+        self.a.exit()
+
+    def finish(self) -> None:
+        """Code after the epilogue (none: the shared variant checks its slot there)."""
 
     def generate(self) -> list[Insn]:
         self.prologue()
@@ -896,7 +908,95 @@ class _Gen:
         self.ipv4()
         self.ipv6()
         self.epilogue()
+        self.finish()
         return self.a.assemble()
+
+
+# The shared variant (pytun_hash.bpf.shared): a control map's ``u32 active`` names one of SHARED_SLOTS
+# slots; each slot is ``u32 seq`` (odd while written), ``u32`` reserved, then :func:`config_value`.
+#: Slots an unprivileged writer cycles through.
+SHARED_SLOTS = 4
+#: Bytes before the config value in a slot.
+SHARED_SLOT_HEADER = 8
+#: Times a frame is computed before the program gives up on a slot rewritten under it (queue 0).
+SHARED_READ_ATTEMPTS = 4
+# Below everything the program uses, each in a slot of its own and spilled whole (the verifier then
+# knows the attempt count exactly, and so that the retry loop ends): the slot pointer, the seq read
+# first, the attempts so far.
+_S_SLOT = (_BUF - 8) & ~7
+_S_SEQ = _S_SLOT - 8
+_S_TRY = _S_SLOT - 16
+assert _S_TRY >= -512, "the shared variant's stack does not fit"
+
+
+class _SharedGen(_Gen):
+    """The same program, its config read from seqlocked slots that a process without ``CAP_BPF``
+    rewrites through ``mmap``; a frame whose slot changed while it was computed is computed again."""
+
+    def __init__(self, control_map_fd: int, slots_map_fd: int, base: L3Base, output: RssOutput) -> None:
+        super().__init__(slots_map_fd, base, output)
+        self.control_map_fd = control_map_fd
+        self.slots_map_fd = slots_map_fd
+
+    def prologue(self) -> None:
+        a = self.a
+        a.mov64_reg(_CTX, Reg.R1)
+        a.mov64_imm(Reg.R1, 0)
+        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_TRY)
+        a.label("attempt")
+        a.ld_map_value(Reg.R1, self.control_map_fd, 0)
+        a.ldx_mem(BPF_W, Reg.R2, Reg.R1, 0)
+        a.alu64_imm(BPF_AND, Reg.R2, SHARED_SLOTS - 1)
+        a.stx_mem(BPF_W, Reg.FP, Reg.R2, _KEY)
+        a.ld_map_fd(Reg.R1, self.slots_map_fd)
+        a.mov64_reg(Reg.R2, Reg.FP).alu64_imm(BPF_ADD, Reg.R2, _KEY)
+        a.call(Helper.map_lookup_elem)
+        a.jmp_imm(BPF_JEQ, Reg.R0, 0, "no_config")
+        a.ldx_mem(BPF_W, Reg.R1, Reg.R0, 0)
+        a.jmp_imm(BPF_JSET, Reg.R1, 1, "retry")  # being written: the writer switches to it only after
+        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_SEQ)
+        a.stx_mem(BPF_DW, Reg.FP, Reg.R0, _S_SLOT)
+        a.alu64_imm(BPF_ADD, Reg.R0, SHARED_SLOT_HEADER)
+        a.mov64_reg(_CFG, Reg.R0)
+        a.ldx_mem(BPF_W, _REP, _CFG, OFF_TYPES)
+
+    def ret(self) -> None:
+        self.a.ja("seq_check")
+
+    def finish(self) -> None:
+        a = self.a
+        a.label("seq_check")
+        a.ldx_mem(BPF_DW, Reg.R1, Reg.FP, _S_SLOT)
+        a.ldx_mem(BPF_W, Reg.R2, Reg.R1, 0)
+        a.ldx_mem(BPF_DW, Reg.R3, Reg.FP, _S_SEQ)
+        a.jmp_reg(BPF_JNE, Reg.R2, Reg.R3, "retry")
+        a.exit()
+        a.label("retry")
+        a.ldx_mem(BPF_DW, Reg.R1, Reg.FP, _S_TRY)
+        a.alu64_imm(BPF_ADD, Reg.R1, 1)
+        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_TRY)
+        a.jmp_imm(BPF_JLT, Reg.R1, SHARED_READ_ATTEMPTS, "attempt")
+        a.mov64_imm(Reg.R0, 0)
+        a.exit()
+
+
+def generate_shared_rss_program(
+    control_map_fd: int, slots_map_fd: int, base: L3Base = L3Base.ETHERNET, output: RssOutput = RssOutput.QUEUE
+) -> list[Insn]:
+    """Generate the steering program whose config an unprivileged process writes (:mod:`pytun_hash.bpf.shared`).
+
+    Args:
+        control_map_fd: a one-entry ``BPF_F_MMAPABLE`` array of 8 bytes whose first ``u32`` names the
+            active slot.
+        slots_map_fd: a ``BPF_F_MMAPABLE`` array of :data:`SHARED_SLOTS` values of
+            :data:`SHARED_SLOT_HEADER` + :data:`CONFIG_VALUE_SIZE` bytes.
+        base: TAP (Ethernet) or TUN (IP) framing.
+        output: what the program returns.
+
+    Returns:
+        The instructions, for :meth:`pytun_hash.bpf.prog.Program.load` as a socket filter.
+    """
+    return _SharedGen(control_map_fd, slots_map_fd, base, output).generate()
 
 
 def generate_rss_program(

@@ -32,6 +32,7 @@ plain loads, in program order.
 from __future__ import annotations
 
 import array
+import contextlib
 import json
 import mmap
 import os
@@ -44,8 +45,22 @@ from typing import Self
 
 import attrs
 
-from pytun_hash.bpf.rss_program import CONFIG_VALUE_SIZE, config_value
+from pytun_hash.bpf.maps import ArrayMap
+from pytun_hash.bpf.prog import Program, TestRunResult
+from pytun_hash.bpf.rss import EBPF_RSS_OWNER, frame_for_test_run, l3_base
+from pytun_hash.bpf.rss_program import (
+    CONFIG_VALUE_SIZE,
+    SHARED_READ_ATTEMPTS,
+    SHARED_SLOT_HEADER,
+    SHARED_SLOTS,
+    RssOutput,
+    check_supported,
+    config_value,
+    generate_shared_rss_program,
+)
 from pytun_hash.config import VnetHashConfig
+from pytun_hash.device.base import TunTapBase
+from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import DecodeError, ValidationError
 from pytun_hash.model.classify import Semantics
 
@@ -56,6 +71,7 @@ __all__ = [
     "SLOT_HEADER",
     "SLOT_REST",
     "Handoff",
+    "SharedEbpfRss",
     "SlotWriter",
     "receive_maps",
     "send_maps",
@@ -64,9 +80,9 @@ __all__ = [
 #: The protocol name sent with the fds; a receiver refuses any other.
 PROTOCOL = "pytun-hash-rss-maps/1"
 #: Slots of the slots map: the writer cycles through them.
-SLOTS = 4
+SLOTS = SHARED_SLOTS
 #: Bytes before the configuration value in a slot: ``u32 seq``, ``u32`` reserved.
-SLOT_HEADER = 8
+SLOT_HEADER = SHARED_SLOT_HEADER
 #: Bytes of one slot value.
 SLOT_VALUE_SIZE = SLOT_HEADER + CONFIG_VALUE_SIZE
 #: Bytes of the control value: ``u32 active``, ``u32 generation``.
@@ -74,7 +90,7 @@ CONTROL_VALUE_SIZE = 8
 #: How many times the program computes a frame's queue before it gives up on a slot being rewritten
 #: (then the frame goes to queue 0; that needs the writer to have cycled through every slot that often
 #: within one program run).
-READ_ATTEMPTS = 4
+READ_ATTEMPTS = SHARED_READ_ATTEMPTS
 #: Seconds a slot rests after it stopped being active before the writer writes it again.
 SLOT_REST = 0.001
 
@@ -307,6 +323,138 @@ class SlotWriter:
         fds, self._fds = self._fds, []
         for fd in fds:
             os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SharedEbpfRss:
+    """The privileged side: the RSS program with maps an unprivileged process can write (context manager).
+
+    :meth:`load` creates the control and slots maps (``BPF_F_MMAPABLE``), writes the first
+    configuration and loads :func:`~pytun_hash.bpf.rss_program.generate_shared_rss_program`;
+    :meth:`attach` makes it the device's steering program; :meth:`handoff` sends the maps to the VMM.
+    The kernel keeps the program while it is attached and the maps while the program or a mapping
+    holds them, so this object may be closed (or its process exit) once the maps were handed over.
+
+    Raises:
+        see :meth:`load`.
+    """
+
+    def __init__(
+        self, program: Program, control: ArrayMap, slots: ArrayMap, writer: SlotWriter, mode: DeviceMode
+    ) -> None:
+        self._program: Program | None = program
+        self._control: ArrayMap | None = control
+        self._slots: ArrayMap | None = slots
+        self.writer = writer
+        self.mode = mode
+        self._device: TunTapBase | None = None
+
+    @classmethod
+    def load(
+        cls,
+        config: VnetHashConfig,
+        mode: DeviceMode = DeviceMode.TAP,
+        *,
+        output: RssOutput = RssOutput.QUEUE,
+        semantics: Semantics = Semantics.SPEC,
+    ) -> SharedEbpfRss:
+        """Create the maps, write ``config`` and load the program (not attached yet).
+
+        Raises:
+            ValidationError: for a config the program cannot implement (no RSS, _EX types).
+            PrivilegeError: without CAP_BPF (``EPERM``).
+            VerifierError: if the verifier rejects the program (a bug; the log says why).
+            BpfError: for other bpf(2) failures.
+        """
+        check_supported(config)
+        if not isinstance(mode, DeviceMode):
+            raise ValidationError("mode", f"expected a DeviceMode, got {mode!r}")
+        handoff = Handoff(mode.value, Semantics(semantics).value, 0, 0)
+        with contextlib.ExitStack() as stack:
+            control = stack.enter_context(ArrayMap.create(CONTROL_VALUE_SIZE, 1, mmapable=True, name="pth_rss_ctl"))
+            slots = stack.enter_context(ArrayMap.create(SLOT_VALUE_SIZE, SLOTS, mmapable=True, name="pth_rss_slots"))
+            writer = stack.enter_context(SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff))
+            writer.write(config)  # before the program exists: no frame ever sees an empty slot
+            program = stack.enter_context(
+                Program.load(
+                    generate_shared_rss_program(control.fd, slots.fd, l3_base(mode), output),
+                    name=f"pth_rss_sh_{output.value}"[:15],
+                )
+            )
+            stack.pop_all()
+        return cls(program, control, slots, writer, mode)
+
+    @property
+    def program(self) -> Program:
+        """The loaded program."""
+        if self._program is None:
+            raise ValidationError("rss", "closed")
+        return self._program
+
+    @property
+    def config(self) -> VnetHashConfig | None:
+        """The configuration this process wrote last (another process may have written since)."""
+        return self.writer.config
+
+    def attach(self, device: TunTapBase) -> None:
+        """Make the program ``device``'s steering program (``TUNSETSTEERINGEBPF``), exclusively.
+
+        Raises:
+            ValidationError: for a device of the other mode.
+            SteeringConflictError, BusyError, DeviceGoneError, KernelError: as
+                :meth:`~pytun_hash.device.base.TunTapBase.attach_steering_program`.
+        """
+        if device.mode is not self.mode:
+            raise ValidationError("mode", f"the program parses {self.mode.value} frames but {device.name!r} is not")
+        device.attach_steering_program(self.program.fd, owner=EBPF_RSS_OWNER, exclusive=True)
+        self._device = device
+
+    def detach(self) -> None:
+        """Take the program off its device (no-op when not attached).
+
+        Raises:
+            KernelError: when the ioctl fails (``EBADFD``: the device was deleted); detached anyway.
+        """
+        device, self._device = self._device, None
+        if device is not None and not device.closed:
+            device.detach_steering_program()
+
+    def handoff(self, sock: socket.socket, *, queues: int = 0) -> None:
+        """Send the two maps to the process at the other end of ``sock`` (see :func:`send_maps`).
+
+        Raises:
+            ValidationError: when closed.
+            OSError: when the message cannot be sent.
+        """
+        if self._control is None or self._slots is None:
+            raise ValidationError("rss", "closed")
+        info = self.writer.handoff
+        made = Handoff(info.mode, info.semantics, queues, self.program.info().id)
+        send_maps(sock, made, self._control.fd, self._slots.fd)
+
+    def test_run(self, frame: bytes | bytearray | memoryview, *, repeat: int = 1) -> TestRunResult:
+        """Run the program on ``frame`` (as the device's queues carry it) through ``BPF_PROG_TEST_RUN``.
+
+        Raises:
+            ValidationError: for a frame the kernel refuses to test-run.
+            BpfError: when the kernel refuses the run.
+        """
+        return self.program.test_run(frame_for_test_run(self.mode, frame), repeat=repeat)
+
+    def close(self) -> None:
+        """Close this process's fds and mappings (idempotent); an attached program stays attached."""
+        self.writer.close()
+        for obj in (self._program, self._control, self._slots):
+            if obj is not None:
+                obj.close()
+        self._program = self._control = self._slots = None
 
     def __enter__(self) -> Self:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import struct
 from collections.abc import Iterator
@@ -19,11 +20,16 @@ from pytun_hash.bpf.shared import (
     SLOT_VALUE_SIZE,
     SLOTS,
     Handoff,
+    SharedEbpfRss,
     SlotWriter,
     receive_maps,
     send_maps,
 )
+from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import DecodeError, ValidationError
+from pytun_hash.model import Framing, predict_queue
+from tests.bpf.frames import random_config, random_ethernet_frame, random_ip_packet
+from tests.bpf.test_rss_program import runnable_in_test_run
 
 HANDOFF = Handoff("tap", "spec", 4, 7)
 CONFIG = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY, table_length=8)
@@ -119,3 +125,47 @@ def test_the_receiver_checks_the_maps_and_closes_what_it_refuses() -> None:
             a.sendmsg([HANDOFF.message().replace(PROTOCOL.encode(), b"other/1")], rights)
             receive_maps(b)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("mode", [DeviceMode.TAP, DeviceMode.TUN])
+def test_the_shared_program_steers_as_the_model_with_every_config_written(mode: DeviceMode) -> None:
+    # The configs are written through the mmapped slots, as an unprivileged VMM writes them; the
+    # program (through BPF_PROG_TEST_RUN) must follow each one, slot after slot.
+    framing = Framing.ETHERNET if mode is DeviceMode.TAP else Framing.IP
+    make = random_ethernet_frame if mode is DeviceMode.TAP else random_ip_packet
+    rng = random.Random(1800 + (mode is DeviceMode.TUN))
+    config = random_config(rng, max_queue=15)
+    with SharedEbpfRss.load(config, mode) as rss:
+        for n in range(2 * SLOTS + 1):
+            if n:
+                config = random_config(rng, max_queue=15)
+                rss.writer.write(config)
+            checked = 0
+            while checked < 60:
+                frame = make(rng)
+                if mode is DeviceMode.TAP and not runnable_in_test_run(frame):
+                    continue
+                checked += 1
+                want = predict_queue(config, frame, 0x10000, l2=framing)
+                assert rss.test_run(frame).retval == want, (n, frame.hex())
+
+
+@pytest.mark.bpf
+def test_a_slot_that_changes_under_the_program_is_never_used() -> None:
+    # A slot whose seq is odd is being written: the program computes again from the slot named
+    # active then, up to READ_ATTEMPTS times, and never returns what the half-written slot says.
+    config = CONFIG.replace(indirection_table=(3,) * 8)
+    frame = random_ethernet_frame(random.Random(5))
+    while not runnable_in_test_run(frame):
+        frame = random_ethernet_frame(random.Random(len(frame)))
+    with SharedEbpfRss.load(config) as rss:
+        assert rss.test_run(frame).retval == 3
+        active = rss.writer.active
+        slots = rss.writer._maps()[1]  # as a writer that stopped mid-write would leave it
+        base = active * ((SLOT_VALUE_SIZE + 7) & ~7)
+        (seq,) = struct.unpack_from("=I", slots, base)
+        struct.pack_into("=I", slots, base, seq | 1)
+        assert rss.test_run(frame).retval == 0  # gave up after READ_ATTEMPTS: queue 0, not slot data
+        struct.pack_into("=I", slots, base, (seq | 1) + 1)
+        assert rss.test_run(frame).retval == 3
