@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck docs pytest demo bench fuzz clean
+.PHONY: setup test lint typecheck docs pytest demo bench fuzz qemu-guest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,21 @@ bench: $(STAMP)
 # once as there are CPUs (hours; CI runs the short profile). Report in fuzz-report.md, logs in .fuzz-logs/.
 fuzz: $(STAMP)
 	$(PY) tests/fuzz/campaign.py --report fuzz-report.md
+
+# The Linux guest of examples/qemu_guest.py, as root (docs/qemu.md): Debian's QEMU, kernel, busybox and
+# ethtool (installed when missing, apt-get update first only if the install fails), then an initramfs
+# built from them in $(QEMU_GUEST) (git-ignored). Nothing is downloaded when the example runs.
+QEMU_GUEST ?= .cache/qemu-guest
+QEMU_GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static ethtool
+
+qemu-guest:
+	@if ! dpkg -s $(QEMU_GUEST_PACKAGES) >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		echo "apt-get install -y --no-install-recommends $(QEMU_GUEST_PACKAGES)"; \
+		apt-get install -y --no-install-recommends $(QEMU_GUEST_PACKAGES) \
+		|| { apt-get update && apt-get install -y --no-install-recommends $(QEMU_GUEST_PACKAGES); }; \
+	fi
+	$(PYTHON) examples/guest/build.py --out $(QEMU_GUEST)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
