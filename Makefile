@@ -57,7 +57,7 @@ qemu-guest:
 		apt-get install -y --no-install-recommends $(QEMU_GUEST_PACKAGES) \
 		|| { apt-get update && apt-get install -y --no-install-recommends $(QEMU_GUEST_PACKAGES); }; \
 	fi
-	$(PYTHON) examples/guest/build.py --out $(QEMU_GUEST)
+	$(PYTHON) examples/guest/build_guest.py --out $(QEMU_GUEST)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

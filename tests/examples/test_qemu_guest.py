@@ -31,7 +31,7 @@ pytestmark = [
 
 def test_guest_receives_the_predicted_queues_before_and_after_a_live_reconfiguration(tmp_path: Path) -> None:
     built = subprocess.run(
-        [sys.executable, str(EXAMPLES / "guest" / "build.py"), "--out", str(tmp_path)],
+        [sys.executable, str(EXAMPLES / "guest" / "build_guest.py"), "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert built.returncode == 0, f"the guest cannot be built (run `sudo make qemu-guest`): {built.stderr}"

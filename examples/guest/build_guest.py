@@ -13,7 +13,7 @@ busybox-static ethtool``):
 
 Output, in ``--out`` (default ``.cache/qemu-guest``, git-ignored): ``vmlinuz``,
 ``initramfs.cpio.gz`` (a newc archive written here, so no ``cpio`` tool and no root is needed)
-and ``guest.json`` (what went in). Run as ``python3 examples/guest/build.py [--out DIR]``.
+and ``guest.json`` (what went in). Run as ``python3 examples/guest/build_guest.py [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = build(args.out, args.kernel)
     except (BuildError, OSError, subprocess.CalledProcessError) as exc:
-        print(f"build.py: {exc}", file=sys.stderr)
+        print(f"build_guest.py: {exc}", file=sys.stderr)
         return 1
     print(
         f"guest in {args.out}: kernel {manifest['kernel']}, modules {', '.join(manifest['modules'])}, "
