@@ -16,13 +16,17 @@
    ``rx_queue_N_packets``) on the serial console. The counts, baseline subtracted, must equal per
    queue what ``predict_queue`` says for every packet.
 5. The indirection table is changed live (``hashing.reconfigure``) and step 4 runs again, in the
-   same guest.
+   same guest; then once more with every table entry on queue 3.
+6. The guest changes its queue count (``ethtool -L eth0 combined 1``, then ``4``): QEMU detaches the
+   steering program on these multiqueue commands, and the packets no longer all land on queue 3
+   (tun's own flow steering spreads them). pytun_hash puts RSS in force again (``Hashing.enable``
+   after the guest's change, as the README says) and step 4 matches again.
 
 Run as root, from the repository root after ``make setup`` and ``make qemu-guest``:
 ``sudo .venv/bin/python examples/qemu_guest.py`` (``--json`` prints a machine-readable verdict;
 ``--accel tcg`` forces emulation where KVM is missing or does not run guests). Exit status 0 when
-every queue got exactly the predicted packets in both configurations, 1 when not, 2 when the guest
-failed, 3 when something it needs is missing.
+every queue got exactly the predicted packets in every configuration in force (and not while QEMU had
+detached the program), 1 when not, 2 when the guest failed, 3 when something it needs is missing.
 """
 
 from __future__ import annotations
@@ -144,6 +148,11 @@ class Guest:
     def _tail(self) -> str:
         return "; console:\n  " + "\n  ".join(self.console[-15:]) if self.console else ""
 
+    @staticmethod
+    def tag(label: str) -> str:
+        """``label`` as one word of the console protocol."""
+        return re.sub(r"[^A-Za-z0-9.-]+", "-", label)
+
     def send(self, command: str) -> None:
         """Write one command line to the guest's console."""
         self._stdin.write(command.encode() + b"\n")
@@ -151,12 +160,21 @@ class Guest:
 
     def counts(self, tag: str) -> list[int]:
         """The guest's ``rx_queue_N_packets`` counters now."""
+        tag = self.tag(tag)
         self.send(f"COUNT {tag}")
         line = self.expect(f"PYTUN-COUNTS {tag} ", COUNT_TIMEOUT)
         fields = line.split()[2:]
         if len(fields) != QUEUES or not all(f.isdigit() for f in fields):
             raise GuestError(f"unexpected counters line {line!r}")
         return [int(f) for f in fields]
+
+    def channels(self, tag: str, combined: int) -> None:
+        """Have the guest run ``ethtool -L eth0 combined N`` (a multiqueue control command to QEMU)."""
+        tag = self.tag(tag)
+        self.send(f"CHANNELS {tag} {combined}")
+        line = self.expect(f"PYTUN-CHANNELS {tag} ", COUNT_TIMEOUT)
+        if not line.endswith(f"combined={combined}"):
+            raise GuestError(f"the guest did not switch to {combined} queue pairs: {line!r}")
 
     def close(self) -> None:
         """Power the guest off (kill QEMU if it does not exit), and release the pipes. Idempotent."""
@@ -206,9 +224,20 @@ def predicted_counts(config: VnetHashConfig, flows: list[traffic.Flow], hashing:
 
 
 def run_phase(
-    label: str, guest: Guest, ns: NetworkNamespace, flows: list[traffic.Flow], rounds: int, hashing: Hashing
+    label: str,
+    guest: Guest,
+    ns: NetworkNamespace,
+    flows: list[traffic.Flow],
+    rounds: int,
+    hashing: Hashing,
+    *,
+    steered: bool = True,
 ) -> dict[str, Any]:
-    """Send every flow ``rounds`` times; return the guest's per-queue counts and the model's."""
+    """Send every flow ``rounds`` times; return the guest's per-queue counts and the model's.
+
+    ``steered``: the program is expected in force (counts equal to the prediction), else detached by
+    QEMU (counts expected to differ).
+    """
     per_round = predicted_counts(hashing.config, flows, hashing)
     predicted = [n * rounds for n in per_round]
     baseline = guest.counts(f"{label}-baseline")
@@ -238,7 +267,9 @@ def run_phase(
         "baseline": baseline,
         "predicted": predicted,
         "observed": observed,
+        "steered": steered,
         "match": observed == predicted,
+        "as_expected": (observed == predicted) == steered,
         "seconds": round(time.monotonic() - started, 3),
     }
 
@@ -278,17 +309,36 @@ def run(args: argparse.Namespace, accel: str) -> dict[str, Any]:
         result["device"] = name
         result["vnet_hdr_size_after_qemu"] = device.get_vnet_hdr_size()
         # After the guest's last multiqueue command: from here on QEMU leaves steering alone.
+        in_force: list[Hashing] = []
+
+        def disable_all() -> None:
+            for each in reversed(in_force):
+                each.close()
+
+        stack.callback(disable_all)
         config = VnetHashConfig.round_robin(QUEUES, key=rng.randbytes(40))
-        hashing = stack.enter_context(Hashing.enable(device, config, backend=Backend.EBPF, record=False))
+        hashing = Hashing.enable(device, config, backend=Backend.EBPF, record=False)
+        in_force.append(hashing)
         result["backend"] = hashing.backend.value
         result["semantics"] = hashing.semantics.name
         phases = [run_phase("round-robin", guest, ns, flows, args.rounds, hashing)]
         table = tuple(rng.randrange(QUEUES) for _ in range(len(config.indirection_table)))
-        hashing.reconfigure(config.replace(indirection_table=table))
+        reconfigured = config.replace(indirection_table=table)
+        hashing.reconfigure(reconfigured)
         phases.append(run_phase("reconfigured", guest, ns, flows, args.rounds, hashing))
+        hashing.reconfigure(config.replace(indirection_table=(QUEUES - 1,)))
+        phases.append(run_phase(f"all on queue {QUEUES - 1}", guest, ns, flows, args.rounds, hashing))
+        # The guest's multiqueue commands: QEMU detaches the tap's steering program on each.
+        guest.channels("fewer", 1)
+        guest.channels("all", QUEUES)
+        phases.append(run_phase("after the guest's ethtool -L", guest, ns, flows, 1, hashing, steered=False))
+        hashing.close()  # what it would detach is gone already; TUNSETSTEERINGEBPF -1 is harmless
+        hashing = Hashing.enable(device, reconfigured, backend=Backend.EBPF, record=False)
+        in_force.append(hashing)
+        phases.append(run_phase("enabled again", guest, ns, flows, args.rounds, hashing))
         result["phases"] = phases
     result["run_seconds"] = round(time.monotonic() - started, 2)
-    result["ok"] = all(p["match"] for p in phases)
+    result["ok"] = all(p["as_expected"] for p in phases)
     return result
 
 
@@ -306,8 +356,12 @@ def report(result: dict[str, Any]) -> None:
             f"{phase['label']}: {phase['sent']} packets over {phase['flows']} flows "
             f"(table entries {share}) in {phase['seconds']:.2f} s"
         )
+        if not phase["steered"]:
+            verdict = "as expected" if phase["as_expected"] else "UNEXPECTEDLY"
+            print(f"  QEMU detached the program: the guest's counts differ from the prediction {verdict}")
         for q in range(QUEUES):
-            verdict = "ok" if phase["predicted"][q] == phase["observed"][q] else "DIFFERENT"
+            same = phase["predicted"][q] == phase["observed"][q]
+            verdict = ("ok" if same else "DIFFERENT") if phase["steered"] else ("same" if same else "different")
             print(
                 f"  queue {q}: predicted {phase['predicted'][q]:5d}  guest rx_queue_{q}_packets "
                 f"+{phase['observed'][q]:5d}  {verdict}"
@@ -319,14 +373,15 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Boot the guest, steer, send, compare, reconfigure, compare again; print the verdict."""
+    """Boot the guest, steer, send, compare, reconfigure, compare again, and after the guest's queue
+    change; print the verdict."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     parser.add_argument("--guest", type=Path, default=GUEST_DIR, help="the built guest (default: %(default)s)")
     parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="KVM when usable, else TCG")
     parser.add_argument("--flows", type=int, default=256, help="flows (TCP/UDP over IPv4/IPv6; default 256)")
     parser.add_argument("--rounds", type=int, default=4, help="packets per flow and configuration (default 4)")
-    parser.add_argument("--seed", type=int, default=19, help="seed of the flows, the key and the second table")
+    parser.add_argument("--seed", type=int, default=19, help="seed of the flows, the key and the random table")
     args = parser.parse_args(argv)
     missing = []
     if os.geteuid() != 0:
