@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck docs pytest demo bench fuzz clean
+.PHONY: setup test lint typecheck docs pytest demo bench fuzz qemu-guest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,31 @@ bench: $(STAMP)
 # once as there are CPUs (hours; CI runs the short profile). Report in fuzz-report.md, logs in .fuzz-logs/.
 fuzz: $(STAMP)
 	$(PY) tests/fuzz/campaign.py --report fuzz-report.md
+
+# The Linux guest of examples/qemu_guest.py, as root (docs/qemu.md): Debian's QEMU, kernel, busybox and
+# ethtool (installed when missing, apt-get update first only if the install fails), then an initramfs
+# built from them in $(QEMU_GUEST) (git-ignored). Nothing is downloaded when the example runs.
+# The kernel package pulls in udev, whose postinst applies its static-node permissions (/dev/net/tun
+# 0666, /dev/kvm 0660 group kvm); the modes and owners from before the install are put back, so the
+# tests that check what an unprivileged user cannot do still see the machine as it was.
+QEMU_GUEST ?= .cache/qemu-guest
+QEMU_GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static ethtool
+QEMU_GUEST_NODES := /dev/net/tun /dev/kvm
+
+qemu-guest:
+	@if ! dpkg -s $(QEMU_GUEST_PACKAGES) >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		nodes=$$(for n in $(QEMU_GUEST_NODES); do [ -e $$n ] && stat -c '%a %u:%g %n' $$n; done); \
+		echo "apt-get install -y --no-install-recommends $(QEMU_GUEST_PACKAGES)"; \
+		apt-get install -y --no-install-recommends $(QEMU_GUEST_PACKAGES) \
+		|| { apt-get update && apt-get install -y --no-install-recommends $(QEMU_GUEST_PACKAGES); }; \
+		status=$$?; \
+		echo "$$nodes" | while read -r mode owner node; do \
+			[ -n "$$node" ] && chown "$$owner" "$$node" && chmod "$$mode" "$$node"; \
+		done; \
+		[ $$status -eq 0 ]; \
+	fi
+	$(PYTHON) examples/guest/build_guest.py --out $(QEMU_GUEST)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
