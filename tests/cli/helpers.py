@@ -53,6 +53,19 @@ def _nobody_cannot_start_python(setpriv: str) -> str | None:
     return f"the interpreter {sys.executable} (or pytun_hash) is not accessible to uid {NOBODY}: {said}"
 
 
+def as_nobody(*options: str) -> list[str]:
+    """The setpriv(1) command line that runs what follows it as uid/gid 65534 (plus ``options``, e.g.
+    ``--no-new-privs``); skips, with the reason, where that cannot start this interpreter (see
+    :func:`run_as_nobody`)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip(f"needs root and setpriv(1) (util-linux) to run a command as uid {NOBODY}")
+    reason = _nobody_cannot_start_python(setpriv)
+    if reason is not None:
+        pytest.skip(reason)
+    return [*_as_nobody(setpriv), *options]
+
+
 def run_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m pytun_hash ARGS`` as uid/gid 65534 without capabilities.
 
@@ -61,11 +74,5 @@ def run_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     and, with the precise reason, where a trial run shows the child cannot start: this process may not
     switch uids (root without CAP_SETUID), or the interpreter is not reachable for uid 65534.
     """
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip(f"needs root and setpriv(1) (util-linux) to run a command as uid {NOBODY}")
-    reason = _nobody_cannot_start_python(setpriv)
-    if reason is not None:
-        pytest.skip(reason)
-    command = [*_as_nobody(setpriv), sys.executable, "-m", "pytun_hash"]
+    command = [*as_nobody(), sys.executable, "-m", "pytun_hash"]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60, check=False, cwd="/")
