@@ -40,7 +40,7 @@ from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BusyError, DeviceNotFoundError, PytunHashError, shorten
 from pytun_hash.hashing.state import forget_device, record_intent
 
-__all__ = ["add_parsers", "run_create", "run_delete"]
+__all__ = ["add_parsers", "owner_uid", "run_create", "run_delete"]
 
 
 def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -108,7 +108,13 @@ def _account_name(text: str, field: str, what: str) -> str:
     return text
 
 
-def _uid(text: str) -> int:
+def owner_uid(text: str) -> int:
+    """The uid ``--owner`` names: a user name from /etc/passwd or a numeric uid in ASCII digits.
+
+    Raises:
+        CliError: for a malformed name or an unknown user.
+        ValidationError: for a number that is not ASCII digits.
+    """
     # isdecimal() is true for digits of any script: parse_int refuses those that are not ASCII
     # rather than taking Arabic-Indic one-zero-zero-zero as uid 1000 or a fullwidth zero as root.
     if text.isdecimal():
@@ -134,7 +140,7 @@ def _gid(text: str) -> int:
 
 def run_create(args: argparse.Namespace, out: Output) -> int:
     """Run ``create``; see the module documentation."""
-    owner = _uid(args.owner) if args.owner is not None else None
+    owner = owner_uid(args.owner) if args.owner is not None else None
     group = _gid(args.group) if args.group is not None else None
     if args.vnet_hdr_size is not None and not args.vnet_hdr:
         raise CliError("--vnet-hdr-size needs a vnet header", "drop --no-vnet-hdr")

@@ -107,6 +107,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("show", "show the hashing in force on a device (like ethtool -x)"),
     "hash": ("hashcmd", "Toeplitz hash and report type of one packet"),
     "predict": ("predict", "queue for flows or for every packet of a pcap"),
+    "handoff": ("handoff", "attach RSS an unprivileged VMM reconfigures through mmapped maps (root)"),
     "demo": ("demo", "end-to-end RSS on a private multi-queue TAP, checked against the model (root)"),
     "conformance": ("conformance", "check a kernel's hashing against the virtio spec and its UAPI (root)"),
     "compat": ("compat", "can a guest move between two hosts? (virtio features from two `probe --json` files)"),

@@ -1,0 +1,171 @@
+"""``pytun-hash handoff``: RSS that an unprivileged VMM reconfigures, with no bpf(2) and no capability.
+
+``handoff --dev NAME --socket PATH`` loads the shared RSS program (:mod:`pytun_hash.bpf.shared`) with
+the config from ``--config FILE`` and/or flags (as ``apply``'s; a random key without ``--key``), and
+attaches it to NAME exclusively (refused with exit 3 while another steering program or native RSS is
+in force). It then listens on the Unix socket PATH (created mode 0600 and owned by ``--owner``, so the
+VMM's user may connect; an existing PATH is refused) and hands the first process that connects the
+two map fds (``SCM_RIGHTS``, protocol ``pytun-hash-rss-maps/1``, docs/vmm.md): from then on that
+process reconfigures RSS by writing the maps through ``mmap``. ``--fd N`` sends on a connected
+socket inherited as fd N instead, as libvirt hands QEMU its fds.
+
+By default ``handoff`` then waits for the VMM to close its end and detaches the program, so RSS lives
+as long as the VMM; ``--keep`` exits once the maps are sent and leaves the program attached (remove
+it with ``pytun-hash disable --dev NAME --force``). Nobody connecting within ``--timeout`` seconds
+(default 60) detaches the program and exits 3. No record is written: the VMM, not pytun_hash, owns
+the configuration from the handoff on.
+
+JSON keys of ``handoff``: ``device``, ``program_id``, ``config`` (the first configuration, as in a
+config file), ``semantics``, ``socket`` (path, or ``fd:N``), ``kept`` (the program left attached),
+``vmm_closed`` (the VMM closed the connection before ``handoff`` ended).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import socket
+import time
+from typing import Any
+
+from pytun_hash.cli.args import int_arg
+from pytun_hash.cli.output import CliError, ExitCode, Output, help_text
+
+__all__ = ["add_parser", "run_handoff"]
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register ``handoff``."""
+    from pytun_hash.cli.common import add_config_arguments
+
+    p = sub.add_parser(
+        "handoff",
+        parents=parents,
+        description=help_text(__doc__, "handoff"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dev", metavar="NAME", required=True, help="the TAP/TUN device the program steers")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="listen on this Unix socket path (created mode 0600)")
+    where.add_argument("--fd", type=int_arg, metavar="N", help="send on this inherited, connected Unix socket")
+    p.add_argument("--owner", metavar="USER", help="with --socket: the user (name or uid) the socket belongs to")
+    p.add_argument(
+        "--queues", type=int_arg, metavar="N", help="round-robin table over N queues (default: the device's)"
+    )
+    add_config_arguments(p, key_help="Toeplitz key: hex, microsoft, symmetric or random (default: random)")
+    p.add_argument("--keep", action="store_true", help="leave the program attached and exit once the maps are sent")
+    p.add_argument(
+        "--timeout", type=int_arg, default=60, metavar="SECONDS", help="wait this long for the VMM to connect"
+    )
+    p.set_defaults(handler=run_handoff)
+
+
+def _listen(path: str, owner: int | None) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600 (owned by ``owner``): only that user may connect."""
+    if os.path.lexists(path):
+        raise CliError(f"{path} exists", "give a path where nothing is, or remove it first", field="--socket")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        # Bound under a umask that leaves the socket 0600 from its first instant.
+        old = os.umask(0o177)
+        try:
+            server.bind(path)
+        finally:
+            os.umask(old)
+        if owner is not None:
+            os.chown(path, owner, -1)
+        server.listen(1)
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+def _accept(server: socket.socket, timeout: int) -> socket.socket:
+    ready, _, _ = select.select([server], [], [], timeout)
+    if not ready:
+        raise CliError(
+            f"no VMM connected within {timeout} s", "start the VMM first, or raise --timeout", ExitCode.KERNEL
+        )
+    connection, _ = server.accept()
+    return connection
+
+
+def _wait_closed(connection: socket.socket) -> bool:
+    """Wait until the peer closes its end (the VMM exits); True when it did."""
+    while True:
+        select.select([connection], [], [])
+        try:
+            if not connection.recv(4096):
+                return True
+        except OSError:
+            return True
+
+
+def run_handoff(args: argparse.Namespace, out: Output) -> int:
+    """Run ``handoff``; see the module documentation."""
+    from pytun_hash.bpf.shared import SharedEbpfRss
+    from pytun_hash.cli.common import config_from_args, open_device, tun_link
+    from pytun_hash.cli.devices import owner_uid
+    from pytun_hash.hashing.state import queue_count
+    from pytun_hash.model.semantics import semantics_for
+
+    if args.owner is not None and args.socket is None:
+        raise CliError("--owner goes with --socket", "drop --owner, or listen with --socket PATH", field="--owner")
+    owner = owner_uid(args.owner) if args.owner is not None else None
+    if args.queues is None:
+        tun_link(args.dev, hint=f"create it first: `pytun-hash create {args.dev} --queues N`")
+        # Counted before this command opens a queue of its own: the VMM's, or the intended count.
+        known = queue_count(args.dev).count
+    else:
+        known = args.queues
+    server = _listen(args.socket, owner) if args.socket is not None else None
+    connection: socket.socket | None = None
+    try:
+        with open_device(args.dev) as device:
+            queues = known if known is not None else 1
+            config = config_from_args(args, queues=queues, key_required=False)
+            semantics = semantics_for(None)
+            rss = SharedEbpfRss.load(config, device.mode, semantics=semantics)
+            attached = False
+            try:
+                # handoff's own queue must not take frames: the VMM's queues are the device's.
+                if device.multi_queue and len(device.attached_queues) > 0:
+                    device.detach_queue(device.attached_queues[0])
+                rss.attach(device)
+                attached = True
+                program_id = rss.program.id
+                connection = _accept(server, args.timeout) if server is not None else socket.socket(fileno=args.fd)
+                rss.handoff(connection, queues=queues)
+                rss.close()  # the device holds the program, the program the maps, the VMM its mappings
+                closed = False
+                if not args.keep:
+                    closed = _wait_closed(connection)
+            finally:
+                rss.close()
+                if attached and not args.keep:
+                    device.detach_steering_program()
+    finally:
+        if connection is not None:
+            connection.close()
+        if server is not None:
+            server.close()
+            os.unlink(args.socket)
+    document = {
+        "device": args.dev,
+        "program_id": program_id,
+        "config": config.to_mapping(),
+        "semantics": semantics.value,
+        "socket": args.socket if args.socket is not None else f"fd:{args.fd}",
+        "kept": bool(args.keep),
+        "vmm_closed": closed,
+        "at": time.time(),
+    }
+
+    def text() -> str:
+        if args.keep:
+            return f"{args.dev}: maps handed over; the program (id {program_id}) stays attached"
+        return f"{args.dev}: maps handed over; the VMM closed its end, the program (id {program_id}) is detached"
+
+    return out.result(document, text)
