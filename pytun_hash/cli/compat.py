@@ -9,10 +9,12 @@ is the device's queue pairs (one TAP queue each; default 1). On an eBPF host the
 computed in user space by the VMM; ``--no-user-space-reports`` says the data path (vhost-net) cannot,
 so such a host offers no ``VIRTIO_NET_F_HASH_REPORT``. See docs/virtio.md.
 
-JSON keys of ``compat``: ``compatible``, ``a`` and ``b`` (each ``file``, ``features``,
+JSON keys of ``compat``: ``compatible``, ``a`` and ``b`` (each ``file``, ``semantics`` (the rules RSS
+follows there: ``rfc-2023`` on the RFC's kernels, else ``spec``), ``features``,
 ``feature_bits``, ``max_virtqueue_pairs``, ``rss_max_key_size``, ``rss_max_indirection_table_length``,
 ``supported_hash_types``, ``withheld`` (why a feature is not offered) and ``host`` (``backend``,
-``revision``, ``types`` ...)), ``differences`` (each ``field``, ``a``, ``b``, ``message``).
+``revision``, ``types`` ...)), ``differences`` (each ``field``, ``a``, ``b``, ``message``), ``notes``
+(a compatible move that still changes something the guest sees: the two hosts follow different rules).
 
 Exit status: 0 compatible; 1 not compatible; 2 a file that cannot be read or is not a probe document.
 """
@@ -114,17 +116,30 @@ def run(args: argparse.Namespace, out: Output) -> int:
     a = _advertisement(args.host_a, "HOST_A", args)
     b = _advertisement(args.host_b, "HOST_B", args)
     result = compare(a, b)
+    # Not a negotiation field, but the guest sees it: the RFC kernel hashes and steers by rules of its
+    # own in a few cases (docs/backends.md), every other host by the specification's.
+    from pytun_hash.model.semantics import semantics_for
+
+    rules = (semantics_for(a.host.revision).value, semantics_for(b.host.revision).value)
+    notes = []
+    if rules[0] != rules[1] and result.compatible:
+        notes.append(
+            f"A hashes and steers by the {rules[0]} rules and B by the {rules[1]} rules: after the move some "
+            "packets (the cases docs/backends.md lists) get another queue or hash report for the same configuration"
+        )
     document = {
         "compatible": result.compatible,
-        "a": {"file": args.host_a, **a.to_mapping()},
-        "b": {"file": args.host_b, **b.to_mapping()},
+        "a": {"file": args.host_a, "semantics": rules[0], **a.to_mapping()},
+        "b": {"file": args.host_b, "semantics": rules[1], **b.to_mapping()},
         "differences": [d.to_mapping() for d in result.differences],
+        "notes": notes,
     }
 
     def text() -> str:
         lines = [_side(a, "A (the guest's host now)", args.host_a), _side(b, "B (where it would move)", args.host_b)]
         if result.compatible:
             lines.append("compatible: a guest configured on A can move to B")
+            lines += [f"  note: {n}" for n in notes]
         else:
             lines.append("not compatible: B offers less than A advertised")
             lines += [f"  {d.message}" for d in result.differences]

@@ -42,6 +42,16 @@ def test_json(cli: Any, tmp_path: Path) -> None:
     assert doc["b"]["host"]["backend"] == "ebpf"
     assert doc["a"]["feature_bits"] == [17, 22, 57, 60]
     assert doc["b"]["rss_max_indirection_table_length"] == 128 and doc["b"]["max_virtqueue_pairs"] == 2
+    # Compatible, but the RFC kernel's rules are not the specification's: said, not refused.
+    assert (doc["a"]["semantics"], doc["b"]["semantics"]) == ("rfc-2023", "spec")
+    assert len(doc["notes"]) == 1 and "rfc-2023 rules" in doc["notes"][0]
+
+
+def test_same_rules_need_no_note(cli: Any, tmp_path: Path) -> None:
+    a = _write(tmp_path, "a.json", probes.v12_host())
+    b = _write(tmp_path, "b.json", probes.ebpf_host())
+    doc = cli("compat", a, b, "--json").json()
+    assert doc["compatible"] and doc["notes"] == [] and doc["a"]["semantics"] == doc["b"]["semantics"] == "spec"
 
 
 def test_incompatible_exits_1_and_names_the_fields(cli: Any, tmp_path: Path) -> None:
