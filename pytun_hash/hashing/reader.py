@@ -24,13 +24,17 @@ import attrs
 
 from pytun_hash._abi.tun import TUN_PI_SIZE
 from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_V1_HASH_SIZE, HashReport
+from pytun_hash.bpf.report import HashReporter
+from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.queue import DEFAULT_READ_SIZE, Queue
 from pytun_hash.device.tap import TunTapDevice
 from pytun_hash.errors import ValidationError
+from pytun_hash.hashing.core import Hashing
+from pytun_hash.model.classify import Semantics
 from pytun_hash.model.vnet import read_hash_fields
 
 if TYPE_CHECKING:
-    from pytun_hash.hashing.core import Hashing
+    from pytun_hash.bpf.shared import SlotWriter
 
 __all__ = ["QueueReader", "ReceivedFrame"]
 
@@ -64,23 +68,32 @@ class QueueReader:
 
     Args:
         hashing: the hashing in force on the device (enabled or adopted); the reader follows its
-            reconfigurations.
+            reconfigurations. Or, for a VMM without privileges, the :class:`~pytun_hash.bpf.shared.SlotWriter`
+            it reconfigures RSS with (eBPF: the reports are computed with what it wrote last).
+        device: with a writer, the device whose queues the VMM holds (e.g. ``TunTapDevice.adopt(fds)``).
         size: the largest buffer read at once, bytes (the headers included); 65536 holds any frame
             of a TAP without GSO.
 
     Raises:
-        ValidationError: for a size below the headers, or a device that is not a real TUN/TAP device.
+        ValidationError: for a size below the headers, a device that is not a real TUN/TAP device, or a
+            writer without ``device``.
         KernelError: when the device's vnet header size cannot be read (it was deleted).
     """
 
-    def __init__(self, hashing: Hashing, *, size: int = DEFAULT_READ_SIZE) -> None:
-        self._hashing = hashing
-        device = hashing.device
-        if not isinstance(device, TunTapDevice):
-            raise ValidationError("hashing", f"reads need a real TUN/TAP device, not a {type(device).__name__}")
-        self._device = device
-        hdr = device.get_vnet_hdr_size() if device.vnet_hdr else 0
-        self._header_at = TUN_PI_SIZE if device.packet_info else 0
+    def __init__(
+        self, hashing: Hashing | SlotWriter, *, device: TunTapDevice | None = None, size: int = DEFAULT_READ_SIZE
+    ) -> None:
+        self._hashing = hashing if isinstance(hashing, Hashing) else None
+        self._writer = None if isinstance(hashing, Hashing) else hashing
+        self._reporters: dict[tuple[VnetHashConfig, Semantics], HashReporter] = {}
+        target: object = self._hashing.device if self._hashing is not None else device
+        if self._hashing is None and device is None:
+            raise ValidationError("device", "a reader over a SlotWriter needs the device whose queues it reads")
+        if not isinstance(target, TunTapDevice):
+            raise ValidationError("hashing", f"reads need a real TUN/TAP device, not a {type(target).__name__}")
+        self._device = target
+        hdr = target.get_vnet_hdr_size() if target.vnet_hdr else 0
+        self._header_at = TUN_PI_SIZE if target.packet_info else 0
         self._frame_at = self._header_at + hdr
         # Below 20 bytes there are no hash fields to read or fill (the kernel refuses reports then).
         self._has_hash_fields = hdr >= VIRTIO_NET_HDR_V1_HASH_SIZE
@@ -88,8 +101,24 @@ class QueueReader:
             raise ValidationError("size", f"must be an integer above the {self._frame_at}-byte headers, got {size!r}")
         self.size = size
 
+    def _reporter(self) -> HashReporter | None:
+        """Who fills the hash fields in user space now (None: the kernel, or reports are off)."""
+        if not self._has_hash_fields:
+            return None
+        if self._hashing is not None:
+            return self._hashing.reporter
+        config = self._writer.config if self._writer is not None else None
+        if config is None or not config.report:
+            return None
+        semantics = self._writer.semantics if self._writer is not None else Semantics.SPEC
+        key = (config, semantics)
+        if key not in self._reporters:
+            self._reporters.clear()  # one at a time: the configuration in force
+            self._reporters[key] = HashReporter.for_device(self._device, config, semantics=semantics)
+        return self._reporters[key]
+
     def _received(self, queue: Queue, data: bytes) -> ReceivedFrame:
-        reporter = self._hashing.reporter if self._has_hash_fields else None
+        reporter = self._reporter()
         if reporter is not None:
             data = reporter.filled(data)
         value, report = read_hash_fields(data, self._header_at) if self._has_hash_fields else (0, 0)

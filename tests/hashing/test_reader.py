@@ -26,6 +26,7 @@ from pytun_hash import (
     classify,
     predict_queue,
 )
+from pytun_hash.bpf.shared import SharedEbpfRss
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.testing import FakeTunTap, KernelEmulator
 from tests.device.traffic import PEER_ADDR, udp_socket, wire_tap
@@ -101,3 +102,26 @@ def test_a_reader_needs_a_real_device() -> None:
         fake.set_vnet_hdr_size(20)
         with Hashing.enable(fake, CONFIG, record=False) as hashing, pytest.raises(ValidationError, match="real TUN"):
             QueueReader(hashing)
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_a_vmm_without_hashing_reads_through_its_slot_writer(wired: tuple[TunTapDevice, socket.socket]) -> None:
+    # The unprivileged VMM's case: no Hashing object, only the maps it writes (pytun_hash.bpf.shared).
+    dev, sock = wired
+    with SharedEbpfRss.load(CONFIG) as rss:
+        rss.attach(dev)
+        try:
+            reader = QueueReader(rss.writer, device=dev)
+            frames = _send_and_read(sock, reader)
+            assert len(frames) == len(PORTS) and all(f.computed for f in frames)
+            for got in frames:
+                want = classify(got.frame, CONFIG.types, CONFIG.key)
+                assert (got.hash_value, got.hash_report) == (want.hash_value, want.report)
+                assert got.queue == predict_queue(CONFIG, got.frame, 4)
+            rss.writer.write(CONFIG.replace(indirection_table=(1,)))
+            assert {f.queue for f in _send_and_read(sock, reader)} == {1}
+        finally:
+            rss.detach()
+    with pytest.raises(ValidationError, match="needs the device"):
+        QueueReader(rss.writer)
