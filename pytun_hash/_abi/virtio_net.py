@@ -8,7 +8,6 @@ distinct Python types because the kernel series mixed them up (see the docs).
 
 from __future__ import annotations
 
-import ctypes
 import enum
 
 from pytun_hash.errors import ValidationError
@@ -96,47 +95,18 @@ class VirtioNetHdrGso(enum.IntEnum):
 
 VIRTIO_NET_HDR_GSO_ECN = 0x80
 
-# Feature bits relevant to hashing (virtio spec numbering).
+# Feature bits relevant to hashing (virtio 1.2 section 5.1.3): the control queue RSS and reports are
+# configured on, multiqueue, hash reports, RSS.
+VIRTIO_NET_F_CTRL_VQ = 17
+VIRTIO_NET_F_MQ = 22
 VIRTIO_NET_F_HASH_REPORT = 57
 VIRTIO_NET_F_RSS = 60
 
-# The legacy fields are in the device's configured vnet endianness, so these mirror the
-# layout only; codecs choose the byte order.
-
-
-class virtio_net_hdr(ctypes.Structure):  # noqa: N801 - kernel name
-    """``struct virtio_net_hdr`` (10 bytes)."""
-
-    _pack_ = 1
-    _fields_ = (
-        ("flags", ctypes.c_uint8),
-        ("gso_type", ctypes.c_uint8),
-        ("hdr_len", ctypes.c_uint16),
-        ("gso_size", ctypes.c_uint16),
-        ("csum_start", ctypes.c_uint16),
-        ("csum_offset", ctypes.c_uint16),
-    )
-
-
-class virtio_net_hdr_v1(ctypes.Structure):  # noqa: N801 - kernel name
-    """``struct virtio_net_hdr_v1`` (12 bytes; same layout as ``virtio_net_hdr_mrg_rxbuf``)."""
-
-    _pack_ = 1
-    _fields_ = (*virtio_net_hdr._fields_, ("num_buffers", ctypes.c_uint16))
-
-
-class virtio_net_hdr_v1_hash(ctypes.Structure):  # noqa: N801 - kernel name
-    """``struct virtio_net_hdr_v1_hash`` (20 bytes); hash fields are always little-endian."""
-
-    _pack_ = 1
-    _fields_ = (
-        ("hdr", virtio_net_hdr_v1),
-        ("hash_value", ctypes.c_uint32),
-        ("hash_report", ctypes.c_uint16),
-        ("padding", ctypes.c_uint16),
-    )
-
-
-VIRTIO_NET_HDR_SIZE = ctypes.sizeof(virtio_net_hdr)
-VIRTIO_NET_HDR_V1_SIZE = ctypes.sizeof(virtio_net_hdr_v1)
-VIRTIO_NET_HDR_V1_HASH_SIZE = ctypes.sizeof(virtio_net_hdr_v1_hash)
+# The header sizes (the structures, in ctypes, are in pytun_hash._abi.virtio_net_hdr: ctypes is not
+# loaded for what needs only these numbers and the enums, such as `pytun-hash hash`).
+#: ``sizeof(struct virtio_net_hdr)``.
+VIRTIO_NET_HDR_SIZE = 10
+#: ``sizeof(struct virtio_net_hdr_v1)`` (also ``virtio_net_hdr_mrg_rxbuf``).
+VIRTIO_NET_HDR_V1_SIZE = 12
+#: ``sizeof(struct virtio_net_hdr_v1_hash)``.
+VIRTIO_NET_HDR_V1_HASH_SIZE = 20

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import enum
 
+from pytun_hash._abi.virtio_net import (
+    VIRTIO_NET_F_CTRL_VQ,
+    VIRTIO_NET_F_HASH_REPORT,
+    VIRTIO_NET_F_MQ,
+    VIRTIO_NET_F_RSS,
+)
 from pytun_hash.errors import ValidationError, shorten
 
 __all__ = [
@@ -31,12 +37,6 @@ __all__ = [
     "VirtioNetFeature",
     "feature_names",
 ]
-
-# Feature bit numbers (virtio 1.2 section 5.1.3).
-VIRTIO_NET_F_CTRL_VQ = 17
-VIRTIO_NET_F_MQ = 22
-VIRTIO_NET_F_HASH_REPORT = 57
-VIRTIO_NET_F_RSS = 60
 
 
 class VirtioNetFeature(enum.IntFlag):

@@ -12,7 +12,8 @@ import pytest
 
 from pytun_hash import Revision, ioctl_request
 from pytun_hash._abi import TUN_IOCTLS, hash_ioctls, ifreq, rfc, v3, v12
-from pytun_hash._abi.virtio_net import virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash
+from pytun_hash._abi.virtio_net import VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_V1_HASH_SIZE, VIRTIO_NET_HDR_V1_SIZE
+from pytun_hash._abi.virtio_net_hdr import virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash
 
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "rfc_tun_vnet_hash_cap": rfc.tun_vnet_hash_cap,
@@ -183,3 +184,9 @@ def test_c_compiler_agrees_with_python(c_side: dict[str, int]) -> None:
     assert len(python) == len(c_side), sorted(set(c_side) - set(python))
     if platform.machine() == "x86_64":
         assert c_side["ioctl RFC_TUNSETVNETHASH"] == 0x400454E5
+
+
+def test_the_header_size_constants_are_the_structures_sizes() -> None:
+    # The constants are literals so that reading them loads no ctypes; the structures are the check.
+    sizes = (ctypes.sizeof(virtio_net_hdr), ctypes.sizeof(virtio_net_hdr_v1), ctypes.sizeof(virtio_net_hdr_v1_hash))
+    assert sizes == (VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_V1_SIZE, VIRTIO_NET_HDR_V1_HASH_SIZE) == (10, 12, 20)

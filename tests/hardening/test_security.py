@@ -38,7 +38,7 @@ from pytun_hash import (
 )
 from pytun_hash._abi import KNOWN_MACHINES, rfc, v3, v12
 from pytun_hash._abi.tun import ifreq
-from pytun_hash._abi.virtio_net import virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash
+from pytun_hash._abi.virtio_net_hdr import virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash
 from pytun_hash.bpf import syscall as bpf_syscall
 from pytun_hash.capture.reader import PcapReader
 from pytun_hash.cli import main

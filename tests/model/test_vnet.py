@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytun_hash import DecodeError, HashReport, ValidationError
-from pytun_hash._abi.virtio_net import VirtioNetHdrFlag, virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash
+from pytun_hash._abi.virtio_net import VirtioNetHdrFlag
+from pytun_hash._abi.virtio_net_hdr import virtio_net_hdr, virtio_net_hdr_v1, virtio_net_hdr_v1_hash
 from pytun_hash.model import (
     VNET_HDR_LAYOUTS,
     VnetHeader,
