@@ -51,12 +51,18 @@ def frames_of_batch(batch: RecordBatch, padded: npt.NDArray[np.uint8] | None = N
     if link.cooked2:
         # SLL2: the frame is record bytes 6:18, the protocol (bytes 0:2), then the payload from 20.
         lengths = np.where(captured >= 20, captured - 6, 0)
-        ethertypes = np.stack([padded[starts], padded[starts + 1]], axis=1)
+        # The protocol of a record too short to have one is never read (frames under 14 bytes keep
+        # their own bytes 12 and 13): gathered from the record's start, which is inside the piece.
+        protocol_at = np.where(captured >= 2, starts, 0)
+        ethertypes = np.stack([padded[protocol_at], padded[protocol_at + 1]], axis=1)
         # Frame bytes 14.. are record bytes 20..; records shorter than the header give empty frames.
-        frame_starts = starts + 6
+        skip = 6
     else:
         lengths = np.maximum(captured - link.skip, 0)
-        frame_starts = starts + link.skip
+        skip = link.skip
+    # An empty frame starts where its record does: a record at the very end of a piece has no bytes
+    # after it to skip into.
+    frame_starts = np.where(lengths > 0, starts + skip, starts)
     return FrameArray(padded, frame_starts, lengths, link.framing, ethertypes, truncated)
 
 

@@ -93,3 +93,24 @@ def test_summaries_do_not_depend_on_chunks(tmp_path: Path) -> None:
             summaries.add((summary.packets, summary.histogram, summary.unclassified, tuple(summary.reports.items())))
             assert summary.truncated == 0  # frames cut short, but recorded whole
     assert len(summaries) == 1
+
+
+@pytest.mark.parametrize("linktype", [1, 101, 113, 276])
+@pytest.mark.parametrize("length", [0, 1, 5, 13, 19])
+def test_short_records_at_the_end_of_the_file_are_frames_too(tmp_path: Path, linktype: int, length: int) -> None:
+    # The long fuzz campaign found it: an empty SLL2 record as the file's last bytes made the batch
+    # engine refuse the chunk ("a frame lies outside the buffer") where the scalar reader gave b"".
+    record = bytes(range(1, length + 1))
+    for name, data in (
+        ("pcap", b.pcap(linktype, [record])),
+        ("pcapng-epb", b.shb() + b.idb(linktype) + b.epb(0, record)),
+        ("pcapng-spb", b.shb() + b.idb(linktype) + b.spb(record)),
+    ):
+        path = tmp_path / f"{name}-{linktype}-{length}.cap"
+        path.write_bytes(data)
+        with CaptureReader(str(path)) as reader:
+            scalar = [(p.frame, p.framing) for p in reader]
+        with CaptureReader(str(path)) as reader:
+            chunks = list(frame_chunks(reader, 4, read_bytes=0))
+        frames = [chunk.frame(i) for chunk in chunks for i in range(len(chunk))]
+        assert frames == [frame for frame, _ in scalar], (name, frames, scalar)
