@@ -65,7 +65,16 @@ from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BpfError, DeviceGoneError, KernelError, ValidationError
 from pytun_hash.model.classify import Semantics
 
-__all__ = ["EBPF_RSS_OWNER", "PIN_NAMES", "EbpfRss", "enable_ebpf_rss", "l3_base", "open_pinned", "frame_for_test_run"]
+__all__ = [
+    "EBPF_RSS_OWNER",
+    "PIN_NAMES",
+    "EbpfRss",
+    "check_load",
+    "enable_ebpf_rss",
+    "frame_for_test_run",
+    "l3_base",
+    "open_pinned",
+]
 
 #: The owner name recorded in the device's steering state while eBPF RSS is attached.
 EBPF_RSS_OWNER = "ebpf-rss"
@@ -236,6 +245,20 @@ class _SlotSwapper:
                 self._state.wait()
 
 
+def check_load(config: VnetHashConfig, mode: DeviceMode, semantics: Semantics) -> None:
+    """What loading an RSS program (the map-in-map one or the shared one) needs of its arguments.
+
+    Raises:
+        ValidationError: for a config the program cannot implement (no RSS, _EX types), a ``mode``
+            that is not a :class:`DeviceMode` or ``semantics`` that is not a :class:`Semantics`.
+    """
+    check_supported(config)
+    if not isinstance(mode, DeviceMode):
+        raise ValidationError("mode", f"expected a DeviceMode, got {mode!r}")
+    if not isinstance(semantics, Semantics):
+        raise ValidationError("semantics", f"expected a Semantics member, got {semantics!r}")
+
+
 def l3_base(mode: DeviceMode) -> L3Base:
     """How a program for a device of ``mode`` parses: Ethernet frames (TAP) or IP packets (TUN)."""
     return L3Base.ETHERNET if mode is DeviceMode.TAP else L3Base.IP
@@ -340,11 +363,7 @@ class EbpfRss:
             VerifierError: if the kernel's verifier rejects the program (a bug; the log says why).
             BpfError: for other bpf(2) failures.
         """
-        check_supported(config)
-        if not isinstance(mode, DeviceMode):
-            raise ValidationError("mode", f"expected a DeviceMode, got {mode!r}")
-        if not isinstance(semantics, Semantics):
-            raise ValidationError("semantics", f"expected a Semantics member, got {semantics!r}")
+        check_load(config, mode, semantics)
         tables = toeplitz_tables(config.key, semantics=semantics)
         value = config_value(config, tables=tables, semantics=semantics)
         with contextlib.ExitStack() as stack:

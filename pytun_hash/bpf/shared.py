@@ -47,14 +47,13 @@ import attrs
 
 from pytun_hash.bpf.maps import ArrayMap
 from pytun_hash.bpf.prog import Program, TestRunResult
-from pytun_hash.bpf.rss import EBPF_RSS_OWNER, frame_for_test_run, l3_base
+from pytun_hash.bpf.rss import EBPF_RSS_OWNER, check_load, frame_for_test_run, l3_base
 from pytun_hash.bpf.rss_program import (
     CONFIG_VALUE_SIZE,
     SHARED_READ_ATTEMPTS,
     SHARED_SLOT_HEADER,
     SHARED_SLOTS,
     RssOutput,
-    check_supported,
     config_value,
     generate_shared_rss_program,
 )
@@ -373,10 +372,8 @@ class SharedEbpfRss:
             VerifierError: if the verifier rejects the program (a bug; the log says why).
             BpfError: for other bpf(2) failures.
         """
-        check_supported(config)
-        if not isinstance(mode, DeviceMode):
-            raise ValidationError("mode", f"expected a DeviceMode, got {mode!r}")
-        handoff = Handoff(mode.value, Semantics(semantics).value, 0, 0)
+        check_load(config, mode, semantics)
+        handoff = Handoff(mode.value, semantics.value, 0, 0)
         with contextlib.ExitStack() as stack:
             control = stack.enter_context(ArrayMap.create(CONTROL_VALUE_SIZE, 1, mmapable=True, name="pth_rss_ctl"))
             slots = stack.enter_context(ArrayMap.create(SLOT_VALUE_SIZE, SLOTS, mmapable=True, name="pth_rss_slots"))

@@ -30,6 +30,7 @@ import attrs
 from pytun_hash import _sys
 from pytun_hash.device import TunTapDevice
 from pytun_hash.errors import ValidationError
+from pytun_hash.model.flow import internet_checksum
 
 __all__ = [
     "PAGE",
@@ -206,15 +207,6 @@ _ETH_P_IP = 0x0800
 _IPPROTO_UDP = 17
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def udp4_frame(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
     """An Ethernet/IPv4/UDP frame (locally administered MACs, IPv4 header checksum filled, UDP's zero).
 
@@ -236,7 +228,7 @@ def udp4_frame(src: str, dst: str, sport: int, dport: int, payload: bytes) -> by
         socket.inet_aton(src),
         socket.inet_aton(dst),
     )
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
     return dst_mac + src_mac + struct.pack("!H", _ETH_P_IP) + ip + udp
 
 
