@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,14 @@ CONFIGS = [
     BASE,
 ]
 FIRST_PORT = 20000
-MAX_DATAGRAMS = 6000
-_ETH_IPV4_UDP_DPORT = 14 + 20 + 2
+PORTS = 4000  # flows the datagrams cycle through
+#: A bound, not a figure: the sender stops when the last configuration has been in force a while.
+MAX_DATAGRAMS = 400_000
+#: Datagrams sent under each configuration alone before the next is asked for (more are sent while
+#: each is being written).
+PER_CONFIG = 1000
+_SEQUENCE = struct.Struct("!I")
+_ETH_IPV4_UDP_PAYLOAD = 14 + 20 + 8
 
 
 class _Traffic:
@@ -53,6 +60,8 @@ class _Traffic:
         self.applied = 0  # configurations completely in force (the child answered)
         self.requested = 0  # configurations asked for (maybe being written)
         self.windows: dict[int, tuple[int, int]] = {}
+        # Configurations some datagram was sent entirely under (applied before, nothing newer asked for).
+        self.only_under: Counter[int] = Counter()
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -60,18 +69,30 @@ class _Traffic:
             if self.stop.is_set():
                 return
             low = self.applied
-            self.sock.sendto(b"shared", (PEER_ADDR, FIRST_PORT + i))
-            self.windows[FIRST_PORT + i] = (low, self.requested)
+            self.sock.sendto(_SEQUENCE.pack(i), (PEER_ADDR, FIRST_PORT + i % PORTS))
+            high = self.requested
+            self.windows[i] = (low, high)
+            if low == high:
+                self.only_under[low] += 1
             if i % 64 == 63:
                 time.sleep(0.001)  # let the reader keep up: a full queue drops frames
 
 
-def _dport(frame: bytes) -> int | None:
-    """The UDP destination port of an Ethernet/IPv4/UDP frame without options, else None."""
-    if len(frame) < _ETH_IPV4_UDP_DPORT + 2 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45 or frame[23] != 17:
+def _until_sent_under(traffic: _Traffic, config: int) -> None:
+    """Wait until :data:`PER_CONFIG` datagrams were sent while ``config`` alone was in force (the
+    deadline guards against a stalled sender; it measures nothing)."""
+    deadline = time.monotonic() + 60
+    while traffic.only_under[config] < PER_CONFIG:
+        assert time.monotonic() < deadline and not traffic.stop.is_set(), f"no datagram under config {config}"
+        time.sleep(0.005)
+
+
+def _sequence(frame: bytes) -> int | None:
+    """The sequence number a datagram of the test carries (an Ethernet/IPv4/UDP frame), else None."""
+    if len(frame) != _ETH_IPV4_UDP_PAYLOAD + 4 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45 or frame[23] != 17:
         return None
-    port: int = struct.unpack_from("!H", frame, _ETH_IPV4_UDP_DPORT)[0]
-    return port
+    sequence: int = _SEQUENCE.unpack_from(frame, _ETH_IPV4_UDP_PAYLOAD)[0]
+    return sequence
 
 
 def _read_queues(device: TunTapDevice, frames: list[tuple[int, bytes]], done: threading.Event) -> None:
@@ -119,13 +140,13 @@ def test_an_unprivileged_vmm_reconfigures_rss_under_traffic(netns: NetworkNamesp
                 sender.start()
                 try:
                     for k, config in enumerate(CONFIGS[1:], start=1):
-                        time.sleep(0.03)
+                        _until_sent_under(traffic, k - 1)
                         traffic.requested = k
                         parent.send(json.dumps(config.to_mapping()).encode())
                         answer = json.loads(parent.recv(4096))
                         assert answer["generation"] == k + 1, answer  # the privileged side wrote the first
                         traffic.applied = k
-                    time.sleep(0.03)
+                    _until_sent_under(traffic, len(CONFIGS) - 1)
                 finally:
                     traffic.stop.set()
                     sender.join()
@@ -139,17 +160,17 @@ def test_an_unprivileged_vmm_reconfigures_rss_under_traffic(netns: NetworkNamesp
                 assert child.wait(timeout=30) == 0, child.stderr.read() if child.stderr else ""
                 if child.stderr:
                     child.stderr.close()
-    ours = [(q, f, port) for q, f in frames if (port := _dport(f)) is not None and port in traffic.windows]
-    assert len(frames) - len(ours) <= 4, [f.hex() for _, f in frames if _dport(f) not in traffic.windows]
+    ours = [(q, f, n) for q, f in frames if (n := _sequence(f)) is not None and n in traffic.windows]
+    assert len(frames) - len(ours) <= 4, [f.hex() for _, f in frames if _sequence(f) not in traffic.windows]
     wrong = []
-    for index, frame, port in ours:
-        low, high = traffic.windows[port]
+    for index, frame, sequence in ours:
+        low, high = traffic.windows[sequence]
         allowed = {predict_queue(CONFIGS[j], frame, QUEUES) for j in range(low, high + 1)}
         if index not in allowed:
-            wrong.append((port, index, allowed))
+            wrong.append((sequence, index, allowed))
     sent = len(traffic.windows)
     print(f"{sent} datagrams sent, {len(ours)} frames read, 5 reconfigurations by uid 65534")
     assert wrong == []
     assert len(ours) >= sent * 0.95, (len(ours), sent)  # a frame or two may be dropped by a full queue
     # Every configuration was in force for a while: frames were steered under each.
-    assert {traffic.windows[port][0] for _, _, port in ours} == set(range(len(CONFIGS)))
+    assert {traffic.windows[sequence][0] for _, _, sequence in ours} == set(range(len(CONFIGS)))
