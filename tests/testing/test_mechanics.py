@@ -22,7 +22,7 @@ from pytun_hash._abi import Revision, ioctl_request
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.netns import NetworkNamespace
 from pytun_hash.errors import DeviceGoneError, KernelError, PytunHashError, ValidationError
-from pytun_hash.testing import EmulatorError, EmulatorFault, EmulatorMode, KernelEmulator
+from pytun_hash.testing import EmulatorError, EmulatorFault, EmulatorMode, KernelEmulator, _seccomp
 from tests.testing.helpers import (
     RFC_CAP,
     RFC_SET,
@@ -163,6 +163,34 @@ def _seccomp_mode() -> int:
             if line.startswith("Seccomp:"):
                 return int(line.split()[1])
     raise LookupError("no Seccomp line")
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    release = os.uname().release.split("-")[0].split(".")
+    return (int(release[0]), int(release[1])) >= (major, minor)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the expected number is the x86-64 value")
+def test_sync_wake_up_request_number() -> None:
+    # include/uapi/linux/seccomp.h: SECCOMP_IOW(4, __u64)
+    assert _seccomp.SECCOMP_IOCTL_NOTIF_SET_FLAGS == 0x40082104
+    assert _seccomp.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP == 1
+
+
+def test_listeners_ask_for_synchronous_wake_ups(need_seccomp: None) -> None:
+    # A disposable thread takes the filter; the listener it returns is tried again from here.
+    arch = _seccomp.seccomp_arch()
+    program = _seccomp.build_filter(arch, [0x0000DEAD])  # a request nothing makes
+    got: list[int] = []
+    thread = threading.Thread(target=lambda: got.append(_seccomp.install_listener(arch, program)))
+    thread.start()
+    thread.join()
+    (listener,) = got
+    try:
+        # Linux 6.6 added the flag; older kernels refuse it and the emulator works without it.
+        assert _seccomp.set_sync_wake_up(listener) is _kernel_at_least(6, 6)
+    finally:
+        os.close(listener)
 
 
 def test_non_tun_fd_passes_through(need_seccomp: None) -> None:
