@@ -45,9 +45,10 @@ except ImportError:  # a clean checkout that is not installed: use the source tr
 
 from pytun_hash import _sys
 from pytun_hash.backend import Backend
-from pytun_hash.bpf import ArrayMap, ArrayOfMaps, Assembler, EbpfRss, Insn, Program, Reg, RssOutput, toeplitz_tables
+from pytun_hash.bpf import ArrayMap, Assembler, EbpfRss, Insn, Program, Reg, RssOutput, toeplitz_tables
 from pytun_hash.bpf.pin import is_bpffs
-from pytun_hash.bpf.rss_program import CONFIG_VALUE_SIZE, L3Base, generate_rss_program
+from pytun_hash.bpf.rss_program import L3Base, generate_shared_rss_program
+from pytun_hash.bpf.shared import CONTROL_VALUE_SIZE, SLOT_VALUE_SIZE, SLOTS
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.device.tap import DeviceMode
@@ -150,9 +151,12 @@ def cpu_median(fn: Callable[[], object], n: int) -> float:
 
 def program_rows(n: int) -> list[dict[str, object]]:
     rows = []
-    with ArrayMap.create(CONFIG_VALUE_SIZE) as inner, ArrayOfMaps.create(inner) as outer:
+    with (
+        ArrayMap.create(CONTROL_VALUE_SIZE, 1, mmapable=True) as control,
+        ArrayMap.create(SLOT_VALUE_SIZE, SLOTS, mmapable=True) as slots,
+    ):
         for mode in L3Base:
-            insns: list[Insn] = generate_rss_program(outer.fd, mode, RssOutput.QUEUE)
+            insns: list[Insn] = generate_shared_rss_program(control.fd, slots.fd, mode, RssOutput.QUEUE)
             seconds = cpu_median(lambda insns=insns: Program.load(insns).close(), n)  # type: ignore[misc]
             with Program.load(insns) as p:
                 info = p.info()

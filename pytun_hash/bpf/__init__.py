@@ -26,16 +26,16 @@ if TYPE_CHECKING:
     from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps, BpfMap, MapInfo, MappedArray, QueueMap, map_ids
     from pytun_hash.bpf.prog import ProgInfo, Program, TestRunResult, prog_ids
     from pytun_hash.bpf.report import HashReporter
-    from pytun_hash.bpf.rss import EBPF_RSS_OWNER, EbpfRss, enable_ebpf_rss
+    from pytun_hash.bpf.rss import EBPF_RSS_OWNER, EbpfRss, SharedEbpfRss, enable_ebpf_rss
     from pytun_hash.bpf.rss_program import (
         SUPPORTED_HASH_TYPES,
         L3Base,
         RssOutput,
         config_value,
-        generate_rss_program,
+        generate_shared_rss_program,
         toeplitz_tables,
     )
-    from pytun_hash.bpf.syscall import BpfCmd, MapFlag, MapType, ProgType, bpf, bpf_syscall_number
+    from pytun_hash.bpf.syscall import BpfCmd, MapFlag, MapType, ProgType, bpf, bpf_syscall_number, synchronize_rcu
 
 __all__ = [
     "EBPF_RSS_OWNER",
@@ -48,6 +48,7 @@ __all__ = [
     "BpfCmd",
     "BpfMap",
     "EbpfRss",
+    "SharedEbpfRss",
     "HashReporter",
     "Helper",
     "Insn",
@@ -69,10 +70,11 @@ __all__ = [
     "enable_ebpf_rss",
     "encode_program",
     "generate_fallback_program",
-    "generate_rss_program",
+    "generate_shared_rss_program",
     "load_fallback_program",
     "map_ids",
     "prog_ids",
+    "synchronize_rcu",
     "toeplitz_tables",
 ]
 
@@ -101,12 +103,13 @@ _WHERE = {
     "HashReporter": "report",
     "EBPF_RSS_OWNER": "rss",
     "EbpfRss": "rss",
+    "SharedEbpfRss": "rss",
     "enable_ebpf_rss": "rss",
     "SUPPORTED_HASH_TYPES": "rss_program",
     "L3Base": "rss_program",
     "RssOutput": "rss_program",
     "config_value": "rss_program",
-    "generate_rss_program": "rss_program",
+    "generate_shared_rss_program": "rss_program",
     "toeplitz_tables": "rss_program",
     "BpfCmd": "syscall",
     "MapFlag": "syscall",
@@ -114,6 +117,7 @@ _WHERE = {
     "ProgType": "syscall",
     "bpf": "syscall",
     "bpf_syscall_number": "syscall",
+    "synchronize_rcu": "syscall",
 }
 
 # Hidden from type checkers: with a module __getattr__ they would accept any name at all.

@@ -1,74 +1,80 @@
 """eBPF RSS on a tun/tap device: load, attach, reconfigure atomically, detach.
 
+The program and its maps
+------------------------
+:class:`EbpfRss` loads the steering program of :func:`~pytun_hash.bpf.rss_program.generate_shared_rss_program`
+with two ``BPF_F_MMAPABLE`` array maps: a control map whose ``u32 active`` names one of
+:data:`~pytun_hash.bpf.shared.SLOTS` slots, and the slots map, each slot a ``u32 seq`` and a whole
+configuration value (hash types, table mask, unclassified queue, indirection table, Toeplitz
+tables). :mod:`pytun_hash.bpf.shared` describes the layout and its protocol; the same maps can be
+handed to an unprivileged VMM (:meth:`EbpfRss.handoff`).
+
 How a reconfiguration stays atomic
 ----------------------------------
-The program reads its whole configuration (hash types, table mask, unclassified queue,
-indirection table, Toeplitz tables) from *one* value of a one-entry inner array map, which
-it reaches through a one-slot ``BPF_MAP_TYPE_ARRAY_OF_MAPS``. It looks the inner map up once
-per packet and keeps the value pointer in a register for the rest of the run.
+:meth:`EbpfRss.reconfigure` writes the new configuration into a slot no program reads (through
+``mmap``: no ``bpf(2)`` call), and then stores that slot's number in ``active``, one aligned 4-byte
+store. A program run reads ``active``, then the slot's ``seq``, computes the queue, and reads
+``seq`` again: a run whose slot was rewritten meanwhile computes again from the slot then active.
+So every packet is steered entirely by one configuration, old or new, and when
+:meth:`~EbpfRss.reconfigure` returns every packet whose steering starts afterwards uses the new one.
+A slot is rewritten only after it has rested :data:`~pytun_hash.bpf.shared.SLOT_REST` seconds since
+it stopped being active, so back-to-back reconfigurations cost a fraction of a millisecond each and
+never wait for a grace period; :meth:`~EbpfRss.settle` (or ``wait=True``) waits for one
+(:func:`~pytun_hash.bpf.syscall.synchronize_rcu`), after which no run that began before the switch is
+still going.
 
-:meth:`EbpfRss.reconfigure` builds a *new* inner map, fills it completely while no program
-can see it, and then swaps the outer slot with a single ``BPF_MAP_UPDATE_ELEM``. The kernel
-exchanges the slot's pointer atomically (RCU), so every packet sees either the old value or
-the new one, whole; a packet that started with the old map keeps it alive (RCU) until it is
-done, and nothing ever writes to a map a program can see. The old map is freed by the kernel
-after a grace period.
+The kernel objects outlive this process: pinned (:meth:`EbpfRss.pin`), another process takes them
+over (:meth:`EbpfRss.from_pinned`), checks that the active slot holds the recorded configuration
+byte for byte, and reconfigures through the same maps; the pins never change.
 
-The update syscall then waits for that grace period (``synchronize_rcu`` in
-``maybe_wait_bpf_programs``, about 8 ms here) before returning. The new config is in force
-before that wait, so :meth:`~EbpfRss.reconfigure` issues the update from a helper thread and
-returns as soon as the slot reads back the new map's id (well under a millisecond);
-``wait=True`` or :meth:`~EbpfRss.settle` also wait for the grace period, after which no packet
-uses an old config any more. Since every config gets a map of its own and no map a program may
-still read is ever written, a reconfiguration never waits for the previous one's grace period:
-the helper threads form a pool (:class:`_SlotSwapper`), each sitting out one grace period, and
-back-to-back reconfigurations take idle ones (or start new ones, up to
-:data:`MAX_SWAP_THREADS`); only an exhausted pool makes a caller wait. When a swap's grace period
-is over, the map it replaced is read by no program any more: up to :data:`FREE_CONFIG_MAPS` of
-those are kept and filled by the next reconfigurations instead of new maps.
-
-Rejected alternatives: updating the single value in place (``BPF_MAP_UPDATE_ELEM`` or mmap)
-copies ~37 KB with no lock, so a packet could see a half-written table; replacing the
-program with ``TUNSETSTEERINGEBPF`` is atomic too, but every reconfiguration would then cost
-a program load and a verifier pass (1.5-2.5 ms for this program); a pool of pre-loaded
-programs or in-place double buffering would need a grace period before a buffer is reused,
-which user space cannot observe more cheaply than the map-in-map update does.
+Rejected alternatives: a one-slot ``BPF_MAP_TYPE_ARRAY_OF_MAPS`` whose inner map is swapped
+(pytun_hash before this layout) is atomic too, but each update blocks its caller for a grace period
+(8-15 ms here), so back-to-back reconfigurations needed a pool of helper threads and still had a
+tail over a millisecond; replacing the program with ``TUNSETSTEERINGEBPF`` costs a program load and
+a verifier pass (1.5-2.5 ms) per reconfiguration.
 """
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import errno
 import os
+import socket
 import threading
-import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps
-from pytun_hash.bpf.pin import get_pinned_map, get_pinned_program, pin, unpin
+from pytun_hash.bpf.maps import ArrayMap
+from pytun_hash.bpf.pin import get_pinned_map, get_pinned_program, pin
 from pytun_hash.bpf.prog import ETH_HLEN, Program, TestRunResult
 from pytun_hash.bpf.rss_program import (
-    CONFIG_VALUE_SIZE,
     L3Base,
     RssOutput,
     check_supported,
     config_value,
-    generate_rss_program,
-    toeplitz_tables,
+    generate_shared_rss_program,
 )
+from pytun_hash.bpf.shared import (
+    CONTROL_VALUE_SIZE,
+    SLOT_VALUE_SIZE,
+    SLOTS,
+    Handoff,
+    SlotWriter,
+    check_slot_maps,
+    send_maps,
+)
+from pytun_hash.bpf.syscall import synchronize_rcu
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.tap import DeviceMode
-from pytun_hash.errors import BpfError, DeviceGoneError, KernelError, ValidationError
+from pytun_hash.errors import BpfError, DeviceGoneError, ValidationError
 from pytun_hash.model.classify import Semantics
 
 __all__ = [
     "EBPF_RSS_OWNER",
     "PIN_NAMES",
     "EbpfRss",
+    "SharedEbpfRss",
     "check_load",
     "enable_ebpf_rss",
     "frame_for_test_run",
@@ -80,169 +86,14 @@ __all__ = [
 EBPF_RSS_OWNER = "ebpf-rss"
 
 #: The names :meth:`EbpfRss.pin` gives its objects in a pin directory.
-PIN_NAMES = ("prog", "outer", "config")
+PIN_NAMES = ("prog", "control", "slots")
+#: What the map-in-map layout of earlier versions pinned (recognised, to say so, never taken over).
+_LEGACY_PIN_NAMES = ("outer", "config")
 
 # Test runs: a dummy Ethernet header for TUN packets (IEEE 802 local experimental ethertype),
 # and the L3 bytes the kernel wants behind an IPv4/IPv6 ethertype.
 _TUN_TEST_ETHERNET = bytes(12) + b"\x88\xb5"
 _TEST_RUN_MIN_L3 = {b"\x08\x00": 20, b"\x86\xdd": 40}
-
-
-#: Helper threads an :class:`EbpfRss` may have sitting out grace periods at once. Each swap keeps
-#: one busy for a grace period (8-15 ms here) and a reconfiguration takes well under 1 ms, so about
-#: as many as fit in a grace period let back-to-back reconfigurations go on without waiting.
-MAX_SWAP_THREADS = 64
-
-#: Config maps an :class:`EbpfRss` keeps for reuse once no program can read them (37 KB each).
-FREE_CONFIG_MAPS = 4
-
-#: An idle helper thread beyond the first ends after this many seconds without a swap.
-_SWAP_THREAD_IDLE_S = 2.0
-
-
-class _Swap:
-    """One slot update handed to a helper thread."""
-
-    __slots__ = ("done", "error", "new", "retired", "started")
-
-    def __init__(self, new: ArrayMap, retired: tuple[ArrayMap, int | None] | None) -> None:
-        self.new = new
-        self.retired = retired
-        self.started = False
-        self.done = False
-        self.error: BaseException | None = None
-
-
-class _SlotSwapper:
-    """Replaces the outer map's slot from a pool of helper threads.
-
-    ``BPF_MAP_UPDATE_ELEM`` on a map-in-map exchanges the pointer first and then blocks in
-    ``synchronize_rcu()`` (``maybe_wait_bpf_programs``) for a whole grace period, 8 ms or more
-    on the reference machine. The new config is in force right after the exchange, which the
-    caller sees by reading the slot's map id back; a helper thread sits out the wait. Nothing is
-    ever written to a map a program may still read (each config gets a new map), so the grace
-    periods of successive swaps need not end before the next swap: each swap takes an idle
-    thread. After each swap one idle thread is kept ready (started then, up to ``max_threads``),
-    so that the next swap finds one; only when all of them are sitting out grace periods does a
-    swap wait (:attr:`pool_waits` counts those waits). Threads live as long as their
-    :class:`EbpfRss`; beyond the first, one idle for ``_SWAP_THREAD_IDLE_S`` ends.
-    """
-
-    def __init__(
-        self, outer: ArrayOfMaps, retired: Callable[[ArrayMap, int | None], None], max_threads: int | None = None
-    ) -> None:
-        self._outer = outer
-        self._retired = retired
-        self._max_threads = max(1, MAX_SWAP_THREADS if max_threads is None else max_threads)
-        # One lock, two conditions: idle helpers wait on _work and are woken one per swap (waking
-        # them all would have dozens of threads take the GIL in turn for nothing); callers wait on
-        # _state for a swap to start or end, and stop() for the threads to end.
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self._state = threading.Condition(self._lock)
-        self._pending: list[_Swap] = []
-        self._threads = 0  # started and not ended
-        self._idle = 0  # of those, the ones not on a swap (starting ones included: they take work first)
-        self._in_flight = 0
-        self._stop = False
-        #: Swaps that had to wait for a helper thread to finish its grace period (pool exhausted).
-        self.pool_waits = 0
-
-    def _start_thread_locked(self) -> None:
-        # _thread rather than threading.Thread: Thread.start() waits until the new thread runs, a
-        # context switch on the caller's path; this returns at once, and the new thread counts as
-        # idle from now on (it looks for work before it waits for any). stop() waits for the count.
-        self._threads += 1
-        self._idle += 1
-        try:
-            _thread.start_new_thread(self._loop, ())
-        except BaseException:
-            self._threads -= 1
-            self._idle -= 1
-            raise
-
-    def _loop(self) -> None:
-        with self._lock:
-            try:
-                while True:
-                    while not self._pending and not self._stop:
-                        if not self._work.wait(_SWAP_THREAD_IDLE_S) and not self._pending and self._threads > 1:
-                            break  # idle for long: one thread is enough until the next burst
-                    if not self._pending:
-                        return
-                    job = self._pending.pop(0)
-                    self._idle -= 1
-                    job.started = True
-                    self._state.notify_all()
-                    self._lock.release()
-                    try:
-                        self._outer.set(0, job.new)
-                    except BaseException as exc:
-                        job.error = exc
-                    else:
-                        if job.retired is not None:
-                            # The update waited for the grace period: no program reads the map it
-                            # replaced any more.
-                            self._retired(*job.retired)
-                    finally:
-                        self._lock.acquire()
-                    job.done = True
-                    self._in_flight -= 1
-                    self._idle += 1
-                    self._state.notify_all()
-            finally:
-                self._idle -= 1
-                self._threads -= 1
-                self._state.notify_all()
-
-    def swap(self, new: ArrayMap, new_id: int, retired: tuple[ArrayMap, int | None] | None = None) -> None:
-        """Put ``new`` (of id ``new_id``) in the slot; return once the slot holds it, while its grace
-        period goes on in a helper thread, which then hands ``retired`` (the map ``new`` replaces, and
-        its id if known) to the ``retired`` callback.
-
-        Raises:
-            BpfError: when the update fails (the slot keeps the old map; ``retired`` is not handed on).
-        """
-        job = _Swap(new, retired)
-        with self._lock:
-            if self._idle == 0:
-                if self._threads < self._max_threads:
-                    self._start_thread_locked()
-                else:
-                    self.pool_waits += 1
-                    while self._idle == 0:
-                        self._state.wait()
-            self._pending.append(job)
-            self._in_flight += 1
-            self._work.notify()
-            # Sleep rather than spin until a helper runs: spinning would keep the GIL from it.
-            while not job.started and not job.done:
-                self._state.wait()
-        while self._outer.lookup_id(0) != new_id:
-            with self._lock:
-                if job.done:
-                    break
-            time.sleep(0)  # let the helper thread reach its syscall
-        with self._lock:
-            # One thread ready for the next swap, started while this one's grace period runs.
-            if self._idle == 0 and self._threads < self._max_threads and not self._stop:
-                self._start_thread_locked()
-            if job.done and job.error is not None:
-                raise job.error
-
-    def settle(self) -> None:
-        """Wait until every swap, grace period included, is over."""
-        with self._lock:
-            while self._in_flight:
-                self._state.wait()
-
-    def stop(self) -> None:
-        """Finish the swaps under way and end the threads."""
-        with self._lock:
-            self._stop = True
-            self._work.notify_all()
-            while self._threads:
-                self._state.wait()
 
 
 def check_load(config: VnetHashConfig, mode: DeviceMode, semantics: Semantics) -> None:
@@ -290,9 +141,10 @@ def frame_for_test_run(mode: DeviceMode, frame: bytes | bytearray | memoryview) 
 class EbpfRss:
     """The eBPF RSS steering program of one device, with its maps (context manager).
 
-    Build one with :meth:`load` (or :func:`enable_ebpf_rss`). It owns three fds: the
-    program, the outer map and the current inner (config) map; :meth:`close` detaches the
-    program if attached and closes all of them, on every path.
+    Build one with :meth:`load` (or :func:`enable_ebpf_rss`), or take over a pinned one with
+    :meth:`from_pinned`. It owns the program's fd, the control and slots maps' fds and a
+    :class:`~pytun_hash.bpf.shared.SlotWriter` (two more fds and two mappings); :meth:`close`
+    detaches the program if attached and closes all of them, on every path.
 
     Thread safety: :meth:`reconfigure`, :meth:`attach`, :meth:`detach` and :meth:`close` are
     serialised by an internal lock.
@@ -302,37 +154,28 @@ class EbpfRss:
         self,
         *,
         program: Program,
-        outer: ArrayOfMaps,
-        inner: ArrayMap,
+        control: ArrayMap,
+        slots: ArrayMap,
+        writer: SlotWriter,
         config: VnetHashConfig,
         mode: DeviceMode,
         output: RssOutput,
-        tables: bytes,
         semantics: Semantics = Semantics.SPEC,
     ) -> None:
         self._program = program
-        self._semantics = semantics
-        self._outer = outer
-        self._inner: ArrayMap | None = inner
+        self._control: ArrayMap | None = control
+        self._slots = slots
+        self._writer = writer
         self._config = config
         self._mode = mode
         self._output = output
-        self._tables_key = config.key
-        self._tables = tables
+        self._semantics = semantics
         self._device: TunTapBase | None = None
-        self._swapper: _SlotSwapper | None = None
         self._lock = threading.Lock()
         self._pins: dict[str, str] | None = None
-        # Config maps no program reads any more (their grace period is over), with their ids, for
-        # the next reconfigurations to fill instead of creating (and the kernel freeing) a 37 KB map
-        # each time. Helper threads add to it, hence its own lock.
-        self._free_lock = threading.Lock()
-        self._free: list[tuple[ArrayMap, int | None]] = []
-        self._closing = False
         # Object ids never change for an object's life: asked for once (each ask is a syscall).
         self._program_id: int | None = None
-        self._outer_id: int | None = None
-        self._inner_id: int | None = None
+        self._map_ids: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -361,28 +204,40 @@ class EbpfRss:
             ValidationError: for a config the program cannot implement (no RSS, _EX types).
             PrivilegeError: without CAP_BPF (``EPERM``).
             VerifierError: if the kernel's verifier rejects the program (a bug; the log says why).
-            BpfError: for other bpf(2) failures.
+            BpfError: ``EINVAL`` on kernels before 5.5 (no mmap-able maps), and for other bpf(2) failures.
         """
         check_load(config, mode, semantics)
-        tables = toeplitz_tables(config.key, semantics=semantics)
-        value = config_value(config, tables=tables, semantics=semantics)
+        handoff = Handoff(mode.value, semantics.value, 0, 0)
         with contextlib.ExitStack() as stack:
-            inner = stack.enter_context(ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg"))
-            inner.update(0, value)
-            outer = stack.enter_context(ArrayOfMaps.create(inner, 1, name="pth_rss_outer"))
-            outer.set(0, inner)
+            try:
+                control = stack.enter_context(ArrayMap.create(CONTROL_VALUE_SIZE, 1, mmapable=True, name="pth_rss_ctl"))
+            except BpfError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                raise BpfError(
+                    errno.EINVAL,
+                    "BPF_MAP_CREATE",
+                    "the kernel refused an mmap-able array map (BPF_F_MMAPABLE): the eBPF backend needs Linux 5.5 "
+                    "or later",
+                ) from None
+            slots = stack.enter_context(ArrayMap.create(SLOT_VALUE_SIZE, SLOTS, mmapable=True, name="pth_rss_slots"))
+            writer = stack.enter_context(SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff, new_maps=True))
+            writer.write(config)  # before the program exists: no frame ever sees an empty slot
             program = stack.enter_context(
-                Program.load(generate_rss_program(outer.fd, l3_base(mode), output), name=f"pth_rss_{output.value}")
+                Program.load(
+                    generate_shared_rss_program(control.fd, slots.fd, l3_base(mode), output),
+                    name=f"pth_rss_{output.value}"[:15],
+                )
             )
             stack.pop_all()
         return cls(
             program=program,
-            outer=outer,
-            inner=inner,
+            control=control,
+            slots=slots,
+            writer=writer,
             config=config,
             mode=mode,
             output=output,
-            tables=tables,
             semantics=semantics,
         )
 
@@ -398,40 +253,47 @@ class EbpfRss:
     ) -> EbpfRss:
         """Take over the objects another process pinned in ``directory`` with :meth:`pin`.
 
-        The result reconfigures in place (a new config map swapped into the pinned outer map) and
-        keeps the pins current; it is not attached to a device object until :meth:`adopt_attached`.
+        The result reconfigures through the pinned maps (the pins stay as they are); it is not
+        attached to a device object until :meth:`adopt_attached`.
 
         Args:
-            directory: the pin directory (``prog``, ``outer``, ``config`` in it).
-            config: the configuration the pinned config map holds (from the device's record); its
-                value is compared with the map's, byte for byte.
+            directory: the pin directory (``prog``, ``control``, ``slots`` in it).
+            config: the configuration the active slot holds (from the device's record); its
+                value is compared with the slot's, byte for byte.
             mode: the device mode the program parses frames for.
             program_id: the program's id when it was pinned; a different id means someone
                 replaced the pin, and nothing is taken over.
             semantics: the rules the program was loaded with.
 
         Raises:
-            BpfError: when a pin is missing, the program or slot is not the recorded one, or the
-                config map's contents differ from ``config`` (field-level detail in the message).
+            BpfError: when a pin is missing, the program is not the recorded one, or the active
+                slot does not hold ``config`` (``ESTALE``; pins of an earlier pytun_hash's layout
+                say so).
             ValidationError: for a config the program cannot implement.
         """
-        check_supported(config)
-        tables = toeplitz_tables(config.key, semantics=semantics)
-        program, outer, inner = open_pinned(
-            directory, config_value(config, tables=tables, semantics=semantics), program_id=program_id
+        check_load(config, mode, semantics)
+        program, control, slots = open_pinned(
+            directory, config_value(config, semantics=semantics), program_id=program_id, semantics=semantics
         )
-        paths = {name: os.path.join(directory, name) for name in PIN_NAMES}
+        try:
+            handoff = Handoff(mode.value, semantics.value, 0, program.id)
+            writer = SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff)
+        except BaseException:
+            for obj in (program, control, slots):
+                obj.close()
+            raise
+        writer.config = config
         rss = cls(
             program=program,
-            outer=outer,
-            inner=inner,
+            control=control,
+            slots=slots,
+            writer=writer,
             config=config,
             mode=mode,
             output=RssOutput.QUEUE,
-            tables=tables,
             semantics=semantics,
         )
-        rss._pins = paths
+        rss._pins = {name: os.path.join(directory, name) for name in PIN_NAMES}
         return rss
 
     def adopt_attached(self, device: TunTapBase) -> None:
@@ -453,14 +315,14 @@ class EbpfRss:
 
     @property
     def pins(self) -> dict[str, str] | None:
-        """``{"prog", "outer", "config"}`` pin paths kept current across reconfigurations, or None."""
+        """``{"prog", "control", "slots"}`` pin paths (they never change), or None when not pinned."""
         return None if self._pins is None else dict(self._pins)
 
     # ------------------------------------------------------------------ state
 
     @property
     def config(self) -> VnetHashConfig:
-        """The configuration every packet is steered by now."""
+        """The configuration every packet is steered by now (as this instance wrote it last)."""
         return self._config
 
     @property
@@ -484,18 +346,16 @@ class EbpfRss:
         return self._program
 
     @property
+    def writer(self) -> SlotWriter:
+        """The writer of this instance's slots (owned by this object; do not close it)."""
+        return self._writer
+
+    @property
     def program_id(self) -> int:
         """The program's kernel-wide id (asked for once)."""
         if self._program_id is None:
             self._program_id = self._program.id
         return self._program_id
-
-    @property
-    def pool_waits(self) -> int:
-        """How many reconfigurations had to wait for a helper thread to end its grace period (all
-        :data:`MAX_SWAP_THREADS` of them were busy); 0 when none ever waited."""
-        swapper = self._swapper
-        return 0 if swapper is None else swapper.pool_waits
 
     @property
     def device(self) -> TunTapBase | None:
@@ -505,45 +365,42 @@ class EbpfRss:
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
-        return self._inner is None
+        return self._control is None
 
     def object_ids(self) -> tuple[int, tuple[int, ...]]:
-        """``(program id, map ids)`` of the kernel objects this instance holds now.
+        """``(program id, (control map id, slots map id))`` of the kernel objects this instance holds.
 
         Raises:
             BpfError: when closed.
         """
-        inner = self._require_open()
-        if self._outer_id is None:
-            self._outer_id = self._outer.id
-        if self._inner_id is None:
-            self._inner_id = inner.id
-        return self.program_id, (self._outer_id, self._inner_id)
+        control = self._require_open()
+        if self._map_ids is None:
+            self._map_ids = (control.id, self._slots.id)
+        return self.program_id, self._map_ids
 
     def pin(self, directory: str) -> dict[str, str]:
-        """Pin the program (``prog``), the outer map (``outer``) and the current inner config map
-        (``config``) in ``directory`` on a bpffs, so another process can verify, reconfigure in
-        place (a new inner map swapped into ``outer``) or detach them.
+        """Pin the program (``prog``), the control map (``control``) and the slots map (``slots``)
+        in ``directory`` on a bpffs, so another process can verify, reconfigure or detach them.
 
         Returns:
-            ``{"prog": path, "outer": path, "config": path}``.
+            ``{"prog": path, "control": path, "slots": path}``.
 
         Raises:
             BpfError: when closed, or as :func:`pytun_hash.bpf.pin.pin` (``EEXIST`` when a pin exists).
         """
         with self._lock:
-            inner = self._require_open()
+            control = self._require_open()
             paths = {name: os.path.join(directory, name) for name in PIN_NAMES}
             pin(self._program, paths["prog"])
-            pin(self._outer, paths["outer"])
-            pin(inner, paths["config"])
+            pin(control, paths["control"])
+            pin(self._slots, paths["slots"])
             self._pins = paths
             return dict(paths)
 
     def _require_open(self) -> ArrayMap:
-        if self._inner is None:
+        if self._control is None:
             raise BpfError(errno.EBADF, "EbpfRss", "this eBPF RSS instance was closed; load a new one")
-        return self._inner
+        return self._control
 
     # ------------------------------------------------------------------ device
 
@@ -591,6 +448,23 @@ class EbpfRss:
         if device is not None and not device.closed:
             device.detach_steering_program()
 
+    def handoff(self, sock: socket.socket, *, queues: int = 0) -> None:
+        """Send the control and slots maps to the process at the other end of ``sock`` (protocol
+        :data:`~pytun_hash.bpf.shared.PROTOCOL`, see :func:`~pytun_hash.bpf.shared.send_maps`): it
+        reconfigures through them from then on, without any capability.
+
+        Args:
+            sock: a connected ``AF_UNIX`` socket.
+            queues: the queue count the device was set up for, for the receiver (0: not known).
+
+        Raises:
+            BpfError: when closed.
+            OSError: when the message cannot be sent.
+        """
+        control = self._require_open()
+        made = Handoff(self._mode.value, self._semantics.value, queues, self.program_id)
+        send_maps(sock, made, control.fd, self._slots.fd)
+
     # ------------------------------------------------------------------ reconfiguration
 
     def reconfigure(self, config: VnetHashConfig, *, wait: bool = False) -> None:
@@ -598,104 +472,32 @@ class EbpfRss:
 
         Key, indirection table, hash types and unclassified queue may all change; each packet
         is steered entirely by the old or entirely by the new config (module documentation).
-        When this returns, every packet whose steering starts afterwards uses ``config``.
+        When this returns, every packet whose steering starts afterwards uses ``config``. It takes
+        a fraction of a millisecond (a 37 KB copy through ``mmap``; at most
+        :data:`~pytun_hash.bpf.shared.SLOT_REST` more when the slot to write was active a moment ago).
 
         Args:
             config: the new configuration (RSS on, no _EX types).
             wait: also wait until no packet that started before the switch is still being
-                steered with the old config (one RCU grace period, several milliseconds).
-                Otherwise a helper thread of this instance's pool (ended by :meth:`close`) sits
-                out that wait, and the next reconfiguration need not wait for it; :meth:`settle`
-                waits for all of them.
+                steered with the old config (:meth:`settle`: one RCU grace period, 8-15 ms here).
 
         Raises:
             ValidationError: for a config the program cannot implement; nothing changes.
-            BpfError / PrivilegeError: when the new map cannot be created; nothing changes.
+            BpfError: when closed.
         """
         check_supported(config)
         with self._lock:
-            old = self._require_open()
-            tables = (
-                toeplitz_tables(config.key, semantics=self._semantics)
-                if config.key != self._tables_key
-                else self._tables
-            )
-            value = config_value(config, tables=tables, semantics=self._semantics)
-            old_id = self._inner_id
-            with self._free_lock:
-                reused = self._free.pop() if self._free else None
-            new, new_id = (
-                reused if reused is not None else (ArrayMap.create(CONFIG_VALUE_SIZE, 1, name="pth_rss_cfg"), None)
-            )
-            try:
-                if new_id is None:
-                    new_id = new.id
-                new.update(0, value)  # no program can read ``new``: it is new, or its grace period is over
-                if wait:
-                    self._outer.set(0, new)
-                else:
-                    if self._swapper is None:
-                        self._swapper = _SlotSwapper(self._outer, self._retire)
-                    # The helper hands ``old`` back once no program can read it any more.
-                    self._swapper.swap(new, new_id, retired=(old, old_id))
-            except BaseException:
-                # Failed or interrupted: the slot holds one of the two maps; record which.
-                self._settle_locked()
-                if not self._slot_holds(new_id):
-                    new.close()
-                    raise
-                self._install(new, new_id, config, tables)
-                if wait:
-                    self._retire(old, old_id)
-                raise
-            self._install(new, new_id, config, tables)
-            if wait:
-                self._retire(old, old_id)  # the update waited for its grace period
-
-    def _slot_holds(self, map_id: int | None) -> bool:
-        if map_id is None:
-            return False
-        try:
-            return self._outer.lookup_id(0) == map_id
-        except BpfError:
-            return False
-
-    def _retire(self, old: ArrayMap, old_id: int | None = None) -> None:
-        """Keep ``old``, which no program can read any more, for reuse (or close it: enough are kept)."""
-        with self._free_lock:
-            if not self._closing and len(self._free) < FREE_CONFIG_MAPS:
-                self._free.append((old, old_id))
-                return
-        with contextlib.suppress(OSError):  # a helper thread must not fail a swap that was made
-            old.close()
-
-    def _install(self, new: ArrayMap, new_id: int | None, config: VnetHashConfig, tables: bytes) -> None:
-        self._inner = new
-        self._inner_id = new_id
-        self._config = config
-        self._tables_key, self._tables = config.key, tables
-        if self._pins is not None:
-            # The pinned config map must be the one in force, or another process would verify and
-            # adopt an old configuration. The swap is done already, so a failed pin only loses the
-            # pins (nothing pinned is claimed any more), never the new configuration.
-            try:
-                unpin(self._pins["config"], missing_ok=True)
-                pin(new, self._pins["config"])
-            except KernelError:
-                self._pins = None
+            self._require_open()
+            self._writer.write(config)
+            self._config = config
+        if wait:
+            synchronize_rcu()
 
     def settle(self) -> None:
-        """Wait until no packet can still be steered by a config older than the current one.
-
-        Returns at once after ``reconfigure(..., wait=True)``, or when the grace period of the
-        last reconfiguration has passed already.
-        """
-        with self._lock:
-            self._settle_locked()
-
-    def _settle_locked(self) -> None:
-        if self._swapper is not None:
-            self._swapper.settle()
+        """Wait until no packet can still be steered by a config older than the current one: one
+        RCU grace period (:func:`~pytun_hash.bpf.syscall.synchronize_rcu`), which every program run
+        that began before it has ended by. It raises nothing."""
+        synchronize_rcu()
 
     # ------------------------------------------------------------------ checks
 
@@ -704,7 +506,7 @@ class EbpfRss:
 
         Raises:
             ValidationError: for a frame the kernel refuses to test-run (see :func:`frame_for_test_run`).
-            BpfError: when the kernel refuses the run.
+            BpfError: when the kernel refuses the run, or when closed.
         """
         self._require_open()
         data = frame_for_test_run(self._mode, frame)
@@ -738,31 +540,18 @@ class EbpfRss:
             self._close_locked(detach=False)
 
     def _close_locked(self, *, detach: bool) -> None:
-        inner, self._inner = self._inner, None
-        if inner is None:
+        control, self._control = self._control, None
+        if control is None:
             return
-        swapper, self._swapper = self._swapper, None
-        if swapper is not None:
-            swapper.stop()  # the helpers hand their retired maps back first
-        with self._free_lock:
-            self._closing = True
-            free, self._free = self._free, []
-        for unused, _ in free:
-            with contextlib.suppress(OSError):
-                unused.close()
         try:
             if detach:
                 # A deleted device took its steering program with it: nothing to detach.
                 with contextlib.suppress(DeviceGoneError):
                     self._detach_locked()
         finally:
-            try:
-                self._program.close()
-            finally:
-                try:
-                    self._outer.close()
-                finally:
-                    inner.close()
+            for obj in (self._writer, self._program, control, self._slots):
+                with contextlib.suppress(OSError):
+                    obj.close()
 
     def __enter__(self) -> Self:
         return self
@@ -774,46 +563,66 @@ class EbpfRss:
 
     def __repr__(self) -> str:
         where = f"attached to {self._device.name!r}" if self._device is not None else "not attached"
-        state = "closed" if self._inner is None else where
+        state = "closed" if self._control is None else where
         return f"EbpfRss({self._mode.value}, {self._output.value}, {state})"
 
 
+#: The name :class:`EbpfRss` had when it was a separate class for handing maps to a VMM: one class
+#: does both since the backend's program is the shared one.
+SharedEbpfRss = EbpfRss
+
+
 def open_pinned(
-    directory: str, value: bytes, *, program_id: int | None = None
-) -> tuple[Program, ArrayOfMaps, ArrayMap]:
+    directory: str, value: bytes, *, program_id: int | None = None, semantics: Semantics = Semantics.SPEC
+) -> tuple[Program, ArrayMap, ArrayMap]:
     """Open what :meth:`EbpfRss.pin` left in ``directory`` and check that it is one consistent whole:
-    the program (of id ``program_id`` when given), the outer map, and the config map, which must be
-    the one in the outer map's slot and hold ``value`` byte for byte. The caller owns the three.
+    the program (of id ``program_id`` when given), the control and slots maps of the protocol's
+    layout, and the active slot holding ``value`` byte for byte (``seq`` even: not being written).
+    The caller owns the three.
 
     Raises:
         BpfError: when a pin is missing, is not what it should be, or differs from the expected
-            state (``ESTALE``: replaced program, another config map in force, other contents).
+            state (``ESTALE``: replaced program, other contents, an earlier pytun_hash's layout).
     """
     paths = {name: os.path.join(directory, name) for name in PIN_NAMES}
+    if not os.path.exists(paths["control"]) and any(
+        os.path.exists(os.path.join(directory, name)) for name in _LEGACY_PIN_NAMES
+    ):
+        raise BpfError(
+            errno.ESTALE,
+            f"BPF_OBJ_GET({directory})",
+            "these are the pins of an earlier pytun_hash (a map-in-map program): disable RSS on the device "
+            "(pytun-hash disable) and enable it again with this version",
+        )
     with contextlib.ExitStack() as stack:
         program = stack.enter_context(get_pinned_program(paths["prog"]))
-        outer = stack.enter_context(get_pinned_map(paths["outer"]))
-        inner = stack.enter_context(get_pinned_map(paths["config"]))
-        if not isinstance(outer, ArrayOfMaps) or not isinstance(inner, ArrayMap):
+        control = stack.enter_context(get_pinned_map(paths["control"]))
+        slots = stack.enter_context(get_pinned_map(paths["slots"]))
+        if not isinstance(control, ArrayMap) or not isinstance(slots, ArrayMap):
             raise BpfError(errno.EINVAL, f"BPF_OBJ_GET({directory})", "these pins are not an RSS program's maps")
+        try:
+            check_slot_maps(control.fd, slots.fd)
+        except ValidationError as exc:
+            raise BpfError(
+                errno.EINVAL, f"BPF_OBJ_GET({directory})", f"these pins are not an RSS program's maps: {exc}"
+            ) from None
         if program_id is not None and program.id != program_id:
             raise BpfError(
                 errno.ESTALE,
                 f"BPF_OBJ_GET({paths['prog']})",
                 f"the pinned program is id {program.id}, the record says {program_id}: someone replaced it",
             )
-        if outer.lookup_id(0) != inner.id:
-            raise BpfError(
-                errno.ESTALE, f"BPF_OBJ_GET({paths['config']})", "the pinned config map is not the one in force"
-            )
-        if inner.lookup(0) != value:
+        handoff = Handoff("tap", semantics.value, 0, 0)  # only read through: mode and semantics unused
+        with SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff) as reader:
+            seq, held = reader.slot(reader.active)
+        if seq & 1 or held != value:
             raise BpfError(
                 errno.ESTALE,
-                f"BPF_MAP_LOOKUP_ELEM({paths['config']})",
-                "the pinned config map does not hold the recorded configuration",
+                f"BPF_MAP_LOOKUP_ELEM({paths['slots']})",
+                "the active slot does not hold the recorded configuration",
             )
         stack.pop_all()
-    return program, outer, inner
+    return program, control, slots
 
 
 def enable_ebpf_rss(device: TunTapBase, config: VnetHashConfig) -> EbpfRss:

@@ -7,8 +7,10 @@ returns (:class:`RssOutput`), so a reconfiguration never needs a new program.
 
 Per packet the program does, with no loops (every step is unrolled by the generator):
 
-1. two inlined map lookups: the outer one-slot ``ARRAY_OF_MAPS`` gives the current inner
-   map, the inner map gives the config value (see :mod:`pytun_hash.bpf.rss` for why);
+1. the configuration: a control map's ``u32 active`` names one of :data:`SHARED_SLOTS` seqlocked
+   slots of a slots map, each ``u32 seq`` and a config value; the run remembers ``seq`` and
+   checks it again before it returns, and computes again from the slot then active when it changed
+   (see :mod:`pytun_hash.bpf.rss` and :mod:`pytun_hash.bpf.shared` for why);
 2. L2 (TAP): Ethernet type, skipping up to two 802.1Q/802.1ad tags; (TUN): the IP version
    nibble;
 3. classification by the rules of the software model (:mod:`pytun_hash.model.packet` and
@@ -86,10 +88,6 @@ from pytun_hash.model.classify import Semantics
 from pytun_hash.model.packet import MAX_IPV6_EXTENSION_HEADERS, MAX_VLAN_TAGS
 
 __all__ = [
-    "SHARED_READ_ATTEMPTS",
-    "SHARED_SLOTS",
-    "SHARED_SLOT_HEADER",
-    "generate_shared_rss_program",
     "CONFIG_VALUE_SIZE",
     "FLAG_FRAGMENT_PORTS",
     "FLAG_RFC_QUEUE",
@@ -97,8 +95,11 @@ __all__ = [
     "SUPPORTED_HASH_TYPES",
     "L3Base",
     "RssOutput",
+    "SHARED_READ_ATTEMPTS",
+    "SHARED_SLOTS",
+    "SHARED_SLOT_HEADER",
     "config_value",
-    "generate_rss_program",
+    "generate_shared_rss_program",
     "toeplitz_tables",
 ]
 
@@ -313,12 +314,31 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
+# Where the program finds its configuration (pytun_hash.bpf.shared): a control map's ``u32 active``
+# names one of SHARED_SLOTS slots; each slot is ``u32 seq`` (odd while written), ``u32`` reserved,
+# then :func:`config_value`.
+#: Slots a writer cycles through.
+SHARED_SLOTS = 4
+#: Bytes before the config value in a slot.
+SHARED_SLOT_HEADER = 8
+#: Times a frame is computed before the program gives up on a slot rewritten under it (queue 0).
+SHARED_READ_ATTEMPTS = 4
+# Below everything the program uses, each in a slot of its own and spilled whole (the verifier then
+# knows the attempt count exactly, and so that the retry loop ends): the slot pointer, the seq read
+# first, the attempts so far.
+_S_SLOT = (_BUF - 8) & ~7
+_S_SEQ = _S_SLOT - 8
+_S_TRY = _S_SLOT - 16
+assert _S_TRY >= -512, "the program's stack does not fit"
+
+
 class _Gen:
     """Emits the program into an :class:`Assembler`; one method per part."""
 
-    def __init__(self, outer_map_fd: int, base: L3Base, output: RssOutput) -> None:
+    def __init__(self, control_map_fd: int, slots_map_fd: int, base: L3Base, output: RssOutput) -> None:
         self.a = Assembler()
-        self.outer_map_fd = outer_map_fd
+        self.control_map_fd = control_map_fd
+        self.slots_map_fd = slots_map_fd
         self.base = base
         self.output = output
         self.hdr = BPF_HDR_START_MAC if base is L3Base.ETHERNET else BPF_HDR_START_NET
@@ -395,21 +415,6 @@ class _Gen:
         a.label(f"{prefix}_udp")
         a.mov64_imm(_REP, int(udp))
         a.ja(then)
-
-    def prologue(self) -> None:
-        a = self.a
-        a.mov64_reg(_CTX, Reg.R1)
-        a.st_mem(BPF_W, Reg.FP, _KEY, 0)
-        a.ld_map_fd(Reg.R1, self.outer_map_fd)
-        a.mov64_reg(Reg.R2, Reg.FP).alu64_imm(BPF_ADD, Reg.R2, _KEY)
-        a.call(Helper.map_lookup_elem)
-        a.jmp_imm(BPF_JEQ, Reg.R0, 0, "no_config")
-        a.mov64_reg(Reg.R1, Reg.R0)
-        a.mov64_reg(Reg.R2, Reg.FP).alu64_imm(BPF_ADD, Reg.R2, _KEY)
-        a.call(Helper.map_lookup_elem)
-        a.jmp_imm(BPF_JEQ, Reg.R0, 0, "no_config")
-        a.mov64_reg(_CFG, Reg.R0)
-        a.ldx_mem(BPF_W, _REP, _CFG, OFF_TYPES)
 
     def ethernet(self) -> None:
         """TAP: one copy of Ethernet + IPv6 header + ports; shorter frames retry with IPv4's size."""
@@ -877,17 +882,55 @@ class _Gen:
         else:
             a.mov64_imm(Reg.R0, 0)
         self.ret()
-        # Only reachable while the outer slot is empty, which EbpfRss never leaves it.
+        # Unreachable: the slot index is masked to the map's size, so the lookup cannot fail; the
+        # verifier wants the null check all the same.
         a.label("no_config")
         a.mov64_imm(Reg.R0, 0)
         a.exit()
 
+    def prologue(self) -> None:
+        """Find the active slot, remember its ``seq`` and point _CFG at its config value."""
+        a = self.a
+        a.mov64_reg(_CTX, Reg.R1)
+        a.mov64_imm(Reg.R1, 0)
+        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_TRY)
+        a.label("attempt")
+        a.ld_map_value(Reg.R1, self.control_map_fd, 0)
+        a.ldx_mem(BPF_W, Reg.R2, Reg.R1, 0)
+        a.alu64_imm(BPF_AND, Reg.R2, SHARED_SLOTS - 1)
+        a.stx_mem(BPF_W, Reg.FP, Reg.R2, _KEY)
+        a.ld_map_fd(Reg.R1, self.slots_map_fd)
+        a.mov64_reg(Reg.R2, Reg.FP).alu64_imm(BPF_ADD, Reg.R2, _KEY)
+        a.call(Helper.map_lookup_elem)
+        a.jmp_imm(BPF_JEQ, Reg.R0, 0, "no_config")
+        a.ldx_mem(BPF_W, Reg.R1, Reg.R0, 0)
+        a.jmp_imm(BPF_JSET, Reg.R1, 1, "retry")  # being written: the writer switches to it only after
+        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_SEQ)
+        a.stx_mem(BPF_DW, Reg.FP, Reg.R0, _S_SLOT)
+        a.alu64_imm(BPF_ADD, Reg.R0, SHARED_SLOT_HEADER)
+        a.mov64_reg(_CFG, Reg.R0)
+        a.ldx_mem(BPF_W, _REP, _CFG, OFF_TYPES)
+
     def ret(self) -> None:
-        """Return R0, the result."""
-        self.a.exit()
+        """Return R0, the result, if the slot did not change meanwhile."""
+        self.a.ja("seq_check")
 
     def finish(self) -> None:
-        """Code after the epilogue (none: the shared variant checks its slot there)."""
+        """The slot check every return goes through, and the retry."""
+        a = self.a
+        a.label("seq_check")
+        a.ldx_mem(BPF_DW, Reg.R1, Reg.FP, _S_SLOT)
+        a.ldx_mem(BPF_W, Reg.R2, Reg.R1, 0)
+        a.ldx_mem(BPF_DW, Reg.R3, Reg.FP, _S_SEQ)
+        a.jmp_reg(BPF_JNE, Reg.R2, Reg.R3, "retry")
+        a.exit()
+        a.label("retry")
+        a.ldx_mem(BPF_DW, Reg.R1, Reg.FP, _S_TRY)
+        a.alu64_imm(BPF_ADD, Reg.R1, 1)
+        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_TRY)
+        a.jmp_imm(BPF_JLT, Reg.R1, SHARED_READ_ATTEMPTS, "attempt")
+        a.mov64_imm(Reg.R0, 0)
+        a.exit()
 
     def generate(self) -> list[Insn]:
         self.prologue()
@@ -912,74 +955,6 @@ class _Gen:
         return self.a.assemble()
 
 
-# The shared variant (pytun_hash.bpf.shared): a control map's ``u32 active`` names one of SHARED_SLOTS
-# slots; each slot is ``u32 seq`` (odd while written), ``u32`` reserved, then :func:`config_value`.
-#: Slots an unprivileged writer cycles through.
-SHARED_SLOTS = 4
-#: Bytes before the config value in a slot.
-SHARED_SLOT_HEADER = 8
-#: Times a frame is computed before the program gives up on a slot rewritten under it (queue 0).
-SHARED_READ_ATTEMPTS = 4
-# Below everything the program uses, each in a slot of its own and spilled whole (the verifier then
-# knows the attempt count exactly, and so that the retry loop ends): the slot pointer, the seq read
-# first, the attempts so far.
-_S_SLOT = (_BUF - 8) & ~7
-_S_SEQ = _S_SLOT - 8
-_S_TRY = _S_SLOT - 16
-assert _S_TRY >= -512, "the shared variant's stack does not fit"
-
-
-class _SharedGen(_Gen):
-    """The same program, its config read from seqlocked slots that a process without ``CAP_BPF``
-    rewrites through ``mmap``; a frame whose slot changed while it was computed is computed again."""
-
-    def __init__(self, control_map_fd: int, slots_map_fd: int, base: L3Base, output: RssOutput) -> None:
-        super().__init__(slots_map_fd, base, output)
-        self.control_map_fd = control_map_fd
-        self.slots_map_fd = slots_map_fd
-
-    def prologue(self) -> None:
-        a = self.a
-        a.mov64_reg(_CTX, Reg.R1)
-        a.mov64_imm(Reg.R1, 0)
-        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_TRY)
-        a.label("attempt")
-        a.ld_map_value(Reg.R1, self.control_map_fd, 0)
-        a.ldx_mem(BPF_W, Reg.R2, Reg.R1, 0)
-        a.alu64_imm(BPF_AND, Reg.R2, SHARED_SLOTS - 1)
-        a.stx_mem(BPF_W, Reg.FP, Reg.R2, _KEY)
-        a.ld_map_fd(Reg.R1, self.slots_map_fd)
-        a.mov64_reg(Reg.R2, Reg.FP).alu64_imm(BPF_ADD, Reg.R2, _KEY)
-        a.call(Helper.map_lookup_elem)
-        a.jmp_imm(BPF_JEQ, Reg.R0, 0, "no_config")
-        a.ldx_mem(BPF_W, Reg.R1, Reg.R0, 0)
-        a.jmp_imm(BPF_JSET, Reg.R1, 1, "retry")  # being written: the writer switches to it only after
-        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_SEQ)
-        a.stx_mem(BPF_DW, Reg.FP, Reg.R0, _S_SLOT)
-        a.alu64_imm(BPF_ADD, Reg.R0, SHARED_SLOT_HEADER)
-        a.mov64_reg(_CFG, Reg.R0)
-        a.ldx_mem(BPF_W, _REP, _CFG, OFF_TYPES)
-
-    def ret(self) -> None:
-        self.a.ja("seq_check")
-
-    def finish(self) -> None:
-        a = self.a
-        a.label("seq_check")
-        a.ldx_mem(BPF_DW, Reg.R1, Reg.FP, _S_SLOT)
-        a.ldx_mem(BPF_W, Reg.R2, Reg.R1, 0)
-        a.ldx_mem(BPF_DW, Reg.R3, Reg.FP, _S_SEQ)
-        a.jmp_reg(BPF_JNE, Reg.R2, Reg.R3, "retry")
-        a.exit()
-        a.label("retry")
-        a.ldx_mem(BPF_DW, Reg.R1, Reg.FP, _S_TRY)
-        a.alu64_imm(BPF_ADD, Reg.R1, 1)
-        a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_TRY)
-        a.jmp_imm(BPF_JLT, Reg.R1, SHARED_READ_ATTEMPTS, "attempt")
-        a.mov64_imm(Reg.R0, 0)
-        a.exit()
-
-
 def generate_shared_rss_program(
     control_map_fd: int, slots_map_fd: int, base: L3Base = L3Base.ETHERNET, output: RssOutput = RssOutput.QUEUE
 ) -> list[Insn]:
@@ -996,21 +971,4 @@ def generate_shared_rss_program(
     Returns:
         The instructions, for :meth:`pytun_hash.bpf.prog.Program.load` as a socket filter.
     """
-    return _SharedGen(control_map_fd, slots_map_fd, base, output).generate()
-
-
-def generate_rss_program(
-    outer_map_fd: int, base: L3Base = L3Base.ETHERNET, output: RssOutput = RssOutput.QUEUE
-) -> list[Insn]:
-    """Generate the steering program that reads its config through ``outer_map_fd``.
-
-    Args:
-        outer_map_fd: a one-slot ``ARRAY_OF_MAPS`` whose inner maps hold
-            :func:`config_value` (one element of ``CONFIG_VALUE_SIZE`` bytes).
-        base: TAP (Ethernet) or TUN (IP) framing.
-        output: what the program returns.
-
-    Returns:
-        The instructions, ready for :meth:`pytun_hash.bpf.prog.Program.load` as a socket filter.
-    """
-    return _Gen(outer_map_fd, base, output).generate()
+    return _Gen(control_map_fd, slots_map_fd, base, output).generate()

@@ -32,7 +32,6 @@ plain loads, in program order.
 from __future__ import annotations
 
 import array
-import contextlib
 import json
 import mmap
 import os
@@ -45,21 +44,15 @@ from typing import Self
 
 import attrs
 
-from pytun_hash.bpf.maps import ArrayMap
-from pytun_hash.bpf.prog import Program, TestRunResult
-from pytun_hash.bpf.rss import EBPF_RSS_OWNER, check_load, frame_for_test_run, l3_base
 from pytun_hash.bpf.rss_program import (
     CONFIG_VALUE_SIZE,
     SHARED_READ_ATTEMPTS,
     SHARED_SLOT_HEADER,
     SHARED_SLOTS,
-    RssOutput,
     config_value,
-    generate_shared_rss_program,
+    toeplitz_tables,
 )
 from pytun_hash.config import VnetHashConfig
-from pytun_hash.device.base import TunTapBase
-from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import DecodeError, ValidationError
 from pytun_hash.model.classify import Semantics
 
@@ -70,8 +63,8 @@ __all__ = [
     "SLOT_HEADER",
     "SLOT_REST",
     "Handoff",
-    "SharedEbpfRss",
     "SlotWriter",
+    "check_slot_maps",
     "receive_maps",
     "send_maps",
 ]
@@ -90,8 +83,12 @@ CONTROL_VALUE_SIZE = 8
 #: (then the frame goes to queue 0; that needs the writer to have cycled through every slot that often
 #: within one program run).
 READ_ATTEMPTS = SHARED_READ_ATTEMPTS
-#: Seconds a slot rests after it stopped being active before the writer writes it again.
-SLOT_REST = 0.001
+#: Seconds a slot rests after it stopped being active before the writer writes it again. A program run
+#: sees its slot change only when it spans that rest and the writes around it; to send a frame to queue 0
+#: it must span it :data:`READ_ATTEMPTS` times over (2 ms) while the writer writes back to back. Short
+#: enough that 4 slots keep every back-to-back ``write`` under a millisecond (the one that waits for its
+#: slot waits at most this).
+SLOT_REST = 0.0005
 
 _BPF_MAP_TYPE_ARRAY = 2
 _BPF_F_MMAPABLE = 1 << 10
@@ -194,6 +191,17 @@ def _check_map(fd: int, name: str, value_size: int, max_entries: int) -> None:
         raise ValidationError(name, "the map was created without BPF_F_MMAPABLE: it cannot be written through mmap")
 
 
+def check_slot_maps(control_fd: int, slots_fd: int) -> None:
+    """Check that two fds are this protocol's control and slots maps (array maps of its value sizes and
+    entry counts, ``BPF_F_MMAPABLE``), through ``/proc/self/fdinfo`` (no capability needed).
+
+    Raises:
+        ValidationError: naming the map (``control``, ``slots``) that is not what the protocol describes.
+    """
+    _check_map(control_fd, "control", CONTROL_VALUE_SIZE, 1)
+    _check_map(slots_fd, "slots", SLOT_VALUE_SIZE, SLOTS)
+
+
 def receive_maps(sock: socket.socket) -> tuple[Handoff, int, int]:
     """Receive one :func:`send_maps` message: the handoff and the control and slots map fds (yours to close).
 
@@ -212,8 +220,7 @@ def receive_maps(sock: socket.socket) -> tuple[Handoff, int, int]:
         if len(received) != 2:
             raise DecodeError("handoff", f"expected 2 map fds, got {len(received)}")
         handoff = Handoff.parse(data)
-        _check_map(received[0], "control", CONTROL_VALUE_SIZE, 1)
-        _check_map(received[1], "slots", SLOT_VALUE_SIZE, SLOTS)
+        check_slot_maps(received[0], received[1])
     except BaseException:
         for fd in received:
             os.close(fd)
@@ -228,9 +235,12 @@ class SlotWriter:
     privileged side, and mapping a map one holds an fd of is allowed to anyone.
 
     Args:
-        control_fd: the control map's fd (kept open by the writer until :meth:`close`).
+        control_fd: the control map's fd (the writer closes it once mapped, as on failure).
         slots_fd: the slots map's fd (likewise).
         handoff: what the privileged side said (mode and semantics for the values written).
+        new_maps: the maps were just created and no program has read them yet, so every slot may be
+            written at once. Otherwise (maps received or taken over from pins) another writer may
+            have switched slots a moment ago: each slot counts as having stopped being active now.
         clock: seconds, monotonic (tests pass their own).
 
     Raises:
@@ -238,7 +248,13 @@ class SlotWriter:
     """
 
     def __init__(
-        self, control_fd: int, slots_fd: int, handoff: Handoff, *, clock: Callable[[], float] = time.monotonic
+        self,
+        control_fd: int,
+        slots_fd: int,
+        handoff: Handoff,
+        *,
+        new_maps: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.handoff = handoff
         self.semantics = Semantics(handoff.semantics)
@@ -252,9 +268,18 @@ class SlotWriter:
         except BaseException:
             self.close()
             raise
-        # When each slot stopped being active (never: long ago).
-        self._rested_since = [float("-inf")] * SLOTS
+        finally:
+            # A mapping holds its map by itself (and Python's mmap keeps an fd of its own): the fds
+            # given are not needed any more.
+            fds, self._fds = self._fds, []
+            for fd in fds:
+                os.close(fd)
+        # When each slot stopped being active.
+        self._rested_since = [float("-inf") if new_maps else clock()] * SLOTS
         self.config: VnetHashConfig | None = None
+        # The Toeplitz tables are most of a value and depend on the key only: kept for the next write.
+        self._tables_key: bytes | None = None
+        self._tables = b""
 
     @classmethod
     def receive(cls, sock: socket.socket) -> SlotWriter:
@@ -295,7 +320,10 @@ class SlotWriter:
                 :func:`~pytun_hash.bpf.rss_program.check_supported`), or a closed writer.
         """
         control, slots = self._maps()
-        value = config_value(config, semantics=self.semantics)
+        if config.key != self._tables_key:
+            self._tables = toeplitz_tables(config.key, semantics=self.semantics)
+            self._tables_key = config.key
+        value = config_value(config, tables=self._tables, semantics=self.semantics)
         active, generation = (int(v) for v in _CONTROL.unpack_from(control, 0))
         slot = (active + 1) % SLOTS
         # A program that read this slot before it was replaced must not see it change under it.
@@ -313,6 +341,17 @@ class SlotWriter:
         self.config = config
         return slot
 
+    def slot(self, index: int) -> tuple[int, bytes]:
+        """Slot ``index``'s ``seq`` (odd while it is being written) and configuration value.
+
+        Raises:
+            ValidationError: when the writer is closed.
+        """
+        _, slots = self._maps()
+        base = (index % SLOTS) * _align8(SLOT_VALUE_SIZE)
+        (seq,) = _U32.unpack_from(slots, base)
+        return int(seq), bytes(slots[base + SLOT_HEADER : base + SLOT_VALUE_SIZE])
+
     def close(self) -> None:
         """Unmap and close the fds (idempotent); the program keeps the configuration last written."""
         for region in (self._control, self._slots):
@@ -322,136 +361,6 @@ class SlotWriter:
         fds, self._fds = self._fds, []
         for fd in fds:
             os.close(fd)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class SharedEbpfRss:
-    """The privileged side: the RSS program with maps an unprivileged process can write (context manager).
-
-    :meth:`load` creates the control and slots maps (``BPF_F_MMAPABLE``), writes the first
-    configuration and loads :func:`~pytun_hash.bpf.rss_program.generate_shared_rss_program`;
-    :meth:`attach` makes it the device's steering program; :meth:`handoff` sends the maps to the VMM.
-    The kernel keeps the program while it is attached and the maps while the program or a mapping
-    holds them, so this object may be closed (or its process exit) once the maps were handed over.
-
-    Raises:
-        see :meth:`load`.
-    """
-
-    def __init__(
-        self, program: Program, control: ArrayMap, slots: ArrayMap, writer: SlotWriter, mode: DeviceMode
-    ) -> None:
-        self._program: Program | None = program
-        self._control: ArrayMap | None = control
-        self._slots: ArrayMap | None = slots
-        self.writer = writer
-        self.mode = mode
-        self._device: TunTapBase | None = None
-
-    @classmethod
-    def load(
-        cls,
-        config: VnetHashConfig,
-        mode: DeviceMode = DeviceMode.TAP,
-        *,
-        output: RssOutput = RssOutput.QUEUE,
-        semantics: Semantics = Semantics.SPEC,
-    ) -> SharedEbpfRss:
-        """Create the maps, write ``config`` and load the program (not attached yet).
-
-        Raises:
-            ValidationError: for a config the program cannot implement (no RSS, _EX types).
-            PrivilegeError: without CAP_BPF (``EPERM``).
-            VerifierError: if the verifier rejects the program (a bug; the log says why).
-            BpfError: for other bpf(2) failures.
-        """
-        check_load(config, mode, semantics)
-        handoff = Handoff(mode.value, semantics.value, 0, 0)
-        with contextlib.ExitStack() as stack:
-            control = stack.enter_context(ArrayMap.create(CONTROL_VALUE_SIZE, 1, mmapable=True, name="pth_rss_ctl"))
-            slots = stack.enter_context(ArrayMap.create(SLOT_VALUE_SIZE, SLOTS, mmapable=True, name="pth_rss_slots"))
-            writer = stack.enter_context(SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff))
-            writer.write(config)  # before the program exists: no frame ever sees an empty slot
-            program = stack.enter_context(
-                Program.load(
-                    generate_shared_rss_program(control.fd, slots.fd, l3_base(mode), output),
-                    name=f"pth_rss_sh_{output.value}"[:15],
-                )
-            )
-            stack.pop_all()
-        return cls(program, control, slots, writer, mode)
-
-    @property
-    def program(self) -> Program:
-        """The loaded program."""
-        if self._program is None:
-            raise ValidationError("rss", "closed")
-        return self._program
-
-    @property
-    def config(self) -> VnetHashConfig | None:
-        """The configuration this process wrote last (another process may have written since)."""
-        return self.writer.config
-
-    def attach(self, device: TunTapBase) -> None:
-        """Make the program ``device``'s steering program (``TUNSETSTEERINGEBPF``), exclusively.
-
-        Raises:
-            ValidationError: for a device of the other mode.
-            SteeringConflictError, BusyError, DeviceGoneError, KernelError: as
-                :meth:`~pytun_hash.device.base.TunTapBase.attach_steering_program`.
-        """
-        if device.mode is not self.mode:
-            raise ValidationError("mode", f"the program parses {self.mode.value} frames but {device.name!r} is not")
-        device.attach_steering_program(self.program.fd, owner=EBPF_RSS_OWNER, exclusive=True)
-        self._device = device
-
-    def detach(self) -> None:
-        """Take the program off its device (no-op when not attached).
-
-        Raises:
-            KernelError: when the ioctl fails (``EBADFD``: the device was deleted); detached anyway.
-        """
-        device, self._device = self._device, None
-        if device is not None and not device.closed:
-            device.detach_steering_program()
-
-    def handoff(self, sock: socket.socket, *, queues: int = 0) -> None:
-        """Send the two maps to the process at the other end of ``sock`` (see :func:`send_maps`).
-
-        Raises:
-            ValidationError: when closed.
-            OSError: when the message cannot be sent.
-        """
-        if self._control is None or self._slots is None:
-            raise ValidationError("rss", "closed")
-        info = self.writer.handoff
-        made = Handoff(info.mode, info.semantics, queues, self.program.info().id)
-        send_maps(sock, made, self._control.fd, self._slots.fd)
-
-    def test_run(self, frame: bytes | bytearray | memoryview, *, repeat: int = 1) -> TestRunResult:
-        """Run the program on ``frame`` (as the device's queues carry it) through ``BPF_PROG_TEST_RUN``.
-
-        Raises:
-            ValidationError: for a frame the kernel refuses to test-run.
-            BpfError: when the kernel refuses the run.
-        """
-        return self.program.test_run(frame_for_test_run(self.mode, frame), repeat=repeat)
-
-    def close(self) -> None:
-        """Close this process's fds and mappings (idempotent); an attached program stays attached."""
-        self.writer.close()
-        for obj in (self._program, self._control, self._slots):
-            if obj is not None:
-                obj.close()
-        self._program = self._control = self._slots = None
 
     def __enter__(self) -> Self:
         return self

@@ -13,6 +13,7 @@ import enum
 import errno as _errno
 import platform
 import sysconfig
+import time
 
 from pytun_hash import _sys
 from pytun_hash.errors import BpfError, KernelError, PrivilegeError
@@ -20,6 +21,7 @@ from pytun_hash.errors import BpfError, KernelError, PrivilegeError
 __all__ = [
     "BPF_OBJ_NAME_LEN",
     "BPF_SYSCALL_NUMBERS",
+    "MEMBARRIER_SYSCALL_NUMBERS",
     "BpfCmd",
     "MapFlag",
     "MapType",
@@ -27,6 +29,8 @@ __all__ = [
     "bpf",
     "bpf_error",
     "bpf_syscall_number",
+    "synchronize_rcu",
+    "syscall_abi",
 ]
 
 BPF_OBJ_NAME_LEN = 16
@@ -84,10 +88,9 @@ _MACHINE_ABI: dict[str, str] = {
 }
 
 
-def bpf_syscall_number(
-    machine: str | None = None, *, pointer_size: int | None = None, multiarch: str | None = None
-) -> int:
-    """Return ``__NR_bpf`` for a process of ``machine`` with ``pointer_size``-byte pointers.
+def syscall_abi(machine: str | None = None, *, pointer_size: int | None = None, multiarch: str | None = None) -> str:
+    """The native syscall ABI of a process of ``machine`` with ``pointer_size``-byte pointers
+    (a key of :data:`BPF_SYSCALL_NUMBERS`).
 
     ``platform.machine()`` names the *kernel's* machine, so a 32-bit Python on a 64-bit kernel
     (i386 on x86_64, arm on aarch64, mips o32/n32 on mips64) is told apart by its pointer size
@@ -110,7 +113,7 @@ def bpf_syscall_number(
         abi = _MACHINE_ABI[name]
     except KeyError:
         known = ", ".join(sorted(_MACHINE_ABI))
-        raise ValueError(f"no bpf(2) syscall number known for machine {name!r}; known: {known}") from None
+        raise ValueError(f"no syscall ABI known for machine {name!r}; known: {known}") from None
     if pointer_size == 4:
         if abi == "x86_64":
             abi = "x32" if multiarch.endswith("x32") else "i386"
@@ -118,7 +121,61 @@ def bpf_syscall_number(
             abi = "arm"
         elif abi == "mips-n64":
             abi = "mips-n32" if "abin32" in multiarch else "mips-o32"
-    return BPF_SYSCALL_NUMBERS[abi]
+    return abi
+
+
+def bpf_syscall_number(
+    machine: str | None = None, *, pointer_size: int | None = None, multiarch: str | None = None
+) -> int:
+    """Return ``__NR_bpf`` for a process of ``machine`` with ``pointer_size``-byte pointers
+    (arguments as :func:`syscall_abi`).
+
+    Raises:
+        ValueError: for a machine this table does not know.
+    """
+    return BPF_SYSCALL_NUMBERS[syscall_abi(machine, pointer_size=pointer_size, multiarch=multiarch)]
+
+
+#: ``__NR_membarrier`` for the ABIs where pytun_hash uses it (elsewhere it waits instead, see
+#: :func:`synchronize_rcu`).
+MEMBARRIER_SYSCALL_NUMBERS: dict[str, int] = {
+    "x86_64": 324,
+    "x32": 0x40000000 + 324,
+    "i386": 375,
+    "aarch64": 283,  # asm-generic/unistd.h
+    "riscv64": 283,
+    "riscv32": 283,
+    "loongarch64": 283,
+    "arm": 389,
+    "powerpc": 365,
+    "s390": 356,
+}
+MEMBARRIER_CMD_GLOBAL = 1 << 0
+#: How long :func:`synchronize_rcu` sleeps where ``membarrier`` cannot wait for a grace period, seconds:
+#: well beyond the grace periods measured here (8-15 ms).
+GRACE_PERIOD_FALLBACK_S = 0.1
+
+
+def synchronize_rcu() -> None:
+    """Wait until every RCU read-side section that had begun has ended: every steering program run
+    that had started (tun runs them under ``rcu_read_lock``) is over.
+
+    ``membarrier(MEMBARRIER_CMD_GLOBAL)`` is ``synchronize_rcu()`` in the kernel (any process may
+    call it; one grace period, 8-15 ms here). Where it is refused (``nohz_full`` kernels, an ABI
+    without a known number, a seccomp profile) this sleeps :data:`GRACE_PERIOD_FALLBACK_S` instead.
+    It raises nothing.
+    """
+    try:
+        number = MEMBARRIER_SYSCALL_NUMBERS.get(syscall_abi())
+    except ValueError:
+        number = None
+    if number is not None:
+        try:
+            _sys.syscall(number, MEMBARRIER_CMD_GLOBAL, 0, 0)
+            return
+        except OSError:
+            pass
+    time.sleep(GRACE_PERIOD_FALLBACK_S)
 
 
 class BpfCmd(enum.IntEnum):

@@ -26,9 +26,10 @@ machine). It works on kernels without the hash ioctls.
 
 Under the device's record lock (see :mod:`pytun_hash.cli.state`) ``apply`` reads the device's
 record, puts the config in force and writes the new record (backend, revision, config with the
-key, owner, time). With eBPF it pins the program, the outer map and the config map under the
+key, owner, time). With eBPF it pins the program and its control and slots maps under the
 device's pin directory (mounting a bpffs first; without one it warns and records no pins); a
-second ``apply`` on a pinned program swaps a new config map in place (the program stays attached);
+second ``apply`` on a pinned program writes the new config into a free slot and makes it active
+(the program stays attached, the pins stay);
 ``--no-rss`` detaches the program (report-only needs none) and records report-only.
 
 JSON keys of ``apply``: ``device``, ``backend`` (``native``/``ebpf``), ``revision``, ``reason``,

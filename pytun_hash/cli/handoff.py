@@ -105,7 +105,7 @@ def _wait_closed(connection: socket.socket) -> bool:
 
 def run_handoff(args: argparse.Namespace, out: Output) -> int:
     """Run ``handoff``; see the module documentation."""
-    from pytun_hash.bpf.shared import SharedEbpfRss
+    from pytun_hash.bpf.rss import EbpfRss
     from pytun_hash.cli.common import config_from_args, open_device, tun_link
     from pytun_hash.cli.devices import owner_uid
     from pytun_hash.hashing.state import queue_count
@@ -127,7 +127,7 @@ def run_handoff(args: argparse.Namespace, out: Output) -> int:
             queues = known if known is not None else 1
             config = config_from_args(args, queues=queues, key_required=False)
             semantics = semantics_for(None)
-            rss = SharedEbpfRss.load(config, device.mode, semantics=semantics)
+            rss = EbpfRss.load(config, device.mode, semantics=semantics)
             attached = False
             try:
                 # handoff's own queue must not take frames: the VMM's queues are the device's.
@@ -138,12 +138,12 @@ def run_handoff(args: argparse.Namespace, out: Output) -> int:
                 program_id = rss.program.id
                 connection = _accept(server, args.timeout) if server is not None else socket.socket(fileno=args.fd)
                 rss.handoff(connection, queues=queues)
-                rss.close()  # the device holds the program, the program the maps, the VMM its mappings
+                rss.release()  # the device holds the program, the program the maps, the VMM its mappings
                 closed = False
                 if not args.keep:
                     closed = _wait_closed(connection)
             finally:
-                rss.close()
+                rss.release()
                 if attached and not args.keep:
                     device.detach_steering_program()
     finally:

@@ -6,8 +6,8 @@ as ``ethtool -x`` prints them, and the entries per queue), the key, the unclassi
 pinned program's id and path, who applied it and when, and whether the kernel objects back the
 record up (``verified``).
 
-What ``show`` can verify: for eBPF, that the pinned program is the recorded one, that the pinned
-outer map's slot holds the pinned config map, and that its contents are the recorded config.
+What ``show`` can verify: for eBPF, that the pinned program is the recorded one and that the
+active slot of the pinned maps holds the recorded config.
 Which program a tun device runs cannot be asked of the kernel, so a program attached since by
 someone else is not seen; native hash configurations cannot be read back at all (``verified``
 is false: the record is all there is).

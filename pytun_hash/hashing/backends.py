@@ -244,7 +244,10 @@ class EbpfBackend:
         if paths is None:
             return None
         return EbpfPins(
-            _pin_dir_of(paths), paths["prog"], {"outer": paths["outer"], "config": paths["config"]}, self.rss.program_id
+            _pin_dir_of(paths),
+            paths["prog"],
+            {"control": paths["control"], "slots": paths["slots"]},
+            self.rss.program_id,
         )
 
     @classmethod

@@ -13,7 +13,7 @@ what it put there:
   persistent device has no queue attached and the kernel keeps no count (:func:`record_intent`,
   :func:`queue_count`);
 * for eBPF, the program and its maps **pinned** under ``<bpffs>/pytun_hash/<netns inode>/<ifindex>/``
-  (``prog``, ``outer``, ``config``), so any process can verify, reconfigure in place or detach.
+  (``prog``, ``control``, ``slots``), so any process can verify, reconfigure in place or detach.
 
 :class:`StateLocation` names the two roots: ``/run/pytun_hash`` and ``/sys/fs/bpf`` by default,
 ``$PYTUN_HASH_STATE_DIR`` and ``$PYTUN_HASH_BPFFS`` when set (tests, unusual hosts). A record is
@@ -188,8 +188,8 @@ def sweep_recreated(store: RecordStore, device: DeviceId) -> list[StaleRecord]:
 def verify(record: Record) -> bool:
     """Whether the kernel objects back the record up.
 
-    True when the pinned program is the recorded one (by id), the pinned outer map's slot holds
-    the pinned config map, and that map's value is the recorded configuration. False for native
+    True when the pinned program is the recorded one (by id) and the active slot of the pinned
+    maps holds the recorded configuration, byte for byte. False for native
     records (the kernel cannot be asked), report-only and unpinned eBPF records. Whether the pinned
     program is the one attached to the device cannot be asked either: tun has no query for it.
     """

@@ -12,6 +12,7 @@ import pytest
 
 from pytun_hash import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.bpf.maps import ArrayMap
+from pytun_hash.bpf.rss import EbpfRss
 from pytun_hash.bpf.rss_program import config_value
 from pytun_hash.bpf.shared import (
     CONTROL_VALUE_SIZE,
@@ -20,7 +21,6 @@ from pytun_hash.bpf.shared import (
     SLOT_VALUE_SIZE,
     SLOTS,
     Handoff,
-    SharedEbpfRss,
     SlotWriter,
     receive_maps,
     send_maps,
@@ -94,12 +94,19 @@ def test_a_slot_rests_after_it_stopped_being_active(
     with a, b:
         send_maps(a, HANDOFF, control.fd, slots.fd)
         handoff, control_fd, slots_fd = receive_maps(b)
+    # A receiver cannot know when the sender last switched slots: every slot rests before its first write.
     with SlotWriter(control_fd, slots_fd, handoff, clock=lambda: 5.0) as writer:
-        for _ in range(SLOTS - 1):  # slots 1, 2, 3: never active
+        writer.write(CONFIG)
+        assert len(waits) == 1 and waits[0] > 0
+    waits.clear()
+    # Maps no program has read yet (the loader's): no rest until a slot was active.
+    with SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff, new_maps=True, clock=lambda: 5.0) as writer:
+        first = writer.active
+        for _ in range(SLOTS - 1):  # the three slots after the active one: never active
             writer.write(CONFIG)
         assert waits == []
-        writer.write(CONFIG)  # slot 0, inactive since the first write, "now" on this clock: it rests first
-        assert len(waits) == 1 and waits[0] > 0
+        writer.write(CONFIG)  # the first active slot, inactive since the first write, "now" on this clock
+        assert writer.active == first and len(waits) == 1 and waits[0] > 0
 
 
 @pytest.mark.bpf
@@ -136,7 +143,7 @@ def test_the_shared_program_steers_as_the_model_with_every_config_written(mode: 
     make = random_ethernet_frame if mode is DeviceMode.TAP else random_ip_packet
     rng = random.Random(1800 + (mode is DeviceMode.TUN))
     config = random_config(rng, max_queue=15)
-    with SharedEbpfRss.load(config, mode) as rss:
+    with EbpfRss.load(config, mode) as rss:
         for n in range(2 * SLOTS + 1):
             if n:
                 config = random_config(rng, max_queue=15)
@@ -159,7 +166,7 @@ def test_a_slot_that_changes_under_the_program_is_never_used() -> None:
     frame = random_ethernet_frame(random.Random(5))
     while not runnable_in_test_run(frame):
         frame = random_ethernet_frame(random.Random(len(frame)))
-    with SharedEbpfRss.load(config) as rss:
+    with EbpfRss.load(config) as rss:
         assert rss.test_run(frame).retval == 3
         active = rss.writer.active
         slots = rss.writer._maps()[1]  # as a writer that stopped mid-write would leave it

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from pytun_hash import MICROSOFT_RSS_KEY, VnetHashConfig
-from pytun_hash.bpf.shared import SharedEbpfRss
+from pytun_hash.bpf.rss import EbpfRss
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.model import predict_queue
 from tests.cli.helpers import as_nobody
@@ -124,10 +124,14 @@ def test_an_unprivileged_vmm_reconfigures_rss_under_traffic(netns: NetworkNamesp
                     text=True,
                 )
             try:
-                # The privileged step: load, attach, hand over, and let go of its own fds.
-                with SharedEbpfRss.load(CONFIGS[0]) as rss:
+                # The privileged step: load, attach, hand over, and let go of its own fds (release:
+                # the program stays attached).
+                rss = EbpfRss.load(CONFIGS[0])
+                try:
                     rss.attach(device)
                     rss.handoff(parent, queues=QUEUES)
+                finally:
+                    rss.release()
                 hello = json.loads(parent.recv(4096))
                 assert hello["uid"] == "65534" and int(hello["cap_eff"], 16) == 0, hello
                 assert hello["no_new_privs"] == "1" and hello["bpf_map_create"] == "EPERM", hello

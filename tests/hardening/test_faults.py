@@ -325,7 +325,7 @@ def test_verifier_rejection_leaves_no_maps_and_no_steering(tap: TunTapDevice, mo
     reason = bpf_skip_reason()
     if reason:
         pytest.skip(reason)
-    monkeypatch.setattr(rss, "generate_rss_program", lambda *args, **kwargs: Assembler().exit().assemble())
+    monkeypatch.setattr(rss, "generate_shared_rss_program", lambda *args, **kwargs: Assembler().exit().assemble())
     fds = _fd_count()
     mark = tracking.bpf_mark()
     with pytest.raises(VerifierError):

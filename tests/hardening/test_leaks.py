@@ -26,8 +26,9 @@ CYCLES = 1000
 WORKERS = 4
 #: fds one cycle holds at most: 2 queues; the emulator's listener, eventfd, namespace fd, index and rtnetlink
 #: sockets, its data path's recorder (program, queue map, counter map and the mapping's own fd) and
-#: steering program with its two maps; then the cycle's program and its two maps; plus slack.
-FDS_PER_CYCLE = 16
+#: steering program with its two maps and their mappings' own fds; then the cycle's program, its two maps
+#: and their mappings' fds; plus slack.
+FDS_PER_CYCLE = 20
 CONFIG = VnetHashConfig.round_robin(2, key=MICROSOFT_RSS_KEY, table_length=16, report=True)
 REVISIONS = list(Revision)
 

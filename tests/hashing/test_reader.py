@@ -26,7 +26,7 @@ from pytun_hash import (
     classify,
     predict_queue,
 )
-from pytun_hash.bpf.shared import SharedEbpfRss
+from pytun_hash.bpf.rss import EbpfRss
 from pytun_hash.device import NetworkNamespace, TunTapDevice
 from pytun_hash.testing import FakeTunTap, KernelEmulator
 from tests.device.traffic import PEER_ADDR, udp_socket, wire_tap
@@ -109,7 +109,7 @@ def test_a_reader_needs_a_real_device() -> None:
 def test_a_vmm_without_hashing_reads_through_its_slot_writer(wired: tuple[TunTapDevice, socket.socket]) -> None:
     # The unprivileged VMM's case: no Hashing object, only the maps it writes (pytun_hash.bpf.shared).
     dev, sock = wired
-    with SharedEbpfRss.load(CONFIG) as rss:
+    with EbpfRss.load(CONFIG) as rss:
         rss.attach(dev)
         try:
             reader = QueueReader(rss.writer, device=dev)
