@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import errno
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from pytun_hash import _sys
+from pytun_hash._abi.virtio_net import HashType
 from pytun_hash.bpf import rss as rss_module
-from pytun_hash.bpf import shared as shared_module
 from pytun_hash.bpf import syscall as syscall_module
-from pytun_hash.bpf.maps import BpfMap
+from pytun_hash.bpf.maps import ArrayMap, BpfMap
 from pytun_hash.bpf.prog import Program
 from pytun_hash.bpf.rss import EbpfRss
 from pytun_hash.bpf.rss_program import RssOutput
 from pytun_hash.bpf.shared import SLOT_REST, SLOTS
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.errors import BpfError
-from pytun_hash.hashtypes import HashType
 from pytun_hash.model.toeplitz import toeplitz_hash
 
 SRC, DST = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
@@ -52,7 +52,7 @@ class Calls:
         self.syscalls: list[int] = []
         self.sleeps: list[float] = []
         self._on = False
-        real_syscall, real_sleep = _sys.syscall, shared_module.time.sleep
+        real_syscall, real_sleep = _sys.syscall, time.sleep
 
         def syscall(nr: int, *args: object) -> int:
             if self._on:
@@ -65,7 +65,7 @@ class Calls:
             real_sleep(seconds)
 
         monkeypatch.setattr(_sys, "syscall", syscall)
-        monkeypatch.setattr(shared_module.time, "sleep", sleep)
+        monkeypatch.setattr(time, "sleep", sleep)
 
     @contextmanager
     def watching(self) -> Iterator[None]:
@@ -113,7 +113,11 @@ def test_wait_true_and_settle_wait_for_one_grace_period(calls: Calls, monkeypatc
 
 def test_synchronize_rcu_is_membarrier_global(monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[tuple[int, tuple[object, ...]]] = []
-    monkeypatch.setattr(_sys, "syscall", lambda nr, *args: made.append((nr, args)) or 0)
+    def syscall(nr: int, *args: object) -> int:
+        made.append((nr, args))
+        return 0
+
+    monkeypatch.setattr(_sys, "syscall", syscall)
     monkeypatch.setattr(syscall_module, "syscall_abi", lambda: "x86_64")
     syscall_module.synchronize_rcu()
     assert made == [(324, (syscall_module.MEMBARRIER_CMD_GLOBAL, 0, 0))]
@@ -125,7 +129,7 @@ def test_synchronize_rcu_sleeps_where_membarrier_is_refused(monkeypatch: pytest.
 
     slept: list[float] = []
     monkeypatch.setattr(_sys, "syscall", refused)
-    monkeypatch.setattr(syscall_module.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", slept.append)
     syscall_module.synchronize_rcu()
     monkeypatch.setattr(syscall_module, "syscall_abi", lambda: "sparc")  # no number known there
     syscall_module.synchronize_rcu()
@@ -167,7 +171,7 @@ def test_a_kernel_without_mmapable_maps_is_named(monkeypatch: pytest.MonkeyPatch
     def refused(*args: object, **kwargs: object) -> object:
         raise BpfError(errno.EINVAL, "BPF_MAP_CREATE", "invalid argument")
 
-    monkeypatch.setattr(rss_module.ArrayMap, "create", refused)
+    monkeypatch.setattr(ArrayMap, "create", refused)
     with pytest.raises(BpfError, match=r"needs Linux 5\.5") as info:
         EbpfRss.load(config(0))
     assert info.value.errno == errno.EINVAL
