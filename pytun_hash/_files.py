@@ -22,7 +22,6 @@ import contextlib
 import errno
 import io
 import os
-import secrets
 import stat
 from collections.abc import Mapping
 from types import TracebackType
@@ -406,6 +405,8 @@ def stage_file(path: str, data: bytes, field: str, *, overwrite: bool = False) -
     """
     dir_fd, name = _open_target_dir(path, field)
     pending = PendingFile(path, field, overwrite, dir_fd, name)
+    import secrets  # here: reading a file (a capture, a config) needs no random names
+
     temp = f"{_TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
     try:
         pending._check_target()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,6 +91,8 @@ def read_config_file(path: str, *, section: str | None = None) -> dict[str, Any]
     except UnicodeDecodeError as exc:
         raise ValidationError("config", f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     is_json = path.endswith(".json") or (not path.endswith(".toml") and text.lstrip().startswith("{"))
+    import tomllib  # here: a command given no config file (predict --pcap ...) does not load the parser
+
     try:
         data: object = json.loads(text) if is_json else tomllib.loads(text)
     except json.JSONDecodeError as exc:

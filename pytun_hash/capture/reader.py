@@ -270,40 +270,44 @@ def _walk_columns(
     """
     if end - start < _PCAP_RECORD:
         return None
-    view = np.ndarray((len(buf) - 3,), dtype=order + "u4", buffer=buf, strides=(1,))
-    first = int(view[start])
+    # Row p: the four u32 of a record header at byte p (unaligned): one gather per candidate.
+    headers = np.ndarray((len(buf) - _PCAP_RECORD + 1, 4), dtype=order + "u4", buffer=buf, strides=(1, 4))
+    first = int(headers[start, 0])
     top = 3 if order == "<" else 0  # where the timestamp's high byte is
     data = np.frombuffer(buf, dtype=np.uint8)
     hits = np.flatnonzero(data[start + top : end - _PCAP_RECORD + top + 1] == first >> 24)
     hits += start
-    stamps = view[hits].astype(np.int64)
-    fractions = view[hits + 4]
-    captured = view[hits + 8].astype(np.int64)
-    keep = (np.abs(stamps - first) <= _STAMP_WINDOW) & (fractions < (1_000_000_000 if nanosecond else 1_000_000))
-    keep &= (captured <= MAX_RECORD_BYTES) & (captured <= view[hits + 12])
+    fields = headers[hits]
+    captured = fields[:, 2].astype(np.int64)
+    keep = (np.abs(fields[:, 0].astype(np.int64) - first) <= _STAMP_WINDOW) & (
+        fields[:, 1] < (1_000_000_000 if nanosecond else 1_000_000)
+    )
+    keep &= (captured <= MAX_RECORD_BYTES) & (captured <= fields[:, 3])
     heads = hits[keep]
     following = heads + _PCAP_RECORD + captured[keep]
     if not len(heads) or heads[0] != start:
         return None
-    # Payload bytes may look like a header too. The chain from the first record never reaches one
-    # (a record's length leads to the next record), so drop the candidates nothing alive leads to,
-    # until none is left to drop: each one kept is then reached from the first, by its own chain.
-    where = np.minimum(np.searchsorted(heads, following), len(heads) - 1)
-    leads = heads[where] == following
-    alive = np.ones(len(heads), dtype=bool)
-    for _ in range(8):
-        reached = np.zeros(len(heads), dtype=bool)
-        reached[where[alive & leads]] = True
-        reached[0] = True
-        if bool((reached | ~alive).all()):
-            break
-        alive &= reached
-    else:
-        return None
-    heads = heads[alive]
-    following = following[alive]
     if not bool((following[:-1] == heads[1:]).all()):
-        return None
+        # Payload bytes may look like a header too. The chain from the first record never reaches
+        # one (a record's length leads to the next record), so drop the candidates nothing alive
+        # leads to, until none is left to drop: each one kept is then reached from the first, by
+        # its own chain. (Skipped when every candidate already leads to the next: the usual case.)
+        where = np.minimum(np.searchsorted(heads, following), len(heads) - 1)
+        leads = heads[where] == following
+        alive = np.ones(len(heads), dtype=bool)
+        for _ in range(8):
+            reached = np.zeros(len(heads), dtype=bool)
+            reached[where[alive & leads]] = True
+            reached[0] = True
+            if bool((reached | ~alive).all()):
+                break
+            alive &= reached
+        else:
+            return None
+        heads = heads[alive]
+        following = following[alive]
+        if not bool((following[:-1] == heads[1:]).all()):
+            return None
     after = int(following[-1])
     if after > end:  # the last record's data runs past the piece: it is read with the next one
         after = int(heads[-1])

@@ -30,11 +30,11 @@ from pytun_hash.config import (
 )
 from pytun_hash.configfile import config_from_mapping, parse_key, read_config_file
 from pytun_hash.errors import DeviceNotFoundError, ValidationError, shorten
-from pytun_hash.traffic import Flow
 
 if TYPE_CHECKING:
     from pytun_hash.device import rtnl
     from pytun_hash.device.tap import TunTapDevice
+    from pytun_hash.traffic import Flow
 
 __all__ = [
     "MAX_INT_DIGITS",
@@ -168,6 +168,9 @@ def parse_flow(text: str) -> Flow:
         raise ValidationError(
             field, f"a {parts[0].lower()} flow needs a {side} port (ADDRESS:PORT), in {shorten(text)}"
         )
+    # Imported here: sockets and the traffic classes are for FLOW arguments only (not predict --pcap).
+    from pytun_hash.traffic import Flow
+
     try:
         return Flow(protocol, src, dst, sport, dport)
     except ValidationError as exc:

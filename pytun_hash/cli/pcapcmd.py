@@ -15,6 +15,8 @@ Imported by :func:`pytun_hash.cli.hashcmd._predict_pcap` only when ``--pcap`` is
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
@@ -25,8 +27,8 @@ from pytun_hash.capture.reader import CaptureReader
 from pytun_hash.cli.output import EntryStream, Output, Progress
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.model import Semantics, parse_frame
+from pytun_hash.model.flow import parsed_flow_text
 from pytun_hash.model.toeplitz import numpy_available
-from pytun_hash.traffic import parsed_flow_text
 
 __all__ = ["BATCH", "SCALAR", "CaptureProgress", "Tally", "choose_engine", "pcap_member", "predict_batch"]
 
@@ -46,8 +48,21 @@ class Tally(Protocol):
 
 
 def choose_engine() -> str:
-    """:data:`BATCH` when numpy can be imported, else :data:`SCALAR`."""
-    return BATCH if numpy_available() else SCALAR
+    """:data:`BATCH` when numpy can be imported, else :data:`SCALAR`.
+
+    numpy is imported here (when nothing imported it before) with ``OPENBLAS_NUM_THREADS=1`` unless
+    the environment sets it: importing numpy starts OpenBLAS's thread pool, which costs tens of
+    milliseconds of CPU at start-up (about 60 ms on a 2-CPU machine, a fifth of ``predict --pcap``'s
+    start-up), and the batch engine does no linear algebra. The variable is restored at once, so
+    only this process's BLAS is affected (it reads the variable when numpy loads it).
+    """
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return BATCH if numpy_available() else SCALAR
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        return BATCH if numpy_available() else SCALAR
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 class CaptureProgress:

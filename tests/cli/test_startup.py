@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from pytun_hash.cli import build_parser
 from pytun_hash.cli.parser import COMMANDS
+from pytun_hash.model import frames as fr
 
 _PROBE = """
 import contextlib, io, json, sys
@@ -82,3 +86,40 @@ def test_probe_loads_the_assembler_but_not_the_rss_program() -> None:
     unwanted = {"pytun_hash.bpf.rss_program", "pytun_hash.bpf.rss", "pytun_hash.bpf.layered", "pytun_hash.bpf.report"}
     assert not loaded & unwanted, sorted(loaded & unwanted)
     assert not any(m.startswith("pytun_hash.testing") for m in loaded)
+
+
+def test_predict_pcap_loads_no_traffic_code_and_no_config_file_parser(tmp_path: Path) -> None:
+    # predict --pcap without --config: the capture reader, the batch engine and the config, but not
+    # the traffic generator (sockets, its attrs classes), the TOML parser or the random names of
+    # file staging (hashlib, hmac). Issue 17: its start-up counts in its rate.
+    frame = fr.ethernet(fr.ipv4("10.0.0.1", "10.0.0.2", 17, struct.pack(">HHHH", 1, 2, 8, 0)))
+    capture = tmp_path / "one.pcap"
+    record = struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame
+    capture.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + record)
+    probe = _PROBE.replace('"ctypes")', '"ctypes", "tomllib", "secrets", "hmac")')
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "predict", "--key", "microsoft", "--queues", "4", "--pcap", str(capture)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "pytun_hash.capture.reader" in loaded and "pytun_hash.cli.pcapcmd" in loaded
+    unwanted = {m for m in loaded if m.startswith(("pytun_hash.traffic", "tomllib", "secrets", "hmac", *_HEAVY))}
+    assert not unwanted, sorted(unwanted)
+
+
+def test_choosing_the_batch_engine_leaves_the_environment_as_it_was() -> None:
+    # numpy is imported with one OpenBLAS thread (its pool costs start-up CPU the engine never
+    # uses); afterwards the variable is unset again, as it was.
+    script = (
+        "import os\nfrom pytun_hash.cli.pcapcmd import choose_engine\n"
+        "print(choose_engine(), os.environ.get('OPENBLAS_NUM_THREADS'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    engine, value = done.stdout.split()
+    assert engine in ("batch", "scalar") and value == "None", done.stdout
