@@ -367,6 +367,17 @@ class EbpfRss:
         """True after :meth:`close`."""
         return self._control is None
 
+    def in_force(self) -> VnetHashConfig:
+        """The configuration the program steers by now, read back from its maps: this instance's last
+        one, or what another holder of the maps (a VMM they were handed to) wrote since.
+
+        Raises:
+            BpfError: when closed.
+            DecodeError, BusyError: as :meth:`~pytun_hash.bpf.shared.SlotWriter.in_force`.
+        """
+        self._require_open()
+        return self._writer.in_force()[0]
+
     def object_ids(self) -> tuple[int, tuple[int, ...]]:
         """``(program id, (control map id, slots map id))`` of the kernel objects this instance holds.
 
@@ -573,12 +584,12 @@ SharedEbpfRss = EbpfRss
 
 
 def open_pinned(
-    directory: str, value: bytes, *, program_id: int | None = None, semantics: Semantics = Semantics.SPEC
+    directory: str, value: bytes | None, *, program_id: int | None = None, semantics: Semantics = Semantics.SPEC
 ) -> tuple[Program, ArrayMap, ArrayMap]:
     """Open what :meth:`EbpfRss.pin` left in ``directory`` and check that it is one consistent whole:
     the program (of id ``program_id`` when given), the control and slots maps of the protocol's
-    layout, and the active slot holding ``value`` byte for byte (``seq`` even: not being written).
-    The caller owns the three.
+    layout, and (unless ``value`` is None) the active slot holding ``value`` byte for byte (``seq``
+    even: not being written). The caller owns the three.
 
     Raises:
         BpfError: when a pin is missing, is not what it should be, or differs from the expected
@@ -612,10 +623,11 @@ def open_pinned(
                 f"BPF_OBJ_GET({paths['prog']})",
                 f"the pinned program is id {program.id}, the record says {program_id}: someone replaced it",
             )
-        handoff = Handoff("tap", semantics.value, 0, 0)  # only read through: mode and semantics unused
-        with SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff) as reader:
-            seq, held = reader.slot(reader.active)
-        if seq & 1 or held != value:
+        if value is not None:
+            handoff = Handoff("tap", semantics.value, 0, 0)  # only read through: mode and semantics unused
+            with SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff) as reader:
+                seq, held = reader.slot(reader.active)
+        if value is not None and (seq & 1 or held != value):
             raise BpfError(
                 errno.ESTALE,
                 f"BPF_MAP_LOOKUP_ELEM({paths['slots']})",

@@ -83,7 +83,7 @@ from pytun_hash.bpf.insn import (
     Reg,
 )
 from pytun_hash.config import MAX_INDIRECTION_TABLE_LENGTH, MAX_KEY_SIZE, VnetHashConfig
-from pytun_hash.errors import ValidationError
+from pytun_hash.errors import DecodeError, ValidationError
 from pytun_hash.model.classify import Semantics
 from pytun_hash.model.packet import MAX_IPV6_EXTENSION_HEADERS, MAX_VLAN_TAGS
 
@@ -99,6 +99,7 @@ __all__ = [
     "SHARED_SLOTS",
     "SHARED_SLOT_HEADER",
     "config_value",
+    "decode_config_value",
     "generate_shared_rss_program",
     "toeplitz_tables",
 ]
@@ -125,6 +126,12 @@ OFF_TABLE = 16
 FLAG_RFC_QUEUE = 1 << 0
 #: Config flag: fragments are classified by their protocol and hashed with ports 0 (the RFC).
 FLAG_FRAGMENT_PORTS = 1 << 1
+#: Config flag the program does not read: the configuration asks for hash reports (computed in user
+#: space), kept so that the value describes the whole configuration.
+FLAG_REPORT = 1 << 2
+#: The key itself, after the indirection table (the program reads only its tables): with it a value
+#: can be read back as the configuration it carries (:func:`decode_config_value`).
+OFF_KEY = OFF_TABLE + 4 * MAX_INDIRECTION_TABLE_LENGTH
 OFF_TOEPLITZ = 1024
 TOEPLITZ_STRIDE = 256 * 4
 CONFIG_VALUE_SIZE = OFF_TOEPLITZ + MAX_INPUT_BYTES * TOEPLITZ_STRIDE
@@ -240,6 +247,8 @@ def config_value(
     if tables is None:
         tables = toeplitz_tables(config.key, semantics=semantics)
     flags = FLAG_RFC_QUEUE | FLAG_FRAGMENT_PORTS if semantics is Semantics.RFC_2023 else 0
+    if config.report:
+        flags |= FLAG_REPORT
     if len(tables) != MAX_INPUT_BYTES * TOEPLITZ_STRIDE:
         raise ValidationError("tables", f"expected {MAX_INPUT_BYTES * TOEPLITZ_STRIDE} bytes, got {len(tables)}")
     table = list(config.indirection_table) + [0] * (MAX_INDIRECTION_TABLE_LENGTH - len(config.indirection_table))
@@ -251,7 +260,38 @@ def config_value(
         flags,
         *table,
     )
-    return head.ljust(OFF_TOEPLITZ, b"\0") + tables
+    return (head + config.key).ljust(OFF_TOEPLITZ, b"\0") + tables
+
+
+def decode_config_value(value: bytes) -> tuple[VnetHashConfig, Semantics]:
+    """The configuration a :func:`config_value` value carries, and the rules it was written for.
+
+    Raises:
+        DecodeError: for a value of another size, or one :func:`config_value` would not have written
+            (every byte is checked by writing the decoded configuration again).
+    """
+    if len(value) != CONFIG_VALUE_SIZE:
+        raise DecodeError("config value", f"expected {CONFIG_VALUE_SIZE} bytes, got {len(value)}")
+    types, mask, unclassified, flags = struct.unpack_from("=IIII", value, OFF_TYPES)
+    semantics = Semantics.RFC_2023 if flags & FLAG_RFC_QUEUE else Semantics.SPEC
+    if mask >= MAX_INDIRECTION_TABLE_LENGTH or mask & (mask + 1):
+        raise DecodeError("config value", f"table mask {mask:#x} is not a power of two minus one below 128")
+    table = struct.unpack_from(f"={mask + 1}I", value, OFF_TABLE)
+    try:
+        config = VnetHashConfig(
+            rss=True,
+            report=bool(flags & FLAG_REPORT),
+            types=HashType(types),
+            indirection_table=table,
+            key=value[OFF_KEY : OFF_KEY + MAX_KEY_SIZE],
+            unclassified_queue=unclassified,
+        )
+        again = config_value(config, semantics=semantics)
+    except ValidationError as exc:
+        raise DecodeError("config value", f"not a configuration: {exc}") from None
+    if again != value:
+        raise DecodeError("config value", "these bytes are not a value pytun_hash wrote (written again they differ)")
+    return config, semantics
 
 
 #: ``offsetof(struct __sk_buff, len)``.

@@ -32,6 +32,7 @@ plain loads, in program order.
 from __future__ import annotations
 
 import array
+import errno
 import json
 import mmap
 import os
@@ -50,10 +51,11 @@ from pytun_hash.bpf.rss_program import (
     SHARED_SLOT_HEADER,
     SHARED_SLOTS,
     config_value,
+    decode_config_value,
     toeplitz_tables,
 )
 from pytun_hash.config import VnetHashConfig
-from pytun_hash.errors import DecodeError, ValidationError
+from pytun_hash.errors import BusyError, DecodeError, ValidationError
 from pytun_hash.model.classify import Semantics
 
 __all__ = [
@@ -95,6 +97,8 @@ _BPF_F_MMAPABLE = 1 << 10
 _U32 = struct.Struct("=I")
 _CONTROL = struct.Struct("=II")
 _MAX_MESSAGE = 4096
+# Reads of the active slot before in_force() gives up on a writer that never stops.
+_IN_FORCE_READS = 20
 
 
 def _align8(n: int) -> int:
@@ -351,6 +355,24 @@ class SlotWriter:
         base = (index % SLOTS) * _align8(SLOT_VALUE_SIZE)
         (seq,) = _U32.unpack_from(slots, base)
         return int(seq), bytes(slots[base + SLOT_HEADER : base + SLOT_VALUE_SIZE])
+
+    def in_force(self) -> tuple[VnetHashConfig, Semantics]:
+        """The configuration the program steers by now and the rules it was written for, read back from
+        the active slot, whoever wrote it (this writer, another process holding the maps, a VMM).
+
+        Raises:
+            ValidationError: when the writer is closed.
+            DecodeError: when the active slot holds bytes no pytun_hash writer wrote.
+            BusyError: when every read in a row found the slot being written (another writer that
+                never stops).
+        """
+        for _ in range(_IN_FORCE_READS):
+            active = self.active
+            seq, value = self.slot(active)
+            if not seq & 1 and self.slot(active)[0] == seq and self.active == active:
+                return decode_config_value(value)
+            time.sleep(SLOT_REST)
+        raise BusyError(errno.EBUSY, "in_force", "the active slot was being rewritten at every read; try again")
 
     def close(self) -> None:
         """Unmap and close the fds (idempotent); the program keeps the configuration last written."""

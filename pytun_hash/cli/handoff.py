@@ -9,11 +9,15 @@ two map fds (``SCM_RIGHTS``, protocol ``pytun-hash-rss-maps/1``, docs/vmm.md): f
 process reconfigures RSS by writing the maps through ``mmap``. ``--fd N`` sends on a connected
 socket inherited as fd N instead, as libvirt hands QEMU its fds.
 
-By default ``handoff`` then waits for the VMM to close its end and detaches the program, so RSS lives
-as long as the VMM; ``--keep`` exits once the maps are sent and leaves the program attached (remove
-it with ``pytun-hash disable --dev NAME --force``). Nobody connecting within ``--timeout`` seconds
-(default 60) detaches the program and exits 3. No record is written: the VMM, not pytun_hash, owns
-the configuration from the handoff on.
+The program is the eBPF backend's own, put in force through :class:`~pytun_hash.hashing.Hashing`:
+the device gets a record and pins like ``apply``'s (refused while anything is recorded on it), so
+``pytun-hash show`` reports it, reading the configuration in force back from the pinned maps
+(whatever the VMM wrote since), and ``pytun-hash disable`` takes it off.
+
+By default ``handoff`` then waits for the VMM to close its end, detaches the program and removes the
+record, so RSS lives as long as the VMM; ``--keep`` exits once the maps are sent and leaves the
+program attached, recorded and pinned. Nobody connecting within ``--timeout`` seconds (default 60)
+detaches the program and exits 3.
 
 JSON keys of ``handoff``: ``device``, ``program_id``, ``config`` (the first configuration, as in a
 config file), ``semantics``, ``socket`` (path, or ``fd:N``), ``kept`` (the program left attached),
@@ -105,11 +109,15 @@ def _wait_closed(connection: socket.socket) -> bool:
 
 def run_handoff(args: argparse.Namespace, out: Output) -> int:
     """Run ``handoff``; see the module documentation."""
-    from pytun_hash.bpf.rss import EbpfRss
+    import warnings
+
+    from pytun_hash.backend import Backend
     from pytun_hash.cli.common import config_from_args, open_device, tun_link
     from pytun_hash.cli.devices import owner_uid
+    from pytun_hash.cli.state import warn_stale
+    from pytun_hash.device.hashctl import QueueFoldWarning
+    from pytun_hash.hashing import Hashing
     from pytun_hash.hashing.state import queue_count
-    from pytun_hash.model.semantics import semantics_for
 
     if args.owner is not None and args.socket is None:
         raise CliError("--owner goes with --socket", "drop --owner, or listen with --socket PATH", field="--owner")
@@ -126,26 +134,37 @@ def run_handoff(args: argparse.Namespace, out: Output) -> int:
         with open_device(args.dev) as device:
             queues = known if known is not None else 1
             config = config_from_args(args, queues=queues, key_required=False)
-            semantics = semantics_for(None)
-            rss = EbpfRss.load(config, device.mode, semantics=semantics)
-            attached = False
+            # handoff's own queue must not take frames: the VMM's queues are the device's.
+            if device.multi_queue and len(device.attached_queues) > 0:
+                device.detach_queue(device.attached_queues[0])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                # Recorded and pinned like `apply`'s eBPF RSS (`show` reads back what the VMM writes;
+                # `disable` takes it off), refused while anything is recorded or attached.
+                hashing = Hashing.enable(device, config, backend=Backend.EBPF, owner=f"pytun-hash handoff {args.dev}")
+            for warning in caught:
+                if not issubclass(warning.category, QueueFoldWarning):  # judged against `queues` above
+                    out.warn(str(warning.message))
+            warn_stale(hashing.stale, out)
+            kept = False
             try:
-                # handoff's own queue must not take frames: the VMM's queues are the device's.
-                if device.multi_queue and len(device.attached_queues) > 0:
-                    device.detach_queue(device.attached_queues[0])
-                rss.attach(device)
-                attached = True
-                program_id = rss.program.id
+                rss = hashing.ebpf
+                assert rss is not None  # an RSS config on the eBPF backend has its program
+                program_id = rss.program_id
+                semantics = rss.semantics
                 connection = _accept(server, args.timeout) if server is not None else socket.socket(fileno=args.fd)
                 rss.handoff(connection, queues=queues)
-                rss.release()  # the device holds the program, the program the maps, the VMM its mappings
                 closed = False
-                if not args.keep:
+                if args.keep:
+                    # The device holds the program, the program the maps, the VMM its mappings; the
+                    # record and the pins stay for `show` and `disable`.
+                    hashing.close(keep=True)
+                    kept = True
+                else:
                     closed = _wait_closed(connection)
             finally:
-                rss.release()
-                if attached and not args.keep:
-                    device.detach_steering_program()
+                if not kept:
+                    hashing.close()  # detached, unpinned, the record removed
     finally:
         if connection is not None:
             connection.close()
@@ -165,7 +184,10 @@ def run_handoff(args: argparse.Namespace, out: Output) -> int:
 
     def text() -> str:
         if args.keep:
-            return f"{args.dev}: maps handed over; the program (id {program_id}) stays attached"
+            return (
+                f"{args.dev}: maps handed over; the program (id {program_id}) stays attached, recorded and "
+                f"pinned (`pytun-hash show --dev {args.dev}` reads the configuration in force back)"
+            )
         return f"{args.dev}: maps handed over; the VMM closed its end, the program (id {program_id}) is detached"
 
     return out.result(document, text)

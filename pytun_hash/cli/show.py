@@ -7,7 +7,9 @@ pinned program's id and path, who applied it and when, and whether the kernel ob
 record up (``verified``).
 
 What ``show`` can verify: for eBPF, that the pinned program is the recorded one and that the
-active slot of the pinned maps holds the recorded config.
+active slot of the pinned maps holds the recorded config. It reads the configuration in force back
+from those maps, so when someone wrote another one through them since (a VMM ``pytun-hash handoff``
+gave them to), ``show`` prints that one, says so, and ``verified`` is false.
 Which program a tun device runs cannot be asked of the kernel, so a program attached since by
 someone else is not seen; native hash configurations cannot be read back at all (``verified``
 is false: the record is all there is).
@@ -17,7 +19,8 @@ is in force, unless a program someone else attached (QEMU, libvirt) steers. A st
 device deleted, or deleted and created again under the same name) is reported and removed.
 
 JSON keys: ``device``, ``backend``, ``revision``, ``config`` (as ``apply --json`` prints it),
-``owner``, ``applied_at``, ``verified``, ``ebpf`` (``pin_dir``, ``program``, ``maps``,
+``owner``, ``applied_at``, ``verified``, ``read_back`` (eBPF: the config read back from the pinned
+maps, as ``config``; null for native, or when they cannot be read), ``ebpf`` (``pin_dir``, ``program``, ``maps``,
 ``program_id``; or null), ``stale`` (the stale records found and removed: ``reason``, ``detail``),
 ``note`` (the sentence when nothing is recorded, else null), ``queues`` (``count``, null when
 unknown; ``source``: ``intent`` (recorded by ``create``), ``attached``, ``single-queue`` or
@@ -36,7 +39,14 @@ from pytun_hash.cli.output import Output, help_text, pairs
 from pytun_hash.cli.state import owner_document, pins_document, warn_stale
 from pytun_hash.config import ETHTOOL_FLOW_TYPES, VnetHashConfig
 from pytun_hash.device.record import DeviceId, Record, link_index
-from pytun_hash.hashing.state import QueueCount, StateLocation, checked_record, queue_count, sweep_recreated, verify
+from pytun_hash.hashing.state import (
+    QueueCount,
+    StateLocation,
+    checked_record,
+    in_force,
+    queue_count,
+    sweep_recreated,
+)
 
 __all__ = ["add_parser", "indirection_rows", "run_show"]
 
@@ -86,14 +96,22 @@ def _rings(name: str) -> int | None:
 
 
 def _text(
-    name: str, record: Record | None, verified: bool, stale: list[str], rings: int | None, queues: QueueCount
+    name: str,
+    record: Record | None,
+    found: VnetHashConfig | None,
+    stale: list[str],
+    rings: int | None,
+    queues: QueueCount,
 ) -> str:
     lines = [f"{s}; removed, not in force" for s in stale]
     if record is None:
         lines.append(f"{name}: {_NOTHING}")
         lines.append(f"  queues  {queues.describe()}")
         return "\n".join(lines)
-    config = record.config
+    verified = found is not None and found == record.config
+    written_since = found is not None and not verified
+    # What steers now: read back from the pinned maps when they can be read.
+    config = found if found is not None else record.config
     table = config.indirection_table
     # ethtool -x's own block first, in its words, so its readers find what they know.
     ring_text = "no queue attached now" if rings == 0 else f"{rings} RX ring(s)" if rings else "RX rings unknown"
@@ -126,7 +144,18 @@ def _text(
     owner = record.owner
     rows.append(("owner", f"pid {owner.pid}, uid {owner.uid}: {' '.join(owner.command)}"))
     rows.append(("applied at", record.applied_at))
-    rows.append(("verified", "yes: the pinned objects hold this" if verified else "no (the record is all there is)"))
+    if verified:
+        rows.append(("verified", "yes: the pinned objects hold this"))
+    elif written_since:
+        rows.append(
+            (
+                "verified",
+                "no: the pinned maps hold another configuration than the one applied, written through them "
+                "since (a VMM they were handed to); shown above is the one in force",
+            )
+        )
+    else:
+        rows.append(("verified", "no (the record is all there is)"))
     lines.append(f"pytun_hash on {name}:")
     lines.append(pairs(rows, indent="  "))
     return "\n".join(lines)
@@ -144,7 +173,8 @@ def run_show(args: argparse.Namespace, out: Output) -> int:
         if checked.stale is not None:
             stale.append(checked.stale)
         record = checked.record
-        verified = record is not None and verify(record)
+        found = in_force(record) if record is not None else None
+        verified = record is not None and found == record.config
     warn_stale(stale, out)
     document: dict[str, Any] = {
         "device": args.dev,
@@ -154,9 +184,10 @@ def run_show(args: argparse.Namespace, out: Output) -> int:
         "owner": owner_document(record) if record else None,
         "applied_at": record.applied_at if record else None,
         "verified": verified,
+        "read_back": found.to_mapping() if found is not None else None,
         "ebpf": pins_document(record.ebpf) if record else None,
         "stale": [{"reason": s.reason.value, "detail": s.detail} for s in stale],
         "note": None if record else _NOTHING,
         "queues": {"count": queues.count, "source": queues.source, "attached": queues.attached},
     }
-    return out.result(document, lambda: _text(args.dev, record, verified, [str(s) for s in stale], rings, queues))
+    return out.result(document, lambda: _text(args.dev, record, found, [str(s) for s in stale], rings, queues))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pytun_hash.hashing.backends import EbpfBackend, HashingBackend, HashingWarning, NativeBackend
 from pytun_hash.hashing.core import Hashing
 from pytun_hash.hashing.reader import QueueReader, ReceivedFrame
-from pytun_hash.hashing.state import StateLocation, verify
+from pytun_hash.hashing.state import StateLocation, in_force, verify
 
 __all__ = [
     "EbpfBackend",
@@ -25,5 +25,6 @@ __all__ = [
     "QueueReader",
     "ReceivedFrame",
     "StateLocation",
+    "in_force",
     "verify",
 ]

@@ -34,7 +34,8 @@ import attrs
 
 from pytun_hash.bpf.pin import BPFFS_ROOT, pin_dir, remove_pin_dir
 from pytun_hash.bpf.rss import open_pinned
-from pytun_hash.bpf.rss_program import config_value
+from pytun_hash.bpf.shared import Handoff, SlotWriter
+from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import rtnl
 from pytun_hash.device.record import (
     DEFAULT_RECORD_ROOT,
@@ -47,7 +48,7 @@ from pytun_hash.device.record import (
     StaleRecord,
     link_index,
 )
-from pytun_hash.errors import KernelError, PrivilegeError, ValidationError
+from pytun_hash.errors import DecodeError, KernelError, PrivilegeError, ValidationError
 
 __all__ = [
     "BPFFS_ENV",
@@ -58,6 +59,7 @@ __all__ = [
     "checked_record",
     "drop_stale",
     "forget_device",
+    "in_force",
     "now",
     "queue_count",
     "record_intent",
@@ -185,24 +187,42 @@ def sweep_recreated(store: RecordStore, device: DeviceId) -> list[StaleRecord]:
     return found
 
 
+def in_force(record: Record) -> VnetHashConfig | None:
+    """The configuration an eBPF record's pinned maps steer by now, read back from the kernel.
+
+    It is the recorded one unless someone wrote the maps since (a VMM they were handed to, see
+    :mod:`pytun_hash.bpf.shared`). None for native records (the kernel cannot be asked), report-only
+    and unpinned eBPF records, and when the pins are not the recorded program's or cannot be read.
+    """
+    pins = record.ebpf
+    if record.backend != "ebpf" or pins is None or not record.config.rss:
+        return None
+    try:
+        program, control, slots = open_pinned(pins.pin_dir, None, program_id=pins.program_id)
+    except (KernelError, ValidationError):
+        return None
+    try:
+        handoff = Handoff("tap", "spec", 0, 0)  # only read through: mode and semantics unused
+        with SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff) as reader:
+            return reader.in_force()[0]
+    except (KernelError, ValidationError, DecodeError, OSError):
+        return None
+    finally:
+        for obj in (program, control, slots):
+            obj.close()
+
+
 def verify(record: Record) -> bool:
     """Whether the kernel objects back the record up.
 
     True when the pinned program is the recorded one (by id) and the active slot of the pinned
-    maps holds the recorded configuration, byte for byte. False for native
-    records (the kernel cannot be asked), report-only and unpinned eBPF records. Whether the pinned
-    program is the one attached to the device cannot be asked either: tun has no query for it.
+    maps holds the recorded configuration (:func:`in_force` equals it). False for native records
+    (the kernel cannot be asked), report-only and unpinned eBPF records, and when someone wrote
+    another configuration through the maps since. Whether the pinned program is the one attached to
+    the device cannot be asked either: tun has no query for it.
     """
-    pins = record.ebpf
-    if record.backend != "ebpf" or pins is None or not record.config.rss:
-        return False
-    try:
-        objects = open_pinned(pins.pin_dir, config_value(record.config), program_id=pins.program_id)
-    except (KernelError, ValidationError):
-        return False
-    for obj in objects:
-        obj.close()
-    return True
+    found = in_force(record)
+    return found is not None and found == record.config
 
 
 QueueCountSource = Literal["single-queue", "intent", "attached", "unknown"]

@@ -176,3 +176,19 @@ def test_a_slot_that_changes_under_the_program_is_never_used() -> None:
         assert rss.test_run(frame).retval == 0  # gave up after READ_ATTEMPTS: queue 0, not slot data
         struct.pack_into("=I", slots, base, (seq | 1) + 1)
         assert rss.test_run(frame).retval == 3
+
+
+@pytest.mark.bpf
+def test_in_force_reads_back_what_any_holder_of_the_maps_wrote() -> None:
+    first = CONFIG
+    later = CONFIG.replace(indirection_table=(1, 0), report=True)
+    with EbpfRss.load(first) as rss:
+        assert rss.in_force() == first
+        # Another holder of the maps (a VMM they were handed to) writes through its own mappings.
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with a, b:
+            rss.handoff(a, queues=4)
+            with SlotWriter.receive(b) as vmm:
+                vmm.write(later)
+                assert vmm.in_force() == (later, vmm.semantics)
+        assert rss.in_force() == later and rss.config == first  # what this instance wrote last

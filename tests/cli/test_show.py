@@ -22,6 +22,7 @@ from tests import tracking
 
 SHOW_KEYS = {
     "ok",
+    "read_back",
     "queues",
     "device",
     "backend",
@@ -73,7 +74,7 @@ def test_show_without_a_record(cli: Any, vmm: TunTapDevice) -> None:
     run = cli("show", "--dev", vmm.name, "--json")
     assert run.code == 0, run.err
     doc = run.json()
-    assert set(doc) == SHOW_KEYS and doc["backend"] is None and doc["verified"] is False
+    assert set(doc) == SHOW_KEYS and doc["backend"] is None and doc["verified"] is False and doc["read_back"] is None
     assert "automatic queue selection" in doc["note"]
     text = cli("show", "--dev", vmm.name)
     assert text.code == 0 and "kernel default" in text.out and "someone else attached" in text.out
@@ -88,7 +89,7 @@ def test_apply_show_disable_in_separate_processes(cli: Any, vmm: TunTapDevice, s
     assert applied["in_force"]["config"] == applied["config"] and pins["program_id"] > 0
     assert pins["pin_dir"].startswith(state_roots[1]) and os.path.exists(pins["program"])
     shown = _doc(_pytun("show", "--dev", vmm.name, "--json"))
-    assert set(shown) == SHOW_KEYS and shown["verified"] is True
+    assert set(shown) == SHOW_KEYS and shown["verified"] is True and shown["read_back"] == applied["config"]
     assert (shown["backend"], shown["revision"], shown["config"]) == ("ebpf", None, applied["config"])
     assert shown["applied_at"] == applied["at"] and shown["owner"]["command"][-1] == "--json"
     assert shown["ebpf"] == pins
