@@ -446,7 +446,7 @@ class Hashing:
             yield
 
     def reconfigure(self, config: VnetHashConfig) -> None:
-        """Switch to ``config`` without a window of no steering (eBPF: atomic map swap, in place).
+        """Switch to ``config`` without a window of no steering (eBPF: a free slot written, then made active).
 
         A config with RSS off on eBPF detaches the program (report-only needs none).
 
