@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from pytun_hash import _sys
+from pytun_hash import MICROSOFT_RSS_KEY, VnetHashConfig, _sys
 from pytun_hash.bpf import pin as pins
 from pytun_hash.bpf.insn import Assembler, Reg
 from pytun_hash.bpf.maps import ArrayMap, ArrayOfMaps, QueueMap, map_ids
 from pytun_hash.bpf.prog import Program, prog_ids
+from pytun_hash.bpf.rss import EbpfRss, open_pinned
+from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BpfError, KernelError, PrivilegeError, ValidationError
 from tests.bpf.conftest import wait_released
 
@@ -299,3 +301,41 @@ def test_is_bpffs_of_a_missing_path(tmp_path: Path) -> None:
         pins.is_bpffs(str(tmp_path / "missing"))
     assert exc.value.errno == errno.ENOENT
     assert not pins.is_bpffs(str(tmp_path))
+
+
+@pytest.mark.bpf
+def test_an_rss_program_taken_over_from_its_pins_reconfigures_through_the_same_objects(bpffs: str) -> None:
+    first = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY)
+    second = first.replace(indirection_table=(3, 2))
+    third = first.replace(unclassified_queue=2)
+    with EbpfRss.load(first) as rss:
+        paths = rss.pin(bpffs)
+        ids = rss.object_ids()
+        rss.reconfigure(second)
+        # Another process would take it over with the record's configuration: the one in force.
+        with pytest.raises(BpfError) as info:
+            EbpfRss.from_pinned(bpffs, first, DeviceMode.TAP, program_id=ids[0])
+        assert info.value.errno == errno.ESTALE
+        with EbpfRss.from_pinned(bpffs, second, DeviceMode.TAP, program_id=ids[0]) as taken:
+            assert taken.object_ids() == ids and taken.pins == paths
+            assert taken.in_force() == second
+            taken.reconfigure(third)
+            assert rss.in_force() == third  # through the very maps the first instance holds
+            taken.release()
+        assert sorted(os.listdir(bpffs)) == ["control", "prog", "slots"]
+        with pytest.raises(BpfError, match="someone replaced it"):
+            EbpfRss.from_pinned(bpffs, third, DeviceMode.TAP, program_id=ids[0] + 1000)
+
+
+@pytest.mark.bpf
+def test_pins_of_the_earlier_map_in_map_layout_are_named(bpffs: str) -> None:
+    with (
+        ArrayMap.create(16, 1) as inner,
+        ArrayOfMaps.create(inner, 1) as outer,
+        Program.load(Assembler().mov64_imm(Reg.R0, 0).exit().assemble()) as program,
+    ):
+        for obj, name in ((program, "prog"), (outer, "outer"), (inner, "config")):
+            pins.pin(obj, os.path.join(bpffs, name))
+    with pytest.raises(BpfError, match="earlier pytun_hash") as info:
+        open_pinned(bpffs, None)
+    assert info.value.errno == errno.ESTALE and "disable" in str(info.value)
