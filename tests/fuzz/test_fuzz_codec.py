@@ -1,5 +1,6 @@
 """Fuzzing the byte decoders of the hash UAPI: set payloads, capabilities, plans, kernel read lengths,
-and the seccomp emulator's kernel, which decodes whatever memory the traced code points it at.
+the seccomp emulator's kernel, which decodes whatever memory the traced code points it at, and the eBPF
+program's configuration values, which ``show`` reads back from maps a VMM writes.
 
 Properties: only pytun_hash's own errors escape (the emulated kernel: only an errno), nothing hangs,
 and what a decoder accepts encodes back to the same bytes.
@@ -14,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytun_hash import Revision, VnetHashCapability, ioctl_plan
-from pytun_hash._abi import hash_ioctls
+from pytun_hash._abi import HashType, hash_ioctls
+from pytun_hash.bpf.rss_program import SUPPORTED_HASH_TYPES, config_value, decode_config_value
 from pytun_hash.codec import (
     IoctlCall,
     decode_capability,
@@ -25,6 +27,7 @@ from pytun_hash.codec import (
     kernel_read_length,
 )
 from pytun_hash.config import MAX_KEY_SIZE, VnetHashConfig
+from pytun_hash.model.classify import Semantics
 from pytun_hash.testing.kernel import EmulatedKernel, KernelErrno
 from tests.fuzz.harness import call, watchdog
 from tests.fuzz.strategies import configs, damaged, hash_types, revisions
@@ -146,3 +149,18 @@ def test_emulated_kernel_answers_any_memory_with_an_errno(revision: Revision, da
         if snapshot.indirection_table:
             assert len(snapshot.indirection_table) == snapshot.indirection_table_mask + 1
         call(snapshot.as_config)
+
+
+@given(config=configs(), rules=st.sampled_from(list(Semantics)), data=st.data())
+def test_decode_config_value(config: VnetHashConfig, rules: Semantics, data: st.DataObject) -> None:
+    # The eBPF program's configuration value, as a VMM holding the slots map may leave it: pytun-hash
+    # show reads it back (decode_config_value) from maps anyone with the fds can write.
+    config = attrs.evolve(config, rss=True, types=(config.types & SUPPORTED_HASH_TYPES) or HashType.IPV4)
+    value = config_value(config, semantics=rules)
+    payload = data.draw(damaged(value)) if data.draw(st.booleans()) else data.draw(st.binary(max_size=64))
+    decoded = call(decode_config_value, payload)
+    if payload == value:
+        assert decoded.ok and decoded.get() == (config, rules), decoded.error
+    if decoded.ok:
+        again, semantics = decoded.get()
+        assert config_value(again, semantics=semantics) == payload
