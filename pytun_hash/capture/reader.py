@@ -251,6 +251,9 @@ def _numpy() -> Any:
 # How far (seconds) a record's timestamp may be from the first one of its piece for the column-wise
 # walk to take it as a record header (a piece holds seconds to hours of traffic).
 _STAMP_WINDOW = 1 << 20
+# Breaks in the candidates' chain the column-wise walk follows one by one (each false candidate makes
+# two); more, and the record-by-record walk is the cheaper one.
+_MAX_CHAIN_BREAKS = 4096
 
 
 def _walk_columns(
@@ -288,22 +291,25 @@ def _walk_columns(
     if not len(heads) or heads[0] != start:
         return None
     if not bool((following[:-1] == heads[1:]).all()):
-        # Payload bytes may look like a header too. The chain from the first record never reaches
-        # one (a record's length leads to the next record), so drop the candidates nothing alive
-        # leads to, until none is left to drop: each one kept is then reached from the first, by
-        # its own chain. (Skipped when every candidate already leads to the next: the usual case.)
-        where = np.minimum(np.searchsorted(heads, following), len(heads) - 1)
-        leads = heads[where] == following
-        alive = np.ones(len(heads), dtype=bool)
-        for _ in range(8):
-            reached = np.zeros(len(heads), dtype=bool)
-            reached[where[alive & leads]] = True
-            reached[0] = True
-            if bool((reached | ~alive).all()):
-                break
-            alive &= reached
-        else:
+        # Payload bytes may look like a header too (an IPv4 address can pass for a timestamp of the
+        # piece's). The chain from the first record never reaches one (a record's length leads to
+        # the next record): follow it across the breaks only, a few per piece, and drop the
+        # candidates it steps over.
+        breaks = np.flatnonzero(following[:-1] != heads[1:])
+        if len(breaks) > _MAX_CHAIN_BREAKS:
             return None
+        alive = np.ones(len(heads), dtype=bool)
+        current = 0  # the record the chain is at; no break between it and the next break
+        for brk in breaks.tolist():
+            if brk < current:
+                continue  # a candidate the chain stepped over
+            target = int(following[brk])
+            nxt = int(np.searchsorted(heads, target))
+            if nxt >= len(heads) or int(heads[nxt]) != target:
+                alive[brk + 1 :] = False  # the chain leaves the candidates here (checked below)
+                break
+            alive[brk + 1 : nxt] = False
+            current = nxt
         heads = heads[alive]
         following = following[alive]
         if not bool((following[:-1] == heads[1:]).all()):
