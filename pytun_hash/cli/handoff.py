@@ -27,6 +27,8 @@ config file), ``semantics``, ``socket`` (path, or ``fd:N``), ``kept`` (the progr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import select
 import socket
@@ -66,22 +68,48 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _listen(path: str, owner: int | None) -> socket.socket:
-    """A listening Unix socket at ``path``, mode 0600 (owned by ``owner``): only that user may connect."""
+    """A listening Unix socket at ``path``, mode 0600 (owned by ``owner``): only that user may connect.
+
+    It is bound and listening under a temporary name next to ``path`` and then renamed into place
+    (``RENAME_NOREPLACE``), so a VMM that connects as soon as ``path`` exists is never refused.
+    """
+    from pytun_hash import _sys
+
     if os.path.lexists(path):
         raise CliError(f"{path} exists", "give a path where nothing is, or remove it first", field="--socket")
+    directory, name = os.path.split(os.path.abspath(path))
+    hidden = f".{name}.{os.getpid()}.tmp"
+    temporary = os.path.join(directory, hidden)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    bound = False
     try:
         # Bound under a umask that leaves the socket 0600 from its first instant.
         old = os.umask(0o177)
         try:
-            server.bind(path)
+            server.bind(temporary)
+            bound = True
         finally:
             os.umask(old)
         if owner is not None:
-            os.chown(path, owner, -1)
+            os.chown(temporary, owner, -1)
         server.listen(1)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _sys.renameat2(dir_fd, hidden, dir_fd, name, _sys.RENAME_NOREPLACE)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                raise CliError(
+                    f"{path} exists", "give a path where nothing is, or remove it first", field="--socket"
+                ) from None
+            raise
+        finally:
+            os.close(dir_fd)
+        bound = False
     except BaseException:
         server.close()
+        if bound:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
         raise
     return server
 
