@@ -154,6 +154,14 @@ def _text(
                 "since (a VMM they were handed to); shown above is the one in force",
             )
         )
+    elif record.ebpf is not None and config.rss:
+        rows.append(
+            (
+                "verified",
+                "no: the pins are not the recorded program and maps, or their active slot holds no "
+                "configuration pytun_hash wrote (`pytun-hash disable` takes them off)",
+            )
+        )
     else:
         rows.append(("verified", "no (the record is all there is)"))
     lines.append(f"pytun_hash on {name}:")

@@ -13,7 +13,9 @@ import pytest
 
 from pytun_hash import traffic
 from pytun_hash.bpf.insn import Assembler, Reg
+from pytun_hash.bpf.pin import get_pinned_map
 from pytun_hash.bpf.prog import Program
+from pytun_hash.bpf.shared import SLOT_HEADER, SLOT_VALUE_SIZE, Handoff, SlotWriter
 from pytun_hash.cli.show import indirection_rows
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import NetworkNamespace, TunTapDevice, rtnl
@@ -247,3 +249,24 @@ def test_apply_warns_of_folded_queues_only_when_queues_are_held(cli: Any, vmm: T
     finally:
         with TunTapDevice.open(name) as again:
             again.set_persist(False)
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_show_says_when_the_pinned_slot_holds_nothing_pytun_hash_wrote(cli: Any, vmm: TunTapDevice) -> None:
+    applied = cli("apply", "--dev", vmm.name, "--backend", "ebpf", "--key", "random", "--json").json()
+    maps = applied["in_force"]["ebpf"]["maps"]
+    # Someone holding the maps (a VMM) writes bytes that are no configuration into the active slot.
+    with (
+        get_pinned_map(maps["control"]) as control,
+        get_pinned_map(maps["slots"]) as slots,
+        SlotWriter(os.dup(control.fd), os.dup(slots.fd), Handoff("tap", "spec", 0, 0)) as writer,
+    ):
+        region = writer._maps()[1]
+        base = writer.active * ((SLOT_VALUE_SIZE + 7) & ~7) + SLOT_HEADER
+        region[base + 4 : base + 8] = (5).to_bytes(4, sys.byteorder)  # a table mask no writer writes
+    shown = cli("show", "--dev", vmm.name, "--json").json()
+    assert shown["verified"] is False and shown["read_back"] is None and shown["config"] == applied["config"]
+    text = cli("show", "--dev", vmm.name).out
+    assert "holds no configuration pytun_hash wrote" in text and "pytun-hash disable" in text
+    assert cli("disable", "--dev", vmm.name).code == 0
