@@ -51,7 +51,6 @@ from pytun_hash.bpf.rss_program import (
     L3Base,
     RssOutput,
     check_supported,
-    config_value,
     generate_shared_rss_program,
 )
 from pytun_hash.bpf.shared import (
@@ -61,13 +60,14 @@ from pytun_hash.bpf.shared import (
     Handoff,
     SlotWriter,
     check_slot_maps,
+    read_in_force,
     send_maps,
 )
 from pytun_hash.bpf.syscall import synchronize_rcu
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device.base import TunTapBase
 from pytun_hash.device.tap import DeviceMode
-from pytun_hash.errors import BpfError, DeviceGoneError, ValidationError
+from pytun_hash.errors import BpfError, DecodeError, DeviceGoneError, KernelError, ValidationError
 from pytun_hash.model.classify import Semantics
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "frame_for_test_run",
     "l3_base",
     "open_pinned",
+    "pinned_in_force",
 ]
 
 #: The owner name recorded in the device's steering state while eBPF RSS is attached.
@@ -272,9 +273,7 @@ class EbpfRss:
             ValidationError: for a config the program cannot implement.
         """
         check_load(config, mode, semantics)
-        program, control, slots = open_pinned(
-            directory, config_value(config, semantics=semantics), program_id=program_id, semantics=semantics
-        )
+        program, control, slots = open_pinned(directory, (config, semantics), program_id=program_id)
         try:
             handoff = Handoff(mode.value, semantics.value, 0, program.id)
             writer = SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff)
@@ -584,12 +583,15 @@ SharedEbpfRss = EbpfRss
 
 
 def open_pinned(
-    directory: str, value: bytes | None, *, program_id: int | None = None, semantics: Semantics = Semantics.SPEC
+    directory: str,
+    expected: tuple[VnetHashConfig, Semantics] | None,
+    *,
+    program_id: int | None = None,
 ) -> tuple[Program, ArrayMap, ArrayMap]:
     """Open what :meth:`EbpfRss.pin` left in ``directory`` and check that it is one consistent whole:
     the program (of id ``program_id`` when given), the control and slots maps of the protocol's
-    layout, and (unless ``value`` is None) the active slot holding ``value`` byte for byte (``seq``
-    even: not being written). The caller owns the three.
+    layout, and (unless ``expected`` is None) the active slot holding that configuration, written for
+    those rules. The caller owns the three.
 
     Raises:
         BpfError: when a pin is missing, is not what it should be, or differs from the expected
@@ -623,11 +625,7 @@ def open_pinned(
                 f"BPF_OBJ_GET({paths['prog']})",
                 f"the pinned program is id {program.id}, the record says {program_id}: someone replaced it",
             )
-        if value is not None:
-            handoff = Handoff("tap", semantics.value, 0, 0)  # only read through: mode and semantics unused
-            with SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff) as reader:
-                seq, held = reader.slot(reader.active)
-        if value is not None and (seq & 1 or held != value):
+        if expected is not None and _read_pinned(control, slots, paths["slots"]) != expected:
             raise BpfError(
                 errno.ESTALE,
                 f"BPF_MAP_LOOKUP_ELEM({paths['slots']})",
@@ -635,6 +633,31 @@ def open_pinned(
             )
         stack.pop_all()
     return program, control, slots
+
+
+def pinned_in_force(directory: str, *, program_id: int | None = None) -> tuple[VnetHashConfig, Semantics]:
+    """The configuration the program pinned in ``directory`` steers by now, read back from its maps
+    (whoever wrote it), and the rules it was written for.
+
+    Raises:
+        BpfError: as :func:`open_pinned`; ``ESTALE`` also when the active slot holds bytes no
+            pytun_hash writer wrote.
+    """
+    program, control, slots = open_pinned(directory, None, program_id=program_id)
+    try:
+        return _read_pinned(control, slots, os.path.join(directory, "slots"))
+    finally:
+        for obj in (program, control, slots):
+            obj.close()
+
+
+def _read_pinned(control: ArrayMap, slots: ArrayMap, where: str) -> tuple[VnetHashConfig, Semantics]:
+    try:
+        return read_in_force(control.fd, slots.fd)
+    except (DecodeError, KernelError, OSError) as exc:
+        raise BpfError(
+            errno.ESTALE, f"BPF_MAP_LOOKUP_ELEM({where})", f"the active slot holds no configuration: {exc}"
+        ) from None
 
 
 def enable_ebpf_rss(device: TunTapBase, config: VnetHashConfig) -> EbpfRss:

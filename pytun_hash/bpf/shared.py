@@ -67,6 +67,7 @@ __all__ = [
     "Handoff",
     "SlotWriter",
     "check_slot_maps",
+    "read_in_force",
     "receive_maps",
     "send_maps",
 ]
@@ -391,3 +392,19 @@ class SlotWriter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+# What a reader that writes nothing says about itself: mode and semantics only matter to write().
+_READER = Handoff("tap", Semantics.SPEC.value, 0, 0)
+
+
+def read_in_force(control_fd: int, slots_fd: int) -> tuple[VnetHashConfig, Semantics]:
+    """The configuration the maps at ``control_fd`` and ``slots_fd`` steer by now, and the rules it
+    was written for (:meth:`SlotWriter.in_force`); the fds stay the caller's.
+
+    Raises:
+        OSError: when a map cannot be mapped.
+        DecodeError, BusyError: as :meth:`SlotWriter.in_force`.
+    """
+    with SlotWriter(os.dup(control_fd), os.dup(slots_fd), _READER) as reader:
+        return reader.in_force()

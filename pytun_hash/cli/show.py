@@ -99,6 +99,7 @@ def _text(
     name: str,
     record: Record | None,
     found: VnetHashConfig | None,
+    verified: bool,
     stale: list[str],
     rings: int | None,
     queues: QueueCount,
@@ -108,7 +109,6 @@ def _text(
         lines.append(f"{name}: {_NOTHING}")
         lines.append(f"  queues  {queues.describe()}")
         return "\n".join(lines)
-    verified = found is not None and found == record.config
     written_since = found is not None and not verified
     # What steers now: read back from the pinned maps when they can be read.
     config = found if found is not None else record.config
@@ -198,4 +198,6 @@ def run_show(args: argparse.Namespace, out: Output) -> int:
         "note": None if record else _NOTHING,
         "queues": {"count": queues.count, "source": queues.source, "attached": queues.attached},
     }
-    return out.result(document, lambda: _text(args.dev, record, found, [str(s) for s in stale], rings, queues))
+    return out.result(
+        document, lambda: _text(args.dev, record, found, verified, [str(s) for s in stale], rings, queues)
+    )

@@ -33,8 +33,7 @@ from typing import Literal
 import attrs
 
 from pytun_hash.bpf.pin import BPFFS_ROOT, pin_dir, remove_pin_dir
-from pytun_hash.bpf.rss import open_pinned
-from pytun_hash.bpf.shared import Handoff, SlotWriter
+from pytun_hash.bpf.rss import pinned_in_force
 from pytun_hash.config import VnetHashConfig
 from pytun_hash.device import rtnl
 from pytun_hash.device.record import (
@@ -48,7 +47,7 @@ from pytun_hash.device.record import (
     StaleRecord,
     link_index,
 )
-from pytun_hash.errors import DecodeError, KernelError, PrivilegeError, ValidationError
+from pytun_hash.errors import KernelError, PrivilegeError, ValidationError
 
 __all__ = [
     "BPFFS_ENV",
@@ -198,18 +197,9 @@ def in_force(record: Record) -> VnetHashConfig | None:
     if record.backend != "ebpf" or pins is None or not record.config.rss:
         return None
     try:
-        program, control, slots = open_pinned(pins.pin_dir, None, program_id=pins.program_id)
+        return pinned_in_force(pins.pin_dir, program_id=pins.program_id)[0]
     except (KernelError, ValidationError):
         return None
-    try:
-        handoff = Handoff("tap", "spec", 0, 0)  # only read through: mode and semantics unused
-        with SlotWriter(os.dup(control.fd), os.dup(slots.fd), handoff) as reader:
-            return reader.in_force()[0]
-    except (KernelError, ValidationError, DecodeError, OSError):
-        return None
-    finally:
-        for obj in (program, control, slots):
-            obj.close()
 
 
 def verify(record: Record) -> bool:
