@@ -8,11 +8,17 @@ kind and length (beyond the walk's bound too), fragment headers, VLAN tags (0 to
 
 from __future__ import annotations
 
+import contextlib
 import random
 import struct
+from collections.abc import Iterator
 
 from pytun_hash._abi.virtio_net import HashType
+from pytun_hash.bpf.rss import EbpfRss
+from pytun_hash.bpf.rss_program import RssOutput
 from pytun_hash.config import VnetHashConfig
+from pytun_hash.device.tap import DeviceMode
+from pytun_hash.model.classify import Semantics
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -118,3 +124,16 @@ def random_ethernet_frame(rng: random.Random) -> bytes:
     if rng.random() < 0.03:
         frame = frame[: rng.randrange(14, len(frame) + 1)]
     return frame
+
+
+@contextlib.contextmanager
+def load_builds(config: VnetHashConfig, mode: DeviceMode, semantics: Semantics) -> Iterator[dict[RssOutput, EbpfRss]]:
+    """The RSS program of every output (queue, hash, report) for ``config``, closed at the end."""
+    loaded: dict[RssOutput, EbpfRss] = {}
+    try:
+        for output in RssOutput:
+            loaded[output] = EbpfRss.load(config, mode, output=output, semantics=semantics)
+        yield loaded
+    finally:
+        for rss in loaded.values():
+            rss.close()

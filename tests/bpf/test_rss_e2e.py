@@ -33,6 +33,7 @@ from pytun_hash.device.tap import DeviceMode
 from pytun_hash.errors import BusyError, KernelError, SteeringConflictError, ValidationError
 from pytun_hash.model import Framing, predict_queue, verify_reports
 from pytun_hash.model import frames as fr
+from pytun_hash.model.flow import internet_checksum
 from pytun_hash.traffic import inject
 from tests.bpf.frames import random_config, random_ethernet_frame, random_ip_packet
 
@@ -204,19 +205,10 @@ def send_pings(link: Link, count: int) -> int:
         for seq in range(count):
             body = struct.pack("!BBHHH", kind, 0, 0, 0x77, seq) + MARK
             if link.family == socket.AF_INET:
-                csum = _checksum(body)
+                csum = internet_checksum(body)
                 body = body[:2] + struct.pack("!H", csum) + body[4:]
             sock.sendto(body, (link.peer, 0))
     return count
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 # ----------------------------------------------------------------------------- fixtures

@@ -37,7 +37,7 @@ from pytun_hash.errors import BpfError, ValidationError
 from pytun_hash.model.classify import Semantics, classify, predict_queue
 from pytun_hash.model.packet import Framing
 from pytun_hash.model.toeplitz import toeplitz_hash
-from tests.bpf.frames import random_config, random_ethernet_frame, random_ip_packet
+from tests.bpf.frames import load_builds, random_config, random_ethernet_frame, random_ip_packet
 
 PACKETS_PER_MODE = {DeviceMode.TAP: 10_000, DeviceMode.TUN: 4_000}
 CONFIGS_PER_MODE = 8
@@ -113,15 +113,8 @@ def test_unsupported_configs_are_refused() -> None:
 @pytest.fixture
 def builds(request: pytest.FixtureRequest) -> Iterator[dict[RssOutput, EbpfRss]]:
     mode, semantics = request.param
-    first = VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY)
-    loaded: dict[RssOutput, EbpfRss] = {}
-    try:
-        for output in RssOutput:
-            loaded[output] = EbpfRss.load(first, mode, output=output, semantics=semantics)
+    with load_builds(VnetHashConfig.round_robin(4, key=MICROSOFT_RSS_KEY), mode, semantics) as loaded:
         yield loaded
-    finally:
-        for rss in loaded.values():
-            rss.close()
 
 
 @pytest.mark.bpf

@@ -28,14 +28,11 @@ from pytun_hash.config import MICROSOFT_RSS_KEY, VnetHashConfig
 from pytun_hash.device.tap import DeviceMode
 from pytun_hash.model.classify import Semantics, classify, predict_queue
 from pytun_hash.model.packet import Framing
+from tests.bpf.frames import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXT, IPV6_FRAG, load_builds
 from tests.bpf.test_rss_program import runnable_in_test_run
 
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMP = 1
-IPPROTO_ICMPV6 = 58
-SKIPPED = (0, 43, 60)
-FRAGMENT = 44
+SKIPPED = IPV6_EXT
+FRAGMENT = IPV6_FRAG
 MAC = bytes.fromhex("020000000002020000000001")
 PORTS_AND_MORE = struct.pack("!HH", 40000, 443) + bytes(range(16))  # ports, then 16 bytes of L4 header
 
@@ -153,14 +150,8 @@ def beyond_the_bulk_copy(mode: DeviceMode) -> Iterator[bytes]:
 @pytest.fixture(params=[(m, s) for s in Semantics for m in DeviceMode], ids=lambda p: f"{p[0].value}-{p[1].value}")
 def builds(request: pytest.FixtureRequest) -> Iterator[dict[RssOutput, EbpfRss]]:
     mode, semantics = request.param
-    loaded: dict[RssOutput, EbpfRss] = {}
-    try:
-        for output in RssOutput:
-            loaded[output] = EbpfRss.load(ALL_TYPES, mode, output=output, semantics=semantics)
+    with load_builds(ALL_TYPES, mode, semantics) as loaded:
         yield loaded
-    finally:
-        for rss in loaded.values():
-            rss.close()
 
 
 def mismatches(builds: dict[RssOutput, EbpfRss], frames: list[bytes]) -> list[str]:
