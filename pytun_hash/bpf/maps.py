@@ -193,7 +193,8 @@ class ArrayMap(BpfMap):
         """Replace element ``index`` with ``value`` (exactly ``value_size`` bytes).
 
         The kernel copies the whole value under no lock: a program running concurrently may
-        see a mix of old and new bytes. Swap whole maps (:class:`ArrayOfMaps`) for atomicity.
+        see a mix of old and new bytes. For atomicity swap whole maps (:class:`ArrayOfMaps`), or
+        write a slot no program reads and then switch to it (:mod:`pytun_hash.bpf.shared`).
 
         Raises:
             ValidationError: for a wrong length or index.

@@ -98,7 +98,7 @@ _TEST_RUN_MIN_L3 = {b"\x08\x00": 20, b"\x86\xdd": 40}
 
 
 def check_load(config: VnetHashConfig, mode: DeviceMode, semantics: Semantics) -> None:
-    """What loading an RSS program (the map-in-map one or the shared one) needs of its arguments.
+    """What loading the RSS program (:meth:`EbpfRss.load`) needs of its arguments.
 
     Raises:
         ValidationError: for a config the program cannot implement (no RSS, _EX types), a ``mode``
