@@ -259,6 +259,7 @@ class seccomp_notif_resp(ctypes.Structure):  # noqa: N801 - kernel name
 # notification costs it 3 us more); checked against the ctypes definitions once.
 _NOTIF = struct.Struct("=QIIiIQ6Q")
 _NOTIF_RESP = struct.Struct("=QqiI")
+_NOTIF_ID = struct.Struct("=Q")
 assert _NOTIF.size == ctypes.sizeof(seccomp_notif) and _NOTIF_RESP.size == ctypes.sizeof(seccomp_notif_resp)
 
 _SECCOMP_IOC_MAGIC = ord("!")
@@ -304,33 +305,45 @@ def _retry_ioctl(fd: int, request: int, arg: bytes | bytearray | int) -> None:
         return
 
 
-def notif_recv(listener: int) -> Notification | None:
+def notif_recv(listener: int, nr_ioctl: int | None = None) -> Notification | None:
     """Receive one notification; None when it vanished (the target was killed or interrupted).
+
+    ``nr_ioctl`` is this architecture's ``ioctl`` number (None: looked up); a supervisor passes it,
+    as this runs once per trapped call.
 
     Raises:
         OSError: for any other failure of ``SECCOMP_IOCTL_NOTIF_RECV``.
     """
     # The kernel refuses a non-zeroed buffer (EINVAL).
     buf = bytearray(_NOTIF.size)
-    try:
-        _retry_ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, buf)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
+    while True:
+        try:
+            fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, buf, True)
+            break
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
     notif_id, pid, _flags, nr, _arch, _ip, fd, second, third, *_ = _NOTIF.unpack_from(buf)
     # ioctl(2) takes an unsigned int cmd: only the low word counts, as in the filter; read's and
     # readv's second arguments are whole pointers. The fd is an int.
-    if nr == seccomp_arch().nr_ioctl:
+    if nr == (seccomp_arch().nr_ioctl if nr_ioctl is None else nr_ioctl):
         second &= 0xFFFFFFFF
     return Notification(notif_id, pid, (fd & 0xFFFFFFFF) - ((fd & 0x80000000) << 1), second, third, nr)
 
 
 def notif_id_valid(listener: int, notif_id: int) -> bool:
     """True while the notification is still pending (its target is still blocked in the call)."""
-    arg = struct.pack("=Q", notif_id)
+    arg = _NOTIF_ID.pack(notif_id)
     try:
-        _retry_ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, arg)
+        while True:
+            try:
+                fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, arg)
+                break
+            except InterruptedError:
+                continue
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOTTY):
             return False
@@ -347,13 +360,17 @@ def notif_send(listener: int, notif_id: int, *, val: int = 0, error: int = 0, fl
     Raises:
         OSError: for failures other than ``ENOENT`` (the target went away).
     """
-    try:
-        _retry_ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, bytearray(_NOTIF_RESP.pack(notif_id, val, -error, flags)))
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-    return True
+    resp = _NOTIF_RESP.pack(notif_id, val, -error, flags)
+    while True:
+        try:
+            fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp)
+            return True
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
 
 
 class _iovec(ctypes.Structure):  # noqa: N801 - kernel name

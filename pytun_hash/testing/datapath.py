@@ -292,6 +292,8 @@ class DeviceDataPath:
         # an emulated set's cost), and callers put the same few configs in force again and again.
         self._steering_configs: dict[EmulatedHashState, VnetHashConfig | None] = {}
         self._steering_attached = False
+        #: The state the attached program steers by (None when none of ours is attached).
+        self._synced: EmulatedHashState | None = None
         self._context: HashContext | None = None
         self._pending = _Pending()
         self.recorded = 0
@@ -377,6 +379,8 @@ class DeviceDataPath:
         return config
 
     def _sync_steering(self, fd: int, state: EmulatedHashState) -> None:
+        if self._steering_attached and state == self._synced:
+            return  # the program attached steers by this very state (a configuration applied again)
         config = self._steering_config_of(state) if state.rss else None
         # A program of the code under test: the RFC cleared RSS when it attached, v3-v9 refused
         # one of the two, v10+ let it take precedence. Either way ours is not in force.
@@ -385,6 +389,7 @@ class DeviceDataPath:
             if self._steering_attached and not state.steering_attached:
                 _set_int(fd, "TUNSETSTEERINGEBPF", -1)
             self._steering_attached = False
+            self._synced = None
             return
         assert config is not None
         if self._steering is None:
@@ -395,11 +400,13 @@ class DeviceDataPath:
         if not self._steering_attached:
             _set_int(fd, "TUNSETSTEERINGEBPF", self._steering.program.fd)
             self._steering_attached = True
+        self._synced = state
 
     def steering_replaced(self) -> None:
         """The code under test attached its own program, which replaced the emulator's on the device."""
         with self.lock:
             self._steering_attached = False
+            self._synced = None
 
     # -- reads ---------------------------------------------------------------------------------
 

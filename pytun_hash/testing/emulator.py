@@ -100,7 +100,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _TUN = {d.name: d.request(layout_for()) for d in TUN_IOCTLS}
-_TUN_MAJOR, _TUN_MINOR = 10, 200
+_TUN_RDEV = os.makedev(10, 200)  # /dev/net/tun
 _E = "<" if sys.byteorder == "little" else ">"
 _UIO_MAXIOV = 1024
 # Bytes of an ioctl argument read at its first copy: more than any revision's largest argument
@@ -226,6 +226,23 @@ def _ioctl_errno(fd: int, request: int, arg: bytes | int) -> tuple[int, bytes | 
 
 IndexLookup = Callable[[int, int, str], "int | None"]
 
+_IFREQ_SIZE = ctypes.sizeof(ifreq)
+_IFR_FLAGS = struct.Struct(f"{_E}H")
+_IFR_FLAGS_AT = ifreq.ifr_flags.offset
+
+
+def _tun_getiff(fd: int) -> tuple[int, tuple[str, int]]:
+    """``(0, (name, flags))`` from ``TUNGETIFF`` on tun fd ``fd``, or ``(errno, ("", 0))``.
+
+    Read with a struct, not through :class:`ifreq`: it runs on every trapped call.
+    """
+    err, out = _ioctl_errno(fd, _TUN["TUNGETIFF"], bytes(_IFREQ_SIZE))
+    if err:
+        return err, ("", 0)
+    assert isinstance(out, bytes)
+    name = out[:_IFR_FLAGS_AT].split(b"\0", 1)[0].decode(errors="replace")
+    return 0, (name, _IFR_FLAGS.unpack_from(out, _IFR_FLAGS_AT)[0])
+
 
 def _tun_device(fd: int, index_of: IndexLookup | None = None) -> DeviceInfo | None:
     """The device attached to tun fd ``fd`` (looked up in this thread), or None when there is none.
@@ -235,15 +252,12 @@ def _tun_device(fd: int, index_of: IndexLookup | None = None) -> DeviceInfo | No
     Raises:
         KernelErrno: for an errno other than ``EBADFD`` from ``TUNGETIFF``.
     """
-    err, out = _ioctl_errno(fd, _TUN["TUNGETIFF"], bytes(ctypes.sizeof(ifreq)))
+    err, found = _tun_getiff(fd)
     if err == errno.EBADFD:
         return None
     if err:
         raise KernelErrno(err)
-    assert isinstance(out, bytes)
-    req = ifreq.from_buffer_copy(out)
-    name = req.ifr_name.decode(errors="replace")
-    flags = req.ifr_flags & 0xFFFF
+    name, flags = found
     netns, ifindex = 0, None
     err, ns = _ioctl_errno(fd, _TUN["TUNGETDEVNETNS"], 0)
     if not err:
@@ -291,9 +305,9 @@ class _IndexSockets:
             if made is None:
                 return _ifindex_in(ns_fd, ns_ino, name)
             self._socks[ns_ino] = sock = made
-        req = ifreq()
-        req.ifr_name = name.encode(errors="surrogateescape")[:15]
-        buf = bytearray(bytes(req))
+        buf = bytearray(_IFREQ_SIZE)
+        raw = name.encode(errors="surrogateescape")[:15]
+        buf[: len(raw)] = raw
         try:
             fcntl.ioctl(sock.fileno(), self._SIOCGIFINDEX, buf, True)
         except OSError:
@@ -329,7 +343,7 @@ def _is_tun(fd: int) -> bool:
         st = os.fstat(fd)
     except OSError:
         return False
-    return stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (_TUN_MAJOR, _TUN_MINOR)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == _TUN_RDEV
 
 
 def _prog_id(fd: int) -> int | None:
@@ -352,9 +366,8 @@ class _Target:
     def __init__(self, pidfd: int | None = None) -> None:
         self.pidfd = pidfd
 
-    @contextlib.contextmanager
-    def local_fd(self, fd: int) -> Iterator[int]:
-        """This process's own fd for the target's ``fd``, closed when the block ends.
+    def dup(self, fd: int) -> int:
+        """This process's own fd for the target's ``fd``; the caller closes it.
 
         Raises:
             _PassThrough: when the target has no such fd (any more): the kernel answers ``EBADF`` itself.
@@ -363,19 +376,31 @@ class _Target:
         """
         try:
             if self.pidfd is None:
-                local = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
-            else:
-                local = _seccomp.pidfd_getfd(self.pidfd, fd)
+                return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+            return _seccomp.pidfd_getfd(self.pidfd, fd)
         except OSError as exc:
             if exc.errno == errno.EBADF:
                 raise _PassThrough from None
             if exc.errno == errno.ESRCH:
                 raise KernelErrno(errno.ESRCH) from None
             raise
+
+    @contextlib.contextmanager
+    def local_fd(self, fd: int) -> Iterator[int]:
+        """:meth:`dup` as a block that closes the duplicate when it ends; raises as :meth:`dup`."""
+        local = self.dup(fd)
         try:
             yield local
         finally:
             os.close(local)
+
+
+@attrs.define
+class _HostFacts:
+    """What the supervisor learned of the running kernel's build, once per emulator."""
+
+    #: False once ``TUNGETVNETBE`` answered ``EINVAL`` (no ``CONFIG_TUN_VNET_CROSS_LE``); None before.
+    vnet_cross_endian: bool | None = None
 
 
 class _TrappedCall:
@@ -388,8 +413,10 @@ class _TrappedCall:
         target: _Target,
         local_fd: int,
         index_of: IndexLookup | None = None,
+        host: _HostFacts | None = None,
     ) -> None:
         self._index_of = index_of
+        self._host = host if host is not None else _HostFacts()
         self._listener = listener
         self._notif = notif
         self._target = target
@@ -403,6 +430,8 @@ class _TrappedCall:
         # Set when the handler changed the real device's steering program (attached, replaced or
         # detached), whatever ioctl it handles: the RFC's TUNSETVNETHASH with RSS detaches too.
         self.steering_changed = False
+        #: The program on the real device is the emulated data path's, not one of the code's.
+        self.own_steering = False
 
     @property
     def arg(self) -> int:
@@ -484,16 +513,25 @@ class _TrappedCall:
     def vnet_is_little_endian(self) -> bool:
         if self._get_int("TUNGETVNETLE"):
             return True
-        try:
-            big = bool(self._get_int("TUNGETVNETBE"))
-        except KernelErrno as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            big = False  # no CONFIG_TUN_VNET_CROSS_LE: legacy headers use the host's order
+        big = False  # without CONFIG_TUN_VNET_CROSS_LE legacy headers use the host's order
+        if self._host.vnet_cross_endian is not False:
+            try:
+                big = bool(self._get_int("TUNGETVNETBE"))
+                self._host.vnet_cross_endian = True
+            except KernelErrno as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # A build option: the answer holds for the kernel's lifetime, so it is asked once.
+                self._host.vnet_cross_endian = False
         return not big and sys.byteorder == "little"
 
     def set_steering_ebpf(self, prog_fd: int) -> int | None:
         if prog_fd == -1:
+            if self.own_steering:
+                # The code has no program attached (the data path's is): nothing of the code's to
+                # detach, and the data path keeps or drops its own by the state that follows, without
+                # a moment in which no program steers.
+                return None
             self._set_int("TUNSETSTEERINGEBPF", -1)
             self.steering_changed = True
             return None
@@ -591,6 +629,7 @@ class KernelEmulator:
         self._datapaths: dict[tuple[int, str], DeviceDataPath] = {}
         self._rtnl: dict[int, RtnlSocket] = {}
         self._index_sockets = _IndexSockets()
+        self._host = _HostFacts()
         self._live_listeners: set[int] = set()
         self._listener_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -1022,24 +1061,27 @@ class KernelEmulator:
             return
         if self._fault is EmulatorFault.SUPERVISOR_CRASH:
             raise EmulatorError("injected fault: the supervisor crashed")
-        notif = _seccomp.notif_recv(listener)
+        notif = _seccomp.notif_recv(listener, self._arch.nr_ioctl)
         if notif is None:
             return
         if notif.nr != self._arch.nr_ioctl:
             self._serve_read(notif, target, listener)
             return
-        name = self._kernel.requests.get(notif.request, hex(notif.request))
+        name = self._kernel.requests.get(notif.request) or hex(notif.request)
         copies: tuple[UserCopy, ...] = ()
         touched: DeviceInfo | None = None
         call: _TrappedCall | None = None
         err, val, flags, failure = 0, 0, 0, None
         try:
-            with target.local_fd(notif.fd) as local:
+            # Not target.local_fd(): a generator-based block costs microseconds on every call.
+            local = target.dup(notif.fd)
+            try:
                 if not _is_tun(local):
                     raise _PassThrough
-                call = _TrappedCall(listener, notif, target, local, self._index_sockets)
+                call = _TrappedCall(listener, notif, target, local, self._index_sockets, self._host)
                 try:
                     path = self._data_path_before(call)
+                    call.own_steering = path is not None and path.steering_attached
                     if self._fault is EmulatorFault.HANDLER_ERROR and (
                         self._fault_requests is None or name in self._fault_requests
                     ):
@@ -1054,6 +1096,8 @@ class KernelEmulator:
                 finally:
                     copies = tuple(call.copies)
                     touched = call.looked_up_device
+            finally:
+                os.close(local)
         except (_PassThrough, KernelErrno) as exc:
             if isinstance(exc, KernelErrno):
                 err = exc.errno
@@ -1185,11 +1229,9 @@ class KernelEmulator:
         """The data path of the device behind ``fd`` and its namespace inode; None when it has none."""
         if not self._datapaths or not _is_tun(fd):
             return None
-        err, out = _ioctl_errno(fd, _TUN["TUNGETIFF"], bytes(ctypes.sizeof(ifreq)))
+        err, (name, _) = _tun_getiff(fd)
         if err:
             return None
-        assert isinstance(out, bytes)
-        name = ifreq.from_buffer_copy(out).ifr_name.decode(errors="replace")
         err, ns = _ioctl_errno(fd, _TUN["TUNGETDEVNETNS"], 0)
         if err:
             return None

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from pytun_hash import HashReport, Revision, TunTapDevice, VnetHashConfig
+from pytun_hash import HashReport, Revision, TunTapDevice, VnetHashConfig, ioctl_request
 from pytun_hash.bpf.maps import QueueMap
 from pytun_hash.config import MICROSOFT_RSS_KEY
 from pytun_hash.device.hashctl import HashControl
@@ -184,6 +184,71 @@ def test_rfc_checks_report_when_hashed_and_when_read(netns: NetworkNamespace) ->
         flow = classify(buf[24:n], RSS.types, RSS.key, semantics=semantics_for(Revision.RFC))
         assert hash_fields(buf) == (0, flow.hash_value, int(flow.report)) and flow.hash_value
         assert buf[20:24] == bytes([FILL]) * 4
+
+
+def _rfc_rss_set(fd: int, queue: int, *, report: bool = False) -> None:
+    """The RFC's TUNSETVNETHASH with RSS, a one-entry table naming ``queue`` and the full key."""
+    head = struct.pack("=B3xIHH", 0x01 | (0x02 if report else 0), 0x3F, 0, 0)
+    fcntl.ioctl(fd, 0x400454E5, bytearray(head + struct.pack("=H", queue) + MICROSOFT_RSS_KEY), True)
+
+
+def test_rfc_rss_sets_never_leave_the_device_without_the_emulators_program(
+    netns: NetworkNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RFC's SET with RSS detaches the code's program; while the emulator's steers, the code has
+    none: the real device keeps the emulator's program throughout (no detach and attach again, so
+    no moment of automatic selection), and the program follows each new table in place."""
+    steering: list[int] = []
+    real_ioctl = fcntl.ioctl
+    request = ioctl_request("TUNSETSTEERINGEBPF")
+
+    def recording(fd: int, req: int, arg: object = 0, *rest: object) -> object:
+        if req == request and isinstance(arg, (bytes, bytearray)):
+            steering.append(struct.unpack("=i", bytes(arg[:4]))[0])
+        return real_ioctl(fd, req, arg, *rest)  # type: ignore[call-overload]
+
+    with rig(netns, Revision.RFC) as (dev, emu, sock, _control):
+        fd = dev.attached_queues[0].fd
+        emu.run(_rfc_rss_set, fd, 1)
+        monkeypatch.setattr(fcntl, "ioctl", recording)
+        for queue in (1, 3, 2):
+            emu.run(_rfc_rss_set, fd, queue)
+            send(sock, range(7900, 7916))
+            assert {q for q, _, _ in emu.run(read_queued, dev)} == {queue}
+        monkeypatch.undo()
+        assert steering == []
+        assert not emu.device_state(dev.name).steering_attached
+
+
+def test_the_cross_endian_build_option_is_asked_once(netns: NetworkNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether the kernel has CONFIG_TUN_VNET_CROSS_LE cannot change while it runs: a report SET on
+    a device not in little-endian mode asks TUNGETVNETBE each time only where the kernel has it."""
+    from pytun_hash.testing import emulator as emulator_module
+
+    be = ioctl_request("TUNGETVNETBE")
+    asked: list[int] = []
+    real = emulator_module._ioctl_errno
+
+    def counting(fd: int, request: int, arg: bytes | int) -> tuple[int, bytes | int]:
+        if request == be:
+            asked.append(fd)
+        return real(fd, request, arg)
+
+    with rig(netns, Revision.RFC) as (dev, emu, _sock, _control):
+        fd = dev.attached_queues[0].fd
+        dev.set_vnet_le(False)
+        try:
+            fcntl.ioctl(fd, be, bytes(4))
+            cross_endian = True
+        except OSError as exc:
+            assert exc.errno == errno.EINVAL
+            cross_endian = False
+        monkeypatch.setattr(emulator_module, "_ioctl_errno", counting)
+        for queue in (1, 2, 3):
+            emu.run(_rfc_rss_set, fd, queue, report=True)
+        assert emu.failures == ()
+        assert [c.errno for c in emu.calls[-3:]] == [0, 0, 0]
+    assert len(asked) == (3 if cross_endian else 1)
 
 
 @pytest.mark.parametrize("revision", [Revision.V10, Revision.V12])
