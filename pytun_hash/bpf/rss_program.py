@@ -364,11 +364,10 @@ SHARED_SLOT_HEADER = 8
 #: Times a frame is computed before the program gives up on a slot rewritten under it (queue 0).
 SHARED_READ_ATTEMPTS = 4
 # Below everything the program uses, each in a slot of its own and spilled whole (the verifier then
-# knows the attempt count exactly, and so that the retry loop ends): the slot pointer, the seq read
-# first, the attempts so far.
-_S_SLOT = (_BUF - 8) & ~7
-_S_SEQ = _S_SLOT - 8
-_S_TRY = _S_SLOT - 16
+# knows the attempt count exactly, and so that the retry loop ends): the seq read first, the
+# attempts so far. The slot itself is found again from the config pointer, which no path changes.
+_S_SEQ = (_BUF - 8) & ~7
+_S_TRY = _S_SEQ - 8
 assert _S_TRY >= -512, "the program's stack does not fit"
 
 
@@ -946,7 +945,6 @@ class _Gen:
         a.ldx_mem(BPF_W, Reg.R1, Reg.R0, 0)
         a.jmp_imm(BPF_JSET, Reg.R1, 1, "retry")  # being written: the writer switches to it only after
         a.stx_mem(BPF_DW, Reg.FP, Reg.R1, _S_SEQ)
-        a.stx_mem(BPF_DW, Reg.FP, Reg.R0, _S_SLOT)
         a.alu64_imm(BPF_ADD, Reg.R0, SHARED_SLOT_HEADER)
         a.mov64_reg(_CFG, Reg.R0)
         a.ldx_mem(BPF_W, _REP, _CFG, OFF_TYPES)
@@ -959,8 +957,8 @@ class _Gen:
         """The slot check every return goes through, and the retry."""
         a = self.a
         a.label("seq_check")
-        a.ldx_mem(BPF_DW, Reg.R1, Reg.FP, _S_SLOT)
-        a.ldx_mem(BPF_W, Reg.R2, Reg.R1, 0)
+        # _CFG is the slot's config value, right after its seq: no register or spill of its own.
+        a.ldx_mem(BPF_W, Reg.R2, _CFG, -SHARED_SLOT_HEADER)
         a.ldx_mem(BPF_DW, Reg.R3, Reg.FP, _S_SEQ)
         a.jmp_reg(BPF_JNE, Reg.R2, Reg.R3, "retry")
         a.exit()
