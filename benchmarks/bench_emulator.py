@@ -132,7 +132,8 @@ def supervisor_floor(fd: int, calls: int, repeats: int = 5) -> list[dict[str, ob
             for _ in range(repeats):
                 jobs.put(calls)
                 for _ in range(calls):
-                    poller.poll()
+                    if not poller.poll(10_000):
+                        raise RuntimeError("the worker made no trapped call within 10 s")
                     notif = _seccomp.notif_recv(listener, arch.nr_ioctl)
                     assert notif is not None
                     if level:
