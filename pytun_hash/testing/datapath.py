@@ -348,7 +348,8 @@ class DeviceDataPath:
             KernelErrno: when an attach call fails (``EBADFD`` when the device is gone).
         """
         with self.lock:
-            self._context = HashContext(state)
+            if self._context is None or self._context.state is not state:
+                self._context = HashContext(state)  # snapshots of an unchanged state are one object
             self._ensure_recorder(fd)
             self._sync_steering(fd, state)
 
@@ -379,7 +380,7 @@ class DeviceDataPath:
         return config
 
     def _sync_steering(self, fd: int, state: EmulatedHashState) -> None:
-        if self._steering_attached and state == self._synced:
+        if self._steering_attached and (state is self._synced or state == self._synced):
             return  # the program attached steers by this very state (a configuration applied again)
         config = self._steering_config_of(state) if state.rss else None
         # A program of the code under test: the RFC cleared RSS when it attached, v3-v9 refused

@@ -69,7 +69,6 @@ the host kernel carries.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import struct
 import sys
@@ -102,6 +101,18 @@ _V3_RSS = int(v3.TunVnetHashFlag.TUN_VNET_HASH_RSS)
 _V3_REPORT = int(v3.TunVnetHashFlag.TUN_VNET_HASH_REPORT)
 _SUPPORTED_TYPES = 0x3F
 _E = "<" if sys.byteorder == "little" else ">"
+# The layouts the handlers copy in and out, compiled once: a handler runs on every trapped call.
+_S_INT = struct.Struct(f"{_E}i")
+_S_U32 = struct.Struct(f"{_E}I")
+_S_HH = struct.Struct(f"{_E}HH")
+_S_H2XI = struct.Struct(f"{_E}H2xI")
+_S_IHH = struct.Struct(f"{_E}IHH")
+_S_RFC_HEADER = struct.Struct(f"{_E}B3xIHH")
+
+
+def _u16_table(raw: bytes) -> tuple[int, ...]:
+    """The ``u16`` indirection table entries in ``raw``, host order (the kernel's ``copy_from_user``)."""
+    return tuple(memoryview(raw).cast("H"))
 
 
 def virtio_net_hash_key_length(types: int) -> int:
@@ -113,15 +124,23 @@ def virtio_net_hash_key_length(types: int) -> int:
     is the referee the codec is tested against.
     """
     length = 0
-    if types & HashReport.IPV4:
-        length = max(length, 8)
-    if types & (HashReport.TCPV4 | HashReport.UDPV4):
-        length = max(length, 12)
-    if types & HashReport.IPV6:
-        length = max(length, 32)
-    if types & (HashReport.TCPV6 | HashReport.UDPV6):
-        length = max(length, 36)
+    if types & _R_IPV4:
+        length = 8
+    if types & _R_L4V4:
+        length = 12
+    if types & _R_IPV6:
+        length = 32
+    if types & _R_L4V6:
+        length = 36
     return length + 4
+
+
+# The kernel's operands, as plain ints (the enum's own operators are slow on this path); each
+# length above is larger than the one before it, so the last match is the max.
+_R_IPV4 = int(HashReport.IPV4)
+_R_L4V4 = int(HashReport.TCPV4 | HashReport.UDPV4)
+_R_IPV6 = int(HashReport.IPV6)
+_R_L4V6 = int(HashReport.TCPV6 | HashReport.UDPV6)
 
 
 def foreign_request_name(name: str, revision: Revision) -> str:
@@ -137,7 +156,7 @@ class KernelErrno(Exception):  # noqa: N818 - carries the kernel's return value;
         self.errno = err
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key is looked up in several tables per trapped call
 class DeviceKey:
     """Identifies one tun device for the life of the emulator.
 
@@ -343,6 +362,8 @@ class EmulatedKernel:
         self.revision = revision
         self.capability = cap
         self._states: dict[DeviceKey, _DeviceState] = {}
+        # The last snapshot of each device, with the fields it was taken from.
+        self._snapshots: dict[DeviceKey, tuple[tuple[object, ...], EmulatedHashState]] = {}
         layout = layout_for()
         names = [d.name for d in hash_ioctls(revision)]
         names.append("TUNSETSTEERINGEBPF")
@@ -398,24 +419,51 @@ class EmulatedKernel:
         return state
 
     def snapshot(self, key: DeviceKey) -> EmulatedHashState:
-        """The state of device ``key`` (the zero state for a device never touched)."""
+        """The state of device ``key`` (the zero state for a device never touched).
+
+        Snapshots are immutable: while a device's state stays as it was (a configuration applied
+        again), the same snapshot object is returned.
+        """
         s = self._states.get(key) or self._zero_state(key.ifname)
-        return EmulatedHashState(
-            revision=self.revision,
-            ifname=s.ifname,
-            flags=s.flags,
-            rss=s.rss,
-            report=s.report,
-            types=s.types,
-            indirection_table_mask=s.mask,
-            unclassified_queue=s.unclassified,
-            indirection_table=s.table,
-            key=bytes(s.key),
-            key_loaded=s.key_loaded,
-            header=s.header,
-            steering_attached=s.steering_attached,
-            steering_prog_id=s.steering_prog_id,
+        fields = (
+            s.ifname,
+            s.flags,
+            s.rss,
+            s.report,
+            s.types,
+            s.mask,
+            s.unclassified,
+            s.table,
+            bytes(s.key),
+            s.key_loaded,
+            s.header,
+            s.steering_attached,
+            s.steering_prog_id,
         )
+        last = self._snapshots.get(key)
+        if last is not None and last[0] == fields:
+            return last[1]
+        (ifname, flags, rss, report, types, mask, unclassified, table, key_bytes, loaded, header, attached, prog_id) = (
+            fields
+        )
+        snap = EmulatedHashState(
+            revision=self.revision,
+            ifname=ifname,
+            flags=flags,
+            rss=rss,
+            report=report,
+            types=types,
+            indirection_table_mask=mask,
+            unclassified_queue=unclassified,
+            indirection_table=table,
+            key=key_bytes,
+            key_loaded=loaded,
+            header=header,
+            steering_attached=attached,
+            steering_prog_id=prog_id,
+        )
+        self._snapshots[key] = (fields, snap)
+        return snap
 
     def known_devices(self) -> tuple[DeviceKey, ...]:
         """Every device the emulated kernel holds a state for, in first-seen order."""
@@ -456,13 +504,13 @@ class EmulatedKernel:
         call.device()
         cap = self.capability
         limit = cap.max_indirection_table_length or 0
-        call.copy_to_user(0, struct.pack(f"{_E}H2xI", limit, int(cap.types)))
+        call.copy_to_user(0, _S_H2XI.pack(limit, int(cap.types)))
         return 0
 
     def _rfc_setvnethash(self, call: Call) -> int:
         dev = call.device()
         header = call.copy_from_user(0, 12)
-        flags, types, mask, unclassified = struct.unpack(f"{_E}B3xIHH", header)
+        flags, types, mask, unclassified = _S_RFC_HEADER.unpack(header)
         limit = self.capability.max_indirection_table_length or 0
         if (
             flags & _RFC_REPORT
@@ -479,20 +527,22 @@ class EmulatedKernel:
         state.rss = bool(flags & _RFC_RSS)
         state.report = bool(flags & _RFC_REPORT)
         state.types, state.mask, state.unclassified = types, mask, unclassified
-        state.table = struct.unpack(f"{_E}{mask + 1}H", table)
+        state.table = _u16_table(table)
         state.key[:key_len] = key
         state.key_loaded = key_len
         if flags & _RFC_RSS:
-            # The RFC ignores what detaching returns.
-            with contextlib.suppress(KernelErrno):
+            # The RFC ignores what detaching returns. (No contextlib.suppress: this runs per call.)
+            try:  # noqa: SIM105
                 call.set_steering_ebpf(-1)
+            except KernelErrno:
+                pass
             state.steering_attached = False
             state.steering_prog_id = None
         return 0
 
     def _rfc_setsteeringebpf(self, call: Call) -> int:
         dev = call.device()
-        (prog_fd,) = struct.unpack(f"{_E}i", call.copy_from_user(0, 4))
+        (prog_fd,) = _S_INT.unpack(call.copy_from_user(0, 4))
         prog_id = call.set_steering_ebpf(prog_fd)
         state = self._commit(dev)
         state.steering_attached = prog_fd != -1
@@ -504,7 +554,7 @@ class EmulatedKernel:
 
     def _rfc_setvnethdrsz(self, call: Call) -> int:
         dev = call.device()
-        (size,) = struct.unpack(f"{_E}i", call.copy_from_user(0, 4))
+        (size,) = _S_INT.unpack(call.copy_from_user(0, 4))
         if size < VIRTIO_NET_HDR_SIZE:
             raise KernelErrno(errno.EINVAL)
         if self._state(dev).flags & _RFC_REPORT and size < VIRTIO_NET_HDR_V1_HASH_SIZE:
@@ -517,13 +567,13 @@ class EmulatedKernel:
     def _v3_getvnethashcap(self, call: Call) -> int:
         cap = self.capability
         flags = (_V3_REPORT if cap.report else 0) | (_V3_RSS if cap.rss else 0)
-        call.copy_to_user(0, struct.pack(f"{_E}H2xI", flags, int(cap.types)))
+        call.copy_to_user(0, _S_H2XI.pack(flags, int(cap.types)))
         return 0
 
     def _v3_setvnethash(self, call: Call) -> int:
         dev = call.device()
         header = call.copy_from_user(0, 8)
-        flags, types = struct.unpack(f"{_E}H2xI", header)
+        flags, types = _S_H2XI.unpack(header)
         if not flags & _V3_RSS:
             state = self._commit(dev)
             state.replace_all()
@@ -533,7 +583,7 @@ class EmulatedKernel:
         if self._state(dev).steering_attached and not self.revision.steering_precedence:
             raise KernelErrno(errno.EBUSY)
         rss = call.copy_from_user(8, 4)
-        mask, unclassified = struct.unpack(f"{_E}HH", rss)
+        mask, unclassified = _S_HH.unpack(rss)
         table_len = 2 * (mask + 1)
         table = call.copy_from_user(12, table_len)
         key_len = virtio_net_hash_key_length(types)
@@ -543,14 +593,14 @@ class EmulatedKernel:
         state.header, state.flags, state.types = header + rss, flags, types
         state.rss, state.report = True, bool(flags & _V3_REPORT)
         state.mask, state.unclassified = mask, unclassified
-        state.table = struct.unpack(f"{_E}{mask + 1}H", table)
+        state.table = _u16_table(table)
         state.key[:key_len] = key
         state.key_loaded = key_len
         return 0
 
     def _v3_setsteeringebpf(self, call: Call) -> int:
         dev = call.device()
-        (prog_fd,) = struct.unpack(f"{_E}i", call.copy_from_user(0, 4))
+        (prog_fd,) = _S_INT.unpack(call.copy_from_user(0, 4))
         if prog_fd != -1 and self._state(dev).rss:
             raise KernelErrno(errno.EBUSY)
         return self._attach(call, dev, prog_fd)
@@ -558,13 +608,13 @@ class EmulatedKernel:
     # -- v12 ----------------------------------------------------------------------------------
 
     def _v12_getvnethashtypes(self, call: Call) -> int:
-        call.copy_to_user(0, struct.pack(f"{_E}I", int(self.capability.types)))
+        call.copy_to_user(0, _S_U32.pack(int(self.capability.types)))
         return 0
 
     def _v12_setvnetreportingautomq(self, call: Call) -> int:
         dev = call.device()
         header = call.copy_from_user(0, 4)
-        (types,) = struct.unpack(f"{_E}I", header)
+        (types,) = _S_U32.unpack(header)
         state = self._commit(dev)
         state.replace_all()
         if types:
@@ -574,7 +624,7 @@ class EmulatedKernel:
     def _v12_rss(self, call: Call, *, report: bool) -> int:
         dev = call.device()
         header = call.copy_from_user(0, 8)
-        types, mask, unclassified = struct.unpack(f"{_E}IHH", header)
+        types, mask, unclassified = _S_IHH.unpack(header)
         table_len = 2 * (mask + 1)
         table = call.copy_from_user(8, table_len)
         key_len = virtio_net_hash_key_length(types)
@@ -583,7 +633,7 @@ class EmulatedKernel:
         state.replace_all()
         state.header, state.types, state.rss, state.report = header, types, True, report
         state.mask, state.unclassified = mask, unclassified
-        state.table = struct.unpack(f"{_E}{mask + 1}H", table)
+        state.table = _u16_table(table)
         state.key[:key_len] = key
         state.key_loaded = key_len
         return 0
@@ -596,7 +646,7 @@ class EmulatedKernel:
 
     def _v12_setsteeringebpf(self, call: Call) -> int:
         dev = call.device()
-        (prog_fd,) = struct.unpack(f"{_E}i", call.copy_from_user(0, 4))
+        (prog_fd,) = _S_INT.unpack(call.copy_from_user(0, 4))
         return self._attach(call, dev, prog_fd)
 
     def _attach(self, call: Call, dev: DeviceInfo, prog_fd: int) -> int:

@@ -45,6 +45,20 @@ def test_rfc_set_with_rss_detaches_and_ignores_the_result() -> None:
     assert call.steering == []
 
 
+def test_a_snapshot_is_taken_anew_only_when_the_state_changed() -> None:
+    """The same configuration applied again leaves the state as it was: the snapshot is the same
+    object (the data path and the call log reuse it); any change gives a new, unequal one."""
+    kernel = EmulatedKernel(Revision.RFC)
+    kernel.handle("TUNSETVNETHASH", FakeCall(rfc(0x01, 0x3F, mask=3)))
+    first = kernel.snapshot(DEV.key)
+    kernel.handle("TUNSETVNETHASH", FakeCall(rfc(0x01, 0x3F, mask=3)))
+    assert kernel.snapshot(DEV.key) is first
+    kernel.handle("TUNSETVNETHASH", FakeCall(rfc(0x01, 0x3F, mask=1)))
+    second = kernel.snapshot(DEV.key)
+    assert second != first and second.indirection_table_mask == 1 and first.indirection_table_mask == 3
+    assert second.indirection_table == (0, 0) and len(first.indirection_table) == 4
+
+
 def test_v3_mask_is_bounded_only_by_u16() -> None:
     kernel = EmulatedKernel(Revision.V3)
     payload = struct.pack("<H2xIHH", 0x0002, 0x3F, 0xFFFF, 0) + bytes(2 * 0x10000) + bytes(40)
