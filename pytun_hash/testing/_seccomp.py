@@ -316,16 +316,12 @@ def notif_recv(listener: int, nr_ioctl: int | None = None) -> Notification | Non
     """
     # The kernel refuses a non-zeroed buffer (EINVAL).
     buf = bytearray(_NOTIF.size)
-    while True:
-        try:
-            fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, buf, True)
-            break
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise
+    try:
+        _retry_ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, buf)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
     notif_id, pid, _flags, nr, _arch, _ip, fd, second, third, *_ = _NOTIF.unpack_from(buf)
     # ioctl(2) takes an unsigned int cmd: only the low word counts, as in the filter; read's and
     # readv's second arguments are whole pointers. The fd is an int.
@@ -338,12 +334,7 @@ def notif_id_valid(listener: int, notif_id: int) -> bool:
     """True while the notification is still pending (its target is still blocked in the call)."""
     arg = _NOTIF_ID.pack(notif_id)
     try:
-        while True:
-            try:
-                fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, arg)
-                break
-            except InterruptedError:
-                continue
+        _retry_ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, arg)
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOTTY):
             return False
@@ -360,17 +351,13 @@ def notif_send(listener: int, notif_id: int, *, val: int = 0, error: int = 0, fl
     Raises:
         OSError: for failures other than ``ENOENT`` (the target went away).
     """
-    resp = _NOTIF_RESP.pack(notif_id, val, -error, flags)
-    while True:
-        try:
-            fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp)
-            return True
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise
+    try:
+        _retry_ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, _NOTIF_RESP.pack(notif_id, val, -error, flags))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
 
 
 class _iovec(ctypes.Structure):  # noqa: N801 - kernel name
